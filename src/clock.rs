@@ -1,0 +1,45 @@
+//! Time as an input: the only module that reads the wall clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Seconds since the Unix epoch, the unit of every timestamp Tether stores or signs.
+pub type UnixTime = i64;
+
+/// Source of the current time. Handlers read it once per request and pass the value down.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> UnixTime;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one sanctioned wall-clock read
+    fn now(&self) -> UnixTime {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that only moves when told to; for tests that need tokens to expire.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn starting_at(now: UnixTime) -> Self {
+        Self(Arc::new(AtomicI64::new(now)))
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> UnixTime {
+        self.0.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,69 @@
+//! Key material and the primitives built on it: random tokens, hashes, sealing, signing.
+//!
+//! Nothing here knows about HTTP or storage; callers hand in bytes and get bytes back.
+
+pub mod hash;
+pub mod random;
+pub mod seal;
+pub mod signing;
+
+/// Why a configured key list could not be read; the caller names the config key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeySpecError {
+    #[error("expected `id:base64key`")]
+    Shape,
+    #[error("key id `{0}` must be 1-64 characters of A-Z a-z 0-9 - _ .")]
+    BadId(String),
+    #[error("key `{id}` is not {expected}")]
+    BadKey { id: String, expected: &'static str },
+    #[error("key id `{0}` appears twice")]
+    Duplicate(String),
+    #[error("no keys given")]
+    Empty,
+}
+
+/// Key identifiers appear in ciphertext headers and JWT headers: short and unambiguous.
+pub(crate) fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A key id for freshly generated keys: the date it was made plus a random suffix, so that
+/// keys generated on the same day by different operators do not collide.
+pub(crate) fn fresh_key_id(now: crate::clock::UnixTime) -> String {
+    let days = now.div_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("k{y:04}{m:02}{d:02}-{}", &random::token()[..6])
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), after Howard Hinnant's
+/// `civil_from_days`; used only to make key ids readable.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_are_dated_and_valid() {
+        let id = fresh_key_id(1_795_000_000); // 2026-11-18
+        assert!(id.starts_with("k20261118-"), "{id}");
+        assert!(valid_key_id(&id));
+        assert!(!valid_key_id("has:colon"));
+        assert!(!valid_key_id(""));
+    }
+}

@@ -1,0 +1,205 @@
+//! The authorization endpoint and the consent decision (OAuth 2.1 §4.1.1, MCP "Confused
+//! Deputy Problem").
+//!
+//! Tether reaches every upstream provider with one static client id, so without its own
+//! consent step any registered client could obtain a user's upstream authorization silently.
+//! MCP: "MCP proxy servers using static client IDs MUST obtain user consent for each
+//! dynamically registered client before forwarding to third-party authorization servers."
+
+use serde::Deserialize;
+
+use crate::clock::UnixTime;
+use crate::crypto::{hash, random};
+use crate::store::{AuthorizationRecord, ClientRecord, ClientStore, ConsentRecord, PendingRecord, PendingStore};
+use crate::upstream::Providers;
+
+use super::error::{ErrorCode, OAuthError};
+use super::flow::{ConsentView, FlowError, ReturnTo};
+use super::registry::Registry;
+use super::tokens::Lifetimes;
+use super::{pkce, redirect, scope};
+
+/// The authorization request as sent (query for GET, form for POST).
+#[derive(Debug, Default, Deserialize)]
+pub struct AuthorizeParams {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub resource: Option<String>,
+}
+
+/// What the browser-facing steps share.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowContext<'a> {
+    pub issuer: &'a str,
+    pub registry: &'a Registry,
+    pub providers: &'a Providers,
+    pub lifetimes: &'a Lifetimes,
+}
+
+/// A binding cookie value is a token from `random::token`.
+fn is_binding(value: &str) -> bool {
+    value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Looks a client up: pre-registered first, then dynamically registered.
+pub async fn find_client(
+    registry: &Registry,
+    clients: &dyn ClientStore,
+    client_id: &str,
+) -> Result<Option<ClientRecord>, crate::store::StoreError> {
+    match registry.static_client(client_id) {
+        Some(client) => Ok(Some(client.clone())),
+        None => clients.client(client_id).await,
+    }
+}
+
+/// Validates an authorization request and parks it until the user decides.
+pub async fn start(
+    ctx: FlowContext<'_>,
+    clients: &dyn ClientStore,
+    pending: &dyn PendingStore,
+    params: AuthorizeParams,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> Result<ConsentView, FlowError> {
+    // OAuth 2.1 §4.1.2.1: if the client or redirect URI is invalid, the user is informed
+    // and the user agent MUST NOT be redirected.
+    let client_id = params.client_id.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
+        FlowError::page("The request has no client_id. Start again from your application.")
+    })?;
+    let client = find_client(ctx.registry, clients, client_id).await?.ok_or_else(|| {
+        FlowError::page("This application is not registered with Tether (or its registration expired).")
+    })?;
+    let (redirect_uri, redirect_uri_sent) = match params.redirect_uri.as_deref() {
+        Some(uri) if client.redirect_uris.iter().any(|r| redirect::matches(r, uri)) => (uri.to_owned(), true),
+        Some(_) => return Err(FlowError::page("The redirect_uri is not registered for this application.")),
+        None => match client.redirect_uris.as_slice() {
+            [only] => (only.clone(), false),
+            _ => return Err(FlowError::page("The request has no redirect_uri and the application has several.")),
+        },
+    };
+    let back = ReturnTo { redirect_uri: &redirect_uri, state: params.state.as_deref(), issuer: ctx.issuer };
+    let request = validate(ctx, &client, &params, redirect_uri.clone(), redirect_uri_sent)
+        .map_err(|e| back.error(&e))?;
+    let resource = ctx
+        .registry
+        .resource(&request.resource)
+        .ok_or_else(|| back.error(&OAuthError::server_error("resource vanished")))?;
+    let provider = ctx
+        .providers
+        .get(&resource.provider)
+        .ok_or_else(|| back.error(&OAuthError::server_error("provider is not configured")))?;
+    let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
+
+    let (binding, new_binding) = match binding.filter(|b| is_binding(b)) {
+        Some(existing) => (existing.to_owned(), None),
+        None => {
+            let fresh = random::token();
+            (fresh.clone(), Some(fresh))
+        }
+    };
+    let consent_id = random::token();
+    let record = ConsentRecord { request: request.clone(), binding_digest: hash::digest(&binding), created_at: now };
+    pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
+
+    Ok(ConsentView {
+        consent_id,
+        new_binding,
+        client_id: client.client_id.clone(),
+        client_name: client.client_name.clone(),
+        redirect_host: redirect::display_host(&redirect_uri),
+        resource_name: resource.name.clone(),
+        resource_uri: resource.uri.clone(),
+        provider_name: provider.display_name().to_owned(),
+        scopes: resource
+            .scopes
+            .iter()
+            .filter(|s| request.scope.contains(&s.name))
+            .map(|s| (s.name.clone(), s.description.clone()))
+            .collect(),
+        upstream_scopes,
+    })
+}
+
+/// The checks that, once the redirect URI is trusted, are reported to the client.
+fn validate(
+    ctx: FlowContext<'_>,
+    client: &ClientRecord,
+    params: &AuthorizeParams,
+    redirect_uri: String,
+    redirect_uri_sent: bool,
+) -> Result<AuthorizationRecord, OAuthError> {
+    match params.response_type.as_deref() {
+        Some("code") => {}
+        None => return Err(OAuthError::invalid_request("response_type is required")),
+        Some(_) => {
+            return Err(OAuthError::new(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"));
+        }
+    }
+    let code_challenge = pkce::validate_challenge(params.code_challenge.as_deref(), params.code_challenge_method.as_deref())?;
+    let resource = ctx.registry.resource_for(params.resource.as_deref())?;
+    let provider = ctx
+        .providers
+        .get(&resource.provider)
+        .ok_or_else(|| OAuthError::server_error("the resource's provider is not configured"))?;
+    let scopes = scope::negotiate(params.scope.as_deref(), resource, provider.base_scopes())?;
+    Ok(AuthorizationRecord {
+        client_id: client.client_id.clone(),
+        redirect_uri,
+        redirect_uri_sent,
+        state: params.state.clone(),
+        code_challenge,
+        resource: resource.id.clone(),
+        scope: scopes.granted,
+        offline: scopes.offline || client.grant_types.iter().any(|g| g == "refresh_token"),
+    })
+}
+
+/// The user approved or denied on the consent page.
+pub async fn decide(
+    ctx: FlowContext<'_>,
+    pending: &dyn PendingStore,
+    consent_id: &str,
+    binding: Option<&str>,
+    approve: bool,
+    now: UnixTime,
+) -> Result<url::Url, FlowError> {
+    let record = pending.take_consent(&hash::digest(consent_id)).await?.ok_or_else(|| {
+        FlowError::page("This authorization request has expired or was already answered. Start again from your application.")
+    })?;
+    // The decision must come from the browser that was shown the page (CSRF).
+    if !binding.is_some_and(|b| hash::matches_digest(b, &record.binding_digest)) {
+        return Err(FlowError::forbidden("This consent form was not opened in this browser. Start again from your application."));
+    }
+    let request = record.request;
+    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+    if !approve {
+        return Err(back.error(&OAuthError::new(ErrorCode::AccessDenied, "the user denied the request")));
+    }
+    let resource = ctx.registry.resource(&request.resource);
+    let provider = resource.and_then(|r| ctx.providers.get(&r.provider));
+    let (Some(resource), Some(provider)) = (resource, provider) else {
+        return Err(back.error(&OAuthError::server_error("the resource is no longer configured")));
+    };
+    let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
+    // MCP security best practices: the upstream `state` is random, single-use, short-lived,
+    // and stored only after consent.
+    let state = random::token();
+    let verifier = random::token();
+    let url = provider.authorize_url(&state, &verifier, &upstream_scopes);
+    let pending_record = PendingRecord {
+        request,
+        binding_digest: record.binding_digest,
+        provider: provider.id().to_owned(),
+        upstream_verifier: verifier,
+        upstream_scopes,
+        created_at: now,
+    };
+    pending.put_pending(&hash::digest(&state), &pending_record, ctx.lifetimes.authorization).await?;
+    Ok(url)
+}

@@ -1,0 +1,132 @@
+//! The upstream provider's redirect back to Tether: exchange the upstream code, learn the
+//! user, seal the upstream tokens into a grant, and hand the client its own code.
+
+use serde::Deserialize;
+
+use crate::clock::UnixTime;
+use crate::crypto::{hash, random};
+use crate::store::{CodeRecord, CodeStore, GrantInfo, GrantRecord, GrantStatus, GrantStore, PendingStore};
+use crate::upstream::UpstreamError;
+
+use super::authorize::FlowContext;
+use super::error::{ErrorCode, OAuthError};
+use super::flow::{FlowError, ReturnTo};
+use super::vault::Vault;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The stores the callback writes to.
+#[derive(Clone, Copy)]
+pub struct CallbackStores<'a> {
+    pub pending: &'a dyn PendingStore,
+    pub grants: &'a dyn GrantStore,
+    pub codes: &'a dyn CodeStore,
+}
+
+/// Completes the upstream leg and returns the client's redirect with Tether's code.
+pub async fn complete(
+    ctx: FlowContext<'_>,
+    stores: CallbackStores<'_>,
+    vault: &Vault,
+    params: CallbackParams,
+    binding: Option<&str>,
+    now: UnixTime,
+) -> Result<url::Url, FlowError> {
+    let state = params.state.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+        FlowError::page("The provider's answer has no state. Start again from your application.")
+    })?;
+    let pending = stores.pending.take_pending(&hash::digest(state)).await?.ok_or_else(|| {
+        FlowError::page("This sign-in has expired or was already completed. Start again from your application.")
+    })?;
+    // Only the browser that gave consent may complete the flow; otherwise an attacker could
+    // feed a victim's browser a callback carrying the attacker's upstream code.
+    if !binding.is_some_and(|b| hash::matches_digest(b, &pending.binding_digest)) {
+        return Err(FlowError::forbidden("This sign-in was started in another browser. Start again from your application."));
+    }
+    let request = &pending.request;
+    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+
+    if let Some(error) = params.error.as_deref() {
+        // The upstream error text is not forwarded: it is attacker-controllable input.
+        let mapped = if error == "access_denied" {
+            OAuthError::new(ErrorCode::AccessDenied, "the user denied access at the upstream provider")
+        } else {
+            tracing::warn!(upstream_error = %truncate(error), "upstream authorization failed");
+            OAuthError::server_error("the upstream provider refused the authorization")
+        };
+        return Err(back.error(&mapped));
+    }
+    let code = params
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| back.error(&OAuthError::server_error("the upstream provider sent no code")))?;
+    let provider = ctx
+        .providers
+        .get(&pending.provider)
+        .ok_or_else(|| back.error(&OAuthError::server_error("the provider is no longer configured")))?;
+
+    let tokens = provider
+        .exchange_code(code, &pending.upstream_verifier, now)
+        .await
+        .map_err(|e| back.error(&upstream_failure("code exchange", provider.id(), e)))?;
+    let identity = provider
+        .identity(&tokens)
+        .await
+        .map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
+
+    let grant_id = uuid::Uuid::new_v4().simple().to_string();
+    let info = GrantInfo {
+        subject: identity.subject,
+        client_id: request.client_id.clone(),
+        resource: request.resource.clone(),
+        provider: provider.id().to_owned(),
+        scope: request.scope.clone(),
+        offline: request.offline,
+        created_at: now,
+    };
+    let upstream = vault.seal(&grant_id, &info, &tokens).map_err(|e| back.error(&e))?;
+    let grant = GrantRecord { id: grant_id.clone(), info, status: GrantStatus::Active, upstream };
+    // Until the code is exchanged the grant only needs to outlive the code; the token
+    // endpoint then gives it its real lifetime.
+    let stored = stores.grants.put_grant(&grant, ctx.lifetimes.authorization).await;
+    stored.map_err(|e| back.error(&OAuthError::store(e)))?;
+
+    let client_code = random::token();
+    let code_record = CodeRecord {
+        client_id: request.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        redirect_uri_sent: request.redirect_uri_sent,
+        code_challenge: request.code_challenge.clone(),
+        resource: request.resource.clone(),
+        scope: request.scope.clone(),
+        grant_id,
+        issued_at: now,
+    };
+    let stored = stores.codes.put_code(&hash::digest(&client_code), &code_record, ctx.lifetimes.code).await;
+    stored.map_err(|e| back.error(&OAuthError::store(e)))?;
+    tracing::info!(client_id = %request.client_id, resource = %request.resource, provider = %provider.id(), "authorization completed");
+    back.success(&client_code)
+}
+
+/// Maps an upstream failure to what the client is told; the cause goes to the log.
+fn upstream_failure(step: &str, provider: &str, err: UpstreamError) -> OAuthError {
+    tracing::warn!(%provider, %step, error = %err, "upstream call failed");
+    match err {
+        UpstreamError::Unavailable(_) => OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "the upstream provider is unavailable; try again shortly",
+        ),
+        UpstreamError::Rejected { .. } => OAuthError::server_error("the upstream provider refused the sign-in"),
+        UpstreamError::Invalid(_) => OAuthError::server_error("the upstream provider answered unexpectedly"),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}

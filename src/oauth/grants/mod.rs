@@ -1,0 +1,142 @@
+//! The token endpoint's grants, one file per grant type (OAuth 2.1 §4.1.3, §4.3).
+
+use serde::Deserialize;
+
+use crate::clock::UnixTime;
+use crate::store::{ClientRecord, CodeStore, GrantInfo, GrantStore, RefreshRecord, RefreshStatus, RefreshStore};
+
+use super::error::{ErrorCode, OAuthError};
+use super::registry::Registry;
+use super::tokens::{Minter, TokenResponse, new_refresh_token};
+
+pub mod authorization_code;
+pub mod refresh_token;
+
+/// The token request body as sent; every member optional so that a missing one is an
+/// OAuth error, not a parse failure.
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenForm {
+    pub grant_type: Option<String>,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+/// A token request, by grant type.
+#[derive(Debug)]
+pub enum TokenRequest {
+    AuthorizationCode(authorization_code::CodeRequest),
+    RefreshToken(refresh_token::RefreshRequest),
+}
+
+impl TryFrom<TokenForm> for TokenRequest {
+    type Error = OAuthError;
+
+    fn try_from(form: TokenForm) -> Result<Self, OAuthError> {
+        match form.grant_type.as_deref() {
+            Some("authorization_code") => Ok(Self::AuthorizationCode(authorization_code::CodeRequest {
+                code: required(form.code, "code")?,
+                redirect_uri: form.redirect_uri,
+                code_verifier: form.code_verifier,
+                resource: form.resource,
+            })),
+            Some("refresh_token") => Ok(Self::RefreshToken(refresh_token::RefreshRequest {
+                refresh_token: required(form.refresh_token, "refresh_token")?,
+                scope: form.scope,
+                resource: form.resource,
+            })),
+            None => Err(OAuthError::invalid_request("grant_type is required")),
+            Some(_) => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "supported grant types: authorization_code, refresh_token",
+            )),
+        }
+    }
+}
+
+fn required(value: Option<String>, name: &'static str) -> Result<String, OAuthError> {
+    value.filter(|v| !v.is_empty()).ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+}
+
+/// The stores the token endpoint uses.
+#[derive(Clone, Copy)]
+pub struct TokenStores<'a> {
+    pub codes: &'a dyn CodeStore,
+    pub grants: &'a dyn GrantStore,
+    pub refresh: &'a dyn RefreshStore,
+}
+
+/// Runs a token request for an authenticated client.
+pub async fn issue(
+    stores: TokenStores<'_>,
+    minter: Minter<'_>,
+    registry: &Registry,
+    client: &ClientRecord,
+    request: TokenRequest,
+    now: UnixTime,
+) -> Result<TokenResponse, OAuthError> {
+    match request {
+        TokenRequest::AuthorizationCode(req) => {
+            authorization_code::exchange(stores, minter, registry, client, req, now).await
+        }
+        TokenRequest::RefreshToken(req) => refresh_token::refresh(stores, minter, registry, client, req, now).await,
+    }
+}
+
+/// Mints the token response for a grant: an access token for `scope` and, when the grant
+/// allows it, a new refresh token. The grant then lives as long as its newest refresh token
+/// (or, without one, its access token).
+async fn respond(
+    stores: TokenStores<'_>,
+    minter: Minter<'_>,
+    registry: &Registry,
+    grant_id: &str,
+    grant: &GrantInfo,
+    scope: &[String],
+    now: UnixTime,
+) -> Result<TokenResponse, OAuthError> {
+    let resource = registry
+        .resource(&grant.resource)
+        .ok_or_else(|| OAuthError::invalid_grant("the grant's resource is no longer served"))?;
+    let (access_token, expires_in) = minter.access_token(grant_id, grant, &resource.uri, scope, now)?;
+    let lifetimes = minter.lifetimes;
+    let refresh_token = if grant.offline {
+        let (token, digest) = new_refresh_token();
+        let record = RefreshRecord {
+            grant_id: grant_id.to_owned(),
+            client_id: grant.client_id.clone(),
+            issued_at: now,
+            status: RefreshStatus::Active,
+            rotated_at: None,
+        };
+        stores.refresh.put_refresh(&digest, &record, lifetimes.refresh_token).await?;
+        Some(token)
+    } else {
+        None
+    };
+    let grant_ttl = if grant.offline { lifetimes.refresh_token } else { lifetimes.access_token };
+    stores.grants.set_grant_ttl(grant_id, grant_ttl).await?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in,
+        refresh_token,
+        scope: (!scope.is_empty()).then(|| scope.join(" ")),
+    })
+}
+
+/// RFC 8707 §2.2: a `resource` on the token request must be the one the grant is for.
+fn check_resource(registry: &Registry, requested: Option<&str>, bound: &str) -> Result<(), OAuthError> {
+    match requested {
+        None => Ok(()),
+        Some(uri) => match registry.resource_for(Some(uri)) {
+            Ok(resource) if resource.id == bound => Ok(()),
+            _ => Err(OAuthError::new(ErrorCode::InvalidTarget, "resource differs from the one authorized")),
+        },
+    }
+}

@@ -1,0 +1,118 @@
+//! Token introspection for MCP servers (RFC 7662), answering with the upstream credential.
+//!
+//! MCP: "MCP servers MUST validate that access tokens were issued specifically for them as
+//! the intended audience". Tether enforces it for them: a token is active only toward the
+//! resource it is addressed to, so one MCP server can never obtain another's upstream token.
+
+use serde::Serialize;
+
+use crate::clock::UnixTime;
+use crate::crypto::signing::SigningKeys;
+use crate::store::{GrantStatus, GrantStore};
+
+use super::error::OAuthError;
+use super::registry::Resource;
+use super::tokens::{AccessClaims, looks_like_jwt};
+use super::vault::Vault;
+
+/// Tokens dated further in the future than this are not Tether's (clock skew between replicas).
+const MAX_FUTURE_IAT: i64 = 60;
+
+/// The upstream credential handed to the resource.
+#[derive(Debug, Serialize)]
+pub struct UpstreamCredential {
+    pub provider: String,
+    pub access_token: String,
+    pub token_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// An active token's answer (RFC 7662 §2.2 members plus `upstream`).
+#[derive(Debug, Serialize)]
+pub struct ActiveToken {
+    pub active: bool,
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    pub exp: UnixTime,
+    pub iat: UnixTime,
+    pub jti: String,
+    pub token_type: &'static str,
+    pub upstream: UpstreamCredential,
+}
+
+/// The outcome: anything but a live token addressed to the caller is `{"active": false}`.
+#[derive(Debug)]
+pub enum Introspection {
+    Active(Box<ActiveToken>),
+    Inactive,
+}
+
+/// Why a token is inactive, for the log (never for the caller).
+fn inactive(reason: &'static str) -> Introspection {
+    tracing::debug!(reason, "token inactive");
+    Introspection::Inactive
+}
+
+pub async fn introspect(
+    grants: &dyn GrantStore,
+    signer: &SigningKeys,
+    vault: &Vault,
+    issuer: &str,
+    caller: &Resource,
+    token: &str,
+    now: UnixTime,
+) -> Result<Introspection, OAuthError> {
+    if !looks_like_jwt(token) {
+        return Ok(inactive("not an access token"));
+    }
+    let Ok(claims) = signer.verify::<AccessClaims>(token, issuer) else {
+        return Ok(inactive("signature or header"));
+    };
+    if claims.exp <= now {
+        return Ok(inactive("expired"));
+    }
+    if claims.iat > now + MAX_FUTURE_IAT {
+        return Ok(inactive("issued in the future"));
+    }
+    if claims.aud != caller.uri {
+        return Ok(inactive("addressed to another resource"));
+    }
+    let Some(grant) = grants.grant(&claims.gid).await? else {
+        return Ok(inactive("grant gone"));
+    };
+    if grant.status != GrantStatus::Active {
+        return Ok(inactive("grant revoked or dead"));
+    }
+    if grant.info.client_id != claims.client_id || grant.info.subject != claims.sub || grant.info.resource != caller.id {
+        return Ok(inactive("grant does not match the token"));
+    }
+    let Some(tokens) = vault.open(&grant) else {
+        return Ok(inactive("upstream tokens unreadable"));
+    };
+    Ok(Introspection::Active(Box::new(ActiveToken {
+        active: true,
+        iss: claims.iss,
+        sub: claims.sub,
+        aud: claims.aud,
+        client_id: claims.client_id,
+        scope: claims.scope,
+        exp: claims.exp,
+        iat: claims.iat,
+        jti: claims.jti,
+        token_type: "Bearer",
+        upstream: UpstreamCredential {
+            provider: grant.info.provider,
+            access_token: tokens.access_token,
+            token_type: tokens.token_type,
+            expires_at: tokens.expires_at,
+            scope: tokens.scope,
+        },
+    })))
+}

@@ -1,0 +1,67 @@
+//! The OAuth protocol: requests in, decisions and records out. Knows nothing of HTTP.
+
+pub mod authorize;
+pub mod callback;
+pub mod client_auth;
+pub mod error;
+pub mod flow;
+pub mod grants;
+pub mod introspection;
+pub mod pkce;
+pub mod redirect;
+pub mod registration;
+pub mod registry;
+pub mod resource;
+pub mod revocation;
+pub mod scope;
+pub mod tokens;
+pub mod vault;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::crypto::signing::SigningKeys;
+use crate::store::Store;
+use crate::upstream::Providers;
+
+pub use error::{ErrorCode, OAuthError};
+
+/// Everything the broker runs on, assembled once at start-up.
+#[derive(Debug)]
+pub struct Broker {
+    /// The issuer exactly as configured (RFC 8414 §2: no trailing slash added).
+    pub issuer: String,
+    pub registry: registry::Registry,
+    pub providers: Providers,
+    pub store: Arc<dyn Store>,
+    pub vault: vault::Vault,
+    pub signer: SigningKeys,
+    pub lifetimes: tokens::Lifetimes,
+    pub registration: RegistrationPolicy,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationPolicy {
+    pub enabled: bool,
+    /// How long a dynamically registered client is kept.
+    pub client_ttl: Duration,
+}
+
+impl Broker {
+    pub fn flow(&self) -> authorize::FlowContext<'_> {
+        authorize::FlowContext {
+            issuer: &self.issuer,
+            registry: &self.registry,
+            providers: &self.providers,
+            lifetimes: &self.lifetimes,
+        }
+    }
+
+    pub fn minter(&self) -> tokens::Minter<'_> {
+        tokens::Minter { signer: &self.signer, issuer: &self.issuer, lifetimes: &self.lifetimes }
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}

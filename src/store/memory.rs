@@ -1,0 +1,223 @@
+//! In-process store: the embedded default for a single process (development, demos).
+//!
+//! It obeys the same contract as Redis (TTLs, single-use takes, compare-and-set rotation)
+//! but nothing survives a restart and replicas do not share it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::clock::{Clock, UnixTime};
+
+/// A map whose entries expire, by the injected clock.
+#[derive(Debug)]
+struct TtlMap<V> {
+    entries: Mutex<HashMap<String, (V, UnixTime)>>,
+    writes: AtomicU64,
+}
+
+impl<V: Clone> TtlMap<V> {
+    fn new() -> Self {
+        Self { entries: Mutex::new(HashMap::new()), writes: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (V, UnixTime)>> {
+        // A panic while holding the lock cannot leave a map half-updated (every critical
+        // section is a single insert/remove), so a poisoned lock is still consistent.
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, key: &str, value: V, ttl: Duration, now: UnixTime) {
+        let mut map = self.lock();
+        // Sweep expired entries now and then so abandoned records do not pile up.
+        if self.writes.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            map.retain(|_, (_, exp)| *exp > now);
+        }
+        map.insert(key.to_owned(), (value, expiry(now, ttl)));
+    }
+
+    fn get(&self, key: &str, now: UnixTime) -> Option<V> {
+        let mut map = self.lock();
+        match map.get(key) {
+            Some((v, exp)) if *exp > now => Some(v.clone()),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn take(&self, key: &str, now: UnixTime) -> Option<V> {
+        self.lock().remove(key).and_then(|(v, exp)| (exp > now).then_some(v))
+    }
+
+    fn remove(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Applies `f` to a live entry; `None` when absent or expired.
+    fn update<R>(&self, key: &str, now: UnixTime, f: impl FnOnce(&mut V, &mut UnixTime) -> R) -> Option<R> {
+        let mut map = self.lock();
+        match map.get_mut(key) {
+            Some((v, exp)) if *exp > now => Some(f(v, exp)),
+            _ => None,
+        }
+    }
+}
+
+fn expiry(now: UnixTime, ttl: Duration) -> UnixTime {
+    // Round up: a record must live at least as long as asked.
+    let secs = i64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(i64::MAX);
+    now.saturating_add(secs)
+}
+
+#[derive(Debug)]
+pub struct MemoryStore {
+    clock: Arc<dyn Clock>,
+    clients: TtlMap<ClientRecord>,
+    consents: TtlMap<ConsentRecord>,
+    pending: TtlMap<PendingRecord>,
+    codes: TtlMap<CodeRecord>,
+    used_codes: TtlMap<String>,
+    grants: TtlMap<GrantRecord>,
+    refresh: TtlMap<RefreshRecord>,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            clients: TtlMap::new(),
+            consents: TtlMap::new(),
+            pending: TtlMap::new(),
+            codes: TtlMap::new(),
+            used_codes: TtlMap::new(),
+            grants: TtlMap::new(),
+            refresh: TtlMap::new(),
+        }
+    }
+
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+}
+
+#[async_trait]
+impl ClientStore for MemoryStore {
+    async fn put_client(&self, client: &ClientRecord, ttl: Duration) -> StoreResult<()> {
+        self.clients.insert(&client.client_id, client.clone(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+        Ok(self.clients.get(client_id, self.now()))
+    }
+}
+
+#[async_trait]
+impl PendingStore for MemoryStore {
+    async fn put_consent(&self, key: &str, req: &ConsentRecord, ttl: Duration) -> StoreResult<()> {
+        self.consents.insert(key, req.clone(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn take_consent(&self, key: &str) -> StoreResult<Option<ConsentRecord>> {
+        Ok(self.consents.take(key, self.now()))
+    }
+
+    async fn put_pending(&self, key: &str, req: &PendingRecord, ttl: Duration) -> StoreResult<()> {
+        self.pending.insert(key, req.clone(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn take_pending(&self, key: &str) -> StoreResult<Option<PendingRecord>> {
+        Ok(self.pending.take(key, self.now()))
+    }
+}
+
+#[async_trait]
+impl CodeStore for MemoryStore {
+    async fn put_code(&self, key: &str, code: &CodeRecord, ttl: Duration) -> StoreResult<()> {
+        self.codes.insert(key, code.clone(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn take_code(&self, key: &str, used_ttl: Duration) -> StoreResult<CodeTake> {
+        let now = self.now();
+        // Hold the codes lock across take-and-mark so a racing second take sees the marker.
+        let mut codes = self.codes.lock();
+        if let Some((code, exp)) = codes.remove(key) {
+            if exp > now {
+                self.used_codes.insert(key, code.grant_id.clone(), used_ttl, now);
+                return Ok(CodeTake::Fresh(code));
+            }
+        }
+        drop(codes);
+        Ok(match self.used_codes.get(key, now) {
+            Some(grant_id) => CodeTake::Reused { grant_id },
+            None => CodeTake::Unknown,
+        })
+    }
+}
+
+#[async_trait]
+impl GrantStore for MemoryStore {
+    async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
+        self.grants.insert(&grant.id, grant.clone(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
+        Ok(self.grants.get(grant_id, self.now()))
+    }
+
+    async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
+        Ok(self.grants.update(grant_id, self.now(), |g, _| g.status = status).is_some())
+    }
+
+    async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = self.now();
+        Ok(self.grants.update(grant_id, now, |_, exp| *exp = expiry(now, ttl)).is_some())
+    }
+}
+
+#[async_trait]
+impl RefreshStore for MemoryStore {
+    async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()> {
+        self.refresh.insert(key, rt.clone(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn refresh(&self, key: &str) -> StoreResult<Option<RefreshRecord>> {
+        Ok(self.refresh.get(key, self.now()))
+    }
+
+    async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool> {
+        let swapped = self.refresh.update(key, self.now(), |rt, _| {
+            if rt.status != RefreshStatus::Active {
+                return false;
+            }
+            rt.status = RefreshStatus::Rotated;
+            rt.rotated_at = Some(at);
+            true
+        });
+        Ok(swapped.unwrap_or(false))
+    }
+
+    async fn delete_refresh(&self, key: &str) -> StoreResult<()> {
+        self.refresh.remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! Storage: one small async trait per record kind, an in-memory and a Redis implementation.
+//!
+//! The store holds records and bytes. It never sees a raw code, token or secret (callers key
+//! records by their SHA-256 digest) and never sees an upstream token in the clear (callers
+//! seal them before handing them over). Every record is written with a TTL.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod memory;
+pub mod records;
+pub mod redis;
+
+pub use memory::MemoryStore;
+pub use records::*;
+pub use self::redis::RedisStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time. Transient.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded. Not transient: a bug or foreign data.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Dynamically registered clients (RFC 7591).
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    async fn put_client(&self, client: &ClientRecord, ttl: Duration) -> StoreResult<()>;
+    async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>>;
+}
+
+/// Authorization requests between `/authorize` and the upstream callback.
+///
+/// Two stages, each taken exactly once: a request awaiting the user's consent (keyed by the
+/// digest of the consent id on the page), then a request awaiting the upstream callback
+/// (keyed by the digest of the upstream `state`).
+#[async_trait]
+pub trait PendingStore: Send + Sync {
+    async fn put_consent(&self, key: &str, req: &ConsentRecord, ttl: Duration) -> StoreResult<()>;
+    async fn take_consent(&self, key: &str) -> StoreResult<Option<ConsentRecord>>;
+    async fn put_pending(&self, key: &str, req: &PendingRecord, ttl: Duration) -> StoreResult<()>;
+    async fn take_pending(&self, key: &str) -> StoreResult<Option<PendingRecord>>;
+}
+
+/// What taking an authorization code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeTake {
+    /// First use: the code's record, now deleted.
+    Fresh(CodeRecord),
+    /// The code was already taken; this is the grant it was issued for.
+    Reused { grant_id: String },
+    /// Never issued, or expired.
+    Unknown,
+}
+
+/// Authorization codes, keyed by digest, taken atomically.
+#[async_trait]
+pub trait CodeStore: Send + Sync {
+    async fn put_code(&self, key: &str, code: &CodeRecord, ttl: Duration) -> StoreResult<()>;
+    /// Atomically takes the code and leaves a marker (kept for `used_ttl`) naming its grant,
+    /// so that a second presentation can be recognised as a replay.
+    async fn take_code(&self, key: &str, used_ttl: Duration) -> StoreResult<CodeTake>;
+}
+
+/// Grants: who authorized which client for which resource, with the sealed upstream tokens.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()>;
+    async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>>;
+    /// Sets the status of an existing grant; `false` when there is no such grant.
+    async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool>;
+    /// Resets the time to live of an existing grant; `false` when there is no such grant.
+    async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool>;
+}
+
+/// Refresh tokens, keyed by digest.
+#[async_trait]
+pub trait RefreshStore: Send + Sync {
+    async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()>;
+    async fn refresh(&self, key: &str) -> StoreResult<Option<RefreshRecord>>;
+    /// Compare-and-set: marks an active token rotated. Exactly one of any number of
+    /// concurrent callers gets `true`; the others (and callers on a rotated token) get `false`.
+    async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool>;
+    async fn delete_refresh(&self, key: &str) -> StoreResult<()>;
+}
+
+/// Everything the broker stores.
+#[async_trait]
+pub trait Store: ClientStore + PendingStore + CodeStore + GrantStore + RefreshStore + std::fmt::Debug {
+    /// Whether the backend answers; `/readyz` reports it.
+    async fn ping(&self) -> StoreResult<()>;
+}

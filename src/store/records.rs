@@ -1,0 +1,164 @@
+//! The records the store keeps. Plain data: the `oauth` layer gives them meaning.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+
+/// A client registered with `POST /register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    /// SHA-256 digest of the client secret; absent for public clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_digest: Option<String>,
+    pub issued_at: UnixTime,
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+}
+
+/// A validated authorization request, as the client sent it and Tether resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationRecord {
+    pub client_id: String,
+    /// The redirect URI the client sent (or the only one it registered); the code is bound
+    /// to it and `/token` must present the same string.
+    pub redirect_uri: String,
+    /// Whether the request carried `redirect_uri` (RFC 6749 §4.1.3: then `/token` must too).
+    pub redirect_uri_sent: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    pub code_challenge: String,
+    /// Id of the resource (MCP server) in the registry.
+    pub resource: String,
+    /// MCP scopes granted (after mapping against the resource's offer).
+    pub scope: Vec<String>,
+    /// Whether a refresh token may be issued for this authorization.
+    pub offline: bool,
+}
+
+/// An authorization request waiting for the user's decision on the consent page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub request: AuthorizationRecord,
+    /// Digest of the browser-binding cookie set with the consent page.
+    pub binding_digest: String,
+    pub created_at: UnixTime,
+}
+
+/// An approved request waiting for the upstream provider's callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    pub request: AuthorizationRecord,
+    pub binding_digest: String,
+    /// Provider id the browser was sent to.
+    pub provider: String,
+    /// Tether's PKCE verifier for the upstream leg. Useless without the upstream code.
+    pub upstream_verifier: String,
+    pub upstream_scopes: Vec<String>,
+    pub created_at: UnixTime,
+}
+
+/// An authorization code, bound to everything `/token` must check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRecord {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub redirect_uri_sent: bool,
+    pub code_challenge: String,
+    pub resource: String,
+    pub scope: Vec<String>,
+    pub grant_id: String,
+    pub issued_at: UnixTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    Active,
+    /// Revoked by the client, an operator, or replay detection.
+    Revoked,
+    /// The upstream provider refused to refresh: the user must authorize again.
+    Dead,
+}
+
+impl GrantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "revoked" => Some(Self::Revoked),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One user's authorization of one client for one resource, holding the upstream tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub info: GrantInfo,
+    pub status: GrantStatus,
+    /// The upstream token set, sealed by `crypto::seal` with this grant as associated data.
+    pub upstream: Vec<u8>,
+}
+
+/// The parts of a grant that never change after it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantInfo {
+    /// The user's subject at the upstream provider.
+    pub subject: String,
+    pub client_id: String,
+    pub resource: String,
+    pub provider: String,
+    pub scope: Vec<String>,
+    pub offline: bool,
+    pub created_at: UnixTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshStatus {
+    Active,
+    Rotated,
+}
+
+/// A refresh token: which grant it continues, and whether it has been used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub grant_id: String,
+    pub client_id: String,
+    pub issued_at: UnixTime,
+    pub status: RefreshStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<UnixTime>,
+}

@@ -1,0 +1,359 @@
+//! Redis store: the production backend.
+//!
+//! Keys are `{prefix}:v1:{kind}:{...}`; keys one operation touches together share a hash tag
+//! so that the same commands work on Redis Cluster. Every command runs under a deadline: a
+//! Redis that stops answering becomes `StoreError::Unavailable`, never a hung request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError, Script};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::*;
+
+const SCHEMA: &str = "v1";
+
+/// Takes a code and leaves a replay marker naming its grant, atomically (one hash slot).
+const TAKE_CODE: &str = r"
+local v = redis.call('GETDEL', KEYS[1])
+if v then
+  local rec = cjson.decode(v)
+  redis.call('SET', KEYS[2], rec['grant_id'], 'PX', ARGV[1])
+  return {1, v}
+end
+local g = redis.call('GET', KEYS[2])
+if g then return {2, g} end
+return {0}
+";
+
+/// Updates a field of a hash only if the hash exists (HSET would create it without a TTL).
+const HSET_IF_EXISTS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Compare-and-set for refresh rotation: only an active token becomes rotated.
+const MARK_ROTATED: &str = r"
+if redis.call('HGET', KEYS[1], 'st') == 'active' then
+  redis.call('HSET', KEYS[1], 'st', 'rotated', 'rat', ARGV[1])
+  return 1
+end
+return 0
+";
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    take_code: Script,
+    hset_if_exists: Script,
+    mark_rotated: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects lazily: Tether starts (and reports not-ready) while Redis is down, and the
+    /// connection is re-established in the background when Redis comes back.
+    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            timeout,
+            take_code: Script::new(TAKE_CODE),
+            hset_if_exists: Script::new(HSET_IF_EXISTS),
+            mark_rotated: Script::new(MARK_ROTATED),
+        })
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{SCHEMA}:{kind}:{{{id}}}", self.prefix)
+    }
+
+    /// Runs one Redis exchange under the store deadline.
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(ConnectionManager) -> Result<T, RedisError>,
+    ) -> StoreResult<T> {
+        match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(StoreError::Unavailable(describe(&e))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn put_json<T: Serialize>(&self, key: String, value: &T, ttl: Duration) -> StoreResult<()> {
+        let json = encode(value)?;
+        self.run(async move |mut c| {
+            ::redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(millis(ttl)).query_async(&mut c).await
+        })
+        .await
+    }
+
+    async fn take_json<T: DeserializeOwned>(&self, key: String) -> StoreResult<Option<T>> {
+        let raw: Option<Vec<u8>> = self
+            .run(async move |mut c| ::redis::cmd("GETDEL").arg(&key).query_async(&mut c).await)
+            .await?;
+        raw.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: String) -> StoreResult<Option<T>> {
+        let raw: Option<Vec<u8>> = self
+            .run(async move |mut c| ::redis::cmd("GET").arg(&key).query_async(&mut c).await)
+            .await?;
+        raw.map(|bytes| decode(&bytes)).transpose()
+    }
+
+    async fn hgetall(&self, key: String) -> StoreResult<HashMap<String, Vec<u8>>> {
+        self.run(async move |mut c| ::redis::cmd("HGETALL").arg(&key).query_async(&mut c).await)
+            .await
+    }
+}
+
+/// Error text for logs: the redis crate's messages name the failing operation, never values.
+fn describe(e: &RedisError) -> String {
+    e.to_string()
+}
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn field<'a>(hash: &'a HashMap<String, Vec<u8>>, name: &str) -> StoreResult<&'a [u8]> {
+    hash.get(name)
+        .map(Vec::as_slice)
+        .ok_or_else(|| StoreError::Corrupt(format!("hash has no `{name}` field")))
+}
+
+fn text<'a>(hash: &'a HashMap<String, Vec<u8>>, name: &str) -> StoreResult<&'a str> {
+    std::str::from_utf8(field(hash, name)?).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl ClientStore for RedisStore {
+    async fn put_client(&self, client: &ClientRecord, ttl: Duration) -> StoreResult<()> {
+        self.put_json(self.key("client", &client.client_id), client, ttl).await
+    }
+
+    async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+        self.get_json(self.key("client", client_id)).await
+    }
+}
+
+#[async_trait]
+impl PendingStore for RedisStore {
+    async fn put_consent(&self, key: &str, req: &ConsentRecord, ttl: Duration) -> StoreResult<()> {
+        self.put_json(self.key("consent", key), req, ttl).await
+    }
+
+    async fn take_consent(&self, key: &str) -> StoreResult<Option<ConsentRecord>> {
+        self.take_json(self.key("consent", key)).await
+    }
+
+    async fn put_pending(&self, key: &str, req: &PendingRecord, ttl: Duration) -> StoreResult<()> {
+        self.put_json(self.key("pending", key), req, ttl).await
+    }
+
+    async fn take_pending(&self, key: &str) -> StoreResult<Option<PendingRecord>> {
+        self.take_json(self.key("pending", key)).await
+    }
+}
+
+#[async_trait]
+impl CodeStore for RedisStore {
+    async fn put_code(&self, key: &str, code: &CodeRecord, ttl: Duration) -> StoreResult<()> {
+        self.put_json(self.key("code", key), code, ttl).await
+    }
+
+    async fn take_code(&self, key: &str, used_ttl: Duration) -> StoreResult<CodeTake> {
+        let code_key = self.key("code", key);
+        let used_key = format!("{code_key}:used");
+        let script = &self.take_code;
+        let (tag, value): (u8, Option<Vec<u8>>) = self
+            .run(async move |mut c| {
+                let reply: Vec<::redis::Value> = script
+                    .key(&code_key)
+                    .key(&used_key)
+                    .arg(millis(used_ttl))
+                    .invoke_async(&mut c)
+                    .await?;
+                let tag = reply.first().map(::redis::from_redis_value_ref::<u8>).transpose()?;
+                let value =
+                    reply.get(1).map(::redis::from_redis_value_ref::<Vec<u8>>).transpose()?;
+                Ok((tag.unwrap_or(0), value))
+            })
+            .await?;
+        match (tag, value) {
+            (1, Some(bytes)) => Ok(CodeTake::Fresh(decode(&bytes)?)),
+            (2, Some(grant)) => Ok(CodeTake::Reused {
+                grant_id: String::from_utf8(grant).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            }),
+            _ => Ok(CodeTake::Unknown),
+        }
+    }
+}
+
+#[async_trait]
+impl GrantStore for RedisStore {
+    async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
+        let key = self.key("grant", &grant.id);
+        let info = encode(&grant.info)?;
+        let status = grant.status.as_str();
+        let upstream = grant.upstream.clone();
+        self.run(async move |mut c| {
+            ::redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("rec")
+                .arg(info)
+                .arg("st")
+                .arg(status)
+                .arg("up")
+                .arg(upstream)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(ttl))
+                .ignore()
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
+        let hash = self.hgetall(self.key("grant", grant_id)).await?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let status = text(&hash, "st")?;
+        Ok(Some(GrantRecord {
+            id: grant_id.to_owned(),
+            info: decode(field(&hash, "rec")?)?,
+            status: GrantStatus::parse(status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
+            upstream: field(&hash, "up")?.to_vec(),
+        }))
+    }
+
+    async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        let script = &self.hset_if_exists;
+        self.run(async move |mut c| {
+            script.key(&key).arg("st").arg(status.as_str()).invoke_async(&mut c).await
+        })
+        .await
+    }
+
+    async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        self.run(async move |mut c| {
+            ::redis::cmd("PEXPIRE").arg(&key).arg(millis(ttl)).query_async(&mut c).await
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RefreshStore for RedisStore {
+    async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()> {
+        let key = self.key("refresh", key);
+        let rec = encode(rt)?;
+        let status = match rt.status {
+            RefreshStatus::Active => "active",
+            RefreshStatus::Rotated => "rotated",
+        };
+        self.run(async move |mut c| {
+            ::redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(&key)
+                .ignore()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("rec")
+                .arg(rec)
+                .arg("st")
+                .arg(status)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(ttl))
+                .ignore()
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn refresh(&self, key: &str) -> StoreResult<Option<RefreshRecord>> {
+        let hash = self.hgetall(self.key("refresh", key)).await?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let mut rt: RefreshRecord = decode(field(&hash, "rec")?)?;
+        if text(&hash, "st")? == "rotated" {
+            rt.status = RefreshStatus::Rotated;
+            rt.rotated_at = text(&hash, "rat")?.parse().ok();
+        }
+        Ok(Some(rt))
+    }
+
+    async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool> {
+        let key = self.key("refresh", key);
+        let script = &self.mark_rotated;
+        self.run(async move |mut c| script.key(&key).arg(at).invoke_async(&mut c).await).await
+    }
+
+    async fn delete_refresh(&self, key: &str) -> StoreResult<()> {
+        let key = self.key("refresh", key);
+        self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await).await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let pong: String =
+            self.run(async move |mut c| ::redis::cmd("PING").query_async(&mut c).await).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!("unexpected PING reply `{pong}`")))
+        }
+    }
+}

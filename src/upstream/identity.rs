@@ -1,0 +1,60 @@
+//! Reading the user's identity from the provider's user endpoint.
+
+use serde_json::Value;
+
+use super::http::{HttpError, UpstreamHttp};
+use super::{Identity, ProviderConfig, UpstreamError};
+
+/// Identity responses are small; the HTTP layer already caps bodies.
+pub async fn fetch(
+    http: &UpstreamHttp,
+    config: &ProviderConfig,
+    access_token: &str,
+) -> Result<Identity, UpstreamError> {
+    let request = http
+        .client()
+        .get(config.userinfo_url.clone())
+        .bearer_auth(access_token)
+        .header(reqwest::header::ACCEPT, "application/json");
+    let (status, body) = http.send(request).await.map_err(|e| match e {
+        HttpError::TooLarge => UpstreamError::Invalid(e.to_string()),
+        other => UpstreamError::Unavailable(other.to_string()),
+    })?;
+    if status == 401 || status == 403 {
+        return Err(UpstreamError::Rejected { error: format!("user endpoint answered {status}") });
+    }
+    if status != 200 {
+        return Err(UpstreamError::Invalid(format!("user endpoint answered {status}")));
+    }
+    let doc: Value = serde_json::from_slice(&body)
+        .map_err(|_| UpstreamError::Invalid("user endpoint did not answer JSON".to_owned()))?;
+    subject(&doc, &config.subject_field).map(|subject| Identity { subject })
+}
+
+/// The subject member, a non-empty string or an integer (GitHub's `id` is a number).
+fn subject(doc: &Value, field: &str) -> Result<String, UpstreamError> {
+    match doc.get(field) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(s.clone()),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        _ => Err(UpstreamError::Invalid(format!("user endpoint has no usable `{field}` member"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_string_and_numeric_subjects() {
+        assert_eq!(subject(&json!({"sub": "abc"}), "sub").unwrap(), "abc");
+        assert_eq!(subject(&json!({"id": 583231, "login": "octocat"}), "id").unwrap(), "583231");
+    }
+
+    #[test]
+    fn refuses_missing_empty_or_odd_subjects() {
+        for doc in [json!({}), json!({"sub": ""}), json!({"sub": 1.5}), json!({"sub": null}), json!([1])] {
+            assert!(subject(&doc, "sub").is_err(), "{doc}");
+        }
+    }
+}
