@@ -1,9 +1,15 @@
 //! Tether: an OAuth 2.1 authorization server that brokers upstream credentials for MCP servers.
 //!
 //! Layers (imports flow one way): `http` → `oauth` → {`upstream`, `crypto`, `store`}.
+//! `settings`, `startup`, `telemetry` and `cli` assemble them.
 
+pub mod cli;
 pub mod clock;
 pub mod crypto;
+pub mod http;
 pub mod oauth;
+pub mod settings;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;

@@ -33,7 +33,7 @@ pub(crate) fn valid_key_id(id: &str) -> bool {
 
 /// A key id for freshly generated keys: the date it was made plus a random suffix, so that
 /// keys generated on the same day by different operators do not collide.
-pub(crate) fn fresh_key_id(now: crate::clock::UnixTime) -> String {
+pub fn fresh_key_id(now: crate::clock::UnixTime) -> String {
     let days = now.div_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     format!("k{y:04}{m:02}{d:02}-{}", &random::token()[..6])

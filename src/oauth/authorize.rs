@@ -96,20 +96,15 @@ pub async fn start(
         .ok_or_else(|| back.error(&OAuthError::server_error("provider is not configured")))?;
     let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
 
-    let (binding, new_binding) = match binding.filter(|b| is_binding(b)) {
-        Some(existing) => (existing.to_owned(), None),
-        None => {
-            let fresh = random::token();
-            (fresh.clone(), Some(fresh))
-        }
-    };
+    // One binding per browser, reused across concurrent authorizations in several tabs.
+    let binding = binding.filter(|b| is_binding(b)).map_or_else(random::token, str::to_owned);
     let consent_id = random::token();
     let record = ConsentRecord { request: request.clone(), binding_digest: hash::digest(&binding), created_at: now };
     pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
 
     Ok(ConsentView {
         consent_id,
-        new_binding,
+        binding,
         client_id: client.client_id.clone(),
         client_name: client.client_name.clone(),
         redirect_host: redirect::display_host(&redirect_uri),

@@ -90,8 +90,8 @@ impl ReturnTo<'_> {
 pub struct ConsentView {
     /// Single-use id of the pending request: the form's CSRF token.
     pub consent_id: String,
-    /// A browser-binding cookie value to set, when the browser had none yet.
-    pub new_binding: Option<String>,
+    /// The browser-binding cookie value to (re)set with the page.
+    pub binding: String,
     pub client_id: String,
     pub client_name: Option<String>,
     pub redirect_host: String,

@@ -1,0 +1,51 @@
+# Tether: `make run` starts a working demo, `make test` runs every test. `make help` lists all.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+CARGO ?= cargo
+PORT ?= 8080
+UPSTREAM_PORT ?= 8090
+DEMO_RESOURCE_SECRET ?= demo-resource-secret
+
+.PHONY: help run test lint fmt check-config redis build
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build the binary and the development upstream
+	$(CARGO) build --locked --bin tether --example dev_upstream
+
+run: build ## Start the dev upstream (:8090) and Tether (:8080) with the demo setup
+	@echo "Tether:         http://127.0.0.1:$(PORT)   (metadata: /.well-known/oauth-authorization-server)"
+	@echo "Dev upstream:   http://127.0.0.1:$(UPSTREAM_PORT)   (sign in as any user name)"
+	@echo "Demo resource:  http://127.0.0.1:9000/mcp   (introspect as demo:$(DEMO_RESOURCE_SECRET))"
+	@echo "Walk the flow:  README.md, 'Walk the flow by hand'.   Stop with Ctrl-C."
+	@./target/debug/examples/dev_upstream --port $(UPSTREAM_PORT) --redirect-uri http://127.0.0.1:$(PORT)/callback & up=$$!; \
+	trap 'kill $$up 2>/dev/null' EXIT; \
+	TETHER__ISSUER=http://127.0.0.1:$(PORT) TETHER__SERVER__BIND=127.0.0.1:$(PORT) \
+	TETHER__PROVIDERS__DEV__AUTHORIZE_URL=http://127.0.0.1:$(UPSTREAM_PORT)/authorize \
+	TETHER__PROVIDERS__DEV__TOKEN_URL=http://127.0.0.1:$(UPSTREAM_PORT)/token \
+	TETHER__PROVIDERS__DEV__USERINFO_URL=http://127.0.0.1:$(UPSTREAM_PORT)/user \
+	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) TETHER__LOG__FORMAT=pretty \
+	./target/debug/tether --config config/demo.toml serve
+
+test: redis ## Run every test (unit, integration, Redis contract suite); installs redis-server if missing
+	$(CARGO) test --locked --all-targets
+
+lint: ## Format check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+check-config: build ## Validate the demo configuration
+	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) ./target/debug/tether --config config/demo.toml check-config
+
+redis: ## Make sure redis-server is installed (the tests start their own on free ports)
+	@command -v redis-server >/dev/null 2>&1 && exit 0; \
+	echo "redis-server is missing; installing it with apt-get (Debian package redis-server)"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "error: redis-server is not installed and I cannot install it: run 'apt-get install redis-server' as root" >&2; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "error: no apt-get here: install redis-server (>= 6.2) with your package manager" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	command -v redis-server >/dev/null || { echo "error: redis-server still missing after apt-get install" >&2; exit 1; }

@@ -1,0 +1,70 @@
+//! `GET/POST /authorize` (OAuth 2.1 §4.1.1, RFC 7636, RFC 8707, RFC 9207).
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::oauth::authorize::{self, AuthorizeParams};
+use crate::oauth::flow::{FlowError, PageStatus};
+
+use super::AppState;
+use super::pages::{browser_headers, consent_page, error_page};
+
+/// RFC 6749 §3.1: the authorization endpoint MUST support GET.
+#[tracing::instrument(skip_all, fields(client_id))]
+pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match serde_urlencoded::from_str::<AuthorizeParams>(req.query_string()) {
+        Ok(params) => handle(&req, &state, params).await,
+        Err(e) => malformed(&e),
+    }
+}
+
+/// RFC 6749 §3.1: MAY support POST, with the same parameters as a form body.
+#[tracing::instrument(skip_all, fields(client_id))]
+pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    match serde_urlencoded::from_bytes::<AuthorizeParams>(&body) {
+        Ok(params) => handle(&req, &state, params).await,
+        Err(e) => malformed(&e),
+    }
+}
+
+fn malformed(e: &serde_urlencoded::de::Error) -> HttpResponse {
+    error_page(PageStatus::BadRequest, &format!("The authorization request is malformed ({e})."))
+}
+
+async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) -> HttpResponse {
+    let now = state.clock.now();
+    if let Some(client_id) = &params.client_id {
+        tracing::Span::current().record("client_id", client_id.as_str());
+    }
+    let broker = &state.broker;
+    let store = broker.store.as_ref();
+    let binding = state.binding(req);
+    match authorize::start(broker.flow(), store, store, params, binding.as_deref(), now).await {
+        Ok(view) => {
+            let mut response = consent_page(&view);
+            if let Err(e) = response.add_cookie(&state.binding_cookie(view.binding.clone())) {
+                tracing::error!(error = %e, "cannot set the binding cookie");
+            }
+            response
+        }
+        Err(e) => flow_error(e),
+    }
+}
+
+/// A failed browser step: an error page, or the error sent to the client's redirect URI.
+pub fn flow_error(error: FlowError) -> HttpResponse {
+    match error {
+        FlowError::Page { status, message } => error_page(status, &message),
+        FlowError::Redirect(url) => redirect(url.as_str(), actix_web::http::StatusCode::FOUND),
+    }
+}
+
+/// A browser redirect that leaks nothing through caches or the Referer header.
+pub fn redirect(location: &str, status: actix_web::http::StatusCode) -> HttpResponse {
+    let Ok(value) = HeaderValue::from_str(location) else {
+        return error_page(PageStatus::ServerError, "The redirect address cannot be used.");
+    };
+    let mut response = HttpResponse::build(status);
+    browser_headers(&mut response);
+    response.insert_header((header::LOCATION, value)).finish()
+}

@@ -1,0 +1,42 @@
+//! `POST /consent`: the user's decision on the consent page (MCP "Confused Deputy Problem").
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::oauth::authorize;
+
+use super::AppState;
+use super::authorize::{flow_error, redirect};
+use super::pages::error_page;
+
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    consent: Option<String>,
+    decision: Option<String>,
+}
+
+/// Approve sends the browser upstream; deny returns `access_denied` to the client. Both are
+/// 303 See Other, so the browser follows with a GET.
+#[tracing::instrument(skip_all)]
+pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let now = state.clock.now();
+    let Ok(form) = serde_urlencoded::from_bytes::<ConsentForm>(&body) else {
+        return error_page(crate::oauth::flow::PageStatus::BadRequest, "The consent form is malformed.");
+    };
+    let (Some(consent), Some(decision)) = (form.consent, form.decision) else {
+        return error_page(crate::oauth::flow::PageStatus::BadRequest, "The consent form is incomplete.");
+    };
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return error_page(crate::oauth::flow::PageStatus::BadRequest, "Unknown decision."),
+    };
+    let binding = state.binding(&req);
+    let broker = &state.broker;
+    match authorize::decide(broker.flow(), broker.store.as_ref(), &consent, binding.as_deref(), approve, now).await {
+        Ok(upstream) => redirect(upstream.as_str(), StatusCode::SEE_OTHER),
+        Err(crate::oauth::flow::FlowError::Redirect(url)) => redirect(url.as_str(), StatusCode::SEE_OTHER),
+        Err(page) => flow_error(page),
+    }
+}

@@ -1,0 +1,50 @@
+//! `POST /introspect` (RFC 7662), for MCP servers authenticated with their resource credentials.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::oauth::OAuthError;
+use crate::oauth::client_auth::parse_basic;
+use crate::oauth::introspection::{self, Introspection};
+
+use super::error::{ApiError, no_store};
+use super::{AppState, authorization_header};
+
+#[derive(Debug, Deserialize)]
+pub struct IntrospectForm {
+    token: Option<String>,
+}
+
+/// RFC 7662 §2.1: "the protected resource MUST authenticate" — a resource that fails to
+/// gets 401; a token that is not active for it gets exactly `{"active": false}`.
+#[tracing::instrument(skip_all, fields(resource))]
+pub async fn post(req: HttpRequest, form: web::Form<IntrospectForm>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let broker = &state.broker;
+    let header = authorization_header(&req)
+        .ok_or_else(|| OAuthError::invalid_client("authenticate with the resource's credentials (HTTP Basic)"))?;
+    let (id, secret) = parse_basic(&header)?;
+    let caller = broker
+        .registry
+        .authenticate_resource(&id, &secret)
+        .ok_or_else(|| OAuthError::invalid_client("unknown resource or wrong secret"))?;
+    tracing::Span::current().record("resource", caller.id.as_str());
+    let token = form.into_inner().token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let outcome = introspection::introspect(
+        broker.store.as_ref(),
+        &broker.signer,
+        &broker.vault,
+        &broker.issuer,
+        caller,
+        &token,
+        now,
+    )
+    .await?;
+    let mut ok = HttpResponse::Ok();
+    no_store(&mut ok);
+    Ok(match outcome {
+        Introspection::Active(active) => ok.json(active),
+        Introspection::Inactive => ok.json(json!({"active": false})),
+    })
+}

@@ -1,0 +1,97 @@
+//! HTTP: actix handlers, one file per endpoint. Each handler parses, reads the time once,
+//! authenticates the caller once, calls into `oauth`, and shapes the response.
+
+use std::sync::Arc;
+
+use actix_web::cookie::{Cookie, SameSite, time};
+use actix_web::{HttpRequest, web};
+
+use crate::clock::Clock;
+use crate::oauth::Broker;
+
+mod authorize;
+mod callback;
+mod consent;
+pub mod error;
+mod health;
+mod introspect;
+mod metadata;
+mod pages;
+mod register;
+mod revoke;
+mod token;
+
+/// Shared state of every worker.
+pub struct AppState {
+    pub broker: Broker,
+    pub clock: Arc<dyn Clock>,
+    pub metadata: metadata::Documents,
+    binding_cookie: &'static str,
+    secure_cookies: bool,
+}
+
+impl AppState {
+    pub fn new(broker: Broker, clock: Arc<dyn Clock>) -> Self {
+        let secure = broker.issuer.starts_with("https://");
+        let metadata = metadata::Documents::new(&broker);
+        Self {
+            broker,
+            clock,
+            metadata,
+            // `__Host-` cookies require Secure, which a plain-http development issuer cannot set.
+            binding_cookie: if secure { "__Host-tether-binding" } else { "tether-binding" },
+            secure_cookies: secure,
+        }
+    }
+
+    /// The browser-binding cookie value, if the browser sent one.
+    fn binding(&self, req: &HttpRequest) -> Option<String> {
+        req.cookie(self.binding_cookie).map(|c| c.value().to_owned())
+    }
+
+    /// The browser-binding cookie: first-party, `HttpOnly`, `SameSite=Lax` (sent on the
+    /// upstream provider's top-level redirect back), `Secure` and `__Host-` over https.
+    fn binding_cookie(&self, value: String) -> Cookie<'static> {
+        let max_age = self.broker.lifetimes.authorization.as_secs();
+        Cookie::build(self.binding_cookie, value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure_cookies)
+            .same_site(SameSite::Lax)
+            .max_age(time::Duration::seconds(i64::try_from(max_age).unwrap_or(600)))
+            .finish()
+    }
+}
+
+/// Size limits for request bodies: OAuth requests are small.
+const FORM_LIMIT: usize = 16 * 1024;
+const JSON_LIMIT: usize = 64 * 1024;
+
+/// Mounts every endpoint at the issuer's root (MCP 2025-03-26 clients fall back to these
+/// exact paths when metadata discovery fails).
+pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
+    cfg.app_data(web::FormConfig::default().limit(FORM_LIMIT).error_handler(error::form_error))
+        .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(error::json_error_handler))
+        .service(metadata::scope())
+        .service(
+            web::resource("/authorize")
+                .route(web::get().to(authorize::get))
+                .route(web::post().to(authorize::post))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+        .service(web::resource("/consent").route(web::post().to(consent::post)).default_service(web::to(error::method_not_allowed)))
+        .service(web::resource("/callback").route(web::get().to(callback::get)).default_service(web::to(error::method_not_allowed)))
+        .service(web::resource("/token").route(web::post().to(token::post)).default_service(web::to(error::method_not_allowed)))
+        .service(web::resource("/introspect").route(web::post().to(introspect::post)).default_service(web::to(error::method_not_allowed)))
+        .service(web::resource("/revoke").route(web::post().to(revoke::post)).default_service(web::to(error::method_not_allowed)))
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)));
+    if registration_enabled {
+        cfg.service(web::resource("/register").route(web::post().to(register::post)).default_service(web::to(error::method_not_allowed)));
+    }
+}
+
+/// The `Authorization` header as text, when present and readable.
+fn authorization_header(req: &HttpRequest) -> Option<String> {
+    req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}

@@ -1,0 +1,34 @@
+//! `POST /token` (OAuth 2.1 §3.2, RFC 6749 §5).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::oauth::client_auth::{self, Presented};
+use crate::oauth::grants::{self, TokenForm, TokenRequest, TokenStores};
+
+use super::error::{ApiError, no_store};
+use super::{AppState, authorization_header};
+
+#[tracing::instrument(skip_all, fields(grant_type, client_id))]
+pub async fn post(req: HttpRequest, form: web::Form<TokenForm>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let form = form.into_inner();
+    let span = tracing::Span::current();
+    if let Some(grant_type) = &form.grant_type {
+        span.record("grant_type", grant_type.as_str());
+    }
+    let presented = Presented {
+        basic: authorization_header(&req),
+        client_id: form.client_id.clone(),
+        client_secret: form.client_secret.clone(),
+    };
+    let request = TokenRequest::try_from(form)?;
+    let broker = &state.broker;
+    let store = broker.store.as_ref();
+    let client = client_auth::authenticate(&broker.registry, store, &presented).await?;
+    span.record("client_id", client.client_id.as_str());
+    let stores = TokenStores { codes: store, grants: store, refresh: store };
+    let response = grants::issue(stores, broker.minter(), &broker.registry, &client, request, now).await?;
+    let mut ok = HttpResponse::Ok();
+    no_store(&mut ok);
+    Ok(ok.json(response))
+}

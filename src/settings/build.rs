@@ -1,0 +1,220 @@
+//! Validation: turns `Settings` into the parts the broker is built from, collecting every
+//! problem with the key it belongs to.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::{Host, Url};
+
+use super::registries;
+use super::secrets::{missing, resolve};
+use super::{ConfigErrors, Profile, Settings, StoreKind};
+use crate::clock::UnixTime;
+use crate::crypto::seal::KeyRing;
+use crate::crypto::signing::SigningKeys;
+use crate::crypto::fresh_key_id;
+use crate::oauth::RegistrationPolicy;
+use crate::oauth::registry::Registry;
+use crate::oauth::tokens::Lifetimes;
+use crate::upstream::ProviderConfig;
+
+#[derive(Debug)]
+pub enum StoreChoice {
+    Memory,
+    Redis { url: SecretString, prefix: String, timeout: Duration },
+}
+
+/// Everything validated configuration yields.
+#[derive(Debug)]
+pub struct Built {
+    pub profile: Profile,
+    pub issuer: String,
+    pub bind: SocketAddr,
+    pub workers: usize,
+    pub registry: Registry,
+    pub providers: Vec<ProviderConfig>,
+    pub keyring: KeyRing,
+    pub signing: SigningKeys,
+    pub lifetimes: Lifetimes,
+    pub registration: RegistrationPolicy,
+    pub store: StoreChoice,
+    /// Things that work but an operator should know (ephemeral keys, memory store).
+    pub warnings: Vec<String>,
+}
+
+/// Validates `settings`; `now` dates ephemeral development keys.
+pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let mut warnings = Vec::new();
+    let production = settings.profile == Profile::Production;
+
+    let issuer = check_issuer(&settings.issuer, production, &mut errors);
+    let bind = settings.server.bind.parse::<SocketAddr>().map_err(|e| errors.push("server.bind", format!("`{}` is not host:port ({e})", settings.server.bind))).ok();
+    let lifetimes = lifetimes(settings, &mut errors);
+    let store = store(settings, production, &mut errors, &mut warnings);
+    let keys = keys(settings, production, now, &mut errors, &mut warnings);
+    let callback = issuer.as_ref().and_then(|i| Url::parse(&format!("{i}/callback")).ok());
+    let providers = registries::providers(settings, callback.as_ref(), production, &mut errors);
+    let resources = registries::resources(settings, production, &mut errors);
+    let clients = registries::clients(settings, now, &mut errors);
+    if settings.registration.client_ttl_secs < 3600 {
+        errors.push("registration.client_ttl_secs", "must be at least 3600 (one hour)");
+    }
+    if !(1..=60_000).contains(&settings.store.timeout_ms) {
+        errors.push("store.timeout_ms", "must be between 1 and 60000");
+    }
+
+    match (issuer, bind, lifetimes, store, keys) {
+        (Some(issuer), Some(bind), Some(lifetimes), Some(store), Some((keyring, signing))) if errors.0.is_empty() => {
+            Ok(Built {
+                profile: settings.profile,
+                issuer,
+                bind,
+                workers: settings.server.workers,
+                registry: Registry::new(resources, clients),
+                providers,
+                keyring,
+                signing,
+                lifetimes,
+                registration: RegistrationPolicy {
+                    enabled: settings.registration.enabled,
+                    client_ttl: Duration::from_secs(settings.registration.client_ttl_secs),
+                },
+                store,
+                warnings,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// RFC 8414 §2: "a case-sensitive URL that uses the https scheme and has no query or
+/// fragment components". The string is published exactly as written, so it must already be
+/// in the form clients compare byte for byte.
+fn check_issuer(issuer: &str, production: bool, errors: &mut ConfigErrors) -> Option<String> {
+    let Ok(url) = Url::parse(issuer) else {
+        errors.push("issuer", format!("`{issuer}` is not an absolute URL"));
+        return None;
+    };
+    let problem = if url.query().is_some() || url.fragment().is_some() || issuer.contains(['?', '#']) {
+        Some("must have no query and no fragment")
+    } else if issuer.ends_with('/') {
+        Some("must not end with `/` (clients compare the issuer byte for byte)")
+    } else if !matches!(url.scheme(), "https" | "http") {
+        Some("must be an https URL")
+    } else if url.scheme() == "http" && (production || !is_loopback(&url)) {
+        Some("must be https (http is allowed only for a loopback issuer in the development profile)")
+    } else if url.username() != "" || url.password().is_some() {
+        Some("must not contain credentials")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => {
+            errors.push("issuer", p);
+            None
+        }
+        None => Some(issuer.to_owned()),
+    }
+}
+
+pub(super) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes> {
+    let t = &settings.tokens;
+    let mut check = |key: &str, value: u64, min: u64, max: u64| {
+        if !(min..=max).contains(&value) {
+            errors.push(format!("tokens.{key}"), format!("must be between {min} and {max} seconds"));
+        }
+    };
+    check("access_token_ttl_secs", t.access_token_ttl_secs, 60, 86_400);
+    check("refresh_token_ttl_secs", t.refresh_token_ttl_secs, 3600, 31_536_000);
+    check("code_ttl_secs", t.code_ttl_secs, 10, 600);
+    check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
+    if t.refresh_token_ttl_secs < t.access_token_ttl_secs {
+        errors.push("tokens.refresh_token_ttl_secs", "must not be shorter than access_token_ttl_secs");
+    }
+    Some(Lifetimes {
+        access_token: Duration::from_secs(t.access_token_ttl_secs),
+        refresh_token: Duration::from_secs(t.refresh_token_ttl_secs),
+        code: Duration::from_secs(t.code_ttl_secs),
+        authorization: Duration::from_secs(t.authorization_ttl_secs),
+    })
+}
+
+fn store(settings: &Settings, production: bool, errors: &mut ConfigErrors, warnings: &mut Vec<String>) -> Option<StoreChoice> {
+    let s = &settings.store;
+    let prefix_ok = !s.prefix.is_empty() && s.prefix.len() <= 64 && s.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !prefix_ok {
+        errors.push("store.prefix", "must be 1-64 characters of A-Z a-z 0-9 - _ .");
+    }
+    match s.kind {
+        StoreKind::Memory if production => {
+            errors.push("store.kind", "the production profile needs `redis`: the memory store is not shared between replicas and loses everything on restart");
+            None
+        }
+        StoreKind::Memory => {
+            warnings.push("store.kind = \"memory\": single process only, every grant is lost on restart".to_owned());
+            Some(StoreChoice::Memory)
+        }
+        StoreKind::Redis => {
+            let file = Some(Path::new(&s.url_file));
+            let Some(url) = resolve(Some(&s.url), file, "store.url", errors) else {
+                errors.push("store.url", "required when store.kind = \"redis\" (redis://host:port or rediss://host:port)");
+                return None;
+            };
+            match Url::parse(url.expose_secret()) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
+                _ => {
+                    errors.push("store.url", "must be a redis:// or rediss:// URL with a host");
+                    return None;
+                }
+            }
+            Some(StoreChoice::Redis { url, prefix: s.prefix.clone(), timeout: Duration::from_millis(s.timeout_ms) })
+        }
+    }
+}
+
+fn keys(
+    settings: &Settings,
+    production: bool,
+    now: UnixTime,
+    errors: &mut ConfigErrors,
+    warnings: &mut Vec<String>,
+) -> Option<(KeyRing, SigningKeys)> {
+    let k = &settings.keys;
+    let encryption = resolve(Some(&k.encryption), Some(Path::new(&k.encryption_file)), "keys.encryption", errors);
+    let signing = resolve(Some(&k.signing), Some(Path::new(&k.signing_file)), "keys.signing", errors);
+    let encryption = match encryption {
+        Some(spec) => KeyRing::parse(spec.expose_secret()).map_err(|e| errors.push("keys.encryption", e.to_string())).ok(),
+        None if production => {
+            errors.push("keys.encryption", missing("keys.encryption") + " (generate with `tether keys generate`)");
+            None
+        }
+        None => {
+            warnings.push("no keys.encryption configured: using an ephemeral key; stored grants are unreadable after a restart".to_owned());
+            KeyRing::parse(&KeyRing::generate_spec(&fresh_key_id(now))).ok()
+        }
+    };
+    let signing = match signing {
+        Some(spec) => SigningKeys::parse(spec.expose_secret()).map_err(|e| errors.push("keys.signing", e.to_string())).ok(),
+        None if production => {
+            errors.push("keys.signing", missing("keys.signing") + " (generate with `tether keys generate`)");
+            None
+        }
+        None => {
+            warnings.push("no keys.signing configured: using an ephemeral key; issued tokens stop verifying after a restart".to_owned());
+            SigningKeys::generate_spec(&fresh_key_id(now)).ok().and_then(|spec| SigningKeys::parse(&spec).ok())
+        }
+    };
+    encryption.zip(signing)
+}

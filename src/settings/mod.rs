@@ -1,0 +1,294 @@
+//! Settings: the layered configuration (embedded defaults → file → `TETHER__` environment)
+//! and its validation into the parts the broker is built from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::upstream::{ProviderKind, TokenAuth};
+
+mod build;
+mod registries;
+mod secrets;
+
+pub use build::{Built, StoreChoice, build};
+
+/// The embedded defaults, documented key by key.
+pub const DEFAULTS: &str = include_str!("../../config/default.toml");
+const ENV_PREFIX: &str = "TETHER";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub profile: Profile,
+    pub issuer: String,
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub tokens: TokenSettings,
+    pub registration: RegistrationSettings,
+    pub keys: KeySettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceSettings>,
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub workers: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub url: SecretString,
+    pub url_file: String,
+    pub prefix: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub code_ttl_secs: u64,
+    pub authorization_ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSettings {
+    pub enabled: bool,
+    pub client_ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub encryption: SecretString,
+    pub encryption_file: String,
+    pub signing: SecretString,
+    pub signing_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub kind: ProviderKind,
+    pub display_name: Option<String>,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_token_auth")]
+    pub token_auth: TokenAuth,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub extra_authorize_params: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub pkce: bool,
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_secs: u64,
+    // kind = "oauth2"
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub userinfo_url: Option<String>,
+    pub subject_field: Option<String>,
+    // kind = "github"
+    pub web_url: Option<String>,
+    pub api_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSettings {
+    pub uri: String,
+    pub name: Option<String>,
+    pub provider: String,
+    pub secret: Option<SecretString>,
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub scopes: Vec<ScopeSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSettings {
+    pub name: String,
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub name: Option<String>,
+    pub redirect_uris: Vec<String>,
+    #[serde(default = "default_client_auth")]
+    pub token_endpoint_auth_method: String,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+}
+
+fn default_token_auth() -> TokenAuth {
+    TokenAuth::ClientSecretBasic
+}
+fn yes() -> bool {
+    true
+}
+fn default_provider_timeout() -> u64 {
+    10
+}
+fn default_client_auth() -> String {
+    "client_secret_basic".to_owned()
+}
+fn default_grant_types() -> Vec<String> {
+    vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
+}
+
+/// One configuration problem, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found, so that one run of `check-config` reports them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl ConfigErrors {
+    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue { key: key.into(), message: message.into() });
+    }
+
+    fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = Self::default();
+        errors.push(key, message);
+        errors
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for issue in &self.0 {
+            writeln!(f, "  - {}: {}", issue.key, issue.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The environment variable that overrides `key`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Loads the layered configuration. `file` is `--config` (or `TETHER_CONFIG`).
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigErrors> {
+    let files = file_layers(file)?;
+    secrets::refuse_secrets_in_files(&files)?;
+    load_layers(files)
+}
+
+fn load_layers(files: config::Config) -> Result<Settings, ConfigErrors> {
+    let merged = config::Config::builder()
+        .add_source(files)
+        .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))
+        .build()
+        .map_err(|e| ConfigErrors::single("(environment)", e.to_string()))?;
+    merged.try_deserialize::<Settings>().map_err(|e| ConfigErrors::single(error_key(&e), e.to_string()))
+}
+
+/// The file layers alone (defaults and the optional file), without the environment.
+fn file_layers(file: Option<&Path>) -> Result<config::Config, ConfigErrors> {
+    let mut builder =
+        config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigErrors::single("--config", format!("{} is not a readable file", path.display())));
+        }
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+    }
+    builder.build().map_err(|e| ConfigErrors::single(file.map_or("(defaults)".into(), |p| p.display().to_string()), e.to_string()))
+}
+
+/// The key a `config` error is about: `for key `a.b`` plus an `unknown field `c``, if any.
+fn error_key(e: &config::ConfigError) -> String {
+    let text = e.to_string();
+    let quoted_after = |marker: &str| {
+        text.split(marker).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_owned)
+    };
+    match (quoted_after("for key `"), quoted_after("unknown field `")) {
+        (Some(key), Some(field)) => format!("{key}.{field}"),
+        (Some(key), None) => key,
+        (None, Some(field)) => field,
+        (None, None) => "(configuration)".to_owned(),
+    }
+}
+
+/// Loads and validates in one go, reporting the problems of both steps together.
+pub fn load_and_build(file: Option<&Path>, now: crate::clock::UnixTime) -> Result<(Built, LogSettings), ConfigErrors> {
+    let files = file_layers(file)?;
+    let secret_errors = secrets::refuse_secrets_in_files(&files).err().unwrap_or_default();
+    let settings = match load_layers(files) {
+        Ok(settings) => settings,
+        Err(mut errors) => {
+            errors.0.splice(0..0, secret_errors.0);
+            return Err(errors);
+        }
+    };
+    match build(&settings, now) {
+        Ok(built) if secret_errors.0.is_empty() => Ok((built, settings.log)),
+        Ok(_) => Err(secret_errors),
+        Err(mut errors) => {
+            errors.0.splice(0..0, secret_errors.0);
+            Err(errors)
+        }
+    }
+}

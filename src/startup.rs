@@ -1,0 +1,109 @@
+//! Building and running the application: what `tether serve` and the tests both start.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use secrecy::ExposeSecret;
+use tracing_actix_web::TracingLogger;
+
+use crate::clock::Clock;
+use crate::http::{self, AppState};
+use crate::oauth::Broker;
+use crate::oauth::vault::Vault;
+use crate::settings::{Built, StoreChoice};
+use crate::store::{MemoryStore, RedisStore, Store};
+use crate::telemetry::RequestSpan;
+use crate::upstream::{Provider, Providers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("store: {0}")]
+    Store(String),
+    #[error("provider `{id}`: {message}")]
+    Provider { id: String, message: String },
+}
+
+/// A bound, not yet running, Tether.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds the listener first, so `server.bind = "127.0.0.1:0"` works and `port()` tells
+    /// which port was taken.
+    pub fn build(built: Built, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let listener =
+            TcpListener::bind(built.bind).map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?;
+        Self::build_on(built, listener, clock)
+    }
+
+    /// Like [`Application::build`], on a listener the caller already bound (tests bind first
+    /// to learn the port the issuer URL must name).
+    pub fn build_on(built: Built, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let port = listener.local_addr().map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?.port();
+        let store: Arc<dyn Store> = match &built.store {
+            StoreChoice::Memory => Arc::new(MemoryStore::new(clock.clone())),
+            StoreChoice::Redis { url, prefix, timeout } => Arc::new(
+                RedisStore::connect(url.expose_secret(), prefix, *timeout).map_err(|e| StartupError::Store(e.to_string()))?,
+            ),
+        };
+        let providers = built
+            .providers
+            .into_iter()
+            .map(|config| {
+                let id = config.id.clone();
+                Provider::new(config).map_err(|message| StartupError::Provider { id, message })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let registration_enabled = built.registration.enabled;
+        let broker = Broker {
+            issuer: built.issuer,
+            registry: built.registry,
+            providers: Providers::new(providers),
+            store,
+            vault: Vault::new(built.keyring),
+            signer: built.signing,
+            lifetimes: built.lifetimes,
+            registration: built.registration,
+        };
+        let state = web::Data::new(AppState::new(broker, clock));
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(state.clone())
+                .configure(|cfg| http::routes(cfg, registration_enabled))
+                .default_service(web::to(http::error::not_found))
+        })
+        .shutdown_timeout(25)
+        .client_request_timeout(Duration::from_secs(10))
+        .client_disconnect_timeout(Duration::from_secs(5));
+        if built.workers > 0 {
+            server = server.workers(built.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?
+            .run();
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Handle to stop the server (tests, signal handling).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (graceful: in-flight requests get 25 s to finish).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

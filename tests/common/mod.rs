@@ -1,0 +1,374 @@
+//! The test harness: spawns the real application (as `tether serve` builds it) on a free
+//! port, with a real Redis or the memory store and the development upstream stand-in, and
+//! offers typed helpers for each endpoint and for a browser walking the flow.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod redis;
+
+#[path = "../../examples/support/dev_upstream.rs"]
+pub mod dev_upstream;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tether::clock::{Clock, ManualClock, SystemClock};
+use tether::startup::Application;
+
+pub use dev_upstream::{DevUpstream, UpstreamConfig};
+pub use redis::RedisServer;
+
+pub const RESOURCE_ID: &str = "files";
+pub const RESOURCE_URI: &str = "https://files.example/mcp";
+pub const RESOURCE_SECRET: &str = "files-introspection-secret";
+pub const OTHER_RESOURCE_ID: &str = "calendar";
+pub const OTHER_RESOURCE_URI: &str = "https://calendar.example/mcp";
+pub const OTHER_RESOURCE_SECRET: &str = "calendar-introspection-secret";
+pub const UPSTREAM_SECRET: &str = "dev-upstream-secret";
+pub const CLIENT_REDIRECT: &str = "http://127.0.0.1/callback";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub api: reqwest::Client,
+    pub upstream: DevUpstream,
+    pub redis: Option<RedisServer>,
+    pub clock: ManualClock,
+    handle: actix_web::dev::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+/// Variations of the test configuration.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// TOML appended to the configuration.
+    pub extra: String,
+    /// Serve only the files resource (no calendar).
+    pub single_resource: bool,
+}
+
+fn config_toml(issuer: &str, upstream: &str, store: &str, dir: &std::path::Path, options: &Options) -> String {
+    let d = dir.display();
+    let other = if options.single_resource {
+        String::new()
+    } else {
+        format!(
+            r#"[resources.{OTHER_RESOURCE_ID}]
+uri = "{OTHER_RESOURCE_URI}"
+name = "Calendar"
+provider = "dev"
+secret_file = "{d}/calendar-secret"
+[[resources.{OTHER_RESOURCE_ID}.scopes]]
+name = "calendar:read"
+upstream = ["cal"]
+default = true"#
+        )
+    };
+    let extra = &options.extra;
+    format!(
+        r#"
+issuer = "{issuer}"
+[server]
+bind = "127.0.0.1:0"
+workers = 2
+[store]
+{store}
+[providers.dev]
+kind = "oauth2"
+display_name = "Dev Upstream"
+client_id = "tether-dev"
+client_secret_file = "{d}/dev-secret"
+authorize_url = "{upstream}/authorize"
+token_url = "{upstream}/token"
+userinfo_url = "{upstream}/user"
+subject_field = "id"
+scopes = ["user"]
+[resources.{RESOURCE_ID}]
+uri = "{RESOURCE_URI}"
+name = "Files"
+provider = "dev"
+secret_file = "{d}/files-secret"
+[[resources.{RESOURCE_ID}.scopes]]
+name = "files:read"
+upstream = ["repo:read"]
+default = true
+[[resources.{RESOURCE_ID}.scopes]]
+name = "files:write"
+upstream = ["repo:write"]
+{other}
+{extra}
+"#
+    )
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_single_resource(backend: Backend) -> Self {
+        Self::spawn_with(backend, Options { single_resource: true, ..Options::default() }).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tether::telemetry::init(tether::settings::LogFormat::Pretty, "debug");
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let upstream = DevUpstream::start(UpstreamConfig {
+            client_secret: Some(UPSTREAM_SECRET.into()),
+            redirect_uris: vec![format!("{base}/callback")],
+            ..UpstreamConfig::default()
+        })
+        .await
+        .unwrap();
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let store = match &redis {
+            Some(r) => format!("kind = \"redis\"\nurl = \"{}\"\nprefix = \"test\"\ntimeout_ms = 500", r.url()),
+            None => "kind = \"memory\"".to_owned(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dev-secret"), UPSTREAM_SECRET).unwrap();
+        std::fs::write(dir.path().join("files-secret"), RESOURCE_SECRET).unwrap();
+        std::fs::write(dir.path().join("calendar-secret"), OTHER_RESOURCE_SECRET).unwrap();
+        let config = dir.path().join("tether.toml");
+        std::fs::write(&config, config_toml(&base, &upstream.base_url, &store, dir.path(), &options)).unwrap();
+
+        let clock = ManualClock::starting_at(SystemClock.now());
+        let (built, _log) = tether::settings::load_and_build(Some(&config), clock.now())
+            .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}"));
+        let app = Application::build_on(built, listener, Arc::new(clock.clone())).unwrap();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let api = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base, api, upstream, redis, clock, handle, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser::new()
+    }
+
+    pub async fn register(&self, body: &Value) -> reqwest::Response {
+        self.api.post(self.url("/register")).json(body).send().await.unwrap()
+    }
+
+    /// Registers a client like the MCP SDKs do; `method` is its token endpoint auth method.
+    pub async fn register_client(&self, method: &str) -> TestClient {
+        let response = self
+            .register(&json!({
+                "client_name": "Test Client",
+                "redirect_uris": [CLIENT_REDIRECT],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": method,
+            }))
+            .await;
+        assert_eq!(response.status(), 201, "registration failed");
+        let body: Value = response.json().await.unwrap();
+        TestClient {
+            client_id: body["client_id"].as_str().unwrap().to_owned(),
+            client_secret: body["client_secret"].as_str().map(str::to_owned),
+            redirect_uri: CLIENT_REDIRECT.to_owned(),
+        }
+    }
+
+    /// The `/authorize` URL for `client` with PKCE and the files resource, plus overrides.
+    pub fn authorize_url(&self, client: &TestClient, pkce: &Pkce, overrides: &[(&str, Option<&str>)]) -> String {
+        let mut params: Vec<(&str, Option<&str>)> = vec![
+            ("response_type", Some("code")),
+            ("client_id", Some(&client.client_id)),
+            ("redirect_uri", Some(&client.redirect_uri)),
+            ("state", Some("client-state-123")),
+            ("code_challenge", Some(&pkce.challenge)),
+            ("code_challenge_method", Some("S256")),
+            ("resource", Some(RESOURCE_URI)),
+            ("scope", Some("files:read")),
+        ];
+        for (name, value) in overrides {
+            match params.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = *value,
+                None => params.push((name, *value)),
+            }
+        }
+        let mut url = url::Url::parse(&self.url("/authorize")).unwrap();
+        for (name, value) in params {
+            if let Some(value) = value {
+                url.query_pairs_mut().append_pair(name, value);
+            }
+        }
+        url.to_string()
+    }
+
+    /// Walks the whole browser flow (authorize, consent, upstream login, callback) and
+    /// returns the query of the final redirect to the client.
+    pub async fn authorize(&self, browser: &Browser, url: &str, user: &str) -> HashMap<String, String> {
+        let consent_page = browser.get(url).await;
+        assert_eq!(consent_page.status(), 200, "authorize did not show the consent page");
+        let html = consent_page.text().await.unwrap();
+        let to_upstream = browser.consent(&self.url("/consent"), &consent_id(&html), "approve").await;
+        assert_eq!(to_upstream.status(), 303, "consent did not redirect upstream");
+        let callback = browser.upstream_login(&location(&to_upstream), user, "approve").await;
+        let to_client = browser.get(&location(&callback)).await;
+        assert_eq!(to_client.status(), 302, "callback did not redirect to the client: {}", to_client.text().await.unwrap());
+        query(&location(&to_client))
+    }
+
+    /// Registers nothing; runs the flow for `client` and exchanges the code.
+    pub async fn tokens_for(&self, client: &TestClient, user: &str) -> Value {
+        let pkce = Pkce::new();
+        let result = self.authorize(&self.browser(), &self.authorize_url(client, &pkce, &[]), user).await;
+        let response = self.exchange_code(client, &result["code"], &pkce.verifier).await;
+        assert_eq!(response.status(), 200, "code exchange failed");
+        response.json().await.unwrap()
+    }
+
+    pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        let mut request = self.api.post(self.url("/token"));
+        match &client.client_secret {
+            Some(secret) => request = request.basic_auth(&client.client_id, Some(secret)),
+            None => form.push(("client_id", &client.client_id)),
+        }
+        request.form(&form).send().await.unwrap()
+    }
+
+    pub async fn exchange_code(&self, client: &TestClient, code: &str, verifier: &str) -> reqwest::Response {
+        self.token(client, &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &client.redirect_uri),
+            ("code_verifier", verifier),
+            ("resource", RESOURCE_URI),
+        ])
+        .await
+    }
+
+    pub async fn refresh(&self, client: &TestClient, refresh_token: &str) -> reqwest::Response {
+        self.token(client, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("resource", RESOURCE_URI)])
+            .await
+    }
+
+    pub async fn introspect_as(&self, id: &str, secret: &str, token: &str) -> reqwest::Response {
+        self.api.post(self.url("/introspect")).basic_auth(id, Some(secret)).form(&[("token", token)]).send().await.unwrap()
+    }
+
+    /// Introspects as the files resource and returns the JSON answer.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let response = self.introspect_as(RESOURCE_ID, RESOURCE_SECRET, token).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn revoke(&self, client: &TestClient, token: &str) -> reqwest::Response {
+        let mut form = vec![("token", token)];
+        let mut request = self.api.post(self.url("/revoke"));
+        match &client.client_secret {
+            Some(secret) => request = request.basic_auth(&client.client_id, Some(secret)),
+            None => form.push(("client_id", &client.client_id)),
+        }
+        request.form(&form).send().await.unwrap()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub redirect_uri: String,
+}
+
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn new() -> Self {
+        let verifier = format!("{}-verifier-{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Self { verifier, challenge }
+    }
+}
+
+/// A browser: keeps cookies, does not follow redirects (the tests follow them explicitly).
+pub struct Browser {
+    pub client: reqwest::Client,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        let client =
+            reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { client }
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    pub async fn consent(&self, consent_url: &str, consent_id: &str, decision: &str) -> reqwest::Response {
+        self.client.post(consent_url).form(&[("consent", consent_id), ("decision", decision)]).send().await.unwrap()
+    }
+
+    /// Signs in at the upstream stand-in as a person would: the login form posts back the
+    /// authorization request's parameters with the user name and the decision.
+    pub async fn upstream_login(&self, upstream_authorize: &str, user: &str, decision: &str) -> reqwest::Response {
+        let page = self.get(upstream_authorize).await;
+        assert_eq!(page.status(), 200, "upstream login page: {}", page.text().await.unwrap());
+        let url = url::Url::parse(upstream_authorize).unwrap();
+        let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        form.push(("username".into(), user.into()));
+        form.push(("decision".into(), decision.into()));
+        let action = format!("{}://{}{}", url.scheme(), url.host_str().unwrap(), url.port().map(|p| format!(":{p}")).unwrap_or_default());
+        let response = self.client.post(format!("{action}{}", url.path())).form(&form).send().await.unwrap();
+        assert_eq!(response.status(), 302, "upstream did not redirect back");
+        response
+    }
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no Location header (status {})", response.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn query(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+/// The consent id from the consent page's hidden field.
+pub fn consent_id(html: &str) -> String {
+    let marker = "name=\"consent\" value=\"";
+    let start = html.find(marker).unwrap_or_else(|| panic!("no consent field in page:\n{html}")) + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// Decodes a JWT's claims without verifying (tests inspect what Tether signed).
+pub fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}

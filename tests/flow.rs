@@ -1,0 +1,134 @@
+//! The whole flow over HTTP, on both stores: register → authorize → consent → upstream →
+//! callback → token → introspect → refresh → revoke → introspect inactive.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+async fn full_flow(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    // Discovery: the issuer exactly as configured.
+    let metadata: Value = app.api.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["issuer"], app.base.as_str());
+    assert_eq!(metadata["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+
+    let client = app.register_client("none").await;
+    assert!(client.client_secret.is_none());
+    let pkce = Pkce::new();
+    let browser = app.browser();
+    let result = app.authorize(&browser, &app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]), "alice").await;
+    assert_eq!(result["state"], "client-state-123");
+    assert_eq!(result["iss"], app.base, "RFC 9207 iss must be the issuer");
+
+    let response = app.exchange_code(&client, &result["code"], &pkce.verifier).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 600);
+    assert_eq!(tokens["scope"], "files:read files:write");
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let claims = jwt_claims(access);
+    assert_eq!(claims["aud"], RESOURCE_URI);
+    assert_eq!(claims["client_id"], client.client_id.as_str());
+    let alice = app.upstream.user_id("alice").to_string();
+    assert_eq!(claims["sub"], alice.as_str());
+
+    // The MCP server resolves the token to the upstream credential.
+    let answer = app.introspect(access).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["sub"], alice.as_str());
+    assert_eq!(answer["aud"], RESOURCE_URI);
+    assert_eq!(answer["scope"], "files:read files:write");
+    assert_eq!(answer["upstream"]["provider"], "dev");
+    let upstream_token = answer["upstream"]["access_token"].as_str().unwrap();
+    assert!(upstream_token.starts_with("dev_at_"));
+    assert_eq!(answer["upstream"]["scope"], "user repo:read repo:write");
+    // ...and the upstream credential really works upstream.
+    let me: Value = app.api.get(format!("{}/user", app.upstream.base_url)).bearer_auth(upstream_token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["login"], "alice");
+
+    // Refresh rotates: a new pair, the old refresh token stops working.
+    let response = app.refresh(&client, refresh).await;
+    assert_eq!(response.status(), 200);
+    let rotated: Value = response.json().await.unwrap();
+    let new_refresh = rotated["refresh_token"].as_str().unwrap();
+    assert_ne!(new_refresh, refresh);
+    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await["active"], true);
+    let reused = app.refresh(&client, refresh).await;
+    assert_eq!(reused.status(), 400);
+    assert_eq!(reused.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+    // Revoking the refresh token kills the grant: every access token goes inactive.
+    assert_eq!(app.revoke(&client, new_refresh).await.status(), 200);
+    assert_eq!(app.introspect(access).await, serde_json::json!({"active": false}));
+    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await, serde_json::json!({"active": false}));
+    assert_eq!(app.refresh(&client, new_refresh).await.status(), 400);
+}
+
+#[tokio::test]
+async fn the_whole_flow_works_on_the_memory_store() {
+    full_flow(Backend::Memory).await;
+}
+
+#[tokio::test]
+async fn the_whole_flow_works_on_redis() {
+    full_flow(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn a_confidential_client_authenticates_with_basic_or_post() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let client = app.register_client("client_secret_basic").await;
+    let secret = client.client_secret.clone().expect("a confidential client gets a secret");
+    let tokens = app.tokens_for(&client, "bob").await;
+    // The same client may also send its secret in the body (Claude's connectors do).
+    let response = app
+        .api
+        .post(app.url("/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", &client.client_id),
+            ("client_secret", &secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn revoking_an_access_token_revokes_its_grant() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let client = app.register_client("none").await;
+    let tokens = app.tokens_for(&client, "carol").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.introspect(access).await["active"], true);
+    assert_eq!(app.revoke(&client, access).await.status(), 200);
+    assert_eq!(app.introspect(access).await["active"], false);
+    let refresh = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refresh.status(), 400);
+}
+
+#[tokio::test]
+async fn a_missing_resource_binds_to_the_only_configured_one() {
+    let app = TestApp::spawn_single_resource(Backend::Memory).await;
+    let client = app.register_client("none").await;
+    let pkce = Pkce::new();
+    let result = app.authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[("resource", None)]), "dan").await;
+    let response = app
+        .token(&client, &[
+            ("grant_type", "authorization_code"),
+            ("code", &result["code"]),
+            ("redirect_uri", &client.redirect_uri),
+            ("code_verifier", &pkce.verifier),
+        ])
+        .await;
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(jwt_claims(tokens["access_token"].as_str().unwrap())["aud"], RESOURCE_URI);
+}
