@@ -1,5 +1,6 @@
 //! The whole flow over HTTP, on both stores: register → authorize → consent → upstream →
 //! callback → token → introspect → refresh → revoke → introspect inactive.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod common;
 
@@ -10,15 +11,32 @@ async fn full_flow(backend: Backend) {
     let app = TestApp::spawn(backend).await;
 
     // Discovery: the issuer exactly as configured.
-    let metadata: Value = app.api.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    let metadata: Value = app
+        .api
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(metadata["issuer"], app.base.as_str());
-    assert_eq!(metadata["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        metadata["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
 
     let client = app.register_client("none").await;
     assert!(client.client_secret.is_none());
     let pkce = Pkce::new();
     let browser = app.browser();
-    let result = app.authorize(&browser, &app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]), "alice").await;
+    let result = app
+        .authorize(
+            &browser,
+            &app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]),
+            "alice",
+        )
+        .await;
     assert_eq!(result["state"], "client-state-123");
     assert_eq!(result["iss"], app.base, "RFC 9207 iss must be the issuer");
 
@@ -48,7 +66,16 @@ async fn full_flow(backend: Backend) {
     assert!(upstream_token.starts_with("dev_at_"));
     assert_eq!(answer["upstream"]["scope"], "user repo:read repo:write");
     // ...and the upstream credential really works upstream.
-    let me: Value = app.api.get(format!("{}/user", app.upstream.base_url)).bearer_auth(upstream_token).send().await.unwrap().json().await.unwrap();
+    let me: Value = app
+        .api
+        .get(format!("{}/user", app.upstream.base_url))
+        .bearer_auth(upstream_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["login"], "alice");
 
     // Refresh rotates: a new pair, the old refresh token stops working.
@@ -57,7 +84,10 @@ async fn full_flow(backend: Backend) {
     let rotated: Value = response.json().await.unwrap();
     let new_refresh = rotated["refresh_token"].as_str().unwrap();
     assert_ne!(new_refresh, refresh);
-    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await["active"], true);
+    assert_eq!(
+        app.introspect(rotated["access_token"].as_str().unwrap()).await["active"],
+        true
+    );
     let reused = app.refresh(&client, refresh).await;
     assert_eq!(reused.status(), 400);
     assert_eq!(reused.json::<Value>().await.unwrap()["error"], "invalid_grant");
@@ -65,7 +95,10 @@ async fn full_flow(backend: Backend) {
     // Revoking the refresh token kills the grant: every access token goes inactive.
     assert_eq!(app.revoke(&client, new_refresh).await.status(), 200);
     assert_eq!(app.introspect(access).await, serde_json::json!({"active": false}));
-    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await, serde_json::json!({"active": false}));
+    assert_eq!(
+        app.introspect(rotated["access_token"].as_str().unwrap()).await,
+        serde_json::json!({"active": false})
+    );
     assert_eq!(app.refresh(&client, new_refresh).await.status(), 400);
 }
 
@@ -83,7 +116,10 @@ async fn the_whole_flow_works_on_redis() {
 async fn a_confidential_client_authenticates_with_basic_or_post() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("client_secret_basic").await;
-    let secret = client.client_secret.clone().expect("a confidential client gets a secret");
+    let secret = client
+        .client_secret
+        .clone()
+        .expect("a confidential client gets a secret");
     let tokens = app.tokens_for(&client, "bob").await;
     // The same client may also send its secret in the body (Claude's connectors do).
     let response = app
@@ -119,16 +155,104 @@ async fn a_missing_resource_binds_to_the_only_configured_one() {
     let app = TestApp::spawn_single_resource(Backend::Memory).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
-    let result = app.authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[("resource", None)]), "dan").await;
+    let result = app
+        .authorize(
+            &app.browser(),
+            &app.authorize_url(&client, &pkce, &[("resource", None)]),
+            "dan",
+        )
+        .await;
     let response = app
-        .token(&client, &[
-            ("grant_type", "authorization_code"),
-            ("code", &result["code"]),
-            ("redirect_uri", &client.redirect_uri),
-            ("code_verifier", &pkce.verifier),
-        ])
+        .token(
+            &client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &result["code"]),
+                ("redirect_uri", &client.redirect_uri),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
         .await;
     assert_eq!(response.status(), 200);
     let tokens: Value = response.json().await.unwrap();
-    assert_eq!(jwt_claims(tokens["access_token"].as_str().unwrap())["aud"], RESOURCE_URI);
+    assert_eq!(
+        jwt_claims(tokens["access_token"].as_str().unwrap())["aud"],
+        RESOURCE_URI
+    );
+}
+
+/// Every key and value Tether wrote to Redis, and each key's remaining time to live.
+async fn dump_redis(url: &str) -> Vec<(String, Vec<u8>, i64)> {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = ::redis::cmd("TYPE").arg(&key).query_async(&mut conn).await.unwrap();
+        let value: Vec<u8> = match kind.as_str() {
+            "string" => ::redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap(),
+            "hash" => {
+                let fields: Vec<Vec<u8>> = ::redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap();
+                fields.concat()
+            }
+            other => panic!("unexpected Redis type {other} at {key}"),
+        };
+        let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+        out.push((key, value, ttl));
+    }
+    out
+}
+
+fn assert_absent(dump: &[(String, Vec<u8>, i64)], secret: &str, what: &str) {
+    for (key, value, _) in dump {
+        assert!(!key.contains(secret), "{what} appears in key {key}");
+        assert!(
+            !value.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{what} appears in the value of {key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_holds_only_digests_and_sealed_tokens_and_every_key_expires() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let client = app.register_client("client_secret_basic").await;
+    let pkce = Pkce::new();
+    let result = app
+        .authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[]), "mallory")
+        .await;
+    let url = app.redis.as_ref().unwrap().url();
+
+    let before = dump_redis(&url).await;
+    assert_absent(&before, &result["code"], "the authorization code");
+    assert_absent(&before, client.client_secret.as_deref().unwrap(), "the client secret");
+
+    let tokens: Value = app
+        .exchange_code(&client, &result["code"], &pkce.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let upstream = app.introspect(tokens["access_token"].as_str().unwrap()).await["upstream"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let after = dump_redis(&url).await;
+    assert_absent(&after, tokens["refresh_token"].as_str().unwrap(), "the refresh token");
+    assert_absent(&after, tokens["access_token"].as_str().unwrap(), "the access token");
+    assert_absent(&after, &upstream, "the upstream access token");
+    assert_absent(&after, "dev_rt_", "an upstream refresh token");
+
+    assert!(
+        after.len() >= 4,
+        "client, grant, refresh token and code marker: {:?}",
+        after.iter().map(|k| &k.0).collect::<Vec<_>>()
+    );
+    for (key, _, ttl) in before.iter().chain(after.iter()) {
+        assert!(
+            key.starts_with("test:v1:"),
+            "{key} lacks the configured prefix and schema version"
+        );
+        assert!(*ttl > 0, "{key} has no TTL ({ttl})");
+    }
 }

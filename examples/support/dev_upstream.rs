@@ -111,7 +111,10 @@ impl DevUpstream {
     pub async fn start(config: UpstreamConfig) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
         let port = listener.local_addr()?.port();
-        let shared = Arc::new(Shared { config, db: Mutex::new(Db::default()) });
+        let shared = Arc::new(Shared {
+            config,
+            db: Mutex::new(Db::default()),
+        });
         let data = web::Data::from(shared.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -129,7 +132,11 @@ impl DevUpstream {
         .run();
         let handle = server.handle();
         tokio::spawn(server);
-        Ok(Self { base_url: format!("http://127.0.0.1:{port}"), shared, handle })
+        Ok(Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            shared,
+            handle,
+        })
     }
 
     /// Make the token endpoint answer `status` (e.g. 503) until cleared with `None`.
@@ -183,17 +190,19 @@ struct AuthorizeQuery {
 }
 
 fn bad_request(message: &str) -> HttpResponse {
-    HttpResponse::BadRequest().content_type("text/plain").body(message.to_owned())
+    HttpResponse::BadRequest()
+        .content_type("text/plain")
+        .body(message.to_owned())
 }
 
 /// Checks what must hold before anything can be redirected back.
-fn check_client(shared: &Shared, q: &AuthorizeQuery) -> Result<String, HttpResponse> {
+fn check_client(shared: &Shared, q: &AuthorizeQuery) -> Result<String, &'static str> {
     if q.client_id.as_deref() != Some(shared.config.client_id.as_str()) {
-        return Err(bad_request("unknown client_id"));
+        return Err("unknown client_id");
     }
     match &q.redirect_uri {
         Some(uri) if shared.config.redirect_uris.contains(uri) => Ok(uri.clone()),
-        _ => Err(bad_request("redirect_uri is not registered")),
+        _ => Err("redirect_uri is not registered"),
     }
 }
 
@@ -220,7 +229,9 @@ fn redirect(uri: &str, params: &[(&str, &str)]) -> HttpResponse {
             query.append_pair(k, v);
         }
     }
-    HttpResponse::Found().insert_header(("Location", url.to_string())).finish()
+    HttpResponse::Found()
+        .insert_header(("Location", url.to_string()))
+        .finish()
 }
 
 async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
@@ -229,7 +240,7 @@ async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResp
     };
     let redirect_uri = match check_client(&shared, &q) {
         Ok(uri) => uri,
-        Err(response) => return response,
+        Err(message) => return bad_request(message),
     };
     if let Err(error) = check_request(&shared, &q) {
         let mut params = vec![("error", error)];
@@ -268,7 +279,9 @@ async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResp
             }
         } }
     };
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.into_string())
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page.into_string())
 }
 
 async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
@@ -277,7 +290,7 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
     };
     let redirect_uri = match check_client(&shared, &q) {
         Ok(uri) => uri,
-        Err(response) => return response,
+        Err(message) => return bad_request(message),
     };
     let state = q.state.clone().unwrap_or_default();
     if let Err(error) = check_request(&shared, &q) {
@@ -286,16 +299,23 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
     if q.decision.as_deref() != Some("approve") {
         return redirect(&redirect_uri, &[("error", "access_denied"), ("state", &state)]);
     }
-    let user = q.username.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| "octocat".into());
+    let user = q
+        .username
+        .clone()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "octocat".into());
     let code = random();
-    shared.db().codes.insert(code.clone(), Code {
-        client_id: shared.config.client_id.clone(),
-        redirect_uri: redirect_uri.clone(),
-        challenge: q.code_challenge.clone(),
-        scope: q.scope.clone().unwrap_or_default(),
-        user,
-        expires: Instant::now() + Duration::from_secs(60),
-    });
+    shared.db().codes.insert(
+        code.clone(),
+        Code {
+            client_id: shared.config.client_id.clone(),
+            redirect_uri: redirect_uri.clone(),
+            challenge: q.code_challenge.clone(),
+            scope: q.scope.clone().unwrap_or_default(),
+            user,
+            expires: Instant::now() + Duration::from_secs(60),
+        },
+    );
     redirect(&redirect_uri, &[("code", &code), ("state", &state)])
 }
 
@@ -312,8 +332,10 @@ struct TokenForm {
 
 fn token_error(shared: &Shared, status: u16, error: &str) -> HttpResponse {
     let status = if shared.config.github_style_errors { 200 } else { status };
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST))
-        .json(json!({"error": error, "error_description": format!("dev upstream: {error}")}))
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
+    )
+    .json(json!({"error": error, "error_description": format!("dev upstream: {error}")}))
 }
 
 /// RFC 6749 §2.3.1 client authentication: Basic, or the body; PKCE-only public clients.
@@ -347,9 +369,11 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
         tokio::time::sleep(delay).await;
     }
     if let Some(status) = fault {
-        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE))
-            .content_type("text/html")
-            .body("<html><body>upstream trouble</body></html>");
+        return HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE),
+        )
+        .content_type("text/html")
+        .body("<html><body>upstream trouble</body></html>");
     }
     let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else {
         return token_error(&shared, 400, "invalid_request");
@@ -365,7 +389,9 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
                 return token_error(&shared, 400, "invalid_grant");
             };
             let verifier_ok = match (&code.challenge, &form.code_verifier) {
-                (Some(challenge), Some(verifier)) => URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == *challenge,
+                (Some(challenge), Some(verifier)) => {
+                    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == *challenge
+                }
                 (None, None) => !shared.config.require_pkce,
                 _ => false,
             };
@@ -390,15 +416,29 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
     let access = format!("dev_at_{}", random());
     let refresh = format!("dev_rt_{}", random());
     let ttl = shared.config.access_token_ttl;
-    db.access.insert(access.clone(), Access { user: user.clone(), expires: Instant::now() + ttl });
-    db.refresh.insert(refresh.clone(), Refresh { user, scope: scope.clone() });
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
-        "access_token": access,
-        "token_type": "bearer",
-        "expires_in": ttl.as_secs(),
-        "refresh_token": refresh,
-        "scope": scope,
-    }))
+    db.access.insert(
+        access.clone(),
+        Access {
+            user: user.clone(),
+            expires: Instant::now() + ttl,
+        },
+    );
+    db.refresh.insert(
+        refresh.clone(),
+        Refresh {
+            user,
+            scope: scope.clone(),
+        },
+    );
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": ttl.as_secs(),
+            "refresh_token": refresh,
+            "scope": scope,
+        }))
 }
 
 async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
@@ -409,7 +449,12 @@ async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::to_owned);
     let mut db = shared.db();
-    let user = token.and_then(|t| db.access.get(&t).filter(|a| a.expires > Instant::now()).map(|a| a.user.clone()));
+    let user = token.and_then(|t| {
+        db.access
+            .get(&t)
+            .filter(|a| a.expires > Instant::now())
+            .map(|a| a.user.clone())
+    });
     match user {
         Some(user) => {
             let id = user_id(&mut db, &user);

@@ -52,8 +52,7 @@ impl KeyRing {
                 return Err(KeySpecError::Duplicate(id.to_owned()));
             }
             let bytes = decode_key(key).ok_or_else(|| bad_key(id))?;
-            let cipher = Aes256Gcm::new_from_slice(&bytes)
-                .map_err(|_| bad_key(id))?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| bad_key(id))?;
             keys.push((id.to_owned(), cipher));
         }
         if keys.is_empty() {
@@ -119,7 +118,10 @@ impl KeyRing {
 const EXPECTED: &str = "base64 of exactly 32 bytes";
 
 fn bad_key(id: &str) -> KeySpecError {
-    KeySpecError::BadKey { id: id.to_owned(), expected: EXPECTED }
+    KeySpecError::BadKey {
+        id: id.to_owned(),
+        expected: EXPECTED,
+    }
 }
 
 fn decode_key(text: &str) -> Option<Vec<u8>> {
@@ -190,7 +192,13 @@ mod tests {
     fn key_specs_are_checked() {
         assert_eq!(KeyRing::parse("").unwrap_err(), KeySpecError::Empty);
         assert_eq!(KeyRing::parse("nokey").unwrap_err(), KeySpecError::Shape);
-        assert_eq!(KeyRing::parse("a:c2hvcnQ=").unwrap_err(), KeySpecError::BadKey { id: "a".into(), expected: EXPECTED });
+        assert_eq!(
+            KeyRing::parse("a:c2hvcnQ=").unwrap_err(),
+            KeySpecError::BadKey {
+                id: "a".into(),
+                expected: EXPECTED
+            }
+        );
         assert_eq!(KeyRing::parse("a b:xx").unwrap_err(), KeySpecError::BadId("a b".into()));
         let spec = KeyRing::generate_spec("a");
         assert_eq!(

@@ -65,23 +65,27 @@ impl SigningKeys {
                 .decode(der.trim_end_matches('='))
                 .or_else(|_| STANDARD.decode(der))
                 .map_err(|_| bad_key(kid))?;
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
-                .map_err(|_| bad_key(kid))?;
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).map_err(|_| bad_key(kid))?;
             let encoding = EncodingKey::from_ec_der(&der);
-            let mut jwk = Jwk::from_encoding_key(&encoding, ALG)
-                .map_err(|_| bad_key(kid))?;
+            let mut jwk = Jwk::from_encoding_key(&encoding, ALG).map_err(|_| bad_key(kid))?;
             jwk.common.key_id = Some(kid.to_owned());
             jwk.common.public_key_use = Some(PublicKeyUse::Signature);
             jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
-            let decoding = DecodingKey::from_jwk(&jwk)
-                .map_err(|_| bad_key(kid))?;
-            keys.push(SigningKey { kid: kid.to_owned(), encoding, decoding });
+            let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| bad_key(kid))?;
+            keys.push(SigningKey {
+                kid: kid.to_owned(),
+                encoding,
+                decoding,
+            });
             jwks.push(jwk);
         }
         if keys.is_empty() {
             return Err(KeySpecError::Empty);
         }
-        Ok(Self { keys, jwks: JwkSet { keys: jwks } })
+        Ok(Self {
+            keys,
+            jwks: JwkSet { keys: jwks },
+        })
     }
 
     /// A fresh P-256 key in the form [`SigningKeys::parse`] reads.
@@ -134,7 +138,10 @@ impl SigningKeys {
 }
 
 fn bad_key(kid: &str) -> KeySpecError {
-    KeySpecError::BadKey { id: kid.to_owned(), expected: "base64 of a PKCS#8 P-256 private key" }
+    KeySpecError::BadKey {
+        id: kid.to_owned(),
+        expected: "base64 of a PKCS#8 P-256 private key",
+    }
 }
 
 #[cfg(test)]
@@ -153,7 +160,10 @@ mod tests {
     }
 
     fn claims() -> Claims {
-        Claims { iss: "https://as.example".into(), sub: "42".into() }
+        Claims {
+            iss: "https://as.example".into(),
+            sub: "42".into(),
+        }
     }
 
     #[test]
@@ -171,7 +181,10 @@ mod tests {
     fn rejects_other_issuers_other_keys_and_tampering() {
         let k = keys("k1");
         let token = k.sign(&claims()).unwrap();
-        assert_eq!(k.verify::<Claims>(&token, "https://other").unwrap_err(), VerifyError::Invalid);
+        assert_eq!(
+            k.verify::<Claims>(&token, "https://other").unwrap_err(),
+            VerifyError::Invalid
+        );
         let stranger = keys("k1");
         assert_eq!(
             stranger.verify::<Claims>(&token, "https://as.example").unwrap_err(),
@@ -220,9 +233,6 @@ mod tests {
     #[test]
     fn refuses_malformed_key_specs() {
         assert_eq!(SigningKeys::parse("").unwrap_err(), KeySpecError::Empty);
-        assert_eq!(
-            SigningKeys::parse("k:bm90LWEta2V5").unwrap_err(),
-            bad_key("k")
-        );
+        assert_eq!(SigningKeys::parse("k:bm90LWEta2V5").unwrap_err(), bad_key("k"));
     }
 }

@@ -19,7 +19,11 @@ pub struct IntrospectForm {
 /// RFC 7662 §2.1: "the protected resource MUST authenticate" — a resource that fails to
 /// gets 401; a token that is not active for it gets exactly `{"active": false}`.
 #[tracing::instrument(skip_all, fields(resource))]
-pub async fn post(req: HttpRequest, form: web::Form<IntrospectForm>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn post(
+    req: HttpRequest,
+    form: web::Form<IntrospectForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let broker = &state.broker;
     let header = authorization_header(&req)
@@ -30,7 +34,11 @@ pub async fn post(req: HttpRequest, form: web::Form<IntrospectForm>, state: web:
         .authenticate_resource(&id, &secret)
         .ok_or_else(|| OAuthError::invalid_client("unknown resource or wrong secret"))?;
     tracing::Span::current().record("resource", caller.id.as_str());
-    let token = form.into_inner().token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let token = form
+        .into_inner()
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let outcome = introspection::introspect(
         broker.store.as_ref(),
         &broker.signer,

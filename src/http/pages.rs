@@ -10,7 +10,8 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::oauth::flow::{ConsentView, PageStatus};
 
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1d1d1f}\
 h1{font-size:1.4rem}code{background:#f2f2f2;padding:0 .2rem;border-radius:3px}\
 .box{border:1px solid #ddd;border-radius:8px;padding:1rem 1.2rem;margin:1rem 0}\
@@ -42,7 +43,9 @@ fn page(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
     };
     let mut response = HttpResponse::build(status);
     browser_headers(&mut response);
-    response.content_type("text/html; charset=utf-8").body(markup.into_string())
+    response
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string())
 }
 
 pub fn error_page(status: PageStatus, message: &str) -> HttpResponse {
@@ -52,39 +55,47 @@ pub fn error_page(status: PageStatus, message: &str) -> HttpResponse {
         PageStatus::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         PageStatus::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    page(status, "Authorization failed", html! {
-        h1 { "Authorization failed" }
-        p { (message) }
-        p.muted { "You can close this window." }
-    })
+    page(
+        status,
+        "Authorization failed",
+        html! {
+            h1 { "Authorization failed" }
+            p { (message) }
+            p.muted { "You can close this window." }
+        },
+    )
 }
 
 pub fn consent_page(view: &ConsentView) -> HttpResponse {
     let name = view.client_name.as_deref().unwrap_or("An unnamed application");
-    page(StatusCode::OK, "Authorize access", html! {
-        h1 { "Authorize " (name) "?" }
-        div.box {
-            p { strong { (name) } " wants to use " strong { (view.resource_name) } " on your behalf." }
-            p.muted { "MCP server: " code { (view.resource_uri) } }
-            p.muted { "Application id: " code { (view.client_id) } }
-            p { "After you approve, you sign in at " strong { (view.provider_name) } " and the application's access is sent to "
-                strong { (view.redirect_host) } "." }
-            @if !view.scopes.is_empty() {
-                p { "It asks to:" }
-                ul { @for (scope, description) in &view.scopes {
-                    li { code { (scope) } @if let Some(d) = description { " — " (d) } }
-                } }
+    page(
+        StatusCode::OK,
+        "Authorize access",
+        html! {
+            h1 { "Authorize " (name) "?" }
+            div.box {
+                p { strong { (name) } " wants to use " strong { (view.resource_name) } " on your behalf." }
+                p.muted { "MCP server: " code { (view.resource_uri) } }
+                p.muted { "Application id: " code { (view.client_id) } }
+                p { "After you approve, you sign in at " strong { (view.provider_name) } " and the application's access is sent to "
+                    strong { (view.redirect_host) } "." }
+                @if !view.scopes.is_empty() {
+                    p { "It asks to:" }
+                    ul { @for (scope, description) in &view.scopes {
+                        li { code { (scope) } @if let Some(d) = description { " — " (d) } }
+                    } }
+                }
+                @if !view.upstream_scopes.is_empty() {
+                    p.muted { (view.provider_name) " permissions requested: "
+                        @for (i, s) in view.upstream_scopes.iter().enumerate() { @if i > 0 { ", " } code { (s) } } }
+                }
             }
-            @if !view.upstream_scopes.is_empty() {
-                p.muted { (view.provider_name) " permissions requested: "
-                    @for (i, s) in view.upstream_scopes.iter().enumerate() { @if i > 0 { ", " } code { (s) } } }
+            p.muted { "Only approve if you started this from " (name) " and expected to be sent here." }
+            form method="post" action="/consent" {
+                input type="hidden" name="consent" value=(view.consent_id);
+                button.approve type="submit" name="decision" value="approve" { "Approve" }
+                button type="submit" name="decision" value="deny" { "Deny" }
             }
-        }
-        p.muted { "Only approve if you started this from " (name) " and expected to be sent here." }
-        form method="post" action="/consent" {
-            input type="hidden" name="consent" value=(view.consent_id);
-            button.approve type="submit" name="decision" value="approve" { "Approve" }
-            button type="submit" name="decision" value="deny" { "Deny" }
-        }
-    })
+        },
+    )
 }

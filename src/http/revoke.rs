@@ -18,14 +18,25 @@ pub struct RevokeForm {
 
 /// RFC 7009 §2.2: 200 whether or not the token was known.
 #[tracing::instrument(skip_all, fields(client_id))]
-pub async fn post(req: HttpRequest, form: web::Form<RevokeForm>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn post(
+    req: HttpRequest,
+    form: web::Form<RevokeForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let form = form.into_inner();
     let broker = &state.broker;
     let store = broker.store.as_ref();
-    let presented = Presented { basic: authorization_header(&req), client_id: form.client_id, client_secret: form.client_secret };
+    let presented = Presented {
+        basic: authorization_header(&req),
+        client_id: form.client_id,
+        client_secret: form.client_secret,
+    };
     let client = client_auth::authenticate(&broker.registry, store, &presented).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
-    let token = form.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let token = form
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     revocation::revoke(store, store, &broker.signer, &broker.issuer, &client, &token).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);

@@ -9,7 +9,11 @@ use super::error::{ApiError, no_store};
 use super::{AppState, authorization_header};
 
 #[tracing::instrument(skip_all, fields(grant_type, client_id))]
-pub async fn post(req: HttpRequest, form: web::Form<TokenForm>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn post(
+    req: HttpRequest,
+    form: web::Form<TokenForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let form = form.into_inner();
     let span = tracing::Span::current();
@@ -26,7 +30,11 @@ pub async fn post(req: HttpRequest, form: web::Form<TokenForm>, state: web::Data
     let store = broker.store.as_ref();
     let client = client_auth::authenticate(&broker.registry, store, &presented).await?;
     span.record("client_id", client.client_id.as_str());
-    let stores = TokenStores { codes: store, grants: store, refresh: store };
+    let stores = TokenStores {
+        codes: store,
+        grants: store,
+        refresh: store,
+    };
     let response = grants::issue(stores, broker.minter(), &broker.registry, &client, request, now).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);

@@ -43,7 +43,10 @@ pub struct FlowContext<'a> {
 
 /// A binding cookie value is a token from `random::token`.
 fn is_binding(value: &str) -> bool {
-    value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Looks a client up: pre-registered first, then dynamically registered.
@@ -69,23 +72,37 @@ pub async fn start(
 ) -> Result<ConsentView, FlowError> {
     // OAuth 2.1 §4.1.2.1: if the client or redirect URI is invalid, the user is informed
     // and the user agent MUST NOT be redirected.
-    let client_id = params.client_id.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| {
-        FlowError::page("The request has no client_id. Start again from your application.")
-    })?;
+    let client_id = params
+        .client_id
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| FlowError::page("The request has no client_id. Start again from your application."))?;
     let client = find_client(ctx.registry, clients, client_id).await?.ok_or_else(|| {
         FlowError::page("This application is not registered with Tether (or its registration expired).")
     })?;
     let (redirect_uri, redirect_uri_sent) = match params.redirect_uri.as_deref() {
         Some(uri) if client.redirect_uris.iter().any(|r| redirect::matches(r, uri)) => (uri.to_owned(), true),
-        Some(_) => return Err(FlowError::page("The redirect_uri is not registered for this application.")),
+        Some(_) => {
+            return Err(FlowError::page(
+                "The redirect_uri is not registered for this application.",
+            ));
+        }
         None => match client.redirect_uris.as_slice() {
             [only] => (only.clone(), false),
-            _ => return Err(FlowError::page("The request has no redirect_uri and the application has several.")),
+            _ => {
+                return Err(FlowError::page(
+                    "The request has no redirect_uri and the application has several.",
+                ));
+            }
         },
     };
-    let back = ReturnTo { redirect_uri: &redirect_uri, state: params.state.as_deref(), issuer: ctx.issuer };
-    let request = validate(ctx, &client, &params, redirect_uri.clone(), redirect_uri_sent)
-        .map_err(|e| back.error(&e))?;
+    let back = ReturnTo {
+        redirect_uri: &redirect_uri,
+        state: params.state.as_deref(),
+        issuer: ctx.issuer,
+    };
+    let request =
+        validate(ctx, &client, &params, redirect_uri.clone(), redirect_uri_sent).map_err(|e| back.error(&e))?;
     let resource = ctx
         .registry
         .resource(&request.resource)
@@ -97,10 +114,18 @@ pub async fn start(
     let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
 
     // One binding per browser, reused across concurrent authorizations in several tabs.
-    let binding = binding.filter(|b| is_binding(b)).map_or_else(random::token, str::to_owned);
+    let binding = binding
+        .filter(|b| is_binding(b))
+        .map_or_else(random::token, str::to_owned);
     let consent_id = random::token();
-    let record = ConsentRecord { request: request.clone(), binding_digest: hash::digest(&binding), created_at: now };
-    pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
+    let record = ConsentRecord {
+        request: request.clone(),
+        binding_digest: hash::digest(&binding),
+        created_at: now,
+    };
+    pending
+        .put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization)
+        .await?;
 
     Ok(ConsentView {
         consent_id,
@@ -133,10 +158,16 @@ fn validate(
         Some("code") => {}
         None => return Err(OAuthError::invalid_request("response_type is required")),
         Some(_) => {
-            return Err(OAuthError::new(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"));
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported",
+            ));
         }
     }
-    let code_challenge = pkce::validate_challenge(params.code_challenge.as_deref(), params.code_challenge_method.as_deref())?;
+    let code_challenge = pkce::validate_challenge(
+        params.code_challenge.as_deref(),
+        params.code_challenge_method.as_deref(),
+    )?;
     let resource = ctx.registry.resource_for(params.resource.as_deref())?;
     let provider = ctx
         .providers
@@ -165,14 +196,22 @@ pub async fn decide(
     now: UnixTime,
 ) -> Result<url::Url, FlowError> {
     let record = pending.take_consent(&hash::digest(consent_id)).await?.ok_or_else(|| {
-        FlowError::page("This authorization request has expired or was already answered. Start again from your application.")
+        FlowError::page(
+            "This authorization request has expired or was already answered. Start again from your application.",
+        )
     })?;
     // The decision must come from the browser that was shown the page (CSRF).
     if !binding.is_some_and(|b| hash::matches_digest(b, &record.binding_digest)) {
-        return Err(FlowError::forbidden("This consent form was not opened in this browser. Start again from your application."));
+        return Err(FlowError::forbidden(
+            "This consent form was not opened in this browser. Start again from your application.",
+        ));
     }
     let request = record.request;
-    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+    let back = ReturnTo {
+        redirect_uri: &request.redirect_uri,
+        state: request.state.as_deref(),
+        issuer: ctx.issuer,
+    };
     if !approve {
         return Err(back.error(&OAuthError::new(ErrorCode::AccessDenied, "the user denied the request")));
     }
@@ -195,6 +234,8 @@ pub async fn decide(
         upstream_scopes,
         created_at: now,
     };
-    pending.put_pending(&hash::digest(&state), &pending_record, ctx.lifetimes.authorization).await?;
+    pending
+        .put_pending(&hash::digest(&state), &pending_record, ctx.lifetimes.authorization)
+        .await?;
     Ok(url)
 }

@@ -90,7 +90,8 @@ pub async fn introspect(
     if grant.status != GrantStatus::Active {
         return Ok(inactive("grant revoked or dead"));
     }
-    if grant.info.client_id != claims.client_id || grant.info.subject != claims.sub || grant.info.resource != caller.id {
+    if grant.info.client_id != claims.client_id || grant.info.subject != claims.sub || grant.info.resource != caller.id
+    {
         return Ok(inactive("grant does not match the token"));
     }
     let Some(tokens) = vault.open(&grant) else {

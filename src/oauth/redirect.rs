@@ -36,9 +36,7 @@ pub fn validate_registered(uri: &str, web_application: bool) -> Result<(), Redir
         "https" => Err(RedirectUriError::NotAbsolute(uri.to_owned())),
         "http" if is_loopback(&url) => Ok(()),
         "http" => Err(RedirectUriError::InsecureHttp(uri.to_owned())),
-        scheme if DANGEROUS_SCHEMES.contains(&scheme) => {
-            Err(RedirectUriError::DangerousScheme(uri.to_owned()))
-        }
+        scheme if DANGEROUS_SCHEMES.contains(&scheme) => Err(RedirectUriError::DangerousScheme(uri.to_owned())),
         _ if web_application => Err(RedirectUriError::WebNeedsHttps(uri.to_owned())),
         _ => Ok(()),
     }
@@ -147,7 +145,10 @@ mod tests {
     #[test]
     fn shows_the_host_a_code_goes_to() {
         assert_eq!(display_host("https://claude.ai/api/mcp/auth_callback"), "claude.ai");
-        assert_eq!(display_host("cursor://anysphere.cursor-mcp/oauth/callback"), "anysphere.cursor-mcp");
+        assert_eq!(
+            display_host("cursor://anysphere.cursor-mcp/oauth/callback"),
+            "anysphere.cursor-mcp"
+        );
         assert_eq!(display_host("com.example.app:/cb"), "com.example.app:");
     }
 }

@@ -22,22 +22,22 @@ pub async fn revoke(
     token: &str,
 ) -> Result<(), OAuthError> {
     if looks_like_jwt(token) {
-        if let Ok(claims) = signer.verify::<AccessClaims>(token, issuer) {
-            if claims.client_id == client.client_id {
-                grants.set_grant_status(&claims.gid, GrantStatus::Revoked).await?;
-                tracing::info!(client_id = %client.client_id, grant = %claims.gid, "grant revoked by access token");
-            }
+        if let Ok(claims) = signer.verify::<AccessClaims>(token, issuer)
+            && claims.client_id == client.client_id
+        {
+            grants.set_grant_status(&claims.gid, GrantStatus::Revoked).await?;
+            tracing::info!(client_id = %client.client_id, grant = %claims.gid, "grant revoked by access token");
         }
         return Ok(());
     }
     let digest = hash::digest(token);
-    if let Some(rt) = refresh.refresh(&digest).await? {
-        if rt.client_id == client.client_id {
-            // Revoke the grant first: if the delete then fails, the token is dead anyway.
-            grants.set_grant_status(&rt.grant_id, GrantStatus::Revoked).await?;
-            refresh.delete_refresh(&digest).await?;
-            tracing::info!(client_id = %client.client_id, grant = %rt.grant_id, "grant revoked by refresh token");
-        }
+    if let Some(rt) = refresh.refresh(&digest).await?
+        && rt.client_id == client.client_id
+    {
+        // Revoke the grant first: if the delete then fails, the token is dead anyway.
+        grants.set_grant_status(&rt.grant_id, GrantStatus::Revoked).await?;
+        refresh.delete_refresh(&digest).await?;
+        tracing::info!(client_id = %client.client_id, grant = %rt.grant_id, "grant revoked by refresh token");
     }
     Ok(())
 }

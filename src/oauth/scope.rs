@@ -19,7 +19,9 @@ pub struct ScopeGrant {
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
 fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// Parses a space-delimited scope parameter.
@@ -27,7 +29,10 @@ pub fn parse(scope: Option<&str>) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
     for token in scope.unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
         if !is_scope_token(token) {
-            return Err(OAuthError::new(ErrorCode::InvalidScope, "scope contains invalid characters"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "scope contains invalid characters",
+            ));
         }
         if !out.iter().any(|t| t == token) {
             out.push(token.to_owned());
@@ -53,7 +58,13 @@ pub fn negotiate(
     let granted: Vec<String> = resource
         .scopes
         .iter()
-        .filter(|offer| if asked.is_empty() { offer.default } else { asked.contains(&&offer.name) })
+        .filter(|offer| {
+            if asked.is_empty() {
+                offer.default
+            } else {
+                asked.contains(&&offer.name)
+            }
+        })
         .map(|offer| offer.name.clone())
         .collect();
     if !asked.is_empty() && granted.is_empty() {
@@ -62,7 +73,11 @@ pub fn negotiate(
             format!("none of the requested scopes is offered by {}", resource.name),
         ));
     }
-    Ok(ScopeGrant { upstream: upstream_scopes(&granted, resource, provider_scopes), granted, offline })
+    Ok(ScopeGrant {
+        upstream: upstream_scopes(&granted, resource, provider_scopes),
+        granted,
+        offline,
+    })
 }
 
 /// The upstream scopes that back a set of granted MCP scopes.

@@ -28,8 +28,8 @@ impl Vault {
     }
 
     pub fn seal(&self, grant_id: &str, info: &GrantInfo, tokens: &UpstreamTokens) -> Result<Vec<u8>, OAuthError> {
-        let plaintext = serde_json::to_vec(tokens)
-            .map_err(|_| OAuthError::server_error("could not encode upstream tokens"))?;
+        let plaintext =
+            serde_json::to_vec(tokens).map_err(|_| OAuthError::server_error("could not encode upstream tokens"))?;
         self.keys.seal(&plaintext, &aad(grant_id, info)).map_err(|e| {
             tracing::error!(error = %e, "sealing upstream tokens failed");
             OAuthError::server_error("could not store the upstream tokens")

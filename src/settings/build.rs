@@ -12,9 +12,9 @@ use super::registries;
 use super::secrets::{missing, resolve};
 use super::{ConfigErrors, Profile, Settings, StoreKind};
 use crate::clock::UnixTime;
+use crate::crypto::fresh_key_id;
 use crate::crypto::seal::KeyRing;
 use crate::crypto::signing::SigningKeys;
-use crate::crypto::fresh_key_id;
 use crate::oauth::RegistrationPolicy;
 use crate::oauth::registry::Registry;
 use crate::oauth::tokens::Lifetimes;
@@ -23,7 +23,11 @@ use crate::upstream::ProviderConfig;
 #[derive(Debug)]
 pub enum StoreChoice {
     Memory,
-    Redis { url: SecretString, prefix: String, timeout: Duration },
+    Redis {
+        url: SecretString,
+        prefix: String,
+        timeout: Duration,
+    },
 }
 
 /// Everything validated configuration yields.
@@ -51,7 +55,17 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let production = settings.profile == Profile::Production;
 
     let issuer = check_issuer(&settings.issuer, production, &mut errors);
-    let bind = settings.server.bind.parse::<SocketAddr>().map_err(|e| errors.push("server.bind", format!("`{}` is not host:port ({e})", settings.server.bind))).ok();
+    let bind = settings
+        .server
+        .bind
+        .parse::<SocketAddr>()
+        .map_err(|e| {
+            errors.push(
+                "server.bind",
+                format!("`{}` is not host:port ({e})", settings.server.bind),
+            )
+        })
+        .ok();
     let lifetimes = lifetimes(settings, &mut errors);
     let store = store(settings, production, &mut errors, &mut warnings);
     let keys = keys(settings, production, now, &mut errors, &mut warnings);
@@ -133,7 +147,10 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     let t = &settings.tokens;
     let mut check = |key: &str, value: u64, min: u64, max: u64| {
         if !(min..=max).contains(&value) {
-            errors.push(format!("tokens.{key}"), format!("must be between {min} and {max} seconds"));
+            errors.push(
+                format!("tokens.{key}"),
+                format!("must be between {min} and {max} seconds"),
+            );
         }
     };
     check("access_token_ttl_secs", t.access_token_ttl_secs, 60, 86_400);
@@ -141,7 +158,10 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     check("code_ttl_secs", t.code_ttl_secs, 10, 600);
     check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
     if t.refresh_token_ttl_secs < t.access_token_ttl_secs {
-        errors.push("tokens.refresh_token_ttl_secs", "must not be shorter than access_token_ttl_secs");
+        errors.push(
+            "tokens.refresh_token_ttl_secs",
+            "must not be shorter than access_token_ttl_secs",
+        );
     }
     Some(Lifetimes {
         access_token: Duration::from_secs(t.access_token_ttl_secs),
@@ -151,9 +171,18 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     })
 }
 
-fn store(settings: &Settings, production: bool, errors: &mut ConfigErrors, warnings: &mut Vec<String>) -> Option<StoreChoice> {
+fn store(
+    settings: &Settings,
+    production: bool,
+    errors: &mut ConfigErrors,
+    warnings: &mut Vec<String>,
+) -> Option<StoreChoice> {
     let s = &settings.store;
-    let prefix_ok = !s.prefix.is_empty() && s.prefix.len() <= 64 && s.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let prefix_ok = !s.prefix.is_empty()
+        && s.prefix.len() <= 64
+        && s.prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !prefix_ok {
         errors.push("store.prefix", "must be 1-64 characters of A-Z a-z 0-9 - _ .");
     }
@@ -169,7 +198,10 @@ fn store(settings: &Settings, production: bool, errors: &mut ConfigErrors, warni
         StoreKind::Redis => {
             let file = Some(Path::new(&s.url_file));
             let Some(url) = resolve(Some(&s.url), file, "store.url", errors) else {
-                errors.push("store.url", "required when store.kind = \"redis\" (redis://host:port or rediss://host:port)");
+                errors.push(
+                    "store.url",
+                    "required when store.kind = \"redis\" (redis://host:port or rediss://host:port)",
+                );
                 return None;
             };
             match Url::parse(url.expose_secret()) {
@@ -179,7 +211,11 @@ fn store(settings: &Settings, production: bool, errors: &mut ConfigErrors, warni
                     return None;
                 }
             }
-            Some(StoreChoice::Redis { url, prefix: s.prefix.clone(), timeout: Duration::from_millis(s.timeout_ms) })
+            Some(StoreChoice::Redis {
+                url,
+                prefix: s.prefix.clone(),
+                timeout: Duration::from_millis(s.timeout_ms),
+            })
         }
     }
 }
@@ -192,28 +228,56 @@ fn keys(
     warnings: &mut Vec<String>,
 ) -> Option<(KeyRing, SigningKeys)> {
     let k = &settings.keys;
-    let encryption = resolve(Some(&k.encryption), Some(Path::new(&k.encryption_file)), "keys.encryption", errors);
-    let signing = resolve(Some(&k.signing), Some(Path::new(&k.signing_file)), "keys.signing", errors);
+    let encryption = resolve(
+        Some(&k.encryption),
+        Some(Path::new(&k.encryption_file)),
+        "keys.encryption",
+        errors,
+    );
+    let signing = resolve(
+        Some(&k.signing),
+        Some(Path::new(&k.signing_file)),
+        "keys.signing",
+        errors,
+    );
     let encryption = match encryption {
-        Some(spec) => KeyRing::parse(spec.expose_secret()).map_err(|e| errors.push("keys.encryption", e.to_string())).ok(),
+        Some(spec) => KeyRing::parse(spec.expose_secret())
+            .map_err(|e| errors.push("keys.encryption", e.to_string()))
+            .ok(),
         None if production => {
-            errors.push("keys.encryption", missing("keys.encryption") + " (generate with `tether keys generate`)");
+            errors.push(
+                "keys.encryption",
+                missing("keys.encryption") + " (generate with `tether keys generate`)",
+            );
             None
         }
         None => {
-            warnings.push("no keys.encryption configured: using an ephemeral key; stored grants are unreadable after a restart".to_owned());
+            warnings.push(
+                "no keys.encryption configured: using an ephemeral key; stored grants are unreadable after a restart"
+                    .to_owned(),
+            );
             KeyRing::parse(&KeyRing::generate_spec(&fresh_key_id(now))).ok()
         }
     };
     let signing = match signing {
-        Some(spec) => SigningKeys::parse(spec.expose_secret()).map_err(|e| errors.push("keys.signing", e.to_string())).ok(),
+        Some(spec) => SigningKeys::parse(spec.expose_secret())
+            .map_err(|e| errors.push("keys.signing", e.to_string()))
+            .ok(),
         None if production => {
-            errors.push("keys.signing", missing("keys.signing") + " (generate with `tether keys generate`)");
+            errors.push(
+                "keys.signing",
+                missing("keys.signing") + " (generate with `tether keys generate`)",
+            );
             None
         }
         None => {
-            warnings.push("no keys.signing configured: using an ephemeral key; issued tokens stop verifying after a restart".to_owned());
-            SigningKeys::generate_spec(&fresh_key_id(now)).ok().and_then(|spec| SigningKeys::parse(&spec).ok())
+            warnings.push(
+                "no keys.signing configured: using an ephemeral key; issued tokens stop verifying after a restart"
+                    .to_owned(),
+            );
+            SigningKeys::generate_spec(&fresh_key_id(now))
+                .ok()
+                .and_then(|spec| SigningKeys::parse(&spec).ok())
         }
     };
     encryption.zip(signing)

@@ -8,8 +8,11 @@ use serde_json::Value;
 use super::{ConfigErrors, env_name};
 
 /// Secret members of the registries: (registry, member).
-const REGISTRY_SECRETS: [(&str, &str); 3] =
-    [("providers", "client_secret"), ("resources", "secret"), ("clients", "client_secret")];
+const REGISTRY_SECRETS: [(&str, &str); 3] = [
+    ("providers", "client_secret"),
+    ("resources", "secret"),
+    ("clients", "client_secret"),
+];
 
 /// Refuses secrets written into the config files (the embedded defaults and `--config`).
 pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), ConfigErrors> {
@@ -21,7 +24,10 @@ pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), Conf
     let mut refuse = |key: String| {
         errors.push(
             key.clone(),
-            format!("secrets must not be written in a config file; set {} or {key}_file", env_name(&key)),
+            format!(
+                "secrets must not be written in a config file; set {} or {key}_file",
+                env_name(&key)
+            ),
         );
     };
     for key in ["keys.encryption", "keys.signing"] {
@@ -38,10 +44,10 @@ pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), Conf
             }
         }
     }
-    if let Some(url) = lookup(&doc, "store.url").and_then(Value::as_str) {
-        if url::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
-            refuse("store.url".to_owned());
-        }
+    if let Some(url) = lookup(&doc, "store.url").and_then(Value::as_str)
+        && url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+    {
+        refuse("store.url".to_owned());
     }
     if errors.0.is_empty() { Ok(()) } else { Err(errors) }
 }

@@ -22,7 +22,10 @@ struct TtlMap<V> {
 
 impl<V: Clone> TtlMap<V> {
     fn new() -> Self {
-        Self { entries: Mutex::new(HashMap::new()), writes: AtomicU64::new(0) }
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            writes: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, (V, UnixTime)>> {
@@ -151,11 +154,11 @@ impl CodeStore for MemoryStore {
         let now = self.now();
         // Hold the codes lock across take-and-mark so a racing second take sees the marker.
         let mut codes = self.codes.lock();
-        if let Some((code, exp)) = codes.remove(key) {
-            if exp > now {
-                self.used_codes.insert(key, code.grant_id.clone(), used_ttl, now);
-                return Ok(CodeTake::Fresh(code));
-            }
+        if let Some((code, exp)) = codes.remove(key)
+            && exp > now
+        {
+            self.used_codes.insert(key, code.grant_id.clone(), used_ttl, now);
+            return Ok(CodeTake::Fresh(code));
         }
         drop(codes);
         Ok(match self.used_codes.get(key, now) {
@@ -177,12 +180,18 @@ impl GrantStore for MemoryStore {
     }
 
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
-        Ok(self.grants.update(grant_id, self.now(), |g, _| g.status = status).is_some())
+        Ok(self
+            .grants
+            .update(grant_id, self.now(), |g, _| g.status = status)
+            .is_some())
     }
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
         let now = self.now();
-        Ok(self.grants.update(grant_id, now, |_, exp| *exp = expiry(now, ttl)).is_some())
+        Ok(self
+            .grants
+            .update(grant_id, now, |_, exp| *exp = expiry(now, ttl))
+            .is_some())
     }
 }
 

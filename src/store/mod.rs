@@ -12,9 +12,9 @@ pub mod memory;
 pub mod records;
 pub mod redis;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 pub use records::*;
-pub use self::redis::RedisStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

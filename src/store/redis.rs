@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, Script};
+use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -59,7 +59,9 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,10 +92,7 @@ impl RedisStore {
     }
 
     /// Runs one Redis exchange under the store deadline.
-    async fn run<T>(
-        &self,
-        op: impl AsyncFnOnce(ConnectionManager) -> Result<T, RedisError>,
-    ) -> StoreResult<T> {
+    async fn run<T>(&self, op: impl AsyncFnOnce(ConnectionManager) -> Result<T, RedisError>) -> StoreResult<T> {
         match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(StoreError::Unavailable(describe(&e))),
@@ -107,7 +106,13 @@ impl RedisStore {
     async fn put_json<T: Serialize>(&self, key: String, value: &T, ttl: Duration) -> StoreResult<()> {
         let json = encode(value)?;
         self.run(async move |mut c| {
-            ::redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(millis(ttl)).query_async(&mut c).await
+            ::redis::cmd("SET")
+                .arg(&key)
+                .arg(json)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut c)
+                .await
         })
         .await
     }
@@ -208,8 +213,7 @@ impl CodeStore for RedisStore {
                     .invoke_async(&mut c)
                     .await?;
                 let tag = reply.first().map(::redis::from_redis_value_ref::<u8>).transpose()?;
-                let value =
-                    reply.get(1).map(::redis::from_redis_value_ref::<Vec<u8>>).transpose()?;
+                let value = reply.get(1).map(::redis::from_redis_value_ref::<Vec<u8>>).transpose()?;
                 Ok((tag.unwrap_or(0), value))
             })
             .await?;
@@ -274,7 +278,12 @@ impl GrantStore for RedisStore {
         let key = self.key("grant", grant_id);
         let script = &self.hset_if_exists;
         self.run(async move |mut c| {
-            script.key(&key).arg("st").arg(status.as_str()).invoke_async(&mut c).await
+            script
+                .key(&key)
+                .arg("st")
+                .arg(status.as_str())
+                .invoke_async(&mut c)
+                .await
         })
         .await
     }
@@ -282,7 +291,11 @@ impl GrantStore for RedisStore {
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
         let key = self.key("grant", grant_id);
         self.run(async move |mut c| {
-            ::redis::cmd("PEXPIRE").arg(&key).arg(millis(ttl)).query_async(&mut c).await
+            ::redis::cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(ttl))
+                .query_async(&mut c)
+                .await
         })
         .await
     }
@@ -336,20 +349,23 @@ impl RefreshStore for RedisStore {
     async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool> {
         let key = self.key("refresh", key);
         let script = &self.mark_rotated;
-        self.run(async move |mut c| script.key(&key).arg(at).invoke_async(&mut c).await).await
+        self.run(async move |mut c| script.key(&key).arg(at).invoke_async(&mut c).await)
+            .await
     }
 
     async fn delete_refresh(&self, key: &str) -> StoreResult<()> {
         let key = self.key("refresh", key);
-        self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await).await
+        self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await)
+            .await
     }
 }
 
 #[async_trait]
 impl Store for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
-        let pong: String =
-            self.run(async move |mut c| ::redis::cmd("PING").query_async(&mut c).await).await?;
+        let pong: String = self
+            .run(async move |mut c| ::redis::cmd("PING").query_async(&mut c).await)
+            .await?;
         if pong == "PONG" {
             Ok(())
         } else {

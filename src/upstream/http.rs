@@ -58,10 +58,13 @@ impl UpstreamHttp {
     }
 
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let request = reqwest::Request::try_from(request)
-            .map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
-        let response =
-            self.client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
+        let request =
+            reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| HttpError::Transport(transport(&e)))?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(HttpError::Unavailable(status.as_u16()));
@@ -93,7 +96,11 @@ impl<'c> oauth2::AsyncHttpClient<'c> for UpstreamHttp {
 
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HttpError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| HttpError::Transport(transport(&e)))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HttpError::Transport(transport(&e)))?
+    {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(HttpError::TooLarge);
         }
@@ -105,7 +112,10 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HttpErr
 fn is_error_body(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.as_object().map(|o| o.contains_key("error") && !o.contains_key("access_token")))
+        .and_then(|v| {
+            v.as_object()
+                .map(|o| o.contains_key("error") && !o.contains_key("access_token"))
+        })
         .unwrap_or(false)
 }
 
@@ -126,5 +136,9 @@ fn transport(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }

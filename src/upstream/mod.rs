@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenType};
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, StandardErrorResponse, TokenResponse, TokenUrl,
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardErrorResponse,
+    TokenResponse, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -119,7 +119,9 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider").field("id", &self.config.id).finish_non_exhaustive()
+        f.debug_struct("Provider")
+            .field("id", &self.config.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,8 +193,12 @@ impl Provider {
     /// Uses a refresh token. When the provider does not rotate it, the old one is kept.
     pub async fn refresh(&self, refresh_token: &str, now: UnixTime) -> Result<UpstreamTokens, UpstreamError> {
         let token = RefreshToken::new(refresh_token.to_owned());
-        let response =
-            self.client.exchange_refresh_token(&token).request_async(&self.http).await.map_err(classify)?;
+        let response = self
+            .client
+            .exchange_refresh_token(&token)
+            .request_async(&self.http)
+            .await
+            .map_err(classify)?;
         Ok(tokens_from(&response, Some(refresh_token), now))
     }
 
@@ -232,9 +238,9 @@ type TokenError = RequestTokenError<HttpError, StandardErrorResponse<BasicErrorR
 
 fn classify(err: TokenError) -> UpstreamError {
     match err {
-        RequestTokenError::ServerResponse(e) => {
-            UpstreamError::Rejected { error: e.error().as_ref().to_owned() }
-        }
+        RequestTokenError::ServerResponse(e) => UpstreamError::Rejected {
+            error: e.error().as_ref().to_owned(),
+        },
         RequestTokenError::Request(HttpError::TooLarge) => {
             UpstreamError::Invalid("token response too large".to_owned())
         }
@@ -253,7 +259,12 @@ pub struct Providers(HashMap<String, Arc<Provider>>);
 
 impl Providers {
     pub fn new(providers: Vec<Provider>) -> Self {
-        Self(providers.into_iter().map(|p| (p.id().to_owned(), Arc::new(p))).collect())
+        Self(
+            providers
+                .into_iter()
+                .map(|p| (p.id().to_owned(), Arc::new(p)))
+                .collect(),
+        )
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Provider>> {

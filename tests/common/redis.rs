@@ -18,8 +18,11 @@ fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("TETHER_TEST_REDIS_SERVER") {
         return PathBuf::from(path);
     }
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("redis-server")).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("redis-server"))
+            .find(|p| p.is_file())
+    });
     found.unwrap_or_else(|| {
         panic!(
             "redis-server is not installed, and the Redis tests never skip. Run `make test` (it installs \
@@ -29,7 +32,10 @@ fn binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
 }
 
 impl RedisServer {
@@ -37,7 +43,11 @@ impl RedisServer {
         // A port picked this way can be taken by someone else before Redis binds it; retry.
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for redis");
-            let mut server = Self { port: free_port(), child: None, dir };
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+                dir,
+            };
             server.spawn();
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
@@ -49,7 +59,16 @@ impl RedisServer {
     fn spawn(&mut self) {
         let mut command = Command::new(binary());
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--dir", &self.dir.path().display().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -64,10 +83,10 @@ impl RedisServer {
             if self.ping() {
                 return true;
             }
-            if let Some(child) = self.child.as_mut() {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return false; // exited: port taken
-                }
+            if let Some(child) = self.child.as_mut()
+                && matches!(child.try_wait(), Ok(Some(_)))
+            {
+                return false; // exited: port taken
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -76,7 +95,9 @@ impl RedisServer {
 
     /// Whether Redis answers PING.
     pub fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
@@ -98,7 +119,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
-        assert!(self.wait_ready(Duration::from_secs(10)), "redis-server did not come back on port {}", self.port);
+        assert!(
+            self.wait_ready(Duration::from_secs(10)),
+            "redis-server did not come back on port {}",
+            self.port
+        );
     }
 
     /// Freezes Redis (SIGSTOP): connections stay open but nothing answers.

@@ -1,0 +1,286 @@
+//! One contract, two stores: every test here runs against `MemoryStore` and `RedisStore`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::RedisServer;
+use tether::clock::ManualClock;
+use tether::store::*;
+
+/// A store under test and a way to let time pass for it.
+struct Subject {
+    store: Arc<dyn Store>,
+    clock: ManualClock,
+    _redis: Option<RedisServer>,
+}
+
+impl Subject {
+    fn memory() -> Self {
+        let clock = ManualClock::starting_at(1_800_000_000);
+        Self {
+            store: Arc::new(MemoryStore::new(Arc::new(clock.clone()))),
+            clock,
+            _redis: None,
+        }
+    }
+
+    fn redis() -> Self {
+        let redis = RedisServer::start();
+        let store = RedisStore::connect(&redis.url(), "contract", Duration::from_secs(2)).unwrap();
+        Self {
+            store: Arc::new(store),
+            clock: ManualClock::starting_at(0),
+            _redis: Some(redis),
+        }
+    }
+
+    /// Lets `secs` seconds pass: the memory store's clock moves; Redis expires in real time.
+    async fn elapse(&self, secs: u64) {
+        if self._redis.is_some() {
+            tokio::time::sleep(Duration::from_millis(secs * 1000 + 200)).await;
+        } else {
+            self.clock.advance(i64::try_from(secs).unwrap());
+        }
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::memory()).await; } )* }
+        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::redis()).await; } )* }
+    };
+}
+
+contract!(
+    clients_round_trip_and_expire,
+    consents_and_pending_requests_are_taken_once,
+    codes_are_taken_once_and_then_recognised_as_replays,
+    only_one_of_many_concurrent_takers_gets_a_code,
+    grants_round_trip_with_binary_upstream_bytes,
+    grant_status_and_ttl_change_only_existing_grants,
+    refresh_rotation_is_a_compare_and_set,
+    only_one_of_many_concurrent_rotations_wins,
+    store_answers_ping,
+);
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        secret_digest: Some("digest".into()),
+        issued_at: 1,
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        token_endpoint_auth_method: "client_secret_basic".into(),
+        grant_types: vec!["authorization_code".into()],
+        response_types: vec!["code".into()],
+        application_type: Some("native".into()),
+        client_name: Some("Name with ünïcödé".into()),
+        client_uri: None,
+        logo_uri: None,
+        tos_uri: None,
+        policy_uri: None,
+        contacts: vec!["a@b.example".into()],
+        scope: Some("files:read".into()),
+        software_id: None,
+        software_version: None,
+    }
+}
+
+fn request() -> AuthorizationRecord {
+    AuthorizationRecord {
+        client_id: "c".into(),
+        redirect_uri: "http://127.0.0.1/cb".into(),
+        redirect_uri_sent: true,
+        state: Some("s".into()),
+        code_challenge: "ch".into(),
+        resource: "files".into(),
+        scope: vec!["files:read".into()],
+        offline: true,
+    }
+}
+
+fn code(grant: &str) -> CodeRecord {
+    CodeRecord {
+        client_id: "c".into(),
+        redirect_uri: "http://127.0.0.1/cb".into(),
+        redirect_uri_sent: true,
+        code_challenge: "ch".into(),
+        resource: "files".into(),
+        scope: vec![],
+        grant_id: grant.into(),
+        issued_at: 1,
+    }
+}
+
+fn grant(id: &str) -> GrantRecord {
+    GrantRecord {
+        id: id.into(),
+        info: GrantInfo {
+            subject: "42".into(),
+            client_id: "c".into(),
+            resource: "files".into(),
+            provider: "dev".into(),
+            scope: vec!["files:read".into()],
+            offline: true,
+            created_at: 1,
+        },
+        status: GrantStatus::Active,
+        upstream: vec![1, 0, 255, 254, 10, 13, 0],
+    }
+}
+
+fn refresh(grant: &str) -> RefreshRecord {
+    RefreshRecord {
+        grant_id: grant.into(),
+        client_id: "c".into(),
+        issued_at: 1,
+        status: RefreshStatus::Active,
+        rotated_at: None,
+    }
+}
+
+async fn clients_round_trip_and_expire(s: Subject) {
+    s.store.put_client(&client("a"), Duration::from_secs(1)).await.unwrap();
+    assert_eq!(s.store.client("a").await.unwrap(), Some(client("a")));
+    assert_eq!(s.store.client("b").await.unwrap(), None);
+    s.elapse(1).await;
+    assert_eq!(s.store.client("a").await.unwrap(), None, "a record outlived its TTL");
+}
+
+async fn consents_and_pending_requests_are_taken_once(s: Subject) {
+    let consent = ConsentRecord {
+        request: request(),
+        binding_digest: "b".into(),
+        created_at: 1,
+    };
+    s.store.put_consent("k", &consent, TTL).await.unwrap();
+    assert_eq!(s.store.take_consent("k").await.unwrap(), Some(consent));
+    assert_eq!(s.store.take_consent("k").await.unwrap(), None);
+    let pending = PendingRecord {
+        request: request(),
+        binding_digest: "b".into(),
+        provider: "dev".into(),
+        upstream_verifier: "v".into(),
+        upstream_scopes: vec!["user".into()],
+        created_at: 1,
+    };
+    s.store
+        .put_pending("k", &pending, Duration::from_secs(1))
+        .await
+        .unwrap();
+    s.store.put_pending("k2", &pending, TTL).await.unwrap();
+    assert_eq!(s.store.take_pending("k2").await.unwrap(), Some(pending));
+    assert_eq!(s.store.take_pending("k2").await.unwrap(), None);
+    s.elapse(1).await;
+    assert_eq!(
+        s.store.take_pending("k").await.unwrap(),
+        None,
+        "expired pending request was taken"
+    );
+}
+
+async fn codes_are_taken_once_and_then_recognised_as_replays(s: Subject) {
+    s.store.put_code("c1", &code("g1"), TTL).await.unwrap();
+    assert_eq!(s.store.take_code("c1", TTL).await.unwrap(), CodeTake::Fresh(code("g1")));
+    assert_eq!(
+        s.store.take_code("c1", TTL).await.unwrap(),
+        CodeTake::Reused { grant_id: "g1".into() }
+    );
+    assert_eq!(s.store.take_code("never", TTL).await.unwrap(), CodeTake::Unknown);
+    s.store
+        .put_code("c2", &code("g2"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    s.elapse(1).await;
+    assert_eq!(
+        s.store.take_code("c2", TTL).await.unwrap(),
+        CodeTake::Unknown,
+        "expired code was taken"
+    );
+}
+
+async fn only_one_of_many_concurrent_takers_gets_a_code(s: Subject) {
+    s.store.put_code("race", &code("g"), TTL).await.unwrap();
+    let takers = (0..16).map(|_| {
+        let store = s.store.clone();
+        tokio::spawn(async move { store.take_code("race", TTL).await.unwrap() })
+    });
+    let mut fresh = 0;
+    for taker in takers {
+        match taker.await.unwrap() {
+            CodeTake::Fresh(_) => fresh += 1,
+            CodeTake::Reused { grant_id } => assert_eq!(grant_id, "g"),
+            CodeTake::Unknown => panic!("a racing taker saw neither the code nor its replay marker"),
+        }
+    }
+    assert_eq!(fresh, 1);
+}
+
+async fn grants_round_trip_with_binary_upstream_bytes(s: Subject) {
+    s.store.put_grant(&grant("g1"), TTL).await.unwrap();
+    assert_eq!(s.store.grant("g1").await.unwrap(), Some(grant("g1")));
+    assert_eq!(s.store.grant("g2").await.unwrap(), None);
+    // Writing again replaces the whole record.
+    let mut changed = grant("g1");
+    changed.upstream = vec![9; 3];
+    s.store.put_grant(&changed, TTL).await.unwrap();
+    assert_eq!(s.store.grant("g1").await.unwrap(), Some(changed));
+}
+
+async fn grant_status_and_ttl_change_only_existing_grants(s: Subject) {
+    s.store.put_grant(&grant("g1"), TTL).await.unwrap();
+    assert!(s.store.set_grant_status("g1", GrantStatus::Revoked).await.unwrap());
+    assert_eq!(s.store.grant("g1").await.unwrap().unwrap().status, GrantStatus::Revoked);
+    assert!(!s.store.set_grant_status("ghost", GrantStatus::Revoked).await.unwrap());
+    assert_eq!(
+        s.store.grant("ghost").await.unwrap(),
+        None,
+        "status update must not create a grant"
+    );
+    assert!(s.store.set_grant_ttl("g1", Duration::from_secs(1)).await.unwrap());
+    assert!(!s.store.set_grant_ttl("ghost", TTL).await.unwrap());
+    s.elapse(1).await;
+    assert_eq!(
+        s.store.grant("g1").await.unwrap(),
+        None,
+        "shortened TTL was not applied"
+    );
+}
+
+async fn refresh_rotation_is_a_compare_and_set(s: Subject) {
+    s.store.put_refresh("r1", &refresh("g"), TTL).await.unwrap();
+    assert_eq!(s.store.refresh("r1").await.unwrap(), Some(refresh("g")));
+    assert!(s.store.mark_rotated("r1", 77).await.unwrap());
+    assert!(!s.store.mark_rotated("r1", 78).await.unwrap(), "rotated twice");
+    let rotated = s.store.refresh("r1").await.unwrap().unwrap();
+    assert_eq!((rotated.status, rotated.rotated_at), (RefreshStatus::Rotated, Some(77)));
+    assert!(!s.store.mark_rotated("missing", 1).await.unwrap());
+    assert_eq!(
+        s.store.refresh("missing").await.unwrap(),
+        None,
+        "CAS must not create a token"
+    );
+    s.store.delete_refresh("r1").await.unwrap();
+    assert_eq!(s.store.refresh("r1").await.unwrap(), None);
+}
+
+async fn only_one_of_many_concurrent_rotations_wins(s: Subject) {
+    s.store.put_refresh("r", &refresh("g"), TTL).await.unwrap();
+    let rotations = (0..16).map(|i| {
+        let store = s.store.clone();
+        tokio::spawn(async move { store.mark_rotated("r", i).await.unwrap() })
+    });
+    let mut winners = 0;
+    for r in rotations {
+        winners += usize::from(r.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn store_answers_ping(s: Subject) {
+    s.store.ping().await.unwrap();
+}
