@@ -128,6 +128,8 @@ impl DevUpstream {
                 .route("/user", web::get().to(user))
         })
         .workers(1)
+        // Whoever embeds the stand-in decides when it stops (tests drop it, `main` waits).
+        .disable_signals()
         .listen(listener)?
         .run();
         let handle = server.handle();
