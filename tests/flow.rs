@@ -53,11 +53,20 @@ async fn full_flow(backend: Backend) {
     assert_eq!(claims["aud"], RESOURCE_URI);
     assert_eq!(claims["client_id"], client.client_id.as_str());
     // The token verifies against the published JWKS by its kid (RFC 9068 at+jwt, ES256).
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        app.api.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = app
+        .api
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let header = jsonwebtoken::decode_header(access).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("signing key published");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("signing key published");
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_audience(&[RESOURCE_URI]);
     validation.set_issuer(&[app.base.as_str()]);
