@@ -226,6 +226,16 @@ async fn callback_failures_end_in_a_page_or_a_client_redirect_never_a_500() {
         400
     );
     assert_eq!(app.browser().get(&app.url("/callback?code=x")).await.status(), 400);
+    assert_eq!(
+        app.browser().get(&app.url("/callback?state=a&state=b")).await.status(),
+        400,
+        "repeated state"
+    );
+    assert_eq!(
+        app.browser().get(&app.url("/callback?%zz=%%")).await.status(),
+        400,
+        "garbage query"
+    );
 
     // Start a flow up to the upstream redirect.
     async fn upstream_leg(app: &TestApp, url: &str) -> (Browser, String) {

@@ -275,3 +275,140 @@ async fn redis_holds_only_digests_and_sealed_tokens_and_every_key_expires() {
         assert!(*ttl > 0, "{key} has no TTL ({ttl})");
     }
 }
+
+#[tokio::test]
+async fn the_github_kind_reads_the_numeric_user_id_and_survives_200_error_answers() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options {
+            github: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = app.register_client("none").await;
+    let pkce = Pkce::new();
+    let browser = app.browser();
+    let page = browser
+        .get(&app.authorize_url(&client, &pkce, &[]))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("GitHub"), "the consent page names the provider");
+    let upstream = location(
+        &browser
+            .consent(&app.url("/consent"), &consent_id(&page), "approve")
+            .await,
+    );
+    assert!(
+        upstream.starts_with(&format!("{}/login/oauth/authorize?", app.upstream.base_url)),
+        "{upstream}"
+    );
+    let callback = location(&browser.upstream_login(&upstream, "octocat", "approve").await);
+    let to_client = browser.get(&callback).await;
+    let result = query(&location(&to_client));
+    let tokens: Value = app
+        .exchange_code(&client, &result["code"], &pkce.verifier)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let answer = app.introspect(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(answer["sub"], app.upstream.user_id("octocat").to_string().as_str());
+    assert_eq!(answer["upstream"]["provider"], "gh");
+
+    // GitHub answers a bad code with 200 and `{"error": "bad_verification_code"}`: that is a
+    // refusal, reported to the client as server_error, not a parse failure or a 500.
+    let page = browser
+        .get(&app.authorize_url(&client, &Pkce::new(), &[]))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let upstream = location(
+        &browser
+            .consent(&app.url("/consent"), &consent_id(&page), "approve")
+            .await,
+    );
+    let back = location(&browser.upstream_login(&upstream, "octocat", "approve").await);
+    let state = query(&back)["state"].clone();
+    let forged = app.url(&format!("/callback?code=bogus&state={state}"));
+    let to_client = browser.get(&forged).await;
+    assert_eq!(to_client.status(), 302);
+    assert_eq!(query(&location(&to_client))["error"], "server_error");
+}
+
+fn provider(kind: tether::upstream::ProviderKind, base: &str, timeout_ms: u64) -> tether::upstream::Provider {
+    use tether::upstream::{ProviderConfig, TokenAuth};
+    let url = |p: &str| url::Url::parse(&format!("{base}{p}")).unwrap();
+    let (authorize, token) = match kind {
+        tether::upstream::ProviderKind::Github => ("/login/oauth/authorize", "/login/oauth/access_token"),
+        tether::upstream::ProviderKind::Oauth2 => ("/authorize", "/token"),
+    };
+    tether::upstream::Provider::new(ProviderConfig {
+        id: "p".into(),
+        display_name: "P".into(),
+        kind,
+        client_id: "tether-dev".into(),
+        client_secret: Some(UPSTREAM_SECRET.to_owned().into()),
+        token_auth: TokenAuth::ClientSecretBasic,
+        authorize_url: url(authorize),
+        token_url: url(token),
+        userinfo_url: url("/user"),
+        subject_field: "id".into(),
+        scopes: vec![],
+        extra_authorize_params: vec![],
+        pkce: true,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+        callback_url: url("/callback"),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn upstream_failures_are_classified_as_refusals_or_outages() {
+    use tether::upstream::{ProviderKind, UpstreamError};
+    for github in [false, true] {
+        let app = TestApp::spawn_with(
+            Backend::Memory,
+            Options {
+                github,
+                ..Options::default()
+            },
+        )
+        .await;
+        let kind = if github {
+            ProviderKind::Github
+        } else {
+            ProviderKind::Oauth2
+        };
+        let p = provider(kind, &app.upstream.base_url, 300);
+        let verifier = "v".repeat(43);
+        // A refused code is a refusal, also when GitHub-style answers say so with status 200.
+        match p.exchange_code("bogus", &verifier, 0).await {
+            Err(UpstreamError::Rejected { error }) => assert_eq!(error, "invalid_grant", "github={github}"),
+            other => panic!("github={github}: expected a refusal, got {other:?}"),
+        }
+        // 5xx with an HTML body, and a provider slower than the timeout, are outages.
+        app.upstream.fail_token_endpoint(Some(502));
+        assert!(
+            matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))),
+            "github={github}: 502"
+        );
+        app.upstream.fail_token_endpoint(None);
+        app.upstream
+            .delay_token_endpoint(Some(std::time::Duration::from_secs(2)));
+        assert!(
+            matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))),
+            "github={github}: timeout"
+        );
+        app.upstream.delay_token_endpoint(None);
+        // Nothing listening at all.
+        let gone = provider(kind, "http://127.0.0.1:9", 300);
+        assert!(
+            matches!(gone.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))),
+            "github={github}: refused"
+        );
+    }
+}

@@ -60,6 +60,9 @@ pub struct Options {
     pub extra: String,
     /// Serve only the files resource (no calendar).
     pub single_resource: bool,
+    /// Bind the files resource to a `kind = "github"` provider pointed at the stand-in, which
+    /// then answers token errors with status 200 as GitHub does.
+    pub github: bool,
 }
 
 fn config_toml(issuer: &str, upstream: &str, store: &str, dir: &std::path::Path, options: &Options) -> String {
@@ -80,6 +83,20 @@ default = true"#
         )
     };
     let extra = &options.extra;
+    let provider = if options.github {
+        format!(
+            r#"[providers.gh]
+kind = "github"
+client_id = "tether-dev"
+client_secret_file = "{d}/dev-secret"
+web_url = "{upstream}"
+api_url = "{upstream}"
+scopes = ["user"]"#
+        )
+    } else {
+        String::new()
+    };
+    let files_provider = if options.github { "gh" } else { "dev" };
     format!(
         r#"
 issuer = "{issuer}"
@@ -98,10 +115,11 @@ token_url = "{upstream}/token"
 userinfo_url = "{upstream}/user"
 subject_field = "id"
 scopes = ["user"]
+{provider}
 [resources.{RESOURCE_ID}]
 uri = "{RESOURCE_URI}"
 name = "Files"
-provider = "dev"
+provider = "{files_provider}"
 secret_file = "{d}/files-secret"
 [[resources.{RESOURCE_ID}.scopes]]
 name = "files:read"
@@ -141,6 +159,7 @@ impl TestApp {
         let upstream = DevUpstream::start(UpstreamConfig {
             client_secret: Some(UPSTREAM_SECRET.into()),
             redirect_uris: vec![format!("{base}/callback")],
+            github_style_errors: options.github,
             ..UpstreamConfig::default()
         })
         .await
