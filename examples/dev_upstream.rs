@@ -12,11 +12,7 @@ use std::time::Duration;
 use dev_upstream::{DevUpstream, UpstreamConfig};
 
 fn parse_args() -> Result<UpstreamConfig, String> {
-    let mut config = UpstreamConfig {
-        port: 8090,
-        redirect_uris: vec![],
-        ..UpstreamConfig::default()
-    };
+    let mut config = UpstreamConfig { port: 8090, redirect_uris: vec![], ..UpstreamConfig::default() };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -55,10 +51,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "dev upstream provider on {} (redirect URIs: {redirect_uris})",
-        upstream.base_url
-    );
+    eprintln!("dev upstream provider on {} (redirect URIs: {redirect_uris})", upstream.base_url);
     let _ = tokio::signal::ctrl_c().await;
     std::process::ExitCode::SUCCESS
 }

@@ -46,9 +46,7 @@ pub enum KeysCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
-        Command::Keys {
-            command: KeysCommand::Generate,
-        } => generate_keys(clock.now()),
+        Command::Keys { command: KeysCommand::Generate } => generate_keys(clock.now()),
         Command::CheckConfig => match load(cli.config, clock.now()) {
             Ok((built, _)) => {
                 for warning in &built.warnings {

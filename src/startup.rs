@@ -38,23 +38,16 @@ impl Application {
     /// Binds the listener first, so `server.bind = "127.0.0.1:0"` works and `port()` tells
     /// which port was taken.
     pub fn build(built: Built, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        let listener = TcpListener::bind(built.bind).map_err(|source| StartupError::Bind {
-            addr: built.bind.to_string(),
-            source,
-        })?;
+        let listener = TcpListener::bind(built.bind)
+            .map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?;
         Self::build_on(built, listener, clock)
     }
 
     /// Like [`Application::build`], on a listener the caller already bound (tests bind first
     /// to learn the port the issuer URL must name).
     pub fn build_on(built: Built, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: built.bind.to_string(),
-                source,
-            })?
-            .port();
+        let port =
+            listener.local_addr().map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?.port();
         let store: Arc<dyn Store> = match &built.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new(clock.clone())),
             StoreChoice::Redis { url, prefix, timeout } => Arc::new(
@@ -97,10 +90,7 @@ impl Application {
         }
         let server = server
             .listen(listener)
-            .map_err(|source| StartupError::Bind {
-                addr: built.bind.to_string(),
-                source,
-            })?
+            .map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?
             .run();
         Ok(Self { port, server })
     }

@@ -19,9 +19,7 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second initialisation (tests spawning several apps) keeps the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
@@ -38,11 +36,7 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let request_id = request.extensions().get::<RequestId>().map(ToString::to_string).unwrap_or_default();
         request.extensions_mut().insert(Started(Instant::now()));
         tracing::info_span!(
             "request",
@@ -55,10 +49,7 @@ impl RootSpanBuilder for RequestSpan {
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
         let (status, started) = match outcome {
-            Ok(response) => (
-                response.status().as_u16(),
-                response.request().extensions().get::<Started>().copied(),
-            ),
+            Ok(response) => (response.status().as_u16(), response.request().extensions().get::<Started>().copied()),
             Err(error) => (error.as_response_error().status_code().as_u16(), None),
         };
         span.record("status", status);

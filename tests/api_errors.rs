@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 /// A code fresh from the browser flow, with its verifier.
 async fn fresh_code(app: &TestApp, client: &TestClient) -> (String, Pkce) {
     let pkce = Pkce::new();
-    let result = app
-        .authorize(&app.browser(), &app.authorize_url(client, &pkce, &[]), "henry")
-        .await;
+    let result = app.authorize(&app.browser(), &app.authorize_url(client, &pkce, &[]), "henry").await;
     (result["code"].clone(), pkce)
 }
 
@@ -30,65 +28,19 @@ async fn the_token_endpoint_refuses_bad_code_exchanges() {
     let cases: Vec<(&str, Mutate, u16, &str)> = vec![
         (
             "wrong verifier",
-            |f| {
-                set(
-                    f,
-                    "code_verifier",
-                    Some("wrong-verifier-wrong-verifier-wrong-verifier-0123"),
-                )
-            },
+            |f| set(f, "code_verifier", Some("wrong-verifier-wrong-verifier-wrong-verifier-0123")),
             400,
             "invalid_grant",
         ),
-        (
-            "missing verifier",
-            |f| set(f, "code_verifier", None),
-            400,
-            "invalid_request",
-        ),
-        (
-            "unknown code",
-            |f| set(f, "code", Some("no-such-code")),
-            400,
-            "invalid_grant",
-        ),
+        ("missing verifier", |f| set(f, "code_verifier", None), 400, "invalid_request"),
+        ("unknown code", |f| set(f, "code", Some("no-such-code")), 400, "invalid_grant"),
         ("missing code", |f| set(f, "code", None), 400, "invalid_request"),
-        (
-            "mismatched redirect URI",
-            |f| set(f, "redirect_uri", Some("http://127.0.0.1/other")),
-            400,
-            "invalid_grant",
-        ),
-        (
-            "missing redirect URI",
-            |f| set(f, "redirect_uri", None),
-            400,
-            "invalid_request",
-        ),
-        (
-            "another resource",
-            |f| set(f, "resource", Some(OTHER_RESOURCE_URI)),
-            400,
-            "invalid_target",
-        ),
-        (
-            "unknown resource",
-            |f| set(f, "resource", Some("https://nope.example/mcp")),
-            400,
-            "invalid_target",
-        ),
-        (
-            "unsupported grant type",
-            |f| set(f, "grant_type", Some("password")),
-            400,
-            "unsupported_grant_type",
-        ),
-        (
-            "missing grant type",
-            |f| set(f, "grant_type", None),
-            400,
-            "invalid_request",
-        ),
+        ("mismatched redirect URI", |f| set(f, "redirect_uri", Some("http://127.0.0.1/other")), 400, "invalid_grant"),
+        ("missing redirect URI", |f| set(f, "redirect_uri", None), 400, "invalid_request"),
+        ("another resource", |f| set(f, "resource", Some(OTHER_RESOURCE_URI)), 400, "invalid_target"),
+        ("unknown resource", |f| set(f, "resource", Some("https://nope.example/mcp")), 400, "invalid_target"),
+        ("unsupported grant type", |f| set(f, "grant_type", Some("password")), 400, "unsupported_grant_type"),
+        ("missing grant type", |f| set(f, "grant_type", None), 400, "invalid_request"),
     ];
     for (case, mutate, status, error) in cases {
         let (code, pkce) = fresh_code(&app, &client).await;
@@ -119,26 +71,11 @@ async fn a_reused_code_is_refused_and_revokes_what_it_issued() {
     let app = TestApp::spawn(Backend::Redis).await;
     let client = app.register_client("none").await;
     let (code, pkce) = fresh_code(&app, &client).await;
-    let first: Value = app
-        .exchange_code(&client, &code, &pkce.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = app.exchange_code(&client, &code, &pkce.verifier).await.json().await.unwrap();
     let access = first["access_token"].as_str().unwrap();
     assert_eq!(app.introspect(access).await["active"], true);
-    expect_error(
-        app.exchange_code(&client, &code, &pkce.verifier).await,
-        400,
-        "invalid_grant",
-        "reused code",
-    )
-    .await;
-    assert_eq!(
-        app.introspect(access).await["active"],
-        false,
-        "the first exchange's tokens are revoked"
-    );
+    expect_error(app.exchange_code(&client, &code, &pkce.verifier).await, 400, "invalid_grant", "reused code").await;
+    assert_eq!(app.introspect(access).await["active"], false, "the first exchange's tokens are revoked");
     let refresh = app.refresh(&client, first["refresh_token"].as_str().unwrap()).await;
     expect_error(refresh, 400, "invalid_grant", "refresh after code replay").await;
 }
@@ -160,18 +97,8 @@ async fn the_token_endpoint_authenticates_clients() {
         request.form(&body).send()
     };
     let cases = vec![
-        (
-            "no client at all",
-            post(None, vec![]).await.unwrap(),
-            401,
-            "invalid_client",
-        ),
-        (
-            "unknown client",
-            post(None, vec![("client_id", "nobody".into())]).await.unwrap(),
-            401,
-            "invalid_client",
-        ),
+        ("no client at all", post(None, vec![]).await.unwrap(), 401, "invalid_client"),
+        ("unknown client", post(None, vec![("client_id", "nobody".into())]).await.unwrap(), 401, "invalid_client"),
         (
             "wrong secret (basic)",
             post(Some((&confidential.client_id, "wrong")), vec![]).await.unwrap(),
@@ -180,68 +107,43 @@ async fn the_token_endpoint_authenticates_clients() {
         ),
         (
             "wrong secret (post)",
-            post(
-                None,
-                vec![
-                    ("client_id", confidential.client_id.clone()),
-                    ("client_secret", "wrong".into()),
-                ],
-            )
-            .await
-            .unwrap(),
-            401,
-            "invalid_client",
-        ),
-        (
-            "confidential without secret",
-            post(None, vec![("client_id", confidential.client_id.clone())])
+            post(None, vec![("client_id", confidential.client_id.clone()), ("client_secret", "wrong".into())])
                 .await
                 .unwrap(),
             401,
             "invalid_client",
         ),
         (
+            "confidential without secret",
+            post(None, vec![("client_id", confidential.client_id.clone())]).await.unwrap(),
+            401,
+            "invalid_client",
+        ),
+        (
             "public client with a secret",
-            post(
-                None,
-                vec![
-                    ("client_id", public.client_id.clone()),
-                    ("client_secret", "made-up".into()),
-                ],
-            )
-            .await
-            .unwrap(),
+            post(None, vec![("client_id", public.client_id.clone()), ("client_secret", "made-up".into())])
+                .await
+                .unwrap(),
             401,
             "invalid_client",
         ),
         (
             "basic and body ids differ",
-            post(
-                Some((&confidential.client_id, &secret)),
-                vec![("client_id", public.client_id.clone())],
-            )
-            .await
-            .unwrap(),
+            post(Some((&confidential.client_id, &secret)), vec![("client_id", public.client_id.clone())])
+                .await
+                .unwrap(),
             400,
             "invalid_request",
         ),
         (
             "two methods at once",
-            post(
-                Some((&confidential.client_id, &secret)),
-                vec![("client_secret", secret.clone())],
-            )
-            .await
-            .unwrap(),
+            post(Some((&confidential.client_id, &secret)), vec![("client_secret", secret.clone())]).await.unwrap(),
             400,
             "invalid_request",
         ),
     ];
     for (case, response, status, error) in cases {
-        let basic_challenge = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned());
+        let basic_challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
         expect_error(response, status, error, case).await;
         if status == 401 {
             assert_eq!(basic_challenge.as_deref(), Some("Basic realm=\"tether\""), "{case}");
@@ -249,13 +151,7 @@ async fn the_token_endpoint_authenticates_clients() {
     }
     // Authenticated, so the grant itself is judged: an unknown refresh token.
     let ok_auth = post(Some((&confidential.client_id, &secret)), vec![]).await.unwrap();
-    expect_error(
-        ok_auth,
-        400,
-        "invalid_grant",
-        "authenticated client, unknown refresh token",
-    )
-    .await;
+    expect_error(ok_auth, 400, "invalid_grant", "authenticated client, unknown refresh token").await;
 }
 
 #[tokio::test]
@@ -265,32 +161,18 @@ async fn refresh_tokens_are_bound_to_their_client_and_cannot_widen_scope() {
     let other = app.register_client("none").await;
     let tokens = app.tokens_for(&client, "ivy").await;
     let refresh = tokens["refresh_token"].as_str().unwrap();
-    expect_error(
-        app.refresh(&other, refresh).await,
-        400,
-        "invalid_grant",
-        "another client's refresh token",
-    )
-    .await;
+    expect_error(app.refresh(&other, refresh).await, 400, "invalid_grant", "another client's refresh token").await;
     let widen = app
         .token(
             &client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh),
-                ("scope", "files:read files:write"),
-            ],
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("scope", "files:read files:write")],
         )
         .await;
     expect_error(widen, 400, "invalid_scope", "widening scope").await;
     let wrong_resource = app
         .token(
             &client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh),
-                ("resource", OTHER_RESOURCE_URI),
-            ],
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh), ("resource", OTHER_RESOURCE_URI)],
         )
         .await;
     expect_error(wrong_resource, 400, "invalid_target", "refresh for another resource").await;
@@ -311,36 +193,18 @@ async fn introspection_is_active_only_for_the_audience_and_live_tokens() {
         format!("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0Iiwia2lkIjoieCJ9.{}.", parts[1])
     };
     let cases: Vec<(&str, &str, &str, String)> = vec![
-        (
-            "another resource asks",
-            OTHER_RESOURCE_ID,
-            OTHER_RESOURCE_SECRET,
-            access.clone(),
-        ),
+        ("another resource asks", OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, access.clone()),
         ("tampered claims", RESOURCE_ID, RESOURCE_SECRET, tampered.join(".")),
         ("alg none", RESOURCE_ID, RESOURCE_SECRET, alg_none),
         ("garbage", RESOURCE_ID, RESOURCE_SECRET, "not-a-token".into()),
-        (
-            "a refresh token",
-            RESOURCE_ID,
-            RESOURCE_SECRET,
-            tokens["refresh_token"].as_str().unwrap().into(),
-        ),
+        ("a refresh token", RESOURCE_ID, RESOURCE_SECRET, tokens["refresh_token"].as_str().unwrap().into()),
     ];
     for (case, id, secret, token) in cases {
         let response = app.introspect_as(id, secret, &token).await;
         assert_eq!(response.status(), 200, "{case}");
-        assert_eq!(
-            response.json::<Value>().await.unwrap(),
-            json!({"active": false}),
-            "{case}"
-        );
+        assert_eq!(response.json::<Value>().await.unwrap(), json!({"active": false}), "{case}");
     }
-    assert_eq!(
-        app.introspect(&access).await["active"],
-        true,
-        "still active for its audience"
-    );
+    assert_eq!(app.introspect(&access).await["active"], true, "still active for its audience");
     // Expired: ten minutes and a second later.
     app.clock.advance(601);
     assert_eq!(app.introspect(&access).await, json!({"active": false}), "expired");
@@ -351,10 +215,7 @@ async fn introspection_requires_the_resource_credentials() {
     let app = TestApp::spawn(Backend::Memory).await;
     let token = [("token", "whatever")];
     let cases = vec![
-        (
-            "no credentials",
-            app.api.post(app.url("/introspect")).form(&token).send().await.unwrap(),
-        ),
+        ("no credentials", app.api.post(app.url("/introspect")).form(&token).send().await.unwrap()),
         (
             "wrong secret",
             app.api
@@ -377,13 +238,7 @@ async fn introspection_requires_the_resource_credentials() {
         ),
         (
             "bearer instead of basic",
-            app.api
-                .post(app.url("/introspect"))
-                .bearer_auth(RESOURCE_SECRET)
-                .form(&token)
-                .send()
-                .await
-                .unwrap(),
+            app.api.post(app.url("/introspect")).bearer_auth(RESOURCE_SECRET).form(&token).send().await.unwrap(),
         ),
         (
             "a client's credentials",
@@ -418,37 +273,13 @@ async fn revocation_answers_200_for_unknown_tokens_and_only_revokes_the_clients_
     let tokens = app.tokens_for(&client, "kim").await;
     assert_eq!(app.revoke(&client, "unknown-token").await.status(), 200);
     // Another client cannot revoke this client's grant.
-    assert_eq!(
-        app.revoke(&other, tokens["refresh_token"].as_str().unwrap())
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.revoke(&other, tokens["access_token"].as_str().unwrap())
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
-        true
-    );
-    let anonymous = app
-        .api
-        .post(app.url("/revoke"))
-        .form(&[("token", "x")])
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(app.revoke(&other, tokens["refresh_token"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(app.revoke(&other, tokens["access_token"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], true);
+    let anonymous = app.api.post(app.url("/revoke")).form(&[("token", "x")]).send().await.unwrap();
     expect_error(anonymous, 401, "invalid_client", "revoke without client").await;
-    let no_token = app
-        .api
-        .post(app.url("/revoke"))
-        .form(&[("client_id", client.client_id.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let no_token =
+        app.api.post(app.url("/revoke")).form(&[("client_id", client.client_id.as_str())]).send().await.unwrap();
     expect_error(no_token, 400, "invalid_request", "revoke without token").await;
 }
 
@@ -485,11 +316,7 @@ async fn registration_accepts_real_client_shapes_and_refuses_bad_metadata() {
         assert!(!text.contains("null"), "{case}: no null members: {text}");
         let reg: Value = serde_json::from_str(&text).unwrap();
         assert!(
-            reg["client_id"]
-                .as_str()
-                .unwrap()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)),
+            reg["client_id"].as_str().unwrap().bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)),
             "{case}"
         );
         assert!(reg["client_id_issued_at"].is_i64(), "{case}");
@@ -498,36 +325,16 @@ async fn registration_accepts_real_client_shapes_and_refuses_bad_metadata() {
         assert_eq!(reg["client_secret"].is_string(), confidential, "{case}");
         assert_eq!(reg["client_secret_expires_at"].is_u64(), confidential, "{case}");
         assert!(
-            !reg["grant_types"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|g| g.as_str().unwrap().contains("device_code")),
+            !reg["grant_types"].as_array().unwrap().iter().any(|g| g.as_str().unwrap().contains("device_code")),
             "{case}"
         );
     }
     let refused = [
         ("no redirect URIs", json!({"client_name": "x"}), "invalid_redirect_uri"),
-        (
-            "empty redirect URIs",
-            json!({"redirect_uris": []}),
-            "invalid_redirect_uri",
-        ),
-        (
-            "http on a public host",
-            json!({"redirect_uris": ["http://evil.example/cb"]}),
-            "invalid_redirect_uri",
-        ),
-        (
-            "javascript URI",
-            json!({"redirect_uris": ["javascript:alert(1)"]}),
-            "invalid_redirect_uri",
-        ),
-        (
-            "fragment",
-            json!({"redirect_uris": ["https://c.example/cb#x"]}),
-            "invalid_redirect_uri",
-        ),
+        ("empty redirect URIs", json!({"redirect_uris": []}), "invalid_redirect_uri"),
+        ("http on a public host", json!({"redirect_uris": ["http://evil.example/cb"]}), "invalid_redirect_uri"),
+        ("javascript URI", json!({"redirect_uris": ["javascript:alert(1)"]}), "invalid_redirect_uri"),
+        ("fragment", json!({"redirect_uris": ["https://c.example/cb#x"]}), "invalid_redirect_uri"),
         (
             "web app with custom scheme",
             json!({"redirect_uris": ["cursor://x/cb"], "application_type": "web"}),
@@ -548,11 +355,7 @@ async fn registration_accepts_real_client_shapes_and_refuses_bad_metadata() {
             json!({"redirect_uris": ["https://c.example/cb"], "response_types": ["token"]}),
             "invalid_client_metadata",
         ),
-        (
-            "redirect_uris not a list",
-            json!({"redirect_uris": "https://c.example/cb"}),
-            "invalid_client_metadata",
-        ),
+        ("redirect_uris not a list", json!({"redirect_uris": "https://c.example/cb"}), "invalid_client_metadata"),
         ("a JSON array", json!([1, 2]), "invalid_client_metadata"),
         (
             "unknown application type",
@@ -586,23 +389,9 @@ async fn malformed_bodies_never_cause_a_server_error() {
             400,
             "invalid_request",
         ),
-        (
-            "token: no content type",
-            "/token",
-            "",
-            b"grant_type=x".to_vec(),
-            400,
-            "invalid_request",
-        ),
+        ("token: no content type", "/token", "", b"grant_type=x".to_vec(), 400, "invalid_request"),
         // Percent-decoding is lenient (WHATWG): `%zz` is the literal text, an unknown grant type.
-        (
-            "token: bad percent-encoding",
-            "/token",
-            form,
-            b"grant_type=%zz".to_vec(),
-            400,
-            "unsupported_grant_type",
-        ),
+        ("token: bad percent-encoding", "/token", form, b"grant_type=%zz".to_vec(), 400, "unsupported_grant_type"),
         (
             "token: repeated parameter",
             "/token",
@@ -611,39 +400,11 @@ async fn malformed_bodies_never_cause_a_server_error() {
             400,
             "invalid_request",
         ),
-        (
-            "token: binary garbage",
-            "/token",
-            form,
-            vec![0xff, 0xfe, 0x00, 0x01],
-            400,
-            "invalid_request",
-        ),
-        (
-            "token: oversized",
-            "/token",
-            form,
-            format!("grant_type={huge}").into_bytes(),
-            413,
-            "invalid_request",
-        ),
+        ("token: binary garbage", "/token", form, vec![0xff, 0xfe, 0x00, 0x01], 400, "invalid_request"),
+        ("token: oversized", "/token", form, format!("grant_type={huge}").into_bytes(), 413, "invalid_request"),
         ("token: empty", "/token", form, vec![], 400, "invalid_request"),
-        (
-            "register: not JSON",
-            "/register",
-            "application/json",
-            b"{not json".to_vec(),
-            400,
-            "invalid_client_metadata",
-        ),
-        (
-            "register: form body",
-            "/register",
-            form,
-            b"redirect_uris=x".to_vec(),
-            400,
-            "invalid_request",
-        ),
+        ("register: not JSON", "/register", "application/json", b"{not json".to_vec(), 400, "invalid_client_metadata"),
+        ("register: form body", "/register", form, b"redirect_uris=x".to_vec(), 400, "invalid_request"),
         (
             "register: oversized",
             "/register",
@@ -660,22 +421,8 @@ async fn malformed_bodies_never_cause_a_server_error() {
             400,
             "invalid_client_metadata",
         ),
-        (
-            "revoke: garbage",
-            "/revoke",
-            form,
-            b"%%%".to_vec(),
-            401,
-            "invalid_client",
-        ),
-        (
-            "introspect: garbage",
-            "/introspect",
-            form,
-            b"token=%zz".to_vec(),
-            401,
-            "invalid_client",
-        ),
+        ("revoke: garbage", "/revoke", form, b"%%%".to_vec(), 401, "invalid_client"),
+        ("introspect: garbage", "/introspect", form, b"token=%zz".to_vec(), 401, "invalid_client"),
         (
             "introspect: JSON body",
             "/introspect",
@@ -701,18 +448,10 @@ async fn malformed_bodies_never_cause_a_server_error() {
         ("GET", "/.well-known/openid-configuration", 404),
         ("GET", "/.well-known/oauth-authorization-server/extra", 404),
     ] {
-        let response = app
-            .api
-            .request(method.parse().unwrap(), app.url(path))
-            .send()
-            .await
-            .unwrap();
+        let response = app.api.request(method.parse().unwrap(), app.url(path)).send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{method} {path}");
         assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("application/json"),
+            response.headers()["content-type"].to_str().unwrap().starts_with("application/json"),
             "{method} {path}"
         );
     }

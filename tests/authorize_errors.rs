@@ -11,14 +11,8 @@ async fn authorize_shows_a_page_and_never_redirects_when_client_or_redirect_is_b
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
     let cases: Vec<(&str, String)> = vec![
-        (
-            "unknown client",
-            app.authorize_url(&client, &pkce, &[("client_id", Some("no-such-client"))]),
-        ),
-        (
-            "missing client_id",
-            app.authorize_url(&client, &pkce, &[("client_id", None)]),
-        ),
+        ("unknown client", app.authorize_url(&client, &pkce, &[("client_id", Some("no-such-client"))])),
+        ("missing client_id", app.authorize_url(&client, &pkce, &[("client_id", None)])),
         (
             "unregistered redirect URI",
             app.authorize_url(&client, &pkce, &[("redirect_uri", Some("https://evil.example/cb"))]),
@@ -27,24 +21,15 @@ async fn authorize_shows_a_page_and_never_redirects_when_client_or_redirect_is_b
             "redirect URI on another loopback path",
             app.authorize_url(&client, &pkce, &[("redirect_uri", Some("http://127.0.0.1:5555/other"))]),
         ),
-        (
-            "duplicate parameter",
-            format!("{}&client_id=again", app.authorize_url(&client, &pkce, &[])),
-        ),
+        ("duplicate parameter", format!("{}&client_id=again", app.authorize_url(&client, &pkce, &[]))),
         ("malformed query", app.url("/authorize?client_id=%zz")),
     ];
     for (case, url) in cases {
         let response = app.browser().get(&url).await;
         assert_eq!(response.status(), 400, "{case}");
-        assert!(
-            response.headers().get("location").is_none(),
-            "{case}: must not redirect"
-        );
+        assert!(response.headers().get("location").is_none(), "{case}: must not redirect");
         assert_eq!(response.headers()["x-frame-options"], "DENY", "{case}");
-        assert!(
-            response.text().await.unwrap().contains("Authorization failed"),
-            "{case}"
-        );
+        assert!(response.text().await.unwrap().contains("Authorization failed"), "{case}");
     }
 }
 
@@ -55,42 +40,14 @@ async fn authorize_sends_request_errors_back_to_the_client_with_state_and_iss() 
     let pkce = Pkce::new();
     type Overrides = &'static [(&'static str, Option<&'static str>)];
     let cases: &[(&str, Overrides, &str)] = &[
-        (
-            "missing PKCE",
-            &[("code_challenge", None), ("code_challenge_method", None)],
-            "invalid_request",
-        ),
-        (
-            "plain PKCE",
-            &[("code_challenge_method", Some("plain"))],
-            "invalid_request",
-        ),
-        (
-            "PKCE method missing",
-            &[("code_challenge_method", None)],
-            "invalid_request",
-        ),
-        (
-            "unknown resource",
-            &[("resource", Some("https://unknown.example/mcp"))],
-            "invalid_target",
-        ),
-        (
-            "missing resource with several served",
-            &[("resource", None)],
-            "invalid_request",
-        ),
-        (
-            "token response type",
-            &[("response_type", Some("token"))],
-            "unsupported_response_type",
-        ),
+        ("missing PKCE", &[("code_challenge", None), ("code_challenge_method", None)], "invalid_request"),
+        ("plain PKCE", &[("code_challenge_method", Some("plain"))], "invalid_request"),
+        ("PKCE method missing", &[("code_challenge_method", None)], "invalid_request"),
+        ("unknown resource", &[("resource", Some("https://unknown.example/mcp"))], "invalid_target"),
+        ("missing resource with several served", &[("resource", None)], "invalid_request"),
+        ("token response type", &[("response_type", Some("token"))], "unsupported_response_type"),
         ("missing response type", &[("response_type", None)], "invalid_request"),
-        (
-            "scope of another resource only",
-            &[("scope", Some("calendar:read"))],
-            "invalid_scope",
-        ),
+        ("scope of another resource only", &[("scope", Some("calendar:read"))], "invalid_scope"),
     ];
     for (case, overrides, error) in cases {
         let response = app.browser().get(&app.authorize_url(&client, &pkce, overrides)).await;
@@ -110,11 +67,7 @@ async fn the_loopback_port_may_differ_from_the_registered_one() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await; // registered http://127.0.0.1/callback
     let pkce = Pkce::new();
-    let url = app.authorize_url(
-        &client,
-        &pkce,
-        &[("redirect_uri", Some("http://127.0.0.1:43123/callback"))],
-    );
+    let url = app.authorize_url(&client, &pkce, &[("redirect_uri", Some("http://127.0.0.1:43123/callback"))]);
     let result = app.authorize(&app.browser(), &url, "erin").await;
     // The code is bound to the URI actually used, port included.
     let ok = app
@@ -150,13 +103,7 @@ async fn consent_is_single_use_bound_to_the_browser_and_can_be_denied() {
     assert_eq!(replay.status(), 400, "a consent id is single use");
 
     // An unknown consent id, and a malformed form.
-    assert_eq!(
-        victim
-            .consent(&app.url("/consent"), "made-up", "approve")
-            .await
-            .status(),
-        400
-    );
+    assert_eq!(victim.consent(&app.url("/consent"), "made-up", "approve").await.status(), 400);
     let bad = victim
         .client
         .post(app.url("/consent"))
@@ -194,10 +141,7 @@ async fn the_consent_page_escapes_what_clients_say_about_themselves() {
         redirect_uri: CLIENT_REDIRECT.into(),
     };
     let response = app.browser().get(&app.authorize_url(&client, &Pkce::new(), &[])).await;
-    let csp = response.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("script-src"), "no script is allowed: {csp}");
     assert_eq!(response.headers()["cache-control"], "no-store");
@@ -218,33 +162,16 @@ async fn callback_failures_end_in_a_page_or_a_client_redirect_never_a_500() {
     let url = app.authorize_url(&client, &Pkce::new(), &[]);
 
     // Unknown or missing state: nothing to redirect to.
-    assert_eq!(
-        app.browser()
-            .get(&app.url("/callback?code=x&state=unknown"))
-            .await
-            .status(),
-        400
-    );
+    assert_eq!(app.browser().get(&app.url("/callback?code=x&state=unknown")).await.status(), 400);
     assert_eq!(app.browser().get(&app.url("/callback?code=x")).await.status(), 400);
-    assert_eq!(
-        app.browser().get(&app.url("/callback?state=a&state=b")).await.status(),
-        400,
-        "repeated state"
-    );
-    assert_eq!(
-        app.browser().get(&app.url("/callback?%zz=%%")).await.status(),
-        400,
-        "garbage query"
-    );
+    assert_eq!(app.browser().get(&app.url("/callback?state=a&state=b")).await.status(), 400, "repeated state");
+    assert_eq!(app.browser().get(&app.url("/callback?%zz=%%")).await.status(), 400, "garbage query");
 
     // Start a flow up to the upstream redirect.
     async fn upstream_leg(app: &TestApp, url: &str) -> (Browser, String) {
         let browser = app.browser();
-        let page = browser.get(url).await.text().await.unwrap();
-        let to_upstream = browser
-            .consent(&app.url("/consent"), &consent_id(&page), "approve")
-            .await;
-        (browser, location(&to_upstream))
+        let upstream = app.go_upstream(&browser, url).await;
+        (browser, upstream)
     }
 
     // The user cancels at the provider: access_denied to the client.
@@ -253,10 +180,7 @@ async fn callback_failures_end_in_a_page_or_a_client_redirect_never_a_500() {
     let to_client = browser.get(&location(&back)).await;
     assert_eq!(to_client.status(), 302);
     let q = query(&location(&to_client));
-    assert_eq!(
-        (q["error"].as_str(), q["state"].as_str()),
-        ("access_denied", "client-state-123")
-    );
+    assert_eq!((q["error"].as_str(), q["state"].as_str()), ("access_denied", "client-state-123"));
     assert_eq!(q["iss"], app.base);
 
     // The provider's token endpoint is down: temporarily_unavailable, not a 500.
@@ -287,25 +211,12 @@ async fn an_upstream_that_rejects_the_code_is_a_server_error_for_the_client() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let browser = app.browser();
-    let page = browser
-        .get(&app.authorize_url(&client, &Pkce::new(), &[]))
-        .await
-        .text()
-        .await
-        .unwrap();
-    let upstream = location(
-        &browser
-            .consent(&app.url("/consent"), &consent_id(&page), "approve")
-            .await,
-    );
+    let upstream = app.go_upstream(&browser, &app.authorize_url(&client, &Pkce::new(), &[])).await;
     let back = location(&browser.upstream_login(&upstream, "gina", "approve").await);
     // Swap the upstream code for a bogus one: the provider answers invalid_grant.
     let mut url = url::Url::parse(&back).unwrap();
     let state = query(&back)["state"].clone();
-    url.query_pairs_mut()
-        .clear()
-        .append_pair("code", "bogus")
-        .append_pair("state", &state);
+    url.query_pairs_mut().clear().append_pair("code", "bogus").append_pair("state", &state);
     let to_client = browser.get(url.as_str()).await;
     assert_eq!(to_client.status(), 302);
     let q = query(&location(&to_client));

@@ -11,11 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tether");
 /// Runs `tether` with only the given environment (no stray TETHER__ variables).
 fn tether(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(args)
-        .envs(env.iter().copied());
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).args(args).envs(env.iter().copied());
     command.output().expect("cannot run tether")
 }
 
@@ -105,10 +101,7 @@ fn secrets_written_into_a_config_file_are_refused() {
     ] {
         assert!(stderr.contains(key), "missing `{key}` in:\n{stderr}");
     }
-    assert!(
-        !stderr.contains("hunter2"),
-        "the secret itself must not be echoed:\n{stderr}"
-    );
+    assert!(!stderr.contains("hunter2"), "the secret itself must not be echoed:\n{stderr}");
 }
 
 /// A production configuration: https issuer, Redis, GitHub, one resource.
@@ -147,10 +140,7 @@ fn generated_keys_satisfy_the_production_profile_and_missing_ones_do_not() {
     ];
 
     let mut env = secrets.to_vec();
-    env.extend([
-        ("TETHER__KEYS__ENCRYPTION", encryption.as_str()),
-        ("TETHER__KEYS__SIGNING", signing.as_str()),
-    ]);
+    env.extend([("TETHER__KEYS__ENCRYPTION", encryption.as_str()), ("TETHER__KEYS__SIGNING", signing.as_str())]);
     let out = tether(&["--config", &config, "check-config"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -169,20 +159,11 @@ fn generated_keys_satisfy_the_production_profile_and_missing_ones_do_not() {
     let out = tether(&["--config", &config, "check-config"], &secrets);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("keys.encryption: missing") && stderr.contains("keys.signing: missing"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("keys.encryption: missing") && stderr.contains("keys.signing: missing"), "{stderr}");
     let mut env = secrets.to_vec();
-    env.extend([
-        ("TETHER__KEYS__ENCRYPTION", "k1:dG9vLXNob3J0"),
-        ("TETHER__KEYS__SIGNING", signing.as_str()),
-    ]);
+    env.extend([("TETHER__KEYS__ENCRYPTION", "k1:dG9vLXNob3J0"), ("TETHER__KEYS__SIGNING", signing.as_str())]);
     let stderr = String::from_utf8(tether(&["--config", &config, "check-config"], &env).stderr).unwrap();
-    assert!(
-        stderr.contains("keys.encryption: key `k1` is not base64 of exactly 32 bytes"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("keys.encryption: key `k1` is not base64 of exactly 32 bytes"), "{stderr}");
 }
 
 /// Kills the child process when dropped, also when the test panics.
@@ -200,11 +181,7 @@ fn http_get(port: u16, path: &str) -> Option<(String, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;

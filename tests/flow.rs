@@ -11,31 +11,16 @@ async fn full_flow(backend: Backend) {
     let app = TestApp::spawn(backend).await;
 
     // Discovery: the issuer exactly as configured.
-    let metadata: Value = app
-        .api
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
     assert_eq!(metadata["issuer"], app.base.as_str());
-    assert_eq!(
-        metadata["code_challenge_methods_supported"],
-        serde_json::json!(["S256"])
-    );
+    assert_eq!(metadata["code_challenge_methods_supported"], serde_json::json!(["S256"]));
 
     let client = app.register_client("none").await;
     assert!(client.client_secret.is_none());
     let pkce = Pkce::new();
     let browser = app.browser();
     let result = app
-        .authorize(
-            &browser,
-            &app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]),
-            "alice",
-        )
+        .authorize(&browser, &app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]), "alice")
         .await;
     assert_eq!(result["state"], "client-state-123");
     assert_eq!(result["iss"], app.base, "RFC 9207 iss must be the issuer");
@@ -53,20 +38,10 @@ async fn full_flow(backend: Backend) {
     assert_eq!(claims["aud"], RESOURCE_URI);
     assert_eq!(claims["client_id"], client.client_id.as_str());
     // The token verifies against the published JWKS by its kid (RFC 9068 at+jwt, ES256).
-    let jwks: jsonwebtoken::jwk::JwkSet = app
-        .api
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(app.get_json("/.well-known/jwks.json").await).unwrap();
     let header = jsonwebtoken::decode_header(access).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let jwk = jwks
-        .find(header.kid.as_deref().unwrap())
-        .expect("signing key published");
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("signing key published");
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_audience(&[RESOURCE_URI]);
     validation.set_issuer(&[app.base.as_str()]);
@@ -103,10 +78,7 @@ async fn full_flow(backend: Backend) {
     let rotated: Value = response.json().await.unwrap();
     let new_refresh = rotated["refresh_token"].as_str().unwrap();
     assert_ne!(new_refresh, refresh);
-    assert_eq!(
-        app.introspect(rotated["access_token"].as_str().unwrap()).await["active"],
-        true
-    );
+    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await["active"], true);
     let reused = app.refresh(&client, refresh).await;
     assert_eq!(reused.status(), 400);
     assert_eq!(reused.json::<Value>().await.unwrap()["error"], "invalid_grant");
@@ -114,10 +86,7 @@ async fn full_flow(backend: Backend) {
     // Revoking the refresh token kills the grant: every access token goes inactive.
     assert_eq!(app.revoke(&client, new_refresh).await.status(), 200);
     assert_eq!(app.introspect(access).await, serde_json::json!({"active": false}));
-    assert_eq!(
-        app.introspect(rotated["access_token"].as_str().unwrap()).await,
-        serde_json::json!({"active": false})
-    );
+    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await, serde_json::json!({"active": false}));
     assert_eq!(app.refresh(&client, new_refresh).await.status(), 400);
 }
 
@@ -135,10 +104,7 @@ async fn the_whole_flow_works_on_redis() {
 async fn a_confidential_client_authenticates_with_basic_or_post() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("client_secret_basic").await;
-    let secret = client
-        .client_secret
-        .clone()
-        .expect("a confidential client gets a secret");
+    let secret = client.client_secret.clone().expect("a confidential client gets a secret");
     let tokens = app.tokens_for(&client, "bob").await;
     // The same client may also send its secret in the body (Claude's connectors do).
     let response = app
@@ -174,13 +140,7 @@ async fn a_missing_resource_binds_to_the_only_configured_one() {
     let app = TestApp::spawn_single_resource(Backend::Memory).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
-    let result = app
-        .authorize(
-            &app.browser(),
-            &app.authorize_url(&client, &pkce, &[("resource", None)]),
-            "dan",
-        )
-        .await;
+    let result = app.authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[("resource", None)]), "dan").await;
     let response = app
         .token(
             &client,
@@ -194,10 +154,7 @@ async fn a_missing_resource_binds_to_the_only_configured_one() {
         .await;
     assert_eq!(response.status(), 200);
     let tokens: Value = response.json().await.unwrap();
-    assert_eq!(
-        jwt_claims(tokens["access_token"].as_str().unwrap())["aud"],
-        RESOURCE_URI
-    );
+    assert_eq!(jwt_claims(tokens["access_token"].as_str().unwrap())["aud"], RESOURCE_URI);
 }
 
 /// Every key and value Tether wrote to Redis, and each key's remaining time to live.
@@ -225,10 +182,7 @@ async fn dump_redis(url: &str) -> Vec<(String, Vec<u8>, i64)> {
 fn assert_absent(dump: &[(String, Vec<u8>, i64)], secret: &str, what: &str) {
     for (key, value, _) in dump {
         assert!(!key.contains(secret), "{what} appears in key {key}");
-        assert!(
-            !value.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "{what} appears in the value of {key}"
-        );
+        assert!(!value.windows(secret.len()).any(|w| w == secret.as_bytes()), "{what} appears in the value of {key}");
     }
 }
 
@@ -237,21 +191,14 @@ async fn redis_holds_only_digests_and_sealed_tokens_and_every_key_expires() {
     let app = TestApp::spawn(Backend::Redis).await;
     let client = app.register_client("client_secret_basic").await;
     let pkce = Pkce::new();
-    let result = app
-        .authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[]), "mallory")
-        .await;
+    let result = app.authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[]), "mallory").await;
     let url = app.redis.as_ref().unwrap().url();
 
     let before = dump_redis(&url).await;
     assert_absent(&before, &result["code"], "the authorization code");
     assert_absent(&before, client.client_secret.as_deref().unwrap(), "the client secret");
 
-    let tokens: Value = app
-        .exchange_code(&client, &result["code"], &pkce.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tokens: Value = app.exchange_code(&client, &result["code"], &pkce.verifier).await.json().await.unwrap();
     let upstream = app.introspect(tokens["access_token"].as_str().unwrap()).await["upstream"]["access_token"]
         .as_str()
         .unwrap()
@@ -268,69 +215,32 @@ async fn redis_holds_only_digests_and_sealed_tokens_and_every_key_expires() {
         after.iter().map(|k| &k.0).collect::<Vec<_>>()
     );
     for (key, _, ttl) in before.iter().chain(after.iter()) {
-        assert!(
-            key.starts_with("test:v1:"),
-            "{key} lacks the configured prefix and schema version"
-        );
+        assert!(key.starts_with("test:v1:"), "{key} lacks the configured prefix and schema version");
         assert!(*ttl > 0, "{key} has no TTL ({ttl})");
     }
 }
 
 #[tokio::test]
 async fn the_github_kind_reads_the_numeric_user_id_and_survives_200_error_answers() {
-    let app = TestApp::spawn_with(
-        Backend::Memory,
-        Options {
-            github: true,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::spawn_with(Backend::Memory, Options { github: true, ..Options::default() }).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
     let browser = app.browser();
-    let page = browser
-        .get(&app.authorize_url(&client, &pkce, &[]))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let page = browser.get(&app.authorize_url(&client, &pkce, &[])).await.text().await.unwrap();
     assert!(page.contains("GitHub"), "the consent page names the provider");
-    let upstream = location(
-        &browser
-            .consent(&app.url("/consent"), &consent_id(&page), "approve")
-            .await,
-    );
-    assert!(
-        upstream.starts_with(&format!("{}/login/oauth/authorize?", app.upstream.base_url)),
-        "{upstream}"
-    );
+    let upstream = app.go_upstream(&browser, &app.authorize_url(&client, &pkce, &[])).await;
+    assert!(upstream.starts_with(&format!("{}/login/oauth/authorize?", app.upstream.base_url)), "{upstream}");
     let callback = location(&browser.upstream_login(&upstream, "octocat", "approve").await);
     let to_client = browser.get(&callback).await;
     let result = query(&location(&to_client));
-    let tokens: Value = app
-        .exchange_code(&client, &result["code"], &pkce.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let tokens: Value = app.exchange_code(&client, &result["code"], &pkce.verifier).await.json().await.unwrap();
     let answer = app.introspect(tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(answer["sub"], app.upstream.user_id("octocat").to_string().as_str());
     assert_eq!(answer["upstream"]["provider"], "gh");
 
     // GitHub answers a bad code with 200 and `{"error": "bad_verification_code"}`: that is a
     // refusal, reported to the client as server_error, not a parse failure or a 500.
-    let page = browser
-        .get(&app.authorize_url(&client, &Pkce::new(), &[]))
-        .await
-        .text()
-        .await
-        .unwrap();
-    let upstream = location(
-        &browser
-            .consent(&app.url("/consent"), &consent_id(&page), "approve")
-            .await,
-    );
+    let upstream = app.go_upstream(&browser, &app.authorize_url(&client, &Pkce::new(), &[])).await;
     let back = location(&browser.upstream_login(&upstream, "octocat", "approve").await);
     let state = query(&back)["state"].clone();
     let forged = app.url(&format!("/callback?code=bogus&state={state}"));
@@ -370,19 +280,8 @@ fn provider(kind: tether::upstream::ProviderKind, base: &str, timeout_ms: u64) -
 async fn upstream_failures_are_classified_as_refusals_or_outages() {
     use tether::upstream::{ProviderKind, UpstreamError};
     for github in [false, true] {
-        let app = TestApp::spawn_with(
-            Backend::Memory,
-            Options {
-                github,
-                ..Options::default()
-            },
-        )
-        .await;
-        let kind = if github {
-            ProviderKind::Github
-        } else {
-            ProviderKind::Oauth2
-        };
+        let app = TestApp::spawn_with(Backend::Memory, Options { github, ..Options::default() }).await;
+        let kind = if github { ProviderKind::Github } else { ProviderKind::Oauth2 };
         let p = provider(kind, &app.upstream.base_url, 300);
         let verifier = "v".repeat(43);
         // A refused code is a refusal, also when GitHub-style answers say so with status 200.
@@ -392,23 +291,13 @@ async fn upstream_failures_are_classified_as_refusals_or_outages() {
         }
         // 5xx with an HTML body, and a provider slower than the timeout, are outages.
         app.upstream.fail_token_endpoint(Some(502));
-        assert!(
-            matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))),
-            "github={github}: 502"
-        );
+        assert!(matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: 502");
         app.upstream.fail_token_endpoint(None);
-        app.upstream
-            .delay_token_endpoint(Some(std::time::Duration::from_secs(2)));
-        assert!(
-            matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))),
-            "github={github}: timeout"
-        );
+        app.upstream.delay_token_endpoint(Some(std::time::Duration::from_secs(2)));
+        assert!(matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: timeout");
         app.upstream.delay_token_endpoint(None);
         // Nothing listening at all.
         let gone = provider(kind, "http://127.0.0.1:9", 300);
-        assert!(
-            matches!(gone.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))),
-            "github={github}: refused"
-        );
+        assert!(matches!(gone.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: refused");
     }
 }

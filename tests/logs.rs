@@ -36,36 +36,18 @@ async fn no_secret_or_token_appears_in_debug_logs() {
     let app = TestApp::spawn(Backend::Redis).await;
     let client = app.register_client("client_secret_post").await;
     let pkce = Pkce::new();
-    let result = app
-        .authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[]), "paula")
-        .await;
-    let tokens: Value = app
-        .exchange_code(&client, &result["code"], &pkce.verifier)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let result = app.authorize(&app.browser(), &app.authorize_url(&client, &pkce, &[]), "paula").await;
+    let tokens: Value = app.exchange_code(&client, &result["code"], &pkce.verifier).await.json().await.unwrap();
     let access = tokens["access_token"].as_str().unwrap();
-    let upstream = app.introspect(access).await["upstream"]["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let refreshed: Value = app
-        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let upstream = app.introspect(access).await["upstream"]["access_token"].as_str().unwrap().to_owned();
+    let refreshed: Value = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await.json().await.unwrap();
     // Failures log their causes; those must not carry secrets either.
     app.exchange_code(&client, &result["code"], &pkce.verifier).await;
     app.introspect_as(RESOURCE_ID, "wrong-secret", access).await;
     app.revoke(&client, refreshed["refresh_token"].as_str().unwrap()).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("request finished") && logs.contains("/token"),
-        "nothing was logged:\n{logs}"
-    );
+    assert!(logs.contains("request finished") && logs.contains("/token"), "nothing was logged:\n{logs}");
     let secrets = [
         ("authorization code", result["code"].as_str()),
         ("access token signature", access.rsplit('.').next().unwrap()),

@@ -17,10 +17,7 @@ async fn readyz(app: &TestApp) -> u16 {
 async fn wait_ready(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while readyz(app).await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "Tether did not become ready again after Redis came back"
-        );
+        assert!(Instant::now() < deadline, "Tether did not become ready again after Redis came back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -28,21 +25,9 @@ async fn wait_ready(app: &TestApp) {
 /// Every store-backed endpoint answers 503 (JSON, or a page for the browser step).
 async fn assert_unavailable(app: &TestApp, client: &TestClient, tokens: &Value, how: &str) {
     let started = Instant::now();
-    let introspect = app
-        .introspect_as(RESOURCE_ID, RESOURCE_SECRET, tokens["access_token"].as_str().unwrap())
-        .await;
-    assert_eq!(
-        introspect.headers().get("retry-after").map(|v| v.to_str().unwrap()),
-        Some("1"),
-        "{how}"
-    );
-    expect_error(
-        introspect,
-        503,
-        "temporarily_unavailable",
-        &format!("{how}: introspect"),
-    )
-    .await;
+    let introspect = app.introspect_as(RESOURCE_ID, RESOURCE_SECRET, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(introspect.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"), "{how}");
+    expect_error(introspect, 503, "temporarily_unavailable", &format!("{how}: introspect")).await;
     expect_error(
         app.refresh(client, tokens["refresh_token"].as_str().unwrap()).await,
         503,
@@ -60,11 +45,7 @@ async fn assert_unavailable(app: &TestApp, client: &TestClient, tokens: &Value, 
     let health = app.api.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200, "{how}: healthz does not depend on Redis");
     // Six requests against a 500 ms store deadline: well under the 10 s a hang would take.
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "{how}: took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(8), "{how}: took {:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -79,16 +60,10 @@ async fn a_stopped_redis_gives_503_and_tether_recovers_when_it_returns() {
     // Back, but empty (nothing was persisted): the old grant is gone, new flows work.
     app.redis.as_mut().unwrap().restart();
     wait_ready(&app).await;
-    assert_eq!(
-        app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
-        false
-    );
+    assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], false);
     let client = app.register_client("none").await;
     let tokens = app.tokens_for(&client, "nina").await;
-    assert_eq!(
-        app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
-        true
-    );
+    assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], true);
 }
 
 #[tokio::test]
@@ -104,10 +79,7 @@ async fn a_frozen_redis_gives_503_within_the_deadline_and_no_data_is_lost() {
 
     // Nothing was lost or half-written: the same tokens still work, and the refresh token
     // that failed with 503 was not rotated away.
-    assert_eq!(
-        app.introspect(tokens["access_token"].as_str().unwrap()).await["active"],
-        true
-    );
+    assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], true);
     let refreshed = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(refreshed.status(), 200);
 }

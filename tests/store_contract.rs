@@ -20,21 +20,13 @@ struct Subject {
 impl Subject {
     fn memory() -> Self {
         let clock = ManualClock::starting_at(1_800_000_000);
-        Self {
-            store: Arc::new(MemoryStore::new(Arc::new(clock.clone()))),
-            clock,
-            _redis: None,
-        }
+        Self { store: Arc::new(MemoryStore::new(Arc::new(clock.clone()))), clock, _redis: None }
     }
 
     fn redis() -> Self {
         let redis = RedisServer::start();
         let store = RedisStore::connect(&redis.url(), "contract", Duration::from_secs(2)).unwrap();
-        Self {
-            store: Arc::new(store),
-            clock: ManualClock::starting_at(0),
-            _redis: Some(redis),
-        }
+        Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(redis) }
     }
 
     /// Lets `secs` seconds pass: the memory store's clock moves; Redis expires in real time.
@@ -152,11 +144,7 @@ async fn clients_round_trip_and_expire(s: Subject) {
 }
 
 async fn consents_and_pending_requests_are_taken_once(s: Subject) {
-    let consent = ConsentRecord {
-        request: request(),
-        binding_digest: "b".into(),
-        created_at: 1,
-    };
+    let consent = ConsentRecord { request: request(), binding_digest: "b".into(), created_at: 1 };
     s.store.put_consent("k", &consent, TTL).await.unwrap();
     assert_eq!(s.store.take_consent("k").await.unwrap(), Some(consent));
     assert_eq!(s.store.take_consent("k").await.unwrap(), None);
@@ -168,39 +156,22 @@ async fn consents_and_pending_requests_are_taken_once(s: Subject) {
         upstream_scopes: vec!["user".into()],
         created_at: 1,
     };
-    s.store
-        .put_pending("k", &pending, Duration::from_secs(1))
-        .await
-        .unwrap();
+    s.store.put_pending("k", &pending, Duration::from_secs(1)).await.unwrap();
     s.store.put_pending("k2", &pending, TTL).await.unwrap();
     assert_eq!(s.store.take_pending("k2").await.unwrap(), Some(pending));
     assert_eq!(s.store.take_pending("k2").await.unwrap(), None);
     s.elapse(1).await;
-    assert_eq!(
-        s.store.take_pending("k").await.unwrap(),
-        None,
-        "expired pending request was taken"
-    );
+    assert_eq!(s.store.take_pending("k").await.unwrap(), None, "expired pending request was taken");
 }
 
 async fn codes_are_taken_once_and_then_recognised_as_replays(s: Subject) {
     s.store.put_code("c1", &code("g1"), TTL).await.unwrap();
     assert_eq!(s.store.take_code("c1", TTL).await.unwrap(), CodeTake::Fresh(code("g1")));
-    assert_eq!(
-        s.store.take_code("c1", TTL).await.unwrap(),
-        CodeTake::Reused { grant_id: "g1".into() }
-    );
+    assert_eq!(s.store.take_code("c1", TTL).await.unwrap(), CodeTake::Reused { grant_id: "g1".into() });
     assert_eq!(s.store.take_code("never", TTL).await.unwrap(), CodeTake::Unknown);
-    s.store
-        .put_code("c2", &code("g2"), Duration::from_secs(1))
-        .await
-        .unwrap();
+    s.store.put_code("c2", &code("g2"), Duration::from_secs(1)).await.unwrap();
     s.elapse(1).await;
-    assert_eq!(
-        s.store.take_code("c2", TTL).await.unwrap(),
-        CodeTake::Unknown,
-        "expired code was taken"
-    );
+    assert_eq!(s.store.take_code("c2", TTL).await.unwrap(), CodeTake::Unknown, "expired code was taken");
 }
 
 async fn only_one_of_many_concurrent_takers_gets_a_code(s: Subject) {
@@ -236,19 +207,11 @@ async fn grant_status_and_ttl_change_only_existing_grants(s: Subject) {
     assert!(s.store.set_grant_status("g1", GrantStatus::Revoked).await.unwrap());
     assert_eq!(s.store.grant("g1").await.unwrap().unwrap().status, GrantStatus::Revoked);
     assert!(!s.store.set_grant_status("ghost", GrantStatus::Revoked).await.unwrap());
-    assert_eq!(
-        s.store.grant("ghost").await.unwrap(),
-        None,
-        "status update must not create a grant"
-    );
+    assert_eq!(s.store.grant("ghost").await.unwrap(), None, "status update must not create a grant");
     assert!(s.store.set_grant_ttl("g1", Duration::from_secs(1)).await.unwrap());
     assert!(!s.store.set_grant_ttl("ghost", TTL).await.unwrap());
     s.elapse(1).await;
-    assert_eq!(
-        s.store.grant("g1").await.unwrap(),
-        None,
-        "shortened TTL was not applied"
-    );
+    assert_eq!(s.store.grant("g1").await.unwrap(), None, "shortened TTL was not applied");
 }
 
 async fn refresh_rotation_is_a_compare_and_set(s: Subject) {
@@ -259,11 +222,7 @@ async fn refresh_rotation_is_a_compare_and_set(s: Subject) {
     let rotated = s.store.refresh("r1").await.unwrap().unwrap();
     assert_eq!((rotated.status, rotated.rotated_at), (RefreshStatus::Rotated, Some(77)));
     assert!(!s.store.mark_rotated("missing", 1).await.unwrap());
-    assert_eq!(
-        s.store.refresh("missing").await.unwrap(),
-        None,
-        "CAS must not create a token"
-    );
+    assert_eq!(s.store.refresh("missing").await.unwrap(), None, "CAS must not create a token");
     s.store.delete_refresh("r1").await.unwrap();
     assert_eq!(s.store.refresh("r1").await.unwrap(), None);
 }

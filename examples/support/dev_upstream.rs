@@ -111,10 +111,7 @@ impl DevUpstream {
     pub async fn start(config: UpstreamConfig) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
         let port = listener.local_addr()?.port();
-        let shared = Arc::new(Shared {
-            config,
-            db: Mutex::new(Db::default()),
-        });
+        let shared = Arc::new(Shared { config, db: Mutex::new(Db::default()) });
         let data = web::Data::from(shared.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -134,11 +131,7 @@ impl DevUpstream {
         .run();
         let handle = server.handle();
         tokio::spawn(server);
-        Ok(Self {
-            base_url: format!("http://127.0.0.1:{port}"),
-            shared,
-            handle,
-        })
+        Ok(Self { base_url: format!("http://127.0.0.1:{port}"), shared, handle })
     }
 
     /// Make the token endpoint answer `status` (e.g. 503) until cleared with `None`.
@@ -192,9 +185,7 @@ struct AuthorizeQuery {
 }
 
 fn bad_request(message: &str) -> HttpResponse {
-    HttpResponse::BadRequest()
-        .content_type("text/plain")
-        .body(message.to_owned())
+    HttpResponse::BadRequest().content_type("text/plain").body(message.to_owned())
 }
 
 /// Checks what must hold before anything can be redirected back.
@@ -231,9 +222,7 @@ fn redirect(uri: &str, params: &[(&str, &str)]) -> HttpResponse {
             query.append_pair(k, v);
         }
     }
-    HttpResponse::Found()
-        .insert_header(("Location", url.to_string()))
-        .finish()
+    HttpResponse::Found().insert_header(("Location", url.to_string())).finish()
 }
 
 async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
@@ -281,9 +270,7 @@ async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResp
             }
         } }
     };
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(page.into_string())
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.into_string())
 }
 
 async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
@@ -301,11 +288,7 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
     if q.decision.as_deref() != Some("approve") {
         return redirect(&redirect_uri, &[("error", "access_denied"), ("state", &state)]);
     }
-    let user = q
-        .username
-        .clone()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "octocat".into());
+    let user = q.username.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| "octocat".into());
     let code = random();
     shared.db().codes.insert(
         code.clone(),
@@ -418,29 +401,15 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
     let access = format!("dev_at_{}", random());
     let refresh = format!("dev_rt_{}", random());
     let ttl = shared.config.access_token_ttl;
-    db.access.insert(
-        access.clone(),
-        Access {
-            user: user.clone(),
-            expires: Instant::now() + ttl,
-        },
-    );
-    db.refresh.insert(
-        refresh.clone(),
-        Refresh {
-            user,
-            scope: scope.clone(),
-        },
-    );
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(json!({
-            "access_token": access,
-            "token_type": "bearer",
-            "expires_in": ttl.as_secs(),
-            "refresh_token": refresh,
-            "scope": scope,
-        }))
+    db.access.insert(access.clone(), Access { user: user.clone(), expires: Instant::now() + ttl });
+    db.refresh.insert(refresh.clone(), Refresh { user, scope: scope.clone() });
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": ttl.as_secs(),
+        "refresh_token": refresh,
+        "scope": scope,
+    }))
 }
 
 async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
@@ -451,12 +420,7 @@ async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::to_owned);
     let mut db = shared.db();
-    let user = token.and_then(|t| {
-        db.access
-            .get(&t)
-            .filter(|a| a.expires > Instant::now())
-            .map(|a| a.user.clone())
-    });
+    let user = token.and_then(|t| db.access.get(&t).filter(|a| a.expires > Instant::now()).map(|a| a.user.clone()));
     match user {
         Some(user) => {
             let id = user_id(&mut db, &user);

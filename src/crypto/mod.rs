@@ -26,9 +26,7 @@ pub enum KeySpecError {
 pub(crate) fn valid_key_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// A key id for freshly generated keys: the date it was made plus a random suffix, so that

@@ -97,15 +97,10 @@ impl KeyRing {
         let (id, rest) = rest.split_at(usize::from(id_len));
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let id = std::str::from_utf8(id).map_err(|_| SealError::Malformed)?;
-        let (_, cipher) = self
-            .keys
-            .iter()
-            .find(|(known, _)| known == id)
-            .ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
+        let (_, cipher) =
+            self.keys.iter().find(|(known, _)| known == id).ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
-        cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad })
-            .map_err(|_| SealError::Inauthentic)
+        cipher.decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad }).map_err(|_| SealError::Inauthentic)
     }
 
     /// The key id a blob was sealed with, to decide whether it needs re-sealing.
@@ -118,17 +113,11 @@ impl KeyRing {
 const EXPECTED: &str = "base64 of exactly 32 bytes";
 
 fn bad_key(id: &str) -> KeySpecError {
-    KeySpecError::BadKey {
-        id: id.to_owned(),
-        expected: EXPECTED,
-    }
+    KeySpecError::BadKey { id: id.to_owned(), expected: EXPECTED }
 }
 
 fn decode_key(text: &str) -> Option<Vec<u8>> {
-    let bytes = STANDARD
-        .decode(text)
-        .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
-        .ok()?;
+    let bytes = STANDARD.decode(text).or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))).ok()?;
     (bytes.len() == 32).then_some(bytes)
 }
 
@@ -194,16 +183,10 @@ mod tests {
         assert_eq!(KeyRing::parse("nokey").unwrap_err(), KeySpecError::Shape);
         assert_eq!(
             KeyRing::parse("a:c2hvcnQ=").unwrap_err(),
-            KeySpecError::BadKey {
-                id: "a".into(),
-                expected: EXPECTED
-            }
+            KeySpecError::BadKey { id: "a".into(), expected: EXPECTED }
         );
         assert_eq!(KeyRing::parse("a b:xx").unwrap_err(), KeySpecError::BadId("a b".into()));
         let spec = KeyRing::generate_spec("a");
-        assert_eq!(
-            KeyRing::parse(&format!("{spec},{spec}")).unwrap_err(),
-            KeySpecError::Duplicate("a".into())
-        );
+        assert_eq!(KeyRing::parse(&format!("{spec},{spec}")).unwrap_err(), KeySpecError::Duplicate("a".into()));
     }
 }

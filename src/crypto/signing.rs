@@ -72,20 +72,13 @@ impl SigningKeys {
             jwk.common.public_key_use = Some(PublicKeyUse::Signature);
             jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
             let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| bad_key(kid))?;
-            keys.push(SigningKey {
-                kid: kid.to_owned(),
-                encoding,
-                decoding,
-            });
+            keys.push(SigningKey { kid: kid.to_owned(), encoding, decoding });
             jwks.push(jwk);
         }
         if keys.is_empty() {
             return Err(KeySpecError::Empty);
         }
-        Ok(Self {
-            keys,
-            jwks: JwkSet { keys: jwks },
-        })
+        Ok(Self { keys, jwks: JwkSet { keys: jwks } })
     }
 
     /// A fresh P-256 key in the form [`SigningKeys::parse`] reads.
@@ -138,10 +131,7 @@ impl SigningKeys {
 }
 
 fn bad_key(kid: &str) -> KeySpecError {
-    KeySpecError::BadKey {
-        id: kid.to_owned(),
-        expected: "base64 of a PKCS#8 P-256 private key",
-    }
+    KeySpecError::BadKey { id: kid.to_owned(), expected: "base64 of a PKCS#8 P-256 private key" }
 }
 
 #[cfg(test)]
@@ -160,10 +150,7 @@ mod tests {
     }
 
     fn claims() -> Claims {
-        Claims {
-            iss: "https://as.example".into(),
-            sub: "42".into(),
-        }
+        Claims { iss: "https://as.example".into(), sub: "42".into() }
     }
 
     #[test]
@@ -181,25 +168,13 @@ mod tests {
     fn rejects_other_issuers_other_keys_and_tampering() {
         let k = keys("k1");
         let token = k.sign(&claims()).unwrap();
-        assert_eq!(
-            k.verify::<Claims>(&token, "https://other").unwrap_err(),
-            VerifyError::Invalid
-        );
+        assert_eq!(k.verify::<Claims>(&token, "https://other").unwrap_err(), VerifyError::Invalid);
         let stranger = keys("k1");
-        assert_eq!(
-            stranger.verify::<Claims>(&token, "https://as.example").unwrap_err(),
-            VerifyError::Invalid
-        );
-        assert_eq!(
-            keys("k2").verify::<Claims>(&token, "https://as.example").unwrap_err(),
-            VerifyError::UnknownKey
-        );
+        assert_eq!(stranger.verify::<Claims>(&token, "https://as.example").unwrap_err(), VerifyError::Invalid);
+        assert_eq!(keys("k2").verify::<Claims>(&token, "https://as.example").unwrap_err(), VerifyError::UnknownKey);
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         parts[1] = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://as.example","sub":"1"}"#);
-        assert_eq!(
-            k.verify::<Claims>(&parts.join("."), "https://as.example").unwrap_err(),
-            VerifyError::Invalid
-        );
+        assert_eq!(k.verify::<Claims>(&parts.join("."), "https://as.example").unwrap_err(), VerifyError::Invalid);
         assert_eq!(k.verify::<Claims>("garbage", "x").unwrap_err(), VerifyError::Malformed);
     }
 

@@ -28,10 +28,7 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
 }
 
 fn malformed(e: &serde_urlencoded::de::Error) -> HttpResponse {
-    error_page(
-        PageStatus::BadRequest,
-        &format!("The authorization request is malformed ({e})."),
-    )
+    error_page(PageStatus::BadRequest, &format!("The authorization request is malformed ({e})."))
 }
 
 async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) -> HttpResponse {

@@ -22,16 +22,10 @@ pub struct ConsentForm {
 pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now();
     let Ok(form) = serde_urlencoded::from_bytes::<ConsentForm>(&body) else {
-        return error_page(
-            crate::oauth::flow::PageStatus::BadRequest,
-            "The consent form is malformed.",
-        );
+        return error_page(crate::oauth::flow::PageStatus::BadRequest, "The consent form is malformed.");
     };
     let (Some(consent), Some(decision)) = (form.consent, form.decision) else {
-        return error_page(
-            crate::oauth::flow::PageStatus::BadRequest,
-            "The consent form is incomplete.",
-        );
+        return error_page(crate::oauth::flow::PageStatus::BadRequest, "The consent form is incomplete.");
     };
     let approve = match decision.as_str() {
         "approve" => true,
@@ -40,16 +34,7 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
     };
     let binding = state.binding(&req);
     let broker = &state.broker;
-    match authorize::decide(
-        broker.flow(),
-        broker.store.as_ref(),
-        &consent,
-        binding.as_deref(),
-        approve,
-        now,
-    )
-    .await
-    {
+    match authorize::decide(broker.flow(), broker.store.as_ref(), &consent, binding.as_deref(), approve, now).await {
         Ok(upstream) => redirect(upstream.as_str(), StatusCode::SEE_OTHER),
         Err(crate::oauth::flow::FlowError::Redirect(url)) => redirect(url.as_str(), StatusCode::SEE_OTHER),
         Err(page) => flow_error(page),

@@ -57,20 +57,14 @@ pub fn json_error(status: StatusCode, error: &OAuthError) -> HttpResponse {
     match error.code {
         // RFC 6749 §5.2: a 401 for a client that used (or should use) HTTP authentication.
         ErrorCode::InvalidClient => {
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"tether\""),
-            ));
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tether\"")));
         }
         ErrorCode::TemporarilyUnavailable => {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         _ => {}
     }
-    response.json(ErrorBody {
-        error: error.code.as_str(),
-        error_description: &error.description,
-    })
+    response.json(ErrorBody { error: error.code.as_str(), error_description: &error.description })
 }
 
 /// RFC 6749 §5.1: responses with tokens or credentials are not cached.
@@ -85,10 +79,7 @@ pub fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) ->
     use actix_web::error::UrlencodedError as E;
     let (status, description) = match &err {
         E::Overflow { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "request body is too large".to_owned()),
-        E::ContentType => (
-            StatusCode::BAD_REQUEST,
-            "expected an application/x-www-form-urlencoded body".to_owned(),
-        ),
+        E::ContentType => (StatusCode::BAD_REQUEST, "expected an application/x-www-form-urlencoded body".to_owned()),
         other => (StatusCode::BAD_REQUEST, format!("malformed form body: {other}")),
     };
     let response = json_error(status, &OAuthError::invalid_request(description));
@@ -99,25 +90,15 @@ pub fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) ->
 pub fn json_error_handler(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let (status, error) = match &err {
-        E::Overflow { .. } | E::OverflowKnownLength { .. } => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            OAuthError::invalid_request("request body is too large"),
-        ),
-        E::ContentType => (
-            StatusCode::BAD_REQUEST,
-            OAuthError::invalid_request("expected an application/json body"),
-        ),
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, OAuthError::invalid_request("request body is too large"))
+        }
+        E::ContentType => (StatusCode::BAD_REQUEST, OAuthError::invalid_request("expected an application/json body")),
         E::Deserialize(e) => (
             StatusCode::BAD_REQUEST,
-            OAuthError::new(
-                ErrorCode::InvalidClientMetadata,
-                format!("malformed client metadata: {e}"),
-            ),
+            OAuthError::new(ErrorCode::InvalidClientMetadata, format!("malformed client metadata: {e}")),
         ),
-        other => (
-            StatusCode::BAD_REQUEST,
-            OAuthError::invalid_request(format!("malformed body: {other}")),
-        ),
+        other => (StatusCode::BAD_REQUEST, OAuthError::invalid_request(format!("malformed body: {other}"))),
     };
     let response = json_error(status, &error);
     actix_web::error::InternalError::from_response(err, response).into()
@@ -129,8 +110,5 @@ pub async fn not_found() -> HttpResponse {
 }
 
 pub async fn method_not_allowed() -> HttpResponse {
-    json_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &OAuthError::invalid_request("method not allowed on this endpoint"),
-    )
+    json_error(StatusCode::METHOD_NOT_ALLOWED, &OAuthError::invalid_request("method not allowed on this endpoint"))
 }

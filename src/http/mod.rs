@@ -39,11 +39,7 @@ impl AppState {
             clock,
             metadata,
             // `__Host-` cookies require Secure, which a plain-http development issuer cannot set.
-            binding_cookie: if secure {
-                "__Host-tether-binding"
-            } else {
-                "tether-binding"
-            },
+            binding_cookie: if secure { "__Host-tether-binding" } else { "tether-binding" },
             secure_cookies: secure,
         }
     }
@@ -74,50 +70,42 @@ const JSON_LIMIT: usize = 64 * 1024;
 /// Mounts every endpoint at the issuer's root (MCP 2025-03-26 clients fall back to these
 /// exact paths when metadata discovery fails).
 pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
-    cfg.app_data(
-        web::FormConfig::default()
-            .limit(FORM_LIMIT)
-            .error_handler(error::form_error),
-    )
-    .app_data(
-        web::JsonConfig::default()
-            .limit(JSON_LIMIT)
-            .error_handler(error::json_error_handler),
-    )
-    .service(metadata::scope())
-    .service(
-        web::resource("/authorize")
-            .route(web::get().to(authorize::get))
-            .route(web::post().to(authorize::post))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/consent")
-            .route(web::post().to(consent::post))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/callback")
-            .route(web::get().to(callback::get))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/token")
-            .route(web::post().to(token::post))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/introspect")
-            .route(web::post().to(introspect::post))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/revoke")
-            .route(web::post().to(revoke::post))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(web::resource("/healthz").route(web::get().to(health::healthz)))
-    .service(web::resource("/readyz").route(web::get().to(health::readyz)));
+    cfg.app_data(web::FormConfig::default().limit(FORM_LIMIT).error_handler(error::form_error))
+        .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(error::json_error_handler))
+        .service(metadata::scope())
+        .service(
+            web::resource("/authorize")
+                .route(web::get().to(authorize::get))
+                .route(web::post().to(authorize::post))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+        .service(
+            web::resource("/consent")
+                .route(web::post().to(consent::post))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+        .service(
+            web::resource("/callback")
+                .route(web::get().to(callback::get))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+        .service(
+            web::resource("/token")
+                .route(web::post().to(token::post))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+        .service(
+            web::resource("/introspect")
+                .route(web::post().to(introspect::post))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+        .service(
+            web::resource("/revoke")
+                .route(web::post().to(revoke::post))
+                .default_service(web::to(error::method_not_allowed)),
+        )
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)));
     if registration_enabled {
         cfg.service(
             web::resource("/register")
@@ -129,8 +117,5 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
 
 /// The `Authorization` header as text, when present and readable.
 fn authorization_header(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }

@@ -43,9 +43,7 @@ fn page(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
     };
     let mut response = HttpResponse::build(status);
     browser_headers(&mut response);
-    response
-        .content_type("text/html; charset=utf-8")
-        .body(markup.into_string())
+    response.content_type("text/html; charset=utf-8").body(markup.into_string())
 }
 
 pub fn error_page(status: PageStatus, message: &str) -> HttpResponse {

@@ -12,13 +12,8 @@ use super::error::{ApiError, no_store};
 pub async fn post(body: web::Json<RegistrationRequest>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let broker = &state.broker;
-    let response = registration::register(
-        broker.store.as_ref(),
-        body.into_inner(),
-        broker.registration.client_ttl,
-        now,
-    )
-    .await?;
+    let response =
+        registration::register(broker.store.as_ref(), body.into_inner(), broker.registration.client_ttl, now).await?;
     tracing::Span::current().record("client_id", response.client_id.as_str());
     tracing::info!(client_id = %response.client_id, method = %response.metadata.token_endpoint_auth_method, "client registered");
     let mut created = HttpResponse::Created();

@@ -43,10 +43,7 @@ pub struct FlowContext<'a> {
 
 /// A binding cookie value is a token from `random::token`.
 fn is_binding(value: &str) -> bool {
-    value.len() == 43
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Looks a client up: pre-registered first, then dynamically registered.
@@ -83,24 +80,16 @@ pub async fn start(
     let (redirect_uri, redirect_uri_sent) = match params.redirect_uri.as_deref() {
         Some(uri) if client.redirect_uris.iter().any(|r| redirect::matches(r, uri)) => (uri.to_owned(), true),
         Some(_) => {
-            return Err(FlowError::page(
-                "The redirect_uri is not registered for this application.",
-            ));
+            return Err(FlowError::page("The redirect_uri is not registered for this application."));
         }
         None => match client.redirect_uris.as_slice() {
             [only] => (only.clone(), false),
             _ => {
-                return Err(FlowError::page(
-                    "The request has no redirect_uri and the application has several.",
-                ));
+                return Err(FlowError::page("The request has no redirect_uri and the application has several."));
             }
         },
     };
-    let back = ReturnTo {
-        redirect_uri: &redirect_uri,
-        state: params.state.as_deref(),
-        issuer: ctx.issuer,
-    };
+    let back = ReturnTo { redirect_uri: &redirect_uri, state: params.state.as_deref(), issuer: ctx.issuer };
     let request =
         validate(ctx, &client, &params, redirect_uri.clone(), redirect_uri_sent).map_err(|e| back.error(&e))?;
     let resource = ctx
@@ -114,18 +103,10 @@ pub async fn start(
     let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
 
     // One binding per browser, reused across concurrent authorizations in several tabs.
-    let binding = binding
-        .filter(|b| is_binding(b))
-        .map_or_else(random::token, str::to_owned);
+    let binding = binding.filter(|b| is_binding(b)).map_or_else(random::token, str::to_owned);
     let consent_id = random::token();
-    let record = ConsentRecord {
-        request: request.clone(),
-        binding_digest: hash::digest(&binding),
-        created_at: now,
-    };
-    pending
-        .put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization)
-        .await?;
+    let record = ConsentRecord { request: request.clone(), binding_digest: hash::digest(&binding), created_at: now };
+    pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
 
     Ok(ConsentView {
         consent_id,
@@ -158,16 +139,11 @@ fn validate(
         Some("code") => {}
         None => return Err(OAuthError::invalid_request("response_type is required")),
         Some(_) => {
-            return Err(OAuthError::new(
-                ErrorCode::UnsupportedResponseType,
-                "only response_type=code is supported",
-            ));
+            return Err(OAuthError::new(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"));
         }
     }
-    let code_challenge = pkce::validate_challenge(
-        params.code_challenge.as_deref(),
-        params.code_challenge_method.as_deref(),
-    )?;
+    let code_challenge =
+        pkce::validate_challenge(params.code_challenge.as_deref(), params.code_challenge_method.as_deref())?;
     let resource = ctx.registry.resource_for(params.resource.as_deref())?;
     let provider = ctx
         .providers
@@ -207,11 +183,7 @@ pub async fn decide(
         ));
     }
     let request = record.request;
-    let back = ReturnTo {
-        redirect_uri: &request.redirect_uri,
-        state: request.state.as_deref(),
-        issuer: ctx.issuer,
-    };
+    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
     if !approve {
         return Err(back.error(&OAuthError::new(ErrorCode::AccessDenied, "the user denied the request")));
     }
@@ -234,8 +206,6 @@ pub async fn decide(
         upstream_scopes,
         created_at: now,
     };
-    pending
-        .put_pending(&hash::digest(&state), &pending_record, ctx.lifetimes.authorization)
-        .await?;
+    pending.put_pending(&hash::digest(&state), &pending_record, ctx.lifetimes.authorization).await?;
     Ok(url)
 }

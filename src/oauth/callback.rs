@@ -42,13 +42,9 @@ pub async fn complete(
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| FlowError::page("The provider's answer has no state. Start again from your application."))?;
-    let pending = stores
-        .pending
-        .take_pending(&hash::digest(state))
-        .await?
-        .ok_or_else(|| {
-            FlowError::page("This sign-in has expired or was already completed. Start again from your application.")
-        })?;
+    let pending = stores.pending.take_pending(&hash::digest(state)).await?.ok_or_else(|| {
+        FlowError::page("This sign-in has expired or was already completed. Start again from your application.")
+    })?;
     // Only the browser that gave consent may complete the flow; otherwise an attacker could
     // feed a victim's browser a callback carrying the attacker's upstream code.
     if !binding.is_some_and(|b| hash::matches_digest(b, &pending.binding_digest)) {
@@ -57,19 +53,12 @@ pub async fn complete(
         ));
     }
     let request = &pending.request;
-    let back = ReturnTo {
-        redirect_uri: &request.redirect_uri,
-        state: request.state.as_deref(),
-        issuer: ctx.issuer,
-    };
+    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
 
     if let Some(error) = params.error.as_deref() {
         // The upstream error text is not forwarded: it is attacker-controllable input.
         let mapped = if error == "access_denied" {
-            OAuthError::new(
-                ErrorCode::AccessDenied,
-                "the user denied access at the upstream provider",
-            )
+            OAuthError::new(ErrorCode::AccessDenied, "the user denied access at the upstream provider")
         } else {
             tracing::warn!(upstream_error = %truncate(error), "upstream authorization failed");
             OAuthError::server_error("the upstream provider refused the authorization")
@@ -90,10 +79,8 @@ pub async fn complete(
         .exchange_code(code, &pending.upstream_verifier, now)
         .await
         .map_err(|e| back.error(&upstream_failure("code exchange", provider.id(), e)))?;
-    let identity = provider
-        .identity(&tokens)
-        .await
-        .map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
+    let identity =
+        provider.identity(&tokens).await.map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
 
     let grant_id = uuid::Uuid::new_v4().simple().to_string();
     let info = GrantInfo {
@@ -106,12 +93,7 @@ pub async fn complete(
         created_at: now,
     };
     let upstream = vault.seal(&grant_id, &info, &tokens).map_err(|e| back.error(&e))?;
-    let grant = GrantRecord {
-        id: grant_id.clone(),
-        info,
-        status: GrantStatus::Active,
-        upstream,
-    };
+    let grant = GrantRecord { id: grant_id.clone(), info, status: GrantStatus::Active, upstream };
     // Until the code is exchanged the grant only needs to outlive the code; the token
     // endpoint then gives it its real lifetime.
     let stored = stores.grants.put_grant(&grant, ctx.lifetimes.authorization).await;
@@ -128,10 +110,7 @@ pub async fn complete(
         grant_id,
         issued_at: now,
     };
-    let stored = stores
-        .codes
-        .put_code(&hash::digest(&client_code), &code_record, ctx.lifetimes.code)
-        .await;
+    let stored = stores.codes.put_code(&hash::digest(&client_code), &code_record, ctx.lifetimes.code).await;
     stored.map_err(|e| back.error(&OAuthError::store(e)))?;
     tracing::info!(client_id = %request.client_id, resource = %request.resource, provider = %provider.id(), "authorization completed");
     back.success(&client_code)

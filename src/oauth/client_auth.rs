@@ -22,9 +22,7 @@ pub fn parse_basic(header: &str) -> Result<(String, String), OAuthError> {
     let malformed = || OAuthError::invalid_client("malformed Basic credentials");
     let (scheme, encoded) = header.trim().split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client(
-            "only Basic client authentication is supported",
-        ));
+        return Err(OAuthError::invalid_client("only Basic client authentication is supported"));
     }
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
@@ -53,14 +51,10 @@ pub async fn authenticate(
     let (client_id, secret) = match basic {
         Some((id, secret)) => {
             if presented.client_secret.is_some() {
-                return Err(OAuthError::invalid_request(
-                    "use one client authentication method, not two",
-                ));
+                return Err(OAuthError::invalid_request("use one client authentication method, not two"));
             }
             if presented.client_id.as_ref().is_some_and(|body_id| *body_id != id) {
-                return Err(OAuthError::invalid_request(
-                    "client_id differs from the Basic credentials",
-                ));
+                return Err(OAuthError::invalid_request("client_id differs from the Basic credentials"));
             }
             (id, Some(secret))
         }
@@ -72,10 +66,7 @@ pub async fn authenticate(
     let secret = secret.filter(|s| !s.is_empty());
     let client = match registry.static_client(&client_id) {
         Some(client) => client.clone(),
-        None => clients
-            .client(&client_id)
-            .await?
-            .ok_or_else(|| OAuthError::invalid_client("unknown client"))?,
+        None => clients.client(&client_id).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?,
     };
     match (&client.secret_digest, secret) {
         (Some(expected), Some(secret)) if hash::matches_digest(&secret, expected) => Ok(client),
@@ -99,12 +90,7 @@ mod tests {
 
     #[test]
     fn refuses_malformed_basic_credentials() {
-        for header in [
-            "Basic",
-            "Basic !!!",
-            "Bearer abc",
-            &format!("Basic {}", STANDARD.encode("nocolon")),
-        ] {
+        for header in ["Basic", "Basic !!!", "Bearer abc", &format!("Basic {}", STANDARD.encode("nocolon"))] {
             assert!(parse_basic(header).is_err(), "{header}");
         }
     }

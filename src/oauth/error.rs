@@ -55,10 +55,7 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            description: description.into(),
-        }
+        Self { code, description: description.into() }
     }
 
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
@@ -82,10 +79,7 @@ impl OAuthError {
         match err {
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "store unavailable");
-                Self::new(
-                    ErrorCode::TemporarilyUnavailable,
-                    "the token store is unavailable; retry shortly",
-                )
+                Self::new(ErrorCode::TemporarilyUnavailable, "the token store is unavailable; retry shortly")
             }
             StoreError::Corrupt(cause) => {
                 tracing::error!(%cause, "corrupt store record");

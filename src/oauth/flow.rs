@@ -22,26 +22,17 @@ pub enum PageStatus {
 /// A failed browser step.
 #[derive(Debug)]
 pub enum FlowError {
-    Page {
-        status: PageStatus,
-        message: Cow<'static, str>,
-    },
+    Page { status: PageStatus, message: Cow<'static, str> },
     Redirect(Url),
 }
 
 impl FlowError {
     pub fn page(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::Page {
-            status: PageStatus::BadRequest,
-            message: message.into(),
-        }
+        Self::Page { status: PageStatus::BadRequest, message: message.into() }
     }
 
     pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::Page {
-            status: PageStatus::Forbidden,
-            message: message.into(),
-        }
+        Self::Page { status: PageStatus::Forbidden, message: message.into() }
     }
 }
 
@@ -51,10 +42,7 @@ impl From<StoreError> for FlowError {
             ErrorCode::TemporarilyUnavailable => PageStatus::Unavailable,
             _ => PageStatus::ServerError,
         };
-        Self::Page {
-            status,
-            message: "Tether cannot reach its store right now. Please try again shortly.".into(),
-        }
+        Self::Page { status, message: "Tether cannot reach its store right now. Please try again shortly.".into() }
     }
 }
 
@@ -74,10 +62,7 @@ impl ReturnTo<'_> {
 
     /// RFC 6749 §4.1.2.1 error response, with `iss` (RFC 9207 §2.1: errors included).
     pub fn error(&self, error: &OAuthError) -> FlowError {
-        match self.build(&[
-            ("error", error.code.as_str()),
-            ("error_description", &error.description),
-        ]) {
+        match self.build(&[("error", error.code.as_str()), ("error_description", &error.description)]) {
             Ok(url) => FlowError::Redirect(url),
             Err(page) => page,
         }
@@ -123,16 +108,9 @@ mod tests {
 
     #[test]
     fn appends_code_state_and_iss_to_an_existing_query() {
-        let to = ReturnTo {
-            redirect_uri: "https://c.example/cb?x=1",
-            state: Some("s t"),
-            issuer: "https://as",
-        };
+        let to = ReturnTo { redirect_uri: "https://c.example/cb?x=1", state: Some("s t"), issuer: "https://as" };
         let url = to.success("abc").unwrap();
-        assert_eq!(
-            url.as_str(),
-            "https://c.example/cb?x=1&code=abc&state=s+t&iss=https%3A%2F%2Fas"
-        );
+        assert_eq!(url.as_str(), "https://c.example/cb?x=1&code=abc&state=s+t&iss=https%3A%2F%2Fas");
     }
 
     #[test]

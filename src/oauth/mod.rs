@@ -58,11 +58,7 @@ impl Broker {
     }
 
     pub fn minter(&self) -> tokens::Minter<'_> {
-        tokens::Minter {
-            signer: &self.signer,
-            issuer: &self.issuer,
-            lifetimes: &self.lifetimes,
-        }
+        tokens::Minter { signer: &self.signer, issuer: &self.issuer, lifetimes: &self.lifetimes }
     }
 
     pub fn endpoint(&self, path: &str) -> String {

@@ -7,8 +7,7 @@ use super::error::OAuthError;
 /// RFC 7636 §4.1: `code_verifier = 43*128unreserved`.
 fn is_verifier(s: &str) -> bool {
     (43..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Validates the authorization request's challenge parameters.
@@ -23,19 +22,15 @@ pub fn validate_challenge(challenge: Option<&str>, method: Option<&str>) -> Resu
     match method {
         Some("S256") => {}
         None => {
-            return Err(OAuthError::invalid_request(
-                "code_challenge_method is required and must be S256",
-            ));
+            return Err(OAuthError::invalid_request("code_challenge_method is required and must be S256"));
         }
         Some(_) => {
             return Err(OAuthError::invalid_request("code_challenge_method must be S256"));
         }
     }
     // A S256 challenge is the base64url of a SHA-256: exactly 43 unpadded characters.
-    let well_formed = challenge.len() == 43
-        && challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let well_formed =
+        challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !well_formed {
         return Err(OAuthError::invalid_request("code_challenge is not a S256 challenge"));
     }
@@ -51,9 +46,7 @@ pub fn verify(verifier: Option<&str>, challenge: &str) -> Result<(), OAuthError>
     if hash::constant_time_eq(hash::s256_challenge(verifier).as_bytes(), challenge.as_bytes()) {
         Ok(())
     } else {
-        Err(OAuthError::invalid_grant(
-            "code_verifier does not match the code_challenge",
-        ))
+        Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"))
     }
 }
 
@@ -86,14 +79,8 @@ mod tests {
     fn verifies_the_matching_verifier_only() {
         verify(Some(VERIFIER), CHALLENGE).unwrap();
         let wrong = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXa";
-        assert_eq!(
-            verify(Some(wrong), CHALLENGE).unwrap_err().code,
-            ErrorCode::InvalidGrant
-        );
-        assert_eq!(
-            verify(Some("short"), CHALLENGE).unwrap_err().code,
-            ErrorCode::InvalidGrant
-        );
+        assert_eq!(verify(Some(wrong), CHALLENGE).unwrap_err().code, ErrorCode::InvalidGrant);
+        assert_eq!(verify(Some("short"), CHALLENGE).unwrap_err().code, ErrorCode::InvalidGrant);
         assert_eq!(verify(None, CHALLENGE).unwrap_err().code, ErrorCode::InvalidRequest);
         // `plain` would send the challenge itself as verifier: it must not verify.
         assert!(verify(Some(CHALLENGE), CHALLENGE).is_err());

@@ -145,10 +145,7 @@ mod tests {
     #[test]
     fn shows_the_host_a_code_goes_to() {
         assert_eq!(display_host("https://claude.ai/api/mcp/auth_callback"), "claude.ai");
-        assert_eq!(
-            display_host("cursor://anysphere.cursor-mcp/oauth/callback"),
-            "anysphere.cursor-mcp"
-        );
+        assert_eq!(display_host("cursor://anysphere.cursor-mcp/oauth/callback"), "anysphere.cursor-mcp");
         assert_eq!(display_host("com.example.app:/cb"), "com.example.app:");
     }
 }

@@ -152,9 +152,7 @@ pub fn validate(request: RegistrationRequest, now: UnixTime) -> Result<(ClientRe
     scope::parse(scope.as_deref()).map_err(|_| metadata_error("scope contains invalid characters"))?;
     let contacts = request.contacts.unwrap_or_default();
     if contacts.len() > 10 || contacts.iter().any(|c| c.len() > 320) {
-        return Err(metadata_error(
-            "contacts: at most 10 addresses of at most 320 characters",
-        ));
+        return Err(metadata_error("contacts: at most 10 addresses of at most 320 characters"));
     }
     let secret = (method != "none").then(random::token);
     let record = ClientRecord {
@@ -183,9 +181,7 @@ fn redirect_uris(uris: Option<Vec<String>>, web: bool) -> Result<Vec<String>, OA
     let invalid = |d: String| OAuthError::new(ErrorCode::InvalidRedirectUri, d);
     let uris = uris.unwrap_or_default();
     if uris.is_empty() {
-        return Err(invalid(
-            "redirect_uris is required for the authorization code grant".to_owned(),
-        ));
+        return Err(invalid("redirect_uris is required for the authorization code grant".to_owned()));
     }
     if uris.len() > MAX_REDIRECT_URIS {
         return Err(invalid(format!("at most {MAX_REDIRECT_URIS} redirect_uris")));
@@ -193,9 +189,7 @@ fn redirect_uris(uris: Option<Vec<String>>, web: bool) -> Result<Vec<String>, OA
     let mut out: Vec<String> = Vec::with_capacity(uris.len());
     for uri in uris {
         if uri.len() > MAX_URI_LEN {
-            return Err(invalid(format!(
-                "redirect URIs are limited to {MAX_URI_LEN} characters"
-            )));
+            return Err(invalid(format!("redirect URIs are limited to {MAX_URI_LEN} characters")));
         }
         redirect::validate_registered(&uri, web).map_err(|e| invalid(e.to_string()))?;
         if !out.contains(&uri) {
@@ -211,11 +205,8 @@ fn grant_types(requested: Option<Vec<String>>) -> Result<Vec<String>, OAuthError
     let Some(requested) = requested else {
         return Ok(GRANT_TYPES.iter().map(|g| (*g).to_owned()).collect());
     };
-    let granted: Vec<String> = GRANT_TYPES
-        .iter()
-        .filter(|g| requested.iter().any(|r| r == *g))
-        .map(|g| (*g).to_owned())
-        .collect();
+    let granted: Vec<String> =
+        GRANT_TYPES.iter().filter(|g| requested.iter().any(|r| r == *g)).map(|g| (*g).to_owned()).collect();
     if !granted.iter().any(|g| g == "authorization_code") {
         return Err(metadata_error("grant_types must include authorization_code"));
     }
@@ -228,9 +219,7 @@ fn text(value: Option<String>, name: &str) -> Result<Option<String>, OAuthError>
         return Ok(None);
     };
     if value.len() > MAX_TEXT_LEN || value.chars().any(char::is_control) {
-        return Err(metadata_error(format!(
-            "{name}: at most {MAX_TEXT_LEN} printable characters"
-        )));
+        return Err(metadata_error(format!("{name}: at most {MAX_TEXT_LEN} printable characters")));
     }
     Ok(Some(value))
 }
@@ -241,11 +230,7 @@ fn web_uri(value: Option<String>, name: &str) -> Result<Option<String>, OAuthErr
         return Ok(None);
     };
     let ok = value.len() <= MAX_URI_LEN && Url::parse(&value).is_ok_and(|u| matches!(u.scheme(), "https" | "http"));
-    if ok {
-        Ok(Some(value))
-    } else {
-        Err(metadata_error(format!("{name} must be an http(s) URL")))
-    }
+    if ok { Ok(Some(value)) } else { Err(metadata_error(format!("{name} must be an http(s) URL"))) }
 }
 
 fn truncate(s: &str) -> String {

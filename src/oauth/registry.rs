@@ -42,17 +42,10 @@ pub struct Registry {
 impl Registry {
     /// Builds the registry; resource URIs must already be validated (normalizable, unique).
     pub fn new(resources: Vec<Resource>, clients: Vec<ClientRecord>) -> Self {
-        let by_uri = resources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| resource::normalize(&r.uri).map(|n| (n, i)))
-            .collect();
+        let by_uri =
+            resources.iter().enumerate().filter_map(|(i, r)| resource::normalize(&r.uri).map(|n| (n, i))).collect();
         let clients = clients.into_iter().map(|c| (c.client_id.clone(), c)).collect();
-        Self {
-            resources,
-            by_uri,
-            clients,
-        }
+        Self { resources, by_uri, clients }
     }
 
     pub fn resources(&self) -> &[Resource] {
@@ -79,13 +72,8 @@ impl Registry {
                 }),
             None => match self.resources.as_slice() {
                 [only] => Ok(only),
-                [] => Err(OAuthError::new(
-                    ErrorCode::InvalidTarget,
-                    "no MCP servers are configured",
-                )),
-                _ => Err(OAuthError::invalid_request(
-                    "resource is required: Tether serves several MCP servers",
-                )),
+                [] => Err(OAuthError::new(ErrorCode::InvalidTarget, "no MCP servers are configured")),
+                _ => Err(OAuthError::invalid_request("resource is required: Tether serves several MCP servers")),
             },
         }
     }
@@ -105,11 +93,8 @@ impl Registry {
 
     /// Every scope any resource offers, for `scopes_supported` in the metadata.
     pub fn scopes_supported(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
-            .resources
-            .iter()
-            .flat_map(|r| r.scopes.iter().map(|s| s.name.clone()))
-            .collect();
+        let mut all: Vec<String> =
+            self.resources.iter().flat_map(|r| r.scopes.iter().map(|s| s.name.clone())).collect();
         all.sort();
         all.dedup();
         all
@@ -133,21 +118,13 @@ mod tests {
 
     #[test]
     fn finds_resources_by_any_equivalent_uri() {
-        let reg = Registry::new(
-            vec![
-                resource("a", "https://a.example/mcp"),
-                resource("b", "https://b.example"),
-            ],
-            vec![],
-        );
+        let reg =
+            Registry::new(vec![resource("a", "https://a.example/mcp"), resource("b", "https://b.example")], vec![]);
         assert_eq!(reg.resource_for(Some("HTTPS://a.example/mcp?x=1")).unwrap().id, "a");
         assert_eq!(reg.resource_for(Some("https://b.example/")).unwrap().id, "b");
         let unknown = reg.resource_for(Some("https://c.example/mcp")).unwrap_err();
         assert_eq!(unknown.code, ErrorCode::InvalidTarget);
-        assert_eq!(
-            reg.resource_for(Some("not a uri")).unwrap_err().code,
-            ErrorCode::InvalidTarget
-        );
+        assert_eq!(reg.resource_for(Some("not a uri")).unwrap_err().code, ErrorCode::InvalidTarget);
         assert_eq!(reg.resource_for(None).unwrap_err().code, ErrorCode::InvalidRequest);
     }
 

@@ -41,10 +41,7 @@ mod tests {
             assert_eq!(normalize(alias).unwrap(), canonical, "{alias}");
         }
         assert_eq!(normalize("https://h").unwrap(), normalize("https://h/").unwrap());
-        assert_eq!(
-            normalize("http://127.0.0.1:9000/mcp").unwrap(),
-            "http://127.0.0.1:9000/mcp"
-        );
+        assert_eq!(normalize("http://127.0.0.1:9000/mcp").unwrap(), "http://127.0.0.1:9000/mcp");
     }
 
     #[test]

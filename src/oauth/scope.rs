@@ -19,9 +19,7 @@ pub struct ScopeGrant {
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
 fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// Parses a space-delimited scope parameter.
@@ -29,10 +27,7 @@ pub fn parse(scope: Option<&str>) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
     for token in scope.unwrap_or("").split(' ').filter(|s| !s.is_empty()) {
         if !is_scope_token(token) {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidScope,
-                "scope contains invalid characters",
-            ));
+            return Err(OAuthError::new(ErrorCode::InvalidScope, "scope contains invalid characters"));
         }
         if !out.iter().any(|t| t == token) {
             out.push(token.to_owned());
@@ -58,13 +53,7 @@ pub fn negotiate(
     let granted: Vec<String> = resource
         .scopes
         .iter()
-        .filter(|offer| {
-            if asked.is_empty() {
-                offer.default
-            } else {
-                asked.contains(&&offer.name)
-            }
-        })
+        .filter(|offer| if asked.is_empty() { offer.default } else { asked.contains(&&offer.name) })
         .map(|offer| offer.name.clone())
         .collect();
     if !asked.is_empty() && granted.is_empty() {
@@ -73,21 +62,14 @@ pub fn negotiate(
             format!("none of the requested scopes is offered by {}", resource.name),
         ));
     }
-    Ok(ScopeGrant {
-        upstream: upstream_scopes(&granted, resource, provider_scopes),
-        granted,
-        offline,
-    })
+    Ok(ScopeGrant { upstream: upstream_scopes(&granted, resource, provider_scopes), granted, offline })
 }
 
 /// The upstream scopes that back a set of granted MCP scopes.
 pub fn upstream_scopes(granted: &[String], resource: &Resource, provider_scopes: &[String]) -> Vec<String> {
     let mut upstream: Vec<String> = Vec::new();
-    let mapped = resource
-        .scopes
-        .iter()
-        .filter(|offer| granted.contains(&offer.name))
-        .flat_map(|offer| offer.upstream.iter());
+    let mapped =
+        resource.scopes.iter().filter(|offer| granted.contains(&offer.name)).flat_map(|offer| offer.upstream.iter());
     for scope in provider_scopes.iter().chain(mapped) {
         if !upstream.contains(scope) {
             upstream.push(scope.clone());

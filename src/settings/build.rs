@@ -23,11 +23,7 @@ use crate::upstream::ProviderConfig;
 #[derive(Debug)]
 pub enum StoreChoice {
     Memory,
-    Redis {
-        url: SecretString,
-        prefix: String,
-        timeout: Duration,
-    },
+    Redis { url: SecretString, prefix: String, timeout: Duration },
 }
 
 /// Everything validated configuration yields.
@@ -59,12 +55,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
         .server
         .bind
         .parse::<SocketAddr>()
-        .map_err(|e| {
-            errors.push(
-                "server.bind",
-                format!("`{}` is not host:port ({e})", settings.server.bind),
-            )
-        })
+        .map_err(|e| errors.push("server.bind", format!("`{}` is not host:port ({e})", settings.server.bind)))
         .ok();
     let lifetimes = lifetimes(settings, &mut errors);
     let store = store(settings, production, &mut errors, &mut warnings);
@@ -147,10 +138,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     let t = &settings.tokens;
     let mut check = |key: &str, value: u64, min: u64, max: u64| {
         if !(min..=max).contains(&value) {
-            errors.push(
-                format!("tokens.{key}"),
-                format!("must be between {min} and {max} seconds"),
-            );
+            errors.push(format!("tokens.{key}"), format!("must be between {min} and {max} seconds"));
         }
     };
     check("access_token_ttl_secs", t.access_token_ttl_secs, 60, 86_400);
@@ -158,10 +146,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     check("code_ttl_secs", t.code_ttl_secs, 10, 600);
     check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
     if t.refresh_token_ttl_secs < t.access_token_ttl_secs {
-        errors.push(
-            "tokens.refresh_token_ttl_secs",
-            "must not be shorter than access_token_ttl_secs",
-        );
+        errors.push("tokens.refresh_token_ttl_secs", "must not be shorter than access_token_ttl_secs");
     }
     Some(Lifetimes {
         access_token: Duration::from_secs(t.access_token_ttl_secs),
@@ -180,9 +165,7 @@ fn store(
     let s = &settings.store;
     let prefix_ok = !s.prefix.is_empty()
         && s.prefix.len() <= 64
-        && s.prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && s.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !prefix_ok {
         errors.push("store.prefix", "must be 1-64 characters of A-Z a-z 0-9 - _ .");
     }
@@ -211,11 +194,7 @@ fn store(
                     return None;
                 }
             }
-            Some(StoreChoice::Redis {
-                url,
-                prefix: s.prefix.clone(),
-                timeout: Duration::from_millis(s.timeout_ms),
-            })
+            Some(StoreChoice::Redis { url, prefix: s.prefix.clone(), timeout: Duration::from_millis(s.timeout_ms) })
         }
     }
 }
@@ -228,27 +207,14 @@ fn keys(
     warnings: &mut Vec<String>,
 ) -> Option<(KeyRing, SigningKeys)> {
     let k = &settings.keys;
-    let encryption = resolve(
-        Some(&k.encryption),
-        Some(Path::new(&k.encryption_file)),
-        "keys.encryption",
-        errors,
-    );
-    let signing = resolve(
-        Some(&k.signing),
-        Some(Path::new(&k.signing_file)),
-        "keys.signing",
-        errors,
-    );
+    let encryption = resolve(Some(&k.encryption), Some(Path::new(&k.encryption_file)), "keys.encryption", errors);
+    let signing = resolve(Some(&k.signing), Some(Path::new(&k.signing_file)), "keys.signing", errors);
     let encryption = match encryption {
-        Some(spec) => KeyRing::parse(spec.expose_secret())
-            .map_err(|e| errors.push("keys.encryption", e.to_string()))
-            .ok(),
+        Some(spec) => {
+            KeyRing::parse(spec.expose_secret()).map_err(|e| errors.push("keys.encryption", e.to_string())).ok()
+        }
         None if production => {
-            errors.push(
-                "keys.encryption",
-                missing("keys.encryption") + " (generate with `tether keys generate`)",
-            );
+            errors.push("keys.encryption", missing("keys.encryption") + " (generate with `tether keys generate`)");
             None
         }
         None => {
@@ -260,14 +226,11 @@ fn keys(
         }
     };
     let signing = match signing {
-        Some(spec) => SigningKeys::parse(spec.expose_secret())
-            .map_err(|e| errors.push("keys.signing", e.to_string()))
-            .ok(),
+        Some(spec) => {
+            SigningKeys::parse(spec.expose_secret()).map_err(|e| errors.push("keys.signing", e.to_string())).ok()
+        }
         None if production => {
-            errors.push(
-                "keys.signing",
-                missing("keys.signing") + " (generate with `tether keys generate`)",
-            );
+            errors.push("keys.signing", missing("keys.signing") + " (generate with `tether keys generate`)");
             None
         }
         None => {
@@ -275,9 +238,7 @@ fn keys(
                 "no keys.signing configured: using an ephemeral key; issued tokens stop verifying after a restart"
                     .to_owned(),
             );
-            SigningKeys::generate_spec(&fresh_key_id(now))
-                .ok()
-                .and_then(|spec| SigningKeys::parse(&spec).ok())
+            SigningKeys::generate_spec(&fresh_key_id(now)).ok().and_then(|spec| SigningKeys::parse(&spec).ok())
         }
     };
     encryption.zip(signing)

@@ -202,10 +202,7 @@ pub struct ConfigErrors(pub Vec<ConfigIssue>);
 
 impl ConfigErrors {
     pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue {
-            key: key.into(),
-            message: message.into(),
-        });
+        self.0.push(ConfigIssue { key: key.into(), message: message.into() });
     }
 
     fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
@@ -217,12 +214,7 @@ impl ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "invalid configuration ({} problem{}):",
-            self.0.len(),
-            if self.0.len() == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
         for issue in &self.0 {
             writeln!(f, "  - {}: {}", issue.key, issue.message)?;
         }
@@ -247,16 +239,10 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigErrors> {
 fn load_layers(files: config::Config) -> Result<Settings, ConfigErrors> {
     let merged = config::Config::builder()
         .add_source(files)
-        .add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__"),
-        )
+        .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))
         .build()
         .map_err(|e| ConfigErrors::single("(environment)", e.to_string()))?;
-    merged
-        .try_deserialize::<Settings>()
-        .map_err(|e| ConfigErrors::single(error_key(&e), e.to_string()))
+    merged.try_deserialize::<Settings>().map_err(|e| ConfigErrors::single(error_key(&e), e.to_string()))
 }
 
 /// The file layers alone (defaults and the optional file), without the environment.
@@ -264,30 +250,20 @@ fn file_layers(file: Option<&Path>) -> Result<config::Config, ConfigErrors> {
     let mut builder = config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
     if let Some(path) = file {
         if !path.is_file() {
-            return Err(ConfigErrors::single(
-                "--config",
-                format!("{} is not a readable file", path.display()),
-            ));
+            return Err(ConfigErrors::single("--config", format!("{} is not a readable file", path.display())));
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
     }
-    builder.build().map_err(|e| {
-        ConfigErrors::single(
-            file.map_or("(defaults)".into(), |p| p.display().to_string()),
-            e.to_string(),
-        )
-    })
+    builder
+        .build()
+        .map_err(|e| ConfigErrors::single(file.map_or("(defaults)".into(), |p| p.display().to_string()), e.to_string()))
 }
 
 /// The key a `config` error is about: `for key `a.b`` plus an `unknown field `c``, if any.
 fn error_key(e: &config::ConfigError) -> String {
     let text = e.to_string();
-    let quoted_after = |marker: &str| {
-        text.split(marker)
-            .nth(1)
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_owned)
-    };
+    let quoted_after =
+        |marker: &str| text.split(marker).nth(1).and_then(|rest| rest.split('`').next()).map(str::to_owned);
     match (quoted_after("for key `"), quoted_after("unknown field `")) {
         (Some(key), Some(field)) => format!("{key}.{field}"),
         (Some(key), None) => key,

@@ -18,22 +18,13 @@ use crate::store::ClientRecord;
 use crate::upstream::{ProviderConfig, ProviderKind, github};
 
 /// Parameters Tether sets itself on the upstream authorization request.
-const RESERVED_PARAMS: [&str; 7] = [
-    "response_type",
-    "client_id",
-    "redirect_uri",
-    "state",
-    "scope",
-    "code_challenge",
-    "code_challenge_method",
-];
+const RESERVED_PARAMS: [&str; 7] =
+    ["response_type", "client_id", "redirect_uri", "state", "scope", "code_challenge", "code_challenge_method"];
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// An upstream endpoint: https, or http on loopback outside production (development stand-ins).
@@ -46,10 +37,7 @@ fn endpoint(value: Option<&str>, key: &str, production: bool, errors: &mut Confi
         Ok(url) if url.scheme() == "https" && url.host().is_some() => Some(url),
         Ok(url) if url.scheme() == "http" && !production && is_loopback(&url) => Some(url),
         Ok(_) => {
-            errors.push(
-                key,
-                format!("`{value}` must be an https URL (http only on loopback, outside production)"),
-            );
+            errors.push(key, format!("`{value}` must be an https URL (http only on loopback, outside production)"));
             None
         }
         Err(e) => {
@@ -69,20 +57,12 @@ pub(super) fn providers(
     for (id, p) in &settings.providers {
         let key = |member: &str| format!("providers.{id}.{member}");
         if !valid_id(id) {
-            errors.push(
-                format!("providers.{id}"),
-                "provider ids are 1-64 characters of a-z 0-9 _ -",
-            );
+            errors.push(format!("providers.{id}"), "provider ids are 1-64 characters of a-z 0-9 _ -");
         }
         if p.client_id.is_empty() {
             errors.push(key("client_id"), "required");
         }
-        let secret = resolve(
-            p.client_secret.as_ref(),
-            p.client_secret_file.as_deref(),
-            &key("client_secret"),
-            errors,
-        );
+        let secret = resolve(p.client_secret.as_ref(), p.client_secret_file.as_deref(), &key("client_secret"), errors);
         if secret.is_none() && p.kind == ProviderKind::Github {
             errors.push(key("client_secret"), missing(&key("client_secret")));
         }
@@ -91,10 +71,8 @@ pub(super) fn providers(
         }
         for name in p.extra_authorize_params.keys() {
             if RESERVED_PARAMS.contains(&name.as_str()) {
-                errors.push(
-                    key("extra_authorize_params"),
-                    format!("`{name}` is set by Tether and cannot be overridden"),
-                );
+                errors
+                    .push(key("extra_authorize_params"), format!("`{name}` is set by Tether and cannot be overridden"));
             }
         }
         let (endpoints, subject_field, default_name) = match p.kind {
@@ -138,11 +116,7 @@ pub(super) fn providers(
                 userinfo_url,
                 subject_field,
                 scopes: p.scopes.clone(),
-                extra_authorize_params: p
-                    .extra_authorize_params
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                extra_authorize_params: p.extra_authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 pkce: p.pkce,
                 timeout: Duration::from_secs(p.timeout_secs),
                 callback_url: callback_url.clone(),
@@ -158,10 +132,7 @@ pub(super) fn resources(settings: &Settings, production: bool, errors: &mut Conf
     for (id, r) in &settings.resources {
         let key = |member: &str| format!("resources.{id}.{member}");
         if !valid_id(id) {
-            errors.push(
-                format!("resources.{id}"),
-                "resource ids are 1-64 characters of a-z 0-9 _ -",
-            );
+            errors.push(format!("resources.{id}"), "resource ids are 1-64 characters of a-z 0-9 _ -");
         }
         match resource::normalize(&r.uri) {
             Some(n) if r.uri.contains(['?', '#']) => {
@@ -221,10 +192,7 @@ pub(super) fn clients(settings: &Settings, now: UnixTime, errors: &mut ConfigErr
         let id_ok =
             !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
         if !id_ok {
-            errors.push(
-                format!("clients.{id}"),
-                "client ids are 1-128 characters of A-Z a-z 0-9 - . _ ~",
-            );
+            errors.push(format!("clients.{id}"), "client ids are 1-128 characters of A-Z a-z 0-9 - . _ ~");
         }
         if c.redirect_uris.is_empty() {
             errors.push(key("redirect_uris"), "at least one redirect URI is required");
@@ -235,32 +203,20 @@ pub(super) fn clients(settings: &Settings, now: UnixTime, errors: &mut ConfigErr
             }
         }
         if !AUTH_METHODS.contains(&c.token_endpoint_auth_method.as_str()) {
-            errors.push(
-                key("token_endpoint_auth_method"),
-                "must be none, client_secret_basic or client_secret_post",
-            );
+            errors.push(key("token_endpoint_auth_method"), "must be none, client_secret_basic or client_secret_post");
         }
         for g in &c.grant_types {
             if !GRANT_TYPES.contains(&g.as_str()) {
-                errors.push(
-                    key("grant_types"),
-                    format!("`{g}` is not supported (authorization_code, refresh_token)"),
-                );
+                errors.push(key("grant_types"), format!("`{g}` is not supported (authorization_code, refresh_token)"));
             }
         }
-        let secret = resolve(
-            c.client_secret.as_ref(),
-            c.client_secret_file.as_deref(),
-            &key("client_secret"),
-            errors,
-        );
+        let secret = resolve(c.client_secret.as_ref(), c.client_secret_file.as_deref(), &key("client_secret"), errors);
         let confidential = c.token_endpoint_auth_method != "none";
         match (&secret, confidential) {
             (None, true) => errors.push(key("client_secret"), missing(&key("client_secret"))),
-            (Some(_), false) => errors.push(
-                key("client_secret"),
-                "a client with token_endpoint_auth_method = \"none\" has no secret",
-            ),
+            (Some(_), false) => {
+                errors.push(key("client_secret"), "a client with token_endpoint_auth_method = \"none\" has no secret")
+            }
             _ => {}
         }
         out.push(ClientRecord {

@@ -8,26 +8,18 @@ use serde_json::Value;
 use super::{ConfigErrors, env_name};
 
 /// Secret members of the registries: (registry, member).
-const REGISTRY_SECRETS: [(&str, &str); 3] = [
-    ("providers", "client_secret"),
-    ("resources", "secret"),
-    ("clients", "client_secret"),
-];
+const REGISTRY_SECRETS: [(&str, &str); 3] =
+    [("providers", "client_secret"), ("resources", "secret"), ("clients", "client_secret")];
 
 /// Refuses secrets written into the config files (the embedded defaults and `--config`).
 pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), ConfigErrors> {
-    let doc: Value = files
-        .clone()
-        .try_deserialize()
-        .map_err(|e| ConfigErrors::single("(configuration file)", e.to_string()))?;
+    let doc: Value =
+        files.clone().try_deserialize().map_err(|e| ConfigErrors::single("(configuration file)", e.to_string()))?;
     let mut errors = ConfigErrors::default();
     let mut refuse = |key: String| {
         errors.push(
             key.clone(),
-            format!(
-                "secrets must not be written in a config file; set {} or {key}_file",
-                env_name(&key)
-            ),
+            format!("secrets must not be written in a config file; set {} or {key}_file", env_name(&key)),
         );
     };
     for key in ["keys.encryption", "keys.signing"] {

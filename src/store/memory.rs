@@ -22,10 +22,7 @@ struct TtlMap<V> {
 
 impl<V: Clone> TtlMap<V> {
     fn new() -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            writes: AtomicU64::new(0),
-        }
+        Self { entries: Mutex::new(HashMap::new()), writes: AtomicU64::new(0) }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, (V, UnixTime)>> {
@@ -180,18 +177,12 @@ impl GrantStore for MemoryStore {
     }
 
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
-        Ok(self
-            .grants
-            .update(grant_id, self.now(), |g, _| g.status = status)
-            .is_some())
+        Ok(self.grants.update(grant_id, self.now(), |g, _| g.status = status).is_some())
     }
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
         let now = self.now();
-        Ok(self
-            .grants
-            .update(grant_id, now, |_, exp| *exp = expiry(now, ttl))
-            .is_some())
+        Ok(self.grants.update(grant_id, now, |_, exp| *exp = expiry(now, ttl)).is_some())
     }
 }
 

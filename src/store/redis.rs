@@ -59,9 +59,7 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -96,44 +94,47 @@ impl RedisStore {
         match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(StoreError::Unavailable(describe(&e))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Err(_) => Err(StoreError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis()))),
         }
     }
 
     async fn put_json<T: Serialize>(&self, key: String, value: &T, ttl: Duration) -> StoreResult<()> {
         let json = encode(value)?;
         self.run(async move |mut c| {
-            ::redis::cmd("SET")
-                .arg(&key)
-                .arg(json)
-                .arg("PX")
-                .arg(millis(ttl))
-                .query_async(&mut c)
-                .await
+            ::redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(millis(ttl)).query_async(&mut c).await
         })
         .await
     }
 
     async fn take_json<T: DeserializeOwned>(&self, key: String) -> StoreResult<Option<T>> {
-        let raw: Option<Vec<u8>> = self
-            .run(async move |mut c| ::redis::cmd("GETDEL").arg(&key).query_async(&mut c).await)
-            .await?;
+        let raw: Option<Vec<u8>> =
+            self.run(async move |mut c| ::redis::cmd("GETDEL").arg(&key).query_async(&mut c).await).await?;
         raw.map(|bytes| decode(&bytes)).transpose()
     }
 
     async fn get_json<T: DeserializeOwned>(&self, key: String) -> StoreResult<Option<T>> {
-        let raw: Option<Vec<u8>> = self
-            .run(async move |mut c| ::redis::cmd("GET").arg(&key).query_async(&mut c).await)
-            .await?;
+        let raw: Option<Vec<u8>> =
+            self.run(async move |mut c| ::redis::cmd("GET").arg(&key).query_async(&mut c).await).await?;
         raw.map(|bytes| decode(&bytes)).transpose()
     }
 
+    /// Replaces a hash with `fields` and gives it `ttl`, atomically (MULTI/EXEC).
+    async fn put_hash(&self, key: String, fields: Vec<(&'static str, Vec<u8>)>, ttl: Duration) -> StoreResult<()> {
+        self.run(async move |mut c| {
+            let mut pipe = ::redis::pipe();
+            pipe.atomic().cmd("DEL").arg(&key).ignore();
+            pipe.cmd("HSET").arg(&key);
+            for (name, value) in &fields {
+                pipe.arg(*name).arg(value.as_slice());
+            }
+            pipe.ignore().cmd("PEXPIRE").arg(&key).arg(millis(ttl)).ignore();
+            pipe.query_async(&mut c).await
+        })
+        .await
+    }
+
     async fn hgetall(&self, key: String) -> StoreResult<HashMap<String, Vec<u8>>> {
-        self.run(async move |mut c| ::redis::cmd("HGETALL").arg(&key).query_async(&mut c).await)
-            .await
+        self.run(async move |mut c| ::redis::cmd("HGETALL").arg(&key).query_async(&mut c).await).await
     }
 }
 
@@ -155,9 +156,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
 }
 
 fn field<'a>(hash: &'a HashMap<String, Vec<u8>>, name: &str) -> StoreResult<&'a [u8]> {
-    hash.get(name)
-        .map(Vec::as_slice)
-        .ok_or_else(|| StoreError::Corrupt(format!("hash has no `{name}` field")))
+    hash.get(name).map(Vec::as_slice).ok_or_else(|| StoreError::Corrupt(format!("hash has no `{name}` field")))
 }
 
 fn text<'a>(hash: &'a HashMap<String, Vec<u8>>, name: &str) -> StoreResult<&'a str> {
@@ -206,12 +205,8 @@ impl CodeStore for RedisStore {
         let script = &self.take_code;
         let (tag, value): (u8, Option<Vec<u8>>) = self
             .run(async move |mut c| {
-                let reply: Vec<::redis::Value> = script
-                    .key(&code_key)
-                    .key(&used_key)
-                    .arg(millis(used_ttl))
-                    .invoke_async(&mut c)
-                    .await?;
+                let reply: Vec<::redis::Value> =
+                    script.key(&code_key).key(&used_key).arg(millis(used_ttl)).invoke_async(&mut c).await?;
                 let tag = reply.first().map(::redis::from_redis_value_ref::<u8>).transpose()?;
                 let value = reply.get(1).map(::redis::from_redis_value_ref::<Vec<u8>>).transpose()?;
                 Ok((tag.unwrap_or(0), value))
@@ -230,33 +225,12 @@ impl CodeStore for RedisStore {
 #[async_trait]
 impl GrantStore for RedisStore {
     async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
-        let key = self.key("grant", &grant.id);
-        let info = encode(&grant.info)?;
-        let status = grant.status.as_str();
-        let upstream = grant.upstream.clone();
-        self.run(async move |mut c| {
-            ::redis::pipe()
-                .atomic()
-                .cmd("DEL")
-                .arg(&key)
-                .ignore()
-                .cmd("HSET")
-                .arg(&key)
-                .arg("rec")
-                .arg(info)
-                .arg("st")
-                .arg(status)
-                .arg("up")
-                .arg(upstream)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(millis(ttl))
-                .ignore()
-                .query_async(&mut c)
-                .await
-        })
-        .await
+        let fields = vec![
+            ("rec", encode(&grant.info)?),
+            ("st", grant.status.as_str().as_bytes().to_vec()),
+            ("up", grant.upstream.clone()),
+        ];
+        self.put_hash(self.key("grant", &grant.id), fields, ttl).await
     }
 
     async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
@@ -277,60 +251,24 @@ impl GrantStore for RedisStore {
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
         let key = self.key("grant", grant_id);
         let script = &self.hset_if_exists;
-        self.run(async move |mut c| {
-            script
-                .key(&key)
-                .arg("st")
-                .arg(status.as_str())
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
+        self.run(async move |mut c| script.key(&key).arg("st").arg(status.as_str()).invoke_async(&mut c).await).await
     }
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
         let key = self.key("grant", grant_id);
-        self.run(async move |mut c| {
-            ::redis::cmd("PEXPIRE")
-                .arg(&key)
-                .arg(millis(ttl))
-                .query_async(&mut c)
-                .await
-        })
-        .await
+        self.run(async move |mut c| ::redis::cmd("PEXPIRE").arg(&key).arg(millis(ttl)).query_async(&mut c).await).await
     }
 }
 
 #[async_trait]
 impl RefreshStore for RedisStore {
     async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()> {
-        let key = self.key("refresh", key);
-        let rec = encode(rt)?;
         let status = match rt.status {
             RefreshStatus::Active => "active",
             RefreshStatus::Rotated => "rotated",
         };
-        self.run(async move |mut c| {
-            ::redis::pipe()
-                .atomic()
-                .cmd("DEL")
-                .arg(&key)
-                .ignore()
-                .cmd("HSET")
-                .arg(&key)
-                .arg("rec")
-                .arg(rec)
-                .arg("st")
-                .arg(status)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(millis(ttl))
-                .ignore()
-                .query_async(&mut c)
-                .await
-        })
-        .await
+        let fields = vec![("rec", encode(rt)?), ("st", status.as_bytes().to_vec())];
+        self.put_hash(self.key("refresh", key), fields, ttl).await
     }
 
     async fn refresh(&self, key: &str) -> StoreResult<Option<RefreshRecord>> {
@@ -349,27 +287,19 @@ impl RefreshStore for RedisStore {
     async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool> {
         let key = self.key("refresh", key);
         let script = &self.mark_rotated;
-        self.run(async move |mut c| script.key(&key).arg(at).invoke_async(&mut c).await)
-            .await
+        self.run(async move |mut c| script.key(&key).arg(at).invoke_async(&mut c).await).await
     }
 
     async fn delete_refresh(&self, key: &str) -> StoreResult<()> {
         let key = self.key("refresh", key);
-        self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await)
-            .await
+        self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await).await
     }
 }
 
 #[async_trait]
 impl Store for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
-        let pong: String = self
-            .run(async move |mut c| ::redis::cmd("PING").query_async(&mut c).await)
-            .await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(format!("unexpected PING reply `{pong}`")))
-        }
+        let pong: String = self.run(async move |mut c| ::redis::cmd("PING").query_async(&mut c).await).await?;
+        if pong == "PONG" { Ok(()) } else { Err(StoreError::Unavailable(format!("unexpected PING reply `{pong}`"))) }
     }
 }

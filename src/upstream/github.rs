@@ -14,11 +14,7 @@ pub const SUBJECT_FIELD: &str = "id";
 pub fn endpoints(web_url: &Url, api_url: &Url) -> Result<(Url, Url, Url), url::ParseError> {
     let web = with_trailing_slash(web_url);
     let api = with_trailing_slash(api_url);
-    Ok((
-        web.join("login/oauth/authorize")?,
-        web.join("login/oauth/access_token")?,
-        api.join("user")?,
-    ))
+    Ok((web.join("login/oauth/authorize")?, web.join("login/oauth/access_token")?, api.join("user")?))
 }
 
 fn with_trailing_slash(url: &Url) -> Url {
@@ -36,11 +32,8 @@ mod tests {
 
     #[test]
     fn derives_github_com_and_enterprise_endpoints() {
-        let (a, t, u) = endpoints(
-            &Url::parse(DEFAULT_WEB_URL).unwrap(),
-            &Url::parse(DEFAULT_API_URL).unwrap(),
-        )
-        .unwrap();
+        let (a, t, u) =
+            endpoints(&Url::parse(DEFAULT_WEB_URL).unwrap(), &Url::parse(DEFAULT_API_URL).unwrap()).unwrap();
         assert_eq!(a.as_str(), "https://github.com/login/oauth/authorize");
         assert_eq!(t.as_str(), "https://github.com/login/oauth/access_token");
         assert_eq!(u.as_str(), "https://api.github.com/user");

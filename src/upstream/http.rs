@@ -60,11 +60,7 @@ impl UpstreamHttp {
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let request =
             reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
-        let response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| HttpError::Transport(transport(&e)))?;
+        let response = self.client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(HttpError::Unavailable(status.as_u16()));
@@ -73,11 +69,8 @@ impl UpstreamHttp {
         let body = read_capped(response).await?;
         // GitHub (and some others) answer token-endpoint errors with 200 and an `error`
         // member; RFC 6749 §5.2 says 400. Present them as what they are.
-        let status = if status.is_success() && is_error_body(&body) {
-            oauth2::http::StatusCode::BAD_REQUEST
-        } else {
-            status
-        };
+        let status =
+            if status.is_success() && is_error_body(&body) { oauth2::http::StatusCode::BAD_REQUEST } else { status };
         let mut out = HttpResponse::new(body);
         *out.status_mut() = status;
         *out.headers_mut() = headers;
@@ -96,11 +89,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for UpstreamHttp {
 
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HttpError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| HttpError::Transport(transport(&e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| HttpError::Transport(transport(&e)))? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(HttpError::TooLarge);
         }
@@ -112,10 +101,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HttpErr
 fn is_error_body(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| {
-            v.as_object()
-                .map(|o| o.contains_key("error") && !o.contains_key("access_token"))
-        })
+        .and_then(|v| v.as_object().map(|o| o.contains_key("error") && !o.contains_key("access_token")))
         .unwrap_or(false)
 }
 
@@ -136,9 +122,5 @@ fn transport(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind}: {detail}")
-    }
+    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
 }

@@ -21,9 +21,7 @@ pub async fn fetch(
         other => UpstreamError::Unavailable(other.to_string()),
     })?;
     if status == 401 || status == 403 {
-        return Err(UpstreamError::Rejected {
-            error: format!("user endpoint answered {status}"),
-        });
+        return Err(UpstreamError::Rejected { error: format!("user endpoint answered {status}") });
     }
     if status != 200 {
         return Err(UpstreamError::Invalid(format!("user endpoint answered {status}")));
@@ -38,9 +36,7 @@ fn subject(doc: &Value, field: &str) -> Result<String, UpstreamError> {
     match doc.get(field) {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(s.clone()),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-        _ => Err(UpstreamError::Invalid(format!(
-            "user endpoint has no usable `{field}` member"
-        ))),
+        _ => Err(UpstreamError::Invalid(format!("user endpoint has no usable `{field}` member"))),
     }
 }
 
@@ -52,21 +48,12 @@ mod tests {
     #[test]
     fn reads_string_and_numeric_subjects() {
         assert_eq!(subject(&json!({"sub": "abc"}), "sub").unwrap(), "abc");
-        assert_eq!(
-            subject(&json!({"id": 583231, "login": "octocat"}), "id").unwrap(),
-            "583231"
-        );
+        assert_eq!(subject(&json!({"id": 583231, "login": "octocat"}), "id").unwrap(), "583231");
     }
 
     #[test]
     fn refuses_missing_empty_or_odd_subjects() {
-        for doc in [
-            json!({}),
-            json!({"sub": ""}),
-            json!({"sub": 1.5}),
-            json!({"sub": null}),
-            json!([1]),
-        ] {
+        for doc in [json!({}), json!({"sub": ""}), json!({"sub": 1.5}), json!({"sub": null}), json!([1])] {
             assert!(subject(&doc, "sub").is_err(), "{doc}");
         }
     }

@@ -119,9 +119,7 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Provider")
-            .field("id", &self.config.id)
-            .finish_non_exhaustive()
+        f.debug_struct("Provider").field("id", &self.config.id).finish_non_exhaustive()
     }
 }
 
@@ -193,12 +191,7 @@ impl Provider {
     /// Uses a refresh token. When the provider does not rotate it, the old one is kept.
     pub async fn refresh(&self, refresh_token: &str, now: UnixTime) -> Result<UpstreamTokens, UpstreamError> {
         let token = RefreshToken::new(refresh_token.to_owned());
-        let response = self
-            .client
-            .exchange_refresh_token(&token)
-            .request_async(&self.http)
-            .await
-            .map_err(classify)?;
+        let response = self.client.exchange_refresh_token(&token).request_async(&self.http).await.map_err(classify)?;
         Ok(tokens_from(&response, Some(refresh_token), now))
     }
 
@@ -213,9 +206,7 @@ fn tokens_from(
     previous_refresh: Option<&str>,
     now: UnixTime,
 ) -> UpstreamTokens {
-    let expires_at = response
-        .expires_in()
-        .map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+    let expires_at = response.expires_in().map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
     UpstreamTokens {
         access_token: response.access_token().secret().clone(),
         token_type: match response.token_type() {
@@ -228,9 +219,7 @@ fn tokens_from(
             .map(|t| t.secret().clone())
             .or_else(|| previous_refresh.map(str::to_owned)),
         expires_at,
-        scope: response
-            .scopes()
-            .map(|s| s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")),
+        scope: response.scopes().map(|s| s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")),
     }
 }
 
@@ -238,9 +227,7 @@ type TokenError = RequestTokenError<HttpError, StandardErrorResponse<BasicErrorR
 
 fn classify(err: TokenError) -> UpstreamError {
     match err {
-        RequestTokenError::ServerResponse(e) => UpstreamError::Rejected {
-            error: e.error().as_ref().to_owned(),
-        },
+        RequestTokenError::ServerResponse(e) => UpstreamError::Rejected { error: e.error().as_ref().to_owned() },
         RequestTokenError::Request(HttpError::TooLarge) => {
             UpstreamError::Invalid("token response too large".to_owned())
         }
@@ -259,12 +246,7 @@ pub struct Providers(HashMap<String, Arc<Provider>>);
 
 impl Providers {
     pub fn new(providers: Vec<Provider>) -> Self {
-        Self(
-            providers
-                .into_iter()
-                .map(|p| (p.id().to_owned(), Arc::new(p)))
-                .collect(),
-        )
+        Self(providers.into_iter().map(|p| (p.id().to_owned(), Arc::new(p))).collect())
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Provider>> {

@@ -140,14 +140,7 @@ impl TestApp {
     }
 
     pub async fn spawn_single_resource(backend: Backend) -> Self {
-        Self::spawn_with(
-            backend,
-            Options {
-                single_resource: true,
-                ..Options::default()
-            },
-        )
-        .await
+        Self::spawn_with(backend, Options { single_resource: true, ..Options::default() }).await
     }
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
@@ -166,10 +159,7 @@ impl TestApp {
         .unwrap();
         let redis = (backend == Backend::Redis).then(RedisServer::start);
         let store = match &redis {
-            Some(r) => format!(
-                "kind = \"redis\"\nurl = \"{}\"\nprefix = \"test\"\ntimeout_ms = 500",
-                r.url()
-            ),
+            Some(r) => format!("kind = \"redis\"\nurl = \"{}\"\nprefix = \"test\"\ntimeout_ms = 500", r.url()),
             None => "kind = \"memory\"".to_owned(),
         };
         let dir = tempfile::tempdir().unwrap();
@@ -177,11 +167,7 @@ impl TestApp {
         std::fs::write(dir.path().join("files-secret"), RESOURCE_SECRET).unwrap();
         std::fs::write(dir.path().join("calendar-secret"), OTHER_RESOURCE_SECRET).unwrap();
         let config = dir.path().join("tether.toml");
-        std::fs::write(
-            &config,
-            config_toml(&base, &upstream.base_url, &store, dir.path(), &options),
-        )
-        .unwrap();
+        std::fs::write(&config, config_toml(&base, &upstream.base_url, &store, dir.path(), &options)).unwrap();
 
         let clock = ManualClock::starting_at(SystemClock.now());
         let (built, _log) = tether::settings::load_and_build(Some(&config), clock.now())
@@ -189,19 +175,8 @@ impl TestApp {
         let app = Application::build_on(built, listener, Arc::new(clock.clone())).unwrap();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
-        let api = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        Self {
-            base,
-            api,
-            upstream,
-            redis,
-            clock,
-            handle,
-            _dir: dir,
-        }
+        let api = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base, api, upstream, redis, clock, handle, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -210,6 +185,22 @@ impl TestApp {
 
     pub fn browser(&self) -> Browser {
         Browser::new()
+    }
+
+    /// GETs a JSON document from Tether.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.api.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// In `browser`: opens the consent page for `authorize_url`, approves, and returns the
+    /// upstream authorization URL Tether redirects to.
+    pub async fn go_upstream(&self, browser: &Browser, authorize_url: &str) -> String {
+        let consent_page = browser.get(authorize_url).await;
+        assert_eq!(consent_page.status(), 200, "authorize did not show the consent page");
+        let html = consent_page.text().await.unwrap();
+        let to_upstream = browser.consent(&self.url("/consent"), &consent_id(&html), "approve").await;
+        assert_eq!(to_upstream.status(), 303, "consent did not redirect upstream");
+        location(&to_upstream)
     }
 
     pub async fn register(&self, body: &Value) -> reqwest::Response {
@@ -266,14 +257,8 @@ impl TestApp {
     /// Walks the whole browser flow (authorize, consent, upstream login, callback) and
     /// returns the query of the final redirect to the client.
     pub async fn authorize(&self, browser: &Browser, url: &str, user: &str) -> HashMap<String, String> {
-        let consent_page = browser.get(url).await;
-        assert_eq!(consent_page.status(), 200, "authorize did not show the consent page");
-        let html = consent_page.text().await.unwrap();
-        let to_upstream = browser
-            .consent(&self.url("/consent"), &consent_id(&html), "approve")
-            .await;
-        assert_eq!(to_upstream.status(), 303, "consent did not redirect upstream");
-        let callback = browser.upstream_login(&location(&to_upstream), user, "approve").await;
+        let upstream = self.go_upstream(browser, url).await;
+        let callback = browser.upstream_login(&upstream, user, "approve").await;
         let to_client = browser.get(&location(&callback)).await;
         assert_eq!(
             to_client.status(),
@@ -284,12 +269,10 @@ impl TestApp {
         query(&location(&to_client))
     }
 
-    /// Registers nothing; runs the flow for `client` and exchanges the code.
+    /// Runs the flow for `client` and exchanges the code.
     pub async fn tokens_for(&self, client: &TestClient, user: &str) -> Value {
         let pkce = Pkce::new();
-        let result = self
-            .authorize(&self.browser(), &self.authorize_url(client, &pkce, &[]), user)
-            .await;
+        let result = self.authorize(&self.browser(), &self.authorize_url(client, &pkce, &[]), user).await;
         let response = self.exchange_code(client, &result["code"], &pkce.verifier).await;
         assert_eq!(response.status(), 200, "code exchange failed");
         response.json().await.unwrap()
@@ -322,11 +305,7 @@ impl TestApp {
     pub async fn refresh(&self, client: &TestClient, refresh_token: &str) -> reqwest::Response {
         self.token(
             client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token),
-                ("resource", RESOURCE_URI),
-            ],
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("resource", RESOURCE_URI)],
         )
         .await
     }
@@ -373,11 +352,7 @@ pub struct Pkce {
 
 impl Pkce {
     pub fn new() -> Self {
-        let verifier = format!(
-            "{}-verifier-{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let verifier = format!("{}-verifier-{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         Self { verifier, challenge }
     }
@@ -390,11 +365,8 @@ pub struct Browser {
 
 impl Browser {
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let client =
+            reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Self { client }
     }
 
@@ -403,24 +375,14 @@ impl Browser {
     }
 
     pub async fn consent(&self, consent_url: &str, consent_id: &str, decision: &str) -> reqwest::Response {
-        self.client
-            .post(consent_url)
-            .form(&[("consent", consent_id), ("decision", decision)])
-            .send()
-            .await
-            .unwrap()
+        self.client.post(consent_url).form(&[("consent", consent_id), ("decision", decision)]).send().await.unwrap()
     }
 
     /// Signs in at the upstream stand-in as a person would: the login form posts back the
     /// authorization request's parameters with the user name and the decision.
     pub async fn upstream_login(&self, upstream_authorize: &str, user: &str, decision: &str) -> reqwest::Response {
         let page = self.get(upstream_authorize).await;
-        assert_eq!(
-            page.status(),
-            200,
-            "upstream login page: {}",
-            page.text().await.unwrap()
-        );
+        assert_eq!(page.status(), 200, "upstream login page: {}", page.text().await.unwrap());
         let url = url::Url::parse(upstream_authorize).unwrap();
         let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         form.push(("username".into(), user.into()));
@@ -431,13 +393,7 @@ impl Browser {
             url.host_str().unwrap(),
             url.port().map(|p| format!(":{p}")).unwrap_or_default()
         );
-        let response = self
-            .client
-            .post(format!("{action}{}", url.path()))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let response = self.client.post(format!("{action}{}", url.path())).form(&form).send().await.unwrap();
         assert_eq!(response.status(), 302, "upstream did not redirect back");
         response
     }
@@ -460,10 +416,7 @@ pub fn query(url: &str) -> HashMap<String, String> {
 /// The consent id from the consent page's hidden field.
 pub fn consent_id(html: &str) -> String {
     let marker = "name=\"consent\" value=\"";
-    let start = html
-        .find(marker)
-        .unwrap_or_else(|| panic!("no consent field in page:\n{html}"))
-        + marker.len();
+    let start = html.find(marker).unwrap_or_else(|| panic!("no consent field in page:\n{html}")) + marker.len();
     html[start..].split('"').next().unwrap().to_owned()
 }
 
@@ -476,28 +429,12 @@ pub fn jwt_claims(token: &str) -> Value {
 /// Asserts an OAuth JSON error: status, `error` code, a description, and `no-store`.
 pub async fn expect_error(response: reqwest::Response, status: u16, error: &str, case: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "{case}: status");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/json"),
-        "{case}: content type {content_type}"
-    );
-    assert_eq!(
-        response.headers().get("cache-control").map(|v| v.to_str().unwrap()),
-        Some("no-store"),
-        "{case}: cache"
-    );
-    let body: Value = response
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{case}: body is not JSON: {e}"));
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(content_type.starts_with("application/json"), "{case}: content type {content_type}");
+    assert_eq!(response.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{case}: cache");
+    let body: Value = response.json().await.unwrap_or_else(|e| panic!("{case}: body is not JSON: {e}"));
     assert_eq!(body["error"], error, "{case}: {body}");
-    assert!(
-        body["error_description"].as_str().is_some_and(|d| !d.is_empty()),
-        "{case}: no description: {body}"
-    );
+    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{case}: no description: {body}");
     body
 }

@@ -18,11 +18,8 @@ fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("TETHER_TEST_REDIS_SERVER") {
         return PathBuf::from(path);
     }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("redis-server"))
-            .find(|p| p.is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("redis-server")).find(|p| p.is_file()));
     found.unwrap_or_else(|| {
         panic!(
             "redis-server is not installed, and the Redis tests never skip. Run `make test` (it installs \
@@ -32,10 +29,7 @@ fn binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
 }
 
 impl RedisServer {
@@ -43,11 +37,7 @@ impl RedisServer {
         // A port picked this way can be taken by someone else before Redis binds it; retry.
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for redis");
-            let mut server = Self {
-                port: free_port(),
-                child: None,
-                dir,
-            };
+            let mut server = Self { port: free_port(), child: None, dir };
             server.spawn();
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
@@ -59,16 +49,7 @@ impl RedisServer {
     fn spawn(&mut self) {
         let mut command = Command::new(binary());
         command
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -119,11 +100,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
-        assert!(
-            self.wait_ready(Duration::from_secs(10)),
-            "redis-server did not come back on port {}",
-            self.port
-        );
+        assert!(self.wait_ready(Duration::from_secs(10)), "redis-server did not come back on port {}", self.port);
     }
 
     /// Freezes Redis (SIGSTOP): connections stay open but nothing answers.

@@ -26,11 +26,7 @@ pub async fn exchange(
     req: CodeRequest,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let code = match stores
-        .codes
-        .take_code(&hash::digest(&req.code), minter.lifetimes.authorization)
-        .await?
-    {
+    let code = match stores.codes.take_code(&hash::digest(&req.code), minter.lifetimes.authorization).await? {
         CodeTake::Fresh(code) => code,
         CodeTake::Reused { grant_id } => {
             // OAuth 2.1 §4.1.3: "If an authorization code is used more than once, the
@@ -43,18 +39,14 @@ pub async fn exchange(
         CodeTake::Unknown => return Err(OAuthError::invalid_grant("authorization code is invalid or expired")),
     };
     if code.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "authorization code was issued to another client",
-        ));
+        return Err(OAuthError::invalid_grant("authorization code was issued to another client"));
     }
     // OAuth 2.1 §4.1.3: redirect_uri is required when the authorization request had one, and
     // must be identical (RFC 6749 §4.1.3).
     match req.redirect_uri.as_deref() {
         Some(uri) if uri == code.redirect_uri => {}
         Some(_) => {
-            return Err(OAuthError::invalid_grant(
-                "redirect_uri differs from the authorization request",
-            ));
+            return Err(OAuthError::invalid_grant("redirect_uri differs from the authorization request"));
         }
         None if code.redirect_uri_sent => return Err(OAuthError::invalid_request("redirect_uri is required")),
         None => {}

@@ -60,9 +60,7 @@ impl TryFrom<TokenForm> for TokenRequest {
 }
 
 fn required(value: Option<String>, name: &'static str) -> Result<String, OAuthError> {
-    value
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+    value.filter(|v| !v.is_empty()).ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
 }
 
 /// The stores the token endpoint uses.
@@ -116,19 +114,12 @@ async fn respond(
             status: RefreshStatus::Active,
             rotated_at: None,
         };
-        stores
-            .refresh
-            .put_refresh(&digest, &record, lifetimes.refresh_token)
-            .await?;
+        stores.refresh.put_refresh(&digest, &record, lifetimes.refresh_token).await?;
         Some(token)
     } else {
         None
     };
-    let grant_ttl = if grant.offline {
-        lifetimes.refresh_token
-    } else {
-        lifetimes.access_token
-    };
+    let grant_ttl = if grant.offline { lifetimes.refresh_token } else { lifetimes.access_token };
     stores.grants.set_grant_ttl(grant_id, grant_ttl).await?;
     Ok(TokenResponse {
         access_token,
@@ -145,10 +136,7 @@ fn check_resource(registry: &Registry, requested: Option<&str>, bound: &str) -> 
         None => Ok(()),
         Some(uri) => match registry.resource_for(Some(uri)) {
             Ok(resource) if resource.id == bound => Ok(()),
-            _ => Err(OAuthError::new(
-                ErrorCode::InvalidTarget,
-                "resource differs from the one authorized",
-            )),
+            _ => Err(OAuthError::new(ErrorCode::InvalidTarget, "resource differs from the one authorized")),
         },
     }
 }

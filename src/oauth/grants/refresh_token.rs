@@ -35,12 +35,8 @@ pub async fn refresh(
     if token.status == RefreshStatus::Rotated {
         return Err(OAuthError::invalid_grant("refresh token was already used"));
     }
-    let grant = stores
-        .grants
-        .grant(&token.grant_id)
-        .await?
-        .filter(|g| g.status == GrantStatus::Active)
-        .ok_or_else(invalid)?;
+    let grant =
+        stores.grants.grant(&token.grant_id).await?.filter(|g| g.status == GrantStatus::Active).ok_or_else(invalid)?;
     check_resource(registry, req.resource.as_deref(), &grant.info.resource)?;
     // RFC 6749 §6: a refresh may narrow the scope, never widen it.
     let requested = scope::parse(req.scope.as_deref())?;
