@@ -63,7 +63,9 @@ const TTL: Duration = Duration::from_secs(60);
 fn client(id: &str) -> ClientRecord {
     ClientRecord {
         client_id: id.into(),
+        source: ClientSource::Dynamic,
         secret_digest: Some("digest".into()),
+        registration_token_digest: Some("management".into()),
         issued_at: 1,
         redirect_uris: vec!["http://127.0.0.1/cb".into()],
         token_endpoint_auth_method: "client_secret_basic".into(),
@@ -137,10 +139,19 @@ fn refresh(grant: &str) -> RefreshRecord {
 
 async fn clients_round_trip_and_expire(s: Subject) {
     s.store.put_client(&client("a"), Duration::from_secs(1)).await.unwrap();
+    s.store.put_client(&client("kept"), Duration::from_secs(1)).await.unwrap();
     assert_eq!(s.store.client("a").await.unwrap(), Some(client("a")));
     assert_eq!(s.store.client("b").await.unwrap(), None);
+    // Touching extends the life of an existing client only.
+    assert!(s.store.touch_client("kept", TTL).await.unwrap());
+    assert!(!s.store.touch_client("b", TTL).await.unwrap());
+    assert_eq!(s.store.client("b").await.unwrap(), None, "touch must not create a client");
     s.elapse(1).await;
     assert_eq!(s.store.client("a").await.unwrap(), None, "a record outlived its TTL");
+    assert_eq!(s.store.client("kept").await.unwrap(), Some(client("kept")), "touch did not extend the TTL");
+    assert!(s.store.delete_client("kept").await.unwrap());
+    assert!(!s.store.delete_client("kept").await.unwrap());
+    assert_eq!(s.store.client("kept").await.unwrap(), None);
 }
 
 async fn consents_and_pending_requests_are_taken_once(s: Subject) {

@@ -23,7 +23,7 @@ struct ErrorBody<'a> {
 /// is transient; every other client mistake is 400.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
         ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -35,6 +35,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnsupportedTokenType
         | ErrorCode::InvalidScope
         | ErrorCode::InvalidTarget
+        | ErrorCode::InteractionRequired
         | ErrorCode::InvalidRedirectUri
         | ErrorCode::InvalidClientMetadata => StatusCode::BAD_REQUEST,
     }
@@ -58,6 +59,11 @@ pub fn json_error(status: StatusCode, error: &OAuthError) -> HttpResponse {
         // RFC 6749 §5.2: a 401 for a client that used (or should use) HTTP authentication.
         ErrorCode::InvalidClient => {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tether\"")));
+        }
+        // RFC 6750 §3: a bearer-protected resource answers with a Bearer challenge.
+        ErrorCode::InvalidToken => {
+            response
+                .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\"")));
         }
         ErrorCode::TemporarilyUnavailable => {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));

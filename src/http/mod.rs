@@ -63,6 +63,24 @@ impl AppState {
     }
 }
 
+/// CORS for the endpoints browser-based clients call directly (MCP Inspector's direct mode,
+/// web UIs): any origin, never credentials (`Access-Control-Allow-Origin: *`), and the
+/// `MCP-Protocol-Version` header clients add. Not for `/authorize`, which is a navigation
+/// (RFC 9700 §2.6), nor `/introspect`, which only MCP servers call.
+fn cors() -> actix_cors::Cors {
+    actix_cors::Cors::default()
+        .allow_any_origin()
+        .send_wildcard()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers(["content-type", "authorization", "mcp-protocol-version"])
+        .expose_headers(["www-authenticate"])
+        .max_age(86_400)
+}
+
+fn cors_management() -> actix_cors::Cors {
+    cors().allowed_methods(["GET", "DELETE", "OPTIONS"])
+}
+
 /// Size limits for request bodies: OAuth requests are small.
 const FORM_LIMIT: usize = 16 * 1024;
 const JSON_LIMIT: usize = 64 * 1024;
@@ -70,47 +88,38 @@ const JSON_LIMIT: usize = 64 * 1024;
 /// Mounts every endpoint at the issuer's root (MCP 2025-03-26 clients fall back to these
 /// exact paths when metadata discovery fails).
 pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
+    let not_allowed = || web::to(error::method_not_allowed);
     cfg.app_data(web::FormConfig::default().limit(FORM_LIMIT).error_handler(error::form_error))
         .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(error::json_error_handler))
-        .service(metadata::scope())
+        .service(metadata::scope().wrap(cors()))
         .service(
             web::resource("/authorize")
                 .route(web::get().to(authorize::get))
                 .route(web::post().to(authorize::post))
-                .default_service(web::to(error::method_not_allowed)),
+                .default_service(not_allowed()),
         )
+        .service(web::resource("/consent").route(web::post().to(consent::post)).default_service(not_allowed()))
+        .service(web::resource("/callback").route(web::get().to(callback::get)).default_service(not_allowed()))
+        .service(web::resource("/token").wrap(cors()).route(web::post().to(token::post)).default_service(not_allowed()))
+        .service(web::resource("/introspect").route(web::post().to(introspect::post)).default_service(not_allowed()))
         .service(
-            web::resource("/consent")
-                .route(web::post().to(consent::post))
-                .default_service(web::to(error::method_not_allowed)),
-        )
-        .service(
-            web::resource("/callback")
-                .route(web::get().to(callback::get))
-                .default_service(web::to(error::method_not_allowed)),
-        )
-        .service(
-            web::resource("/token")
-                .route(web::post().to(token::post))
-                .default_service(web::to(error::method_not_allowed)),
-        )
-        .service(
-            web::resource("/introspect")
-                .route(web::post().to(introspect::post))
-                .default_service(web::to(error::method_not_allowed)),
-        )
-        .service(
-            web::resource("/revoke")
-                .route(web::post().to(revoke::post))
-                .default_service(web::to(error::method_not_allowed)),
+            web::resource("/revoke").wrap(cors()).route(web::post().to(revoke::post)).default_service(not_allowed()),
         )
         .service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)));
     if registration_enabled {
         cfg.service(
             web::resource("/register")
+                .wrap(cors())
                 .route(web::post().to(register::post))
-                .default_service(web::to(error::method_not_allowed)),
+                .default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/register/{client_id}")
+                .wrap(cors_management())
+                .route(web::get().to(register::read))
+                .route(web::delete().to(register::delete))
+                .default_service(not_allowed()),
         );
     }
 }

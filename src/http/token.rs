@@ -30,7 +30,7 @@ pub async fn post(
     let store = broker.store.as_ref();
     let client = client_auth::authenticate(&broker.registry, store, &presented).await?;
     span.record("client_id", client.client_id.as_str());
-    let stores = TokenStores { codes: store, grants: store, refresh: store };
+    let stores = TokenStores { clients: store, codes: store, grants: store, refresh: store };
     let response = grants::issue(stores, broker.minter(), &broker.registry, &client, request, now).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);

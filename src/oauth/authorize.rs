@@ -30,6 +30,9 @@ pub struct AuthorizeParams {
     pub code_challenge: Option<String>,
     pub code_challenge_method: Option<String>,
     pub resource: Option<String>,
+    /// OpenID Connect `prompt`; `consent` (sent with `offline_access`) and `login` are
+    /// satisfied by the consent page Tether always shows, `none` cannot be.
+    pub prompt: Option<String>,
 }
 
 /// What the browser-facing steps share.

@@ -9,6 +9,7 @@ use crate::store::StoreError;
 pub enum ErrorCode {
     InvalidRequest,
     InvalidClient,
+    InvalidToken,
     InvalidGrant,
     UnauthorizedClient,
     UnsupportedGrantType,
@@ -17,6 +18,7 @@ pub enum ErrorCode {
     InvalidScope,
     InvalidTarget,
     AccessDenied,
+    InteractionRequired,
     InvalidRedirectUri,
     InvalidClientMetadata,
     ServerError,
@@ -28,6 +30,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidClient => "invalid_client",
+            Self::InvalidToken => "invalid_token",
             Self::InvalidGrant => "invalid_grant",
             Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
@@ -36,6 +39,7 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::AccessDenied => "access_denied",
+            Self::InteractionRequired => "interaction_required",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::ServerError => "server_error",

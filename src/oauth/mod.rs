@@ -18,7 +18,6 @@ pub mod tokens;
 pub mod vault;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::crypto::signing::SigningKeys;
 use crate::store::Store;
@@ -42,9 +41,8 @@ pub struct Broker {
 
 #[derive(Debug, Clone, Copy)]
 pub struct RegistrationPolicy {
+    /// Dynamic client registration at `/register` (RFC 7591).
     pub enabled: bool,
-    /// How long a dynamically registered client is kept.
-    pub client_ttl: Duration,
 }
 
 impl Broker {

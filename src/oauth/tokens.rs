@@ -19,6 +19,10 @@ pub struct Lifetimes {
     pub code: Duration,
     /// From `/authorize` to the upstream callback (consent plus the upstream login).
     pub authorization: Duration,
+    /// How long a dynamically registered client is kept before it first obtains tokens.
+    pub client_unused: Duration,
+    /// How long a dynamically registered client is kept after it last obtained tokens.
+    pub client_idle: Duration,
 }
 
 /// Claims of an access token. `gid` ties it to its grant, which introspection checks.

@@ -64,8 +64,15 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let providers = registries::providers(settings, callback.as_ref(), production, &mut errors);
     let resources = registries::resources(settings, production, &mut errors);
     let clients = registries::clients(settings, now, &mut errors);
-    if settings.registration.client_ttl_secs < 3600 {
-        errors.push("registration.client_ttl_secs", "must be at least 3600 (one hour)");
+    let r = &settings.registration;
+    if !(600..=31_536_000).contains(&r.unused_client_ttl_secs) {
+        errors.push("registration.unused_client_ttl_secs", "must be between 600 and 31536000 seconds");
+    }
+    if r.client_ttl_secs < settings.tokens.refresh_token_ttl_secs {
+        errors.push(
+            "registration.client_ttl_secs",
+            "must not be shorter than tokens.refresh_token_ttl_secs (refresh tokens would outlive their client)",
+        );
     }
     if !(1..=60_000).contains(&settings.store.timeout_ms) {
         errors.push("store.timeout_ms", "must be between 1 and 60000");
@@ -83,10 +90,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 keyring,
                 signing,
                 lifetimes,
-                registration: RegistrationPolicy {
-                    enabled: settings.registration.enabled,
-                    client_ttl: Duration::from_secs(settings.registration.client_ttl_secs),
-                },
+                registration: RegistrationPolicy { enabled: settings.registration.enabled },
                 store,
                 warnings,
             })
@@ -113,6 +117,10 @@ fn check_issuer(issuer: &str, production: bool, errors: &mut ConfigErrors) -> Op
         Some("must be https (http is allowed only for a loopback issuer in the development profile)")
     } else if url.username() != "" || url.password().is_some() {
         Some("must not contain credentials")
+    } else if url.path() != "/" {
+        // MCP clients look for metadata at the origin's /.well-known/oauth-authorization-server
+        // and older ones fall back to /authorize, /token and /register at the origin.
+        Some("must be an origin without a path (Tether serves its endpoints at the root); give Tether its own host")
     } else {
         None
     };
@@ -153,6 +161,8 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
         refresh_token: Duration::from_secs(t.refresh_token_ttl_secs),
         code: Duration::from_secs(t.code_ttl_secs),
         authorization: Duration::from_secs(t.authorization_ttl_secs),
+        client_unused: Duration::from_secs(settings.registration.unused_client_ttl_secs),
+        client_idle: Duration::from_secs(settings.registration.client_ttl_secs),
     })
 }
 

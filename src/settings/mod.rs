@@ -90,6 +90,7 @@ pub struct TokenSettings {
 #[serde(deny_unknown_fields)]
 pub struct RegistrationSettings {
     pub enabled: bool,
+    pub unused_client_ttl_secs: u64,
     pub client_ttl_secs: u64,
 }
 

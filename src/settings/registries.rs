@@ -14,7 +14,7 @@ use crate::crypto::hash;
 use crate::oauth::registration::{AUTH_METHODS, GRANT_TYPES};
 use crate::oauth::registry::{OfferedScope, Resource};
 use crate::oauth::{redirect, resource, scope};
-use crate::store::ClientRecord;
+use crate::store::{ClientRecord, ClientSource};
 use crate::upstream::{ProviderConfig, ProviderKind, github};
 
 /// Parameters Tether sets itself on the upstream authorization request.
@@ -221,7 +221,9 @@ pub(super) fn clients(settings: &Settings, now: UnixTime, errors: &mut ConfigErr
         }
         out.push(ClientRecord {
             client_id: id.clone(),
+            source: ClientSource::Configured,
             secret_digest: secret.map(|s| hash::digest(s.expose_secret())),
+            registration_token_digest: None,
             issued_at: now,
             redirect_uris: c.redirect_uris.clone(),
             token_endpoint_auth_method: c.token_endpoint_auth_method.clone(),

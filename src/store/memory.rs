@@ -117,6 +117,15 @@ impl ClientStore for MemoryStore {
     async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
         Ok(self.clients.get(client_id, self.now()))
     }
+
+    async fn touch_client(&self, client_id: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = self.now();
+        Ok(self.clients.update(client_id, now, |_, exp| *exp = expiry(now, ttl)).is_some())
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        Ok(self.clients.take(client_id, self.now()).is_some())
+    }
 }
 
 #[async_trait]

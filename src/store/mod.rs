@@ -33,6 +33,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait ClientStore: Send + Sync {
     async fn put_client(&self, client: &ClientRecord, ttl: Duration) -> StoreResult<()>;
     async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>>;
+    /// Resets the time to live of an existing client; `false` when there is no such client.
+    async fn touch_client(&self, client_id: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Removes a client; `false` when there was none.
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
 }
 
 /// Authorization requests between `/authorize` and the upstream callback.

@@ -4,13 +4,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 
-/// A client registered with `POST /register`.
+/// Where a client's registration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientSource {
+    /// `POST /register` (RFC 7591); kept in the store, collected when unused.
+    #[default]
+    Dynamic,
+    /// Pre-registered in the configuration.
+    Configured,
+    /// A Client ID Metadata Document fetched from the `client_id` URL.
+    Document,
+}
+
+/// A client: registered with `POST /register`, configured, or described by a document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRecord {
     pub client_id: String,
+    #[serde(default)]
+    pub source: ClientSource,
     /// SHA-256 digest of the client secret; absent for public clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_digest: Option<String>,
+    /// SHA-256 digest of the RFC 7592 registration access token (dynamic clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_token_digest: Option<String>,
     pub issued_at: UnixTime,
     pub redirect_uris: Vec<String>,
     pub token_endpoint_auth_method: String,

@@ -133,6 +133,11 @@ impl RedisStore {
         .await
     }
 
+    /// PEXPIRE: `false` when the key does not exist.
+    async fn expire(&self, key: String, ttl: Duration) -> StoreResult<bool> {
+        self.run(async move |mut c| ::redis::cmd("PEXPIRE").arg(&key).arg(millis(ttl)).query_async(&mut c).await).await
+    }
+
     async fn hgetall(&self, key: String) -> StoreResult<HashMap<String, Vec<u8>>> {
         self.run(async move |mut c| ::redis::cmd("HGETALL").arg(&key).query_async(&mut c).await).await
     }
@@ -171,6 +176,16 @@ impl ClientStore for RedisStore {
 
     async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
         self.get_json(self.key("client", client_id)).await
+    }
+
+    async fn touch_client(&self, client_id: &str, ttl: Duration) -> StoreResult<bool> {
+        self.expire(self.key("client", client_id), ttl).await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        let key = self.key("client", client_id);
+        let removed: u64 = self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await).await?;
+        Ok(removed > 0)
     }
 }
 
@@ -255,8 +270,7 @@ impl GrantStore for RedisStore {
     }
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
-        self.run(async move |mut c| ::redis::cmd("PEXPIRE").arg(&key).arg(millis(ttl)).query_async(&mut c).await).await
+        self.expire(self.key("grant", grant_id), ttl).await
     }
 }
 

@@ -3,7 +3,10 @@
 use serde::Deserialize;
 
 use crate::clock::UnixTime;
-use crate::store::{ClientRecord, CodeStore, GrantInfo, GrantStore, RefreshRecord, RefreshStatus, RefreshStore};
+use crate::store::{
+    ClientRecord, ClientSource, ClientStore, CodeStore, GrantInfo, GrantStore, RefreshRecord, RefreshStatus,
+    RefreshStore,
+};
 
 use super::error::{ErrorCode, OAuthError};
 use super::registry::Registry;
@@ -66,6 +69,7 @@ fn required(value: Option<String>, name: &'static str) -> Result<String, OAuthEr
 /// The stores the token endpoint uses.
 #[derive(Clone, Copy)]
 pub struct TokenStores<'a> {
+    pub clients: &'a dyn ClientStore,
     pub codes: &'a dyn CodeStore,
     pub grants: &'a dyn GrantStore,
     pub refresh: &'a dyn RefreshStore,
@@ -80,12 +84,17 @@ pub async fn issue(
     request: TokenRequest,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
-    match request {
+    let response = match request {
         TokenRequest::AuthorizationCode(req) => {
             authorization_code::exchange(stores, minter, registry, client, req, now).await
         }
         TokenRequest::RefreshToken(req) => refresh_token::refresh(stores, minter, registry, client, req, now).await,
+    }?;
+    // A registered client in use stays registered; one never used is collected.
+    if client.source == ClientSource::Dynamic {
+        stores.clients.touch_client(&client.client_id, minter.lifetimes.client_idle).await?;
     }
+    Ok(response)
 }
 
 /// Mints the token response for a grant: an access token for `scope` and, when the grant

@@ -7,10 +7,14 @@ use url::Url;
 
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
-use crate::store::{ClientRecord, ClientStore};
+use crate::store::{ClientRecord, ClientSource, ClientStore};
 
 use super::error::{ErrorCode, OAuthError};
 use super::{redirect, scope};
+
+mod management;
+
+pub use management::{deregister, read};
 
 pub const AUTH_METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
 pub const GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
@@ -38,7 +42,7 @@ pub struct RegistrationRequest {
     pub software_version: Option<String>,
 }
 
-/// RFC 7591 §3.2.1: the registered metadata plus the issued credentials.
+/// RFC 7591 §3.2.1 (and RFC 7592 §3): the registered metadata plus the issued credentials.
 #[derive(Debug, Serialize)]
 pub struct RegistrationResponse {
     pub client_id: String,
@@ -48,8 +52,18 @@ pub struct RegistrationResponse {
     /// REQUIRED when a secret is issued; 0 means it does not expire.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_expires_at: Option<u64>,
+    /// RFC 7592: where the client can read or delete its registration (claude.ai expects it).
+    pub registration_client_uri: String,
+    /// RFC 7592: the bearer token for `registration_client_uri`; only in the first response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_access_token: Option<String>,
     #[serde(flatten)]
     pub metadata: ClientMetadata,
+}
+
+/// Where a client manages its registration: `{issuer}/register/{client_id}`.
+pub fn management_uri(issuer: &str, client_id: &str) -> String {
+    format!("{issuer}/register/{client_id}")
 }
 
 /// The metadata members echoed back; absent ones are omitted, never `null`.
@@ -106,21 +120,28 @@ fn metadata_error(description: impl Into<std::borrow::Cow<'static, str>>) -> OAu
     OAuthError::new(ErrorCode::InvalidClientMetadata, description)
 }
 
-/// Registers a client and stores it for `ttl`.
+/// Registers a client. It is kept for `unused_ttl` until it first obtains tokens (the token
+/// endpoint then extends its life), so the clients that some MCP hosts register on every
+/// connection and never use do not pile up.
 pub async fn register(
     clients: &dyn ClientStore,
+    issuer: &str,
     request: RegistrationRequest,
-    ttl: Duration,
+    unused_ttl: Duration,
     now: UnixTime,
 ) -> Result<RegistrationResponse, OAuthError> {
     let (mut record, secret) = validate(request, now)?;
+    let management_token = random::token();
     record.secret_digest = secret.as_deref().map(hash::digest);
-    clients.put_client(&record, ttl).await?;
+    record.registration_token_digest = Some(hash::digest(&management_token));
+    clients.put_client(&record, unused_ttl).await?;
     Ok(RegistrationResponse {
         client_id: record.client_id.clone(),
         client_secret_expires_at: secret.as_ref().map(|_| 0),
         client_secret: secret,
         client_id_issued_at: now,
+        registration_client_uri: management_uri(issuer, &record.client_id),
+        registration_access_token: Some(management_token),
         metadata: ClientMetadata::from(&record),
     })
 }
@@ -157,7 +178,9 @@ pub fn validate(request: RegistrationRequest, now: UnixTime) -> Result<(ClientRe
     let secret = (method != "none").then(random::token);
     let record = ClientRecord {
         client_id: random::id(),
+        source: ClientSource::Dynamic,
         secret_digest: None,
+        registration_token_digest: None,
         issued_at: now,
         redirect_uris,
         token_endpoint_auth_method: method,
