@@ -4,6 +4,7 @@
 //! `settings`, `startup`, `telemetry` and `cli` assemble them.
 
 pub mod cli;
+pub mod client_metadata;
 pub mod clock;
 pub mod crypto;
 pub mod http;

@@ -9,9 +9,11 @@ use actix_web::{App, HttpServer, web};
 use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
+use crate::client_metadata::Fetcher;
 use crate::clock::Clock;
 use crate::http::{self, AppState};
 use crate::oauth::Broker;
+use crate::oauth::documents::DocumentClients;
 use crate::oauth::vault::Vault;
 use crate::settings::{Built, StoreChoice};
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -24,6 +26,8 @@ pub enum StartupError {
     Bind { addr: String, source: std::io::Error },
     #[error("store: {0}")]
     Store(String),
+    #[error("client metadata documents: {0}")]
+    Documents(String),
     #[error("provider `{id}`: {message}")]
     Provider { id: String, message: String },
 }
@@ -63,6 +67,13 @@ impl Application {
                 Provider::new(config).map_err(|message| StartupError::Provider { id, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let documents = match built.documents {
+            Some(settings) => {
+                let fetcher = Fetcher::new(settings.fetch).map_err(StartupError::Documents)?;
+                Some(DocumentClients::new(fetcher, settings.cache))
+            }
+            None => None,
+        };
         let registration_enabled = built.registration.enabled;
         let broker = Broker {
             issuer: built.issuer,
@@ -73,6 +84,7 @@ impl Application {
             signer: built.signing,
             lifetimes: built.lifetimes,
             registration: built.registration,
+            documents,
         };
         let state = web::Data::new(AppState::new(broker, clock));
         let mut server = HttpServer::new(move || {

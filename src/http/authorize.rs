@@ -39,7 +39,7 @@ async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) ->
     let broker = &state.broker;
     let store = broker.store.as_ref();
     let binding = state.binding(req);
-    match authorize::start(broker.flow(), store, store, params, binding.as_deref(), now).await {
+    match authorize::start(broker.flow(), store, params, binding.as_deref(), now).await {
         Ok(view) => {
             let mut response = consent_page(&view);
             if let Err(e) = response.add_cookie(&state.binding_cookie(view.binding.clone())) {

@@ -41,6 +41,8 @@ impl Documents {
             "scopes_supported": broker.registry.scopes_supported(),
             // RFC 9207: every authorization response carries `iss`.
             "authorization_response_iss_parameter_supported": true,
+            // Claude uses documents only when this is true and `none` is an auth method.
+            "client_id_metadata_document_supported": broker.documents.is_some(),
         });
         if broker.registration.enabled {
             doc["registration_endpoint"] = json!(broker.endpoint("/register"));

@@ -16,7 +16,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margi
 h1{font-size:1.4rem}code{background:#f2f2f2;padding:0 .2rem;border-radius:3px}\
 .box{border:1px solid #ddd;border-radius:8px;padding:1rem 1.2rem;margin:1rem 0}\
 button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem;border-radius:6px;border:1px solid #888;cursor:pointer}\
-button.approve{background:#1f6feb;color:#fff;border-color:#1f6feb}.muted{color:#666;font-size:.9rem}";
+button.approve{background:#1f6feb;color:#fff;border-color:#1f6feb}.muted{color:#666;font-size:.9rem}.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.5rem .8rem}";
 
 /// Headers every page and browser redirect carries (MCP security best practices, RFC 9700 §4.16).
 pub fn browser_headers(response: &mut HttpResponseBuilder) {
@@ -74,7 +74,11 @@ pub fn consent_page(view: &ConsentView) -> HttpResponse {
             div.box {
                 p { strong { (name) } " wants to use " strong { (view.resource_name) } " on your behalf." }
                 p.muted { "MCP server: " code { (view.resource_uri) } }
+                @if let Some(host) = &view.document_host {
+                p.muted { "Identified by a metadata document published by " strong { (host) } ": " code { (view.client_id) } }
+            } @else {
                 p.muted { "Application id: " code { (view.client_id) } }
+            }
                 p { "After you approve, you sign in at " strong { (view.provider_name) } " and the application's access is sent to "
                     strong { (view.redirect_host) } "." }
                 @if !view.scopes.is_empty() {
@@ -88,7 +92,12 @@ pub fn consent_page(view: &ConsentView) -> HttpResponse {
                         @for (i, s) in view.upstream_scopes.iter().enumerate() { @if i > 0 { ", " } code { (s) } } }
                 }
             }
+            @if view.local_only {
+            p.warning { "This application receives the authorization on this computer (localhost). Anyone can claim "
+                "such an application's name: approve only if you started " (name) " yourself just now." }
+        } @else {
             p.muted { "Only approve if you started this from " (name) " and expected to be sent here." }
+        }
             form method="post" action="/consent" {
                 input type="hidden" name="consent" value=(view.consent_id);
                 button.approve type="submit" name="decision" value="approve" { "Approve" }

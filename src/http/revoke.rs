@@ -23,12 +23,13 @@ pub async fn post(
     form: web::Form<RevokeForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
     let form = form.into_inner();
     let broker = &state.broker;
     let store = broker.store.as_ref();
     let presented =
         Presented { basic: authorization_header(&req), client_id: form.client_id, client_secret: form.client_secret };
-    let client = client_auth::authenticate(&broker.registry, store, &presented).await?;
+    let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
     let token = form.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     revocation::revoke(store, store, &broker.signer, &broker.issuer, &client, &token).await?;

@@ -28,7 +28,7 @@ pub async fn post(
     let request = TokenRequest::try_from(form)?;
     let broker = &state.broker;
     let store = broker.store.as_ref();
-    let client = client_auth::authenticate(&broker.registry, store, &presented).await?;
+    let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     span.record("client_id", client.client_id.as_str());
     let stores = TokenStores { clients: store, codes: store, grants: store, refresh: store };
     let response = grants::issue(stores, broker.minter(), &broker.registry, &client, request, now).await?;

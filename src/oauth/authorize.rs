@@ -10,9 +10,10 @@ use serde::Deserialize;
 
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
-use crate::store::{AuthorizationRecord, ClientRecord, ClientStore, ConsentRecord, PendingRecord, PendingStore};
+use crate::store::{AuthorizationRecord, ClientRecord, ClientSource, ConsentRecord, PendingRecord, PendingStore};
 use crate::upstream::Providers;
 
+use super::clients::{Clients, LookupError};
 use super::error::{ErrorCode, OAuthError};
 use super::flow::{ConsentView, FlowError, ReturnTo};
 use super::registry::Registry;
@@ -39,6 +40,7 @@ pub struct AuthorizeParams {
 #[derive(Debug, Clone, Copy)]
 pub struct FlowContext<'a> {
     pub issuer: &'a str,
+    pub clients: Clients<'a>,
     pub registry: &'a Registry,
     pub providers: &'a Providers,
     pub lifetimes: &'a Lifetimes,
@@ -49,22 +51,9 @@ fn is_binding(value: &str) -> bool {
     value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Looks a client up: pre-registered first, then dynamically registered.
-pub async fn find_client(
-    registry: &Registry,
-    clients: &dyn ClientStore,
-    client_id: &str,
-) -> Result<Option<ClientRecord>, crate::store::StoreError> {
-    match registry.static_client(client_id) {
-        Some(client) => Ok(Some(client.clone())),
-        None => clients.client(client_id).await,
-    }
-}
-
 /// Validates an authorization request and parks it until the user decides.
 pub async fn start(
     ctx: FlowContext<'_>,
-    clients: &dyn ClientStore,
     pending: &dyn PendingStore,
     params: AuthorizeParams,
     binding: Option<&str>,
@@ -77,9 +66,19 @@ pub async fn start(
         .as_deref()
         .filter(|c| !c.is_empty())
         .ok_or_else(|| FlowError::page("The request has no client_id. Start again from your application."))?;
-    let client = find_client(ctx.registry, clients, client_id).await?.ok_or_else(|| {
-        FlowError::page("This application is not registered with Tether (or its registration expired).")
-    })?;
+    let client = match ctx.clients.find(client_id, now).await {
+        Ok(Some(client)) => client,
+        Ok(None) => {
+            return Err(FlowError::page(
+                "This application is not registered with Tether (or its registration expired).",
+            ));
+        }
+        Err(LookupError::Store(e)) => return Err(e.into()),
+        Err(LookupError::Document(e)) => {
+            tracing::info!(%client_id, error = %e, "client metadata document refused");
+            return Err(FlowError::page(format!("This application's client_id cannot be used: {e}.")));
+        }
+    };
     let (redirect_uri, redirect_uri_sent) = match params.redirect_uri.as_deref() {
         Some(uri) if client.redirect_uris.iter().any(|r| redirect::matches(r, uri)) => (uri.to_owned(), true),
         Some(_) => {
@@ -117,6 +116,9 @@ pub async fn start(
         client_id: client.client_id.clone(),
         client_name: client.client_name.clone(),
         redirect_host: redirect::display_host(&redirect_uri),
+        // MCP security considerations: warn when the code goes to this computer only.
+        local_only: client.redirect_uris.iter().all(|u| redirect::is_loopback_uri(u)),
+        document_host: (client.source == ClientSource::Document).then(|| redirect::display_host(&client.client_id)),
         resource_name: resource.name.clone(),
         resource_uri: resource.uri.clone(),
         provider_name: provider.display_name().to_owned(),

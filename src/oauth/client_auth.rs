@@ -3,11 +3,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::clock::UnixTime;
 use crate::crypto::hash;
-use crate::store::{ClientRecord, ClientStore};
+use crate::store::ClientRecord;
 
+use super::clients::Clients;
 use super::error::OAuthError;
-use super::registry::Registry;
 
 /// Credentials as presented: the `Authorization: Basic` header and the body members.
 #[derive(Debug, Default, Clone)]
@@ -43,9 +44,9 @@ pub fn parse_basic(header: &str) -> Result<(String, String), OAuthError> {
 /// `basic`). A `client_id` in the body alongside Basic is accepted when it agrees (the Python
 /// SDK always sends it).
 pub async fn authenticate(
-    registry: &Registry,
-    clients: &dyn ClientStore,
+    clients: Clients<'_>,
     presented: &Presented,
+    now: UnixTime,
 ) -> Result<ClientRecord, OAuthError> {
     let basic = presented.basic.as_deref().map(parse_basic).transpose()?;
     let (client_id, secret) = match basic {
@@ -64,10 +65,11 @@ pub async fn authenticate(
         },
     };
     let secret = secret.filter(|s| !s.is_empty());
-    let client = match registry.static_client(&client_id) {
-        Some(client) => client.clone(),
-        None => clients.client(&client_id).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?,
-    };
+    let client = clients
+        .find(&client_id, now)
+        .await
+        .map_err(super::clients::LookupError::into_oauth)?
+        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     match (&client.secret_digest, secret) {
         (Some(expected), Some(secret)) if hash::matches_digest(&secret, expected) => Ok(client),
         (None, None) => Ok(client),

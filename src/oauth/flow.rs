@@ -95,6 +95,10 @@ pub struct ConsentView {
     pub client_id: String,
     pub client_name: Option<String>,
     pub redirect_host: String,
+    /// Every redirect URI of the client is on this computer (localhost).
+    pub local_only: bool,
+    /// For a client identified by a metadata document, the host that published it.
+    pub document_host: Option<String>,
     pub resource_name: String,
     pub resource_uri: String,
     pub provider_name: String,

@@ -3,6 +3,8 @@
 pub mod authorize;
 pub mod callback;
 pub mod client_auth;
+pub mod clients;
+pub mod documents;
 pub mod error;
 pub mod flow;
 pub mod grants;
@@ -37,6 +39,8 @@ pub struct Broker {
     pub signer: SigningKeys,
     pub lifetimes: tokens::Lifetimes,
     pub registration: RegistrationPolicy,
+    /// Client ID Metadata Documents; `None` when disabled.
+    pub documents: Option<documents::DocumentClients>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,9 +50,14 @@ pub struct RegistrationPolicy {
 }
 
 impl Broker {
+    pub fn clients(&self) -> clients::Clients<'_> {
+        clients::Clients { registry: &self.registry, store: self.store.as_ref(), documents: self.documents.as_ref() }
+    }
+
     pub fn flow(&self) -> authorize::FlowContext<'_> {
         authorize::FlowContext {
             issuer: &self.issuer,
+            clients: self.clients(),
             registry: &self.registry,
             providers: &self.providers,
             lifetimes: &self.lifetimes,

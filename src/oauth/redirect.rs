@@ -76,6 +76,11 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// Whether a redirect URI goes to this computer (http on a loopback host).
+pub fn is_loopback_uri(uri: &str) -> bool {
+    Url::parse(uri).is_ok_and(|u| u.scheme() == "http" && is_loopback(&u))
+}
+
 /// The host a redirect goes to, shown on the consent page so the user sees where the code
 /// will be sent (`cursor://anysphere.cursor-mcp/...` shows `anysphere.cursor-mcp`).
 pub fn display_host(uri: &str) -> String {

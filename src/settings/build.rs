@@ -11,14 +11,23 @@ use url::{Host, Url};
 use super::registries;
 use super::secrets::{missing, resolve};
 use super::{ConfigErrors, Profile, Settings, StoreKind};
+use crate::client_metadata::{AddressPolicy, FetchConfig};
 use crate::clock::UnixTime;
 use crate::crypto::fresh_key_id;
 use crate::crypto::seal::KeyRing;
 use crate::crypto::signing::SigningKeys;
 use crate::oauth::RegistrationPolicy;
+use crate::oauth::documents::CachePolicy;
 use crate::oauth::registry::Registry;
 use crate::oauth::tokens::Lifetimes;
 use crate::upstream::ProviderConfig;
+
+/// Client ID Metadata Documents: how to fetch them and how long to keep them.
+#[derive(Debug)]
+pub struct DocumentSettings {
+    pub fetch: FetchConfig,
+    pub cache: CachePolicy,
+}
 
 #[derive(Debug)]
 pub enum StoreChoice {
@@ -40,6 +49,8 @@ pub struct Built {
     pub lifetimes: Lifetimes,
     pub registration: RegistrationPolicy,
     pub store: StoreChoice,
+    /// `None` when Client ID Metadata Documents are disabled.
+    pub documents: Option<DocumentSettings>,
     /// Things that work but an operator should know (ephemeral keys, memory store).
     pub warnings: Vec<String>,
 }
@@ -64,6 +75,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let providers = registries::providers(settings, callback.as_ref(), production, &mut errors);
     let resources = registries::resources(settings, production, &mut errors);
     let clients = registries::clients(settings, now, &mut errors);
+    let documents = documents(settings, &mut errors);
     let r = &settings.registration;
     if !(600..=31_536_000).contains(&r.unused_client_ttl_secs) {
         errors.push("registration.unused_client_ttl_secs", "must be between 600 and 31536000 seconds");
@@ -92,6 +104,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 lifetimes,
                 registration: RegistrationPolicy { enabled: settings.registration.enabled },
                 store,
+                documents,
                 warnings,
             })
         }
@@ -252,4 +265,56 @@ fn keys(
         }
     };
     encryption.zip(signing)
+}
+
+fn documents(settings: &Settings, errors: &mut ConfigErrors) -> Option<DocumentSettings> {
+    let c = &settings.client_metadata;
+    if !c.enabled {
+        return None;
+    }
+    let mut allow = Vec::new();
+    for net in &c.allow_networks {
+        match net.parse::<ipnet::IpNet>().or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
+            Ok(net) => allow.push(net),
+            Err(_) => {
+                errors.push("client_metadata.allow_networks", format!("`{net}` is not an address or CIDR network"))
+            }
+        }
+    }
+    let extra_roots_pem = match c.ca_file.as_str() {
+        "" => None,
+        path => match std::fs::read(path) {
+            Ok(pem) if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|certs| !certs.is_empty()) => Some(pem),
+            Ok(_) => {
+                errors.push("client_metadata.ca_file", format!("{path} holds no PEM certificate"));
+                None
+            }
+            Err(e) => {
+                errors.push("client_metadata.ca_file", format!("cannot read {path}: {e}"));
+                None
+            }
+        },
+    };
+    if !(100..=30_000).contains(&c.timeout_ms) {
+        errors.push("client_metadata.timeout_ms", "must be between 100 and 30000");
+    }
+    if !(512..=1_048_576).contains(&c.max_bytes) {
+        errors.push("client_metadata.max_bytes", "must be between 512 and 1048576");
+    }
+    if c.cache_secs > c.max_cache_secs {
+        errors.push("client_metadata.cache_secs", "must not exceed max_cache_secs");
+    }
+    Some(DocumentSettings {
+        fetch: FetchConfig {
+            timeout: Duration::from_millis(c.timeout_ms),
+            max_bytes: c.max_bytes,
+            policy: AddressPolicy { allow },
+            extra_roots_pem,
+        },
+        cache: CachePolicy {
+            default_ttl: c.cache_secs,
+            max_ttl: c.max_cache_secs,
+            stale_if_error: c.stale_if_error_secs,
+        },
+    })
 }

@@ -14,7 +14,7 @@ mod build;
 mod registries;
 mod secrets;
 
-pub use build::{Built, StoreChoice, build};
+pub use build::{Built, DocumentSettings, StoreChoice, build};
 
 /// The embedded defaults, documented key by key.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -50,6 +50,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub tokens: TokenSettings,
     pub registration: RegistrationSettings,
+    pub client_metadata: ClientMetadataSettings,
     pub keys: KeySettings,
     pub log: LogSettings,
     #[serde(default)]
@@ -92,6 +93,19 @@ pub struct RegistrationSettings {
     pub enabled: bool,
     pub unused_client_ttl_secs: u64,
     pub client_ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMetadataSettings {
+    pub enabled: bool,
+    pub timeout_ms: u64,
+    pub max_bytes: usize,
+    pub cache_secs: u64,
+    pub max_cache_secs: u64,
+    pub stale_if_error_secs: u64,
+    pub allow_networks: Vec<String>,
+    pub ca_file: String,
 }
 
 #[derive(Debug, Deserialize)]

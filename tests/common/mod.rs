@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod redis;
+pub mod tls_server;
 
 #[path = "../../examples/support/dev_upstream.rs"]
 pub mod dev_upstream;
