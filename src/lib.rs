@@ -9,6 +9,7 @@ pub mod clock;
 pub mod crypto;
 pub mod http;
 pub mod oauth;
+pub mod resource_server;
 pub mod settings;
 pub mod startup;
 pub mod store;

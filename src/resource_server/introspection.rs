@@ -1,0 +1,226 @@
+//! The introspection call (RFC 7662) with a short positive cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::clock::{Clock, SystemClock, UnixTime};
+use crate::crypto::hash;
+
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    /// Tether's introspection endpoint, `{issuer}/introspect`.
+    pub endpoint: String,
+    /// The resource id this MCP server is registered under in Tether.
+    pub resource_id: String,
+    pub secret: SecretString,
+    /// Upper bound on how long an active answer is reused. A revoked token can keep working
+    /// this long; 0 disables the cache.
+    pub max_cache: Duration,
+    /// Upstream tokens this close to expiry are not served from the cache.
+    pub upstream_skew: Duration,
+    pub timeout: Duration,
+}
+
+impl IntrospectionConfig {
+    pub fn new(endpoint: impl Into<String>, resource_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            resource_id: resource_id.into(),
+            secret: SecretString::from(secret.into()),
+            max_cache: Duration::from_secs(30),
+            upstream_skew: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The upstream credential Tether returns for a token addressed to this server.
+#[derive(Clone, Deserialize)]
+pub struct UpstreamCredential {
+    pub provider: String,
+    pub access_token: SecretString,
+    pub token_type: String,
+    #[serde(default)]
+    pub expires_at: Option<UnixTime>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredential")
+            .field("provider", &self.provider)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An active token: who, which client, which scopes, until when, and the upstream credential.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActiveToken {
+    pub sub: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: String,
+    pub aud: String,
+    pub iss: String,
+    pub exp: UnixTime,
+    pub upstream: UpstreamCredential,
+}
+
+impl ActiveToken {
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenStatus {
+    Active(Arc<ActiveToken>),
+    /// Unknown, expired, revoked, for another server, or its upstream grant is dead: answer
+    /// the MCP client 401 so that it refreshes or authorizes again.
+    Inactive,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntrospectionError {
+    /// Tether or its store is down: answer 503 (with `Retry-After`), not 401, so that the
+    /// client does not throw its tokens away.
+    #[error("Tether is unavailable")]
+    Unavailable { retry_after: Option<u64> },
+    /// Tether refused this server's credentials: a configuration error.
+    #[error("Tether refused the resource credentials")]
+    Unauthorized,
+    #[error("unexpected introspection answer: {0}")]
+    Protocol(String),
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    active: bool,
+}
+
+struct Cached {
+    token: Arc<ActiveToken>,
+    until: UnixTime,
+}
+
+pub struct IntrospectionClient {
+    http: reqwest::Client,
+    config: IntrospectionConfig,
+    clock: Arc<dyn Clock>,
+    cache: moka::sync::Cache<String, Arc<Cached>>,
+}
+
+impl std::fmt::Debug for IntrospectionClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionClient").field("endpoint", &self.config.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl IntrospectionClient {
+    pub fn new(config: IntrospectionConfig) -> Result<Self, reqwest::Error> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config: IntrospectionConfig, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
+        // One client: connections to Tether are kept alive and reused across calls.
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { http, config, clock, cache: moka::sync::Cache::new(100_000) })
+    }
+
+    pub async fn introspect(&self, token: &str) -> Result<TokenStatus, IntrospectionError> {
+        let now = self.clock.now();
+        let key = hash::digest(token);
+        if let Some(hit) = self.cache.get(&key) {
+            if hit.until > now {
+                return Ok(TokenStatus::Active(hit.token.clone()));
+            }
+            self.cache.invalidate(&key);
+        }
+        let response = self
+            .http
+            .post(&self.config.endpoint)
+            .basic_auth(&self.config.resource_id, Some(self.config.secret.expose_secret()))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .map_err(|_| IntrospectionError::Unavailable { retry_after: None })?;
+        let status = response.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            return Err(IntrospectionError::Unavailable { retry_after });
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(IntrospectionError::Unauthorized);
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(IntrospectionError::Protocol(format!("HTTP {status}")));
+        }
+        let body = response.bytes().await.map_err(|_| IntrospectionError::Unavailable { retry_after: None })?;
+        let answer: Answer = serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
+        if !answer.active {
+            return Ok(TokenStatus::Inactive);
+        }
+        let active: ActiveToken =
+            serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
+        let active = Arc::new(active);
+        let until = self.cache_until(&active, now);
+        if until > now {
+            self.cache.insert(key, Arc::new(Cached { token: active.clone(), until }));
+        }
+        Ok(TokenStatus::Active(active))
+    }
+
+    /// Cached no longer than `max_cache`, the token's `exp`, or the upstream expiry (less
+    /// `upstream_skew`, so that Tether refreshes the upstream token in time).
+    fn cache_until(&self, token: &ActiveToken, now: UnixTime) -> UnixTime {
+        let max = now.saturating_add(i64::try_from(self.config.max_cache.as_secs()).unwrap_or(i64::MAX));
+        let skew = i64::try_from(self.config.upstream_skew.as_secs()).unwrap_or(i64::MAX);
+        let upstream = token.upstream.expires_at.map_or(i64::MAX, |e| e.saturating_sub(skew));
+        max.min(token.exp).min(upstream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn token(exp: UnixTime, upstream_expires_at: Option<UnixTime>) -> ActiveToken {
+        serde_json::from_value(serde_json::json!({
+            "sub": "1", "client_id": "c", "scope": "a b", "aud": "https://r", "iss": "https://as", "exp": exp,
+            "upstream": {"provider": "p", "access_token": "t", "token_type": "bearer", "expires_at": upstream_expires_at}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_cache_never_outlives_the_token_the_upstream_credential_or_its_bound() {
+        let client = IntrospectionClient::with_clock(
+            IntrospectionConfig::new("http://127.0.0.1:1/introspect", "r", "s"),
+            Arc::new(ManualClock::starting_at(1000)),
+        )
+        .unwrap();
+        assert_eq!(client.cache_until(&token(5000, None), 1000), 1030, "max_cache");
+        assert_eq!(client.cache_until(&token(1010, None), 1000), 1010, "token exp");
+        assert_eq!(client.cache_until(&token(5000, Some(1040)), 1000), 1010, "upstream expiry less skew");
+        assert!(client.cache_until(&token(5000, Some(1020)), 1000) <= 1000, "upstream about to expire: no caching");
+        assert!(token(1, None).has_scope("b") && !token(1, None).has_scope("c"));
+    }
+}
