@@ -4,6 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PORT ?= 8080
 UPSTREAM_PORT ?= 8090
+MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 
 .PHONY: help run test lint fmt check-config redis build
@@ -11,20 +12,24 @@ DEMO_RESOURCE_SECRET ?= demo-resource-secret
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## Build the binary and the development upstream
-	$(CARGO) build --locked --bin tether --example dev_upstream
+build: ## Build the binary, the development upstream and the example MCP server
+	$(CARGO) build --locked --bin tether --example dev_upstream --example mcp_server
 
-run: build ## Start the dev upstream (:8090) and Tether (:8080) with the demo setup
-	@echo "Tether:         http://127.0.0.1:$(PORT)   (metadata: /.well-known/oauth-authorization-server)"
-	@echo "Dev upstream:   http://127.0.0.1:$(UPSTREAM_PORT)   (sign in as any user name)"
-	@echo "Demo resource:  http://127.0.0.1:9000/mcp   (introspect as demo:$(DEMO_RESOURCE_SECRET))"
-	@echo "Walk the flow:  README.md, 'Walk the flow by hand'.   Stop with Ctrl-C."
+run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP server (:9000)
+	@echo "Tether:          http://127.0.0.1:$(PORT)   (metadata: /.well-known/oauth-authorization-server)"
+	@echo "Dev upstream:    http://127.0.0.1:$(UPSTREAM_PORT)   (sign in as any user name)"
+	@echo "MCP server:      http://127.0.0.1:$(MCP_PORT)/mcp   (connect MCP Inspector here; introspects as demo:$(DEMO_RESOURCE_SECRET))"
+	@echo "Walk the flow:   README.md, 'Walk the flow by hand' and 'MCP Inspector'.   Stop with Ctrl-C."
 	@./target/debug/examples/dev_upstream --port $(UPSTREAM_PORT) --redirect-uri http://127.0.0.1:$(PORT)/callback & up=$$!; \
-	trap 'kill $$up 2>/dev/null' EXIT; \
+	MCP_BIND=127.0.0.1:$(MCP_PORT) MCP_RESOURCE=http://127.0.0.1:$(MCP_PORT)/mcp TETHER_ISSUER=http://127.0.0.1:$(PORT) \
+	MCP_RESOURCE_ID=demo MCP_RESOURCE_SECRET=$(DEMO_RESOURCE_SECRET) UPSTREAM_USER_URL=http://127.0.0.1:$(UPSTREAM_PORT)/user \
+	./target/debug/examples/mcp_server & mcp=$$!; \
+	trap 'kill $$up $$mcp 2>/dev/null' EXIT; \
 	TETHER__ISSUER=http://127.0.0.1:$(PORT) TETHER__SERVER__BIND=127.0.0.1:$(PORT) \
 	TETHER__PROVIDERS__DEV__AUTHORIZE_URL=http://127.0.0.1:$(UPSTREAM_PORT)/authorize \
 	TETHER__PROVIDERS__DEV__TOKEN_URL=http://127.0.0.1:$(UPSTREAM_PORT)/token \
 	TETHER__PROVIDERS__DEV__USERINFO_URL=http://127.0.0.1:$(UPSTREAM_PORT)/user \
+	TETHER__RESOURCES__DEMO__URI=http://127.0.0.1:$(MCP_PORT)/mcp \
 	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) TETHER__LOG__FORMAT=pretty \
 	./target/debug/tether --config config/demo.toml serve
 
