@@ -7,7 +7,7 @@ UPSTREAM_PORT ?= 8090
 MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 
-.PHONY: help run test lint fmt check-config redis build
+.PHONY: help run test e2e lint fmt check-config redis build
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,11 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 
 test: redis ## Run every test (unit, integration, Redis contract suite); installs redis-server if missing
 	$(CARGO) test --locked --all-targets
+
+e2e: build ## End-to-end with the official MCP TypeScript SDK client (npm, versions pinned in package-lock.json)
+	@command -v node >/dev/null || { echo "error: e2e needs Node.js >= 20 (apt-get install nodejs npm)" >&2; exit 1; }
+	cd tests/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	node tests/e2e/sdk-flow.mjs
 
 lint: ## Format check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,280 @@
+// End-to-end: the official MCP TypeScript SDK client (its own discovery, dynamic registration,
+// PKCE and token code) against Tether, the example MCP server and the upstream stand-in.
+// The browser is simulated: redirects are followed and the consent and login forms submitted.
+//
+// Run with `make e2e` (builds the binaries first). Every process started here is stopped at
+// the end, whether the run passes or fails.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import net from "node:net";
+import { fileURLToPath } from "node:url";
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const children = [];
+let failed = false;
+
+function fail(message) {
+  throw new Error(message);
+}
+
+function check(condition, message) {
+  if (!condition) fail(message);
+  console.log(`  ok  ${message}`);
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+function start(name, command, args, env) {
+  const child = spawn(command, args, {
+    cwd: root,
+    env: { PATH: process.env.PATH, ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let log = "";
+  child.stderr.on("data", (chunk) => (log += chunk));
+  child.on("exit", (code) => {
+    if (code !== null && code !== 0 && !child.stopping) {
+      console.error(`${name} exited with ${code}:\n${log}`);
+    }
+  });
+  children.push({ name, child, log: () => log });
+  return child;
+}
+
+function stopAll() {
+  for (const { child } of children) {
+    child.stopping = true;
+    child.kill("SIGTERM");
+  }
+}
+
+async function waitFor(url, what) {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(url);
+      if (response.status < 500) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  fail(`${what} did not start within 30 s (${url})`);
+}
+
+/** An MCP host's credential store, in memory, as the SDK's OAuthClientProvider. */
+class MemoryProvider {
+  constructor(redirectUrl) {
+    this._redirectUrl = redirectUrl;
+    this._client = undefined;
+    this._tokens = undefined;
+    this._verifier = undefined;
+    this._state = undefined;
+    this.authorizationUrl = undefined;
+    this.saved = [];
+  }
+  get redirectUrl() {
+    return this._redirectUrl;
+  }
+  get clientMetadata() {
+    return {
+      client_name: "Tether e2e (MCP TypeScript SDK)",
+      redirect_uris: [this._redirectUrl],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "none",
+    };
+  }
+  state() {
+    this._state = randomBytes(16).toString("hex");
+    return this._state;
+  }
+  clientInformation() {
+    return this._client;
+  }
+  saveClientInformation(info) {
+    this._client = info;
+  }
+  tokens() {
+    return this._tokens;
+  }
+  saveTokens(tokens) {
+    this._tokens = tokens;
+    this.saved.push(tokens);
+  }
+  redirectToAuthorization(url) {
+    this.authorizationUrl = url;
+  }
+  saveCodeVerifier(verifier) {
+    this._verifier = verifier;
+  }
+  codeVerifier() {
+    return this._verifier;
+  }
+}
+
+/** A browser: one cookie jar (cookies do not depend on the port), redirects followed by hand. */
+class Browser {
+  constructor() {
+    this.cookies = new Map();
+  }
+  async request(url, init = {}) {
+    const headers = { ...(init.headers ?? {}) };
+    if (this.cookies.size) headers.cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
+    const response = await fetch(url, { ...init, headers, redirect: "manual" });
+    for (const line of response.headers.getSetCookie()) {
+      const [pair] = line.split(";");
+      const eq = pair.indexOf("=");
+      this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
+    }
+    return response;
+  }
+  async submit(url, fields) {
+    return this.request(url, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(fields).toString(),
+    });
+  }
+}
+
+/** Consent at Tether, sign-in at the upstream, back through Tether to the client. */
+async function authorizeInBrowser(authorizationUrl, issuer, expectedState, user) {
+  const browser = new Browser();
+  const consentPage = await browser.request(authorizationUrl);
+  check(consentPage.status === 200, "Tether shows its consent page");
+  const html = await consentPage.text();
+  const consent = html.match(/name="consent" value="([^"]+)"/)?.[1] ?? fail("no consent id on the page");
+  const toUpstream = await browser.submit(new URL("/consent", issuer), { consent, decision: "approve" });
+  check(toUpstream.status === 303, "approving sends the browser to the upstream provider");
+  const upstreamUrl = new URL(toUpstream.headers.get("location"));
+  const loginPage = await browser.request(upstreamUrl);
+  check(loginPage.status === 200, "the upstream shows its sign-in page");
+  const fields = Object.fromEntries(upstreamUrl.searchParams);
+  const back = await browser.submit(new URL(upstreamUrl.pathname, upstreamUrl.origin), { ...fields, username: user, decision: "approve" });
+  check(back.status === 302, "the upstream redirects back to Tether's callback");
+  const toClient = await browser.request(back.headers.get("location"));
+  check(toClient.status === 302, "Tether redirects to the client with its own code");
+  const final = new URL(toClient.headers.get("location"));
+  check(final.searchParams.get("iss") === issuer, "the response carries iss = the issuer (RFC 9207)");
+  check(final.searchParams.get("state") === expectedState, "the client's state comes back unchanged");
+  return final.searchParams.get("code") ?? fail("no code in the redirect");
+}
+
+function text(result) {
+  return result.content.map((c) => c.text).join("\n");
+}
+
+async function main() {
+  const [upPort, tetherPort, mcpPort, callbackPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const issuer = `http://127.0.0.1:${tetherPort}`;
+  const upstream = `http://127.0.0.1:${upPort}`;
+  const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
+  const secret = randomBytes(18).toString("hex");
+
+  start("dev_upstream", "target/debug/examples/dev_upstream", ["--port", String(upPort), "--redirect-uri", `${issuer}/callback`], {});
+  start("tether", "target/debug/tether", ["--config", "config/demo.toml", "serve"], {
+    TETHER__ISSUER: issuer,
+    TETHER__SERVER__BIND: `127.0.0.1:${tetherPort}`,
+    TETHER__PROVIDERS__DEV__AUTHORIZE_URL: `${upstream}/authorize`,
+    TETHER__PROVIDERS__DEV__TOKEN_URL: `${upstream}/token`,
+    TETHER__PROVIDERS__DEV__USERINFO_URL: `${upstream}/user`,
+    TETHER__RESOURCES__DEMO__URI: mcpUrl,
+    TETHER__RESOURCES__DEMO__SECRET: secret,
+    TETHER__LOG__LEVEL: "warn",
+  });
+  start("mcp_server", "target/debug/examples/mcp_server", [], {
+    MCP_BIND: `127.0.0.1:${mcpPort}`,
+    MCP_RESOURCE: mcpUrl,
+    TETHER_ISSUER: issuer,
+    MCP_RESOURCE_ID: "demo",
+    MCP_RESOURCE_SECRET: secret,
+    UPSTREAM_USER_URL: `${upstream}/user`,
+  });
+  await Promise.all([
+    waitFor(`${issuer}/healthz`, "Tether"),
+    waitFor(`${upstream}/user`, "the upstream stand-in"),
+    waitFor(`http://127.0.0.1:${mcpPort}/.well-known/oauth-protected-resource/mcp`, "the MCP server"),
+  ]);
+  console.log(`Tether ${issuer}, MCP server ${mcpUrl}, upstream ${upstream}`);
+
+  const provider = new MemoryProvider(`http://127.0.0.1:${callbackPort}/callback`);
+
+  // 1. Unauthenticated connect: 401 → PRM → AS metadata → DCR → authorization URL.
+  const first = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider });
+  try {
+    await new Client({ name: "tether-e2e", version: "1.0.0" }).connect(first);
+    fail("connecting without a token succeeded");
+  } catch (error) {
+    if (!(error instanceof UnauthorizedError)) throw error;
+  }
+  check(provider.clientInformation()?.client_id, "the SDK registered a client dynamically");
+  const authorizationUrl = provider.authorizationUrl ?? fail("the SDK never asked to open a browser");
+  check(authorizationUrl.origin === issuer, "the SDK found Tether through the MCP server's metadata");
+  check(authorizationUrl.searchParams.get("code_challenge_method") === "S256", "the SDK uses PKCE S256");
+  check(authorizationUrl.searchParams.get("resource") === mcpUrl, "the SDK names the MCP server as resource");
+
+  // 2. The user approves; the SDK exchanges the code with its verifier.
+  const code = await authorizeInBrowser(authorizationUrl, issuer, provider._state, "e2e-user");
+  await first.finishAuth(code);
+  const initial = provider.tokens();
+  check(initial?.access_token && initial?.refresh_token, "the SDK obtained an access and a refresh token");
+
+  // 3. Connected: list tools and call whoami with Tether's token.
+  const client = new Client({ name: "tether-e2e", version: "1.0.0" });
+  await client.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider }));
+  const tools = (await client.listTools()).tools.map((t) => t.name);
+  check(tools.includes("whoami"), `tools listed: ${tools.join(", ")}`);
+  const who = text(await client.callTool({ name: "whoami", arguments: {} }));
+  check(who.includes("You are e2e-user"), `whoami answered with the upstream identity: "${who}"`);
+
+  // 4. Force a refresh: the stored access token stops working, the MCP server answers 401,
+  //    and the SDK refreshes with its refresh token and retries.
+  provider._tokens = { ...initial, access_token: "expired.or.revoked" };
+  const again = text(await client.callTool({ name: "whoami", arguments: {} }));
+  const refreshed = provider.tokens();
+  check(again.includes("You are e2e-user"), "after the 401 the SDK refreshed and the call succeeded");
+  check(refreshed.access_token !== initial.access_token && refreshed.access_token !== "expired.or.revoked", "a new access token was issued");
+  check(refreshed.refresh_token && refreshed.refresh_token !== initial.refresh_token, "the refresh token was rotated");
+
+  // 5. The rotated-out refresh token no longer works.
+  const replay = await fetch(`${issuer}/token`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: initial.refresh_token, client_id: provider.clientInformation().client_id }),
+  });
+  const replayBody = await replay.json();
+  check(replay.status === 400 && replayBody.error === "invalid_grant", "the old refresh token is refused with invalid_grant");
+
+  await client.close();
+  console.log("e2e: the MCP TypeScript SDK completed the flow against Tether");
+}
+
+process.on("exit", stopAll);
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(1));
+
+try {
+  await main();
+} catch (error) {
+  failed = true;
+  console.error(`e2e FAILED: ${error.stack ?? error}`);
+  for (const { name, log } of children) {
+    if (log()) console.error(`--- ${name} stderr ---\n${log()}`);
+  }
+} finally {
+  stopAll();
+  process.exitCode = failed ? 1 : 0;
+}
