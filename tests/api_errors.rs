@@ -14,7 +14,7 @@ async fn fresh_code(app: &TestApp, client: &TestClient) -> (String, Pkce) {
 }
 
 #[tokio::test]
-async fn the_token_endpoint_refuses_bad_code_exchanges() {
+async fn t01_t04_the_token_endpoint_refuses_bad_code_exchanges() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let other = app.register_client("none").await;
@@ -67,7 +67,7 @@ async fn the_token_endpoint_refuses_bad_code_exchanges() {
 }
 
 #[tokio::test]
-async fn a_reused_code_is_refused_and_revokes_what_it_issued() {
+async fn a12_a_reused_code_is_refused_and_revokes_what_it_issued() {
     let app = TestApp::spawn(Backend::Redis).await;
     let client = app.register_client("none").await;
     let (code, pkce) = fresh_code(&app, &client).await;
@@ -81,7 +81,7 @@ async fn a_reused_code_is_refused_and_revokes_what_it_issued() {
 }
 
 #[tokio::test]
-async fn the_token_endpoint_authenticates_clients() {
+async fn t02_t04_the_token_endpoint_authenticates_clients() {
     let app = TestApp::spawn(Backend::Memory).await;
     let public = app.register_client("none").await;
     let confidential = app.register_client("client_secret_post").await;
@@ -155,7 +155,7 @@ async fn the_token_endpoint_authenticates_clients() {
 }
 
 #[tokio::test]
-async fn refresh_tokens_are_bound_to_their_client_and_cannot_widen_scope() {
+async fn t05_t06_refresh_tokens_are_bound_to_their_client_and_cannot_widen_scope() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let other = app.register_client("none").await;
@@ -181,7 +181,7 @@ async fn refresh_tokens_are_bound_to_their_client_and_cannot_widen_scope() {
 }
 
 #[tokio::test]
-async fn introspection_is_active_only_for_the_audience_and_live_tokens() {
+async fn b02_b03_introspection_is_active_only_for_the_audience_and_live_tokens() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let tokens = app.tokens_for(&client, "jack").await;
@@ -211,7 +211,7 @@ async fn introspection_is_active_only_for_the_audience_and_live_tokens() {
 }
 
 #[tokio::test]
-async fn introspection_requires_the_resource_credentials() {
+async fn b02_introspection_requires_the_resource_credentials() {
     let app = TestApp::spawn(Backend::Memory).await;
     let token = [("token", "whatever")];
     let cases = vec![
@@ -266,7 +266,7 @@ async fn introspection_requires_the_resource_credentials() {
 }
 
 #[tokio::test]
-async fn revocation_answers_200_for_unknown_tokens_and_only_revokes_the_clients_own() {
+async fn v01_revocation_answers_200_for_unknown_tokens_and_only_revokes_the_clients_own() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let other = app.register_client("none").await;
@@ -284,7 +284,7 @@ async fn revocation_answers_200_for_unknown_tokens_and_only_revokes_the_clients_
 }
 
 #[tokio::test]
-async fn registration_accepts_real_client_shapes_and_refuses_bad_metadata() {
+async fn r02_r05_r06_r12_registration_accepts_real_client_shapes_and_refuses_bad_metadata() {
     let app = TestApp::spawn(Backend::Memory).await;
     let accepted = [
         (

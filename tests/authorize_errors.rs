@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 #[tokio::test]
-async fn authorize_shows_a_page_and_never_redirects_when_client_or_redirect_is_bad() {
+async fn a02_authorize_shows_a_page_and_never_redirects_when_client_or_redirect_is_bad() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
@@ -34,7 +34,7 @@ async fn authorize_shows_a_page_and_never_redirects_when_client_or_redirect_is_b
 }
 
 #[tokio::test]
-async fn authorize_sends_request_errors_back_to_the_client_with_state_and_iss() {
+async fn a01_a05_a09_authorize_sends_request_errors_back_to_the_client_with_state_and_iss() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
@@ -63,7 +63,7 @@ async fn authorize_sends_request_errors_back_to_the_client_with_state_and_iss() 
 }
 
 #[tokio::test]
-async fn the_loopback_port_may_differ_from_the_registered_one() {
+async fn a02_r09_the_loopback_port_may_differ_from_the_registered_one() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await; // registered http://127.0.0.1/callback
     let pkce = Pkce::new();
@@ -85,7 +85,7 @@ async fn the_loopback_port_may_differ_from_the_registered_one() {
 }
 
 #[tokio::test]
-async fn consent_is_single_use_bound_to_the_browser_and_can_be_denied() {
+async fn a10_consent_is_single_use_bound_to_the_browser_and_can_be_denied() {
     let app = TestApp::spawn(Backend::Memory).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
@@ -125,7 +125,7 @@ async fn consent_is_single_use_bound_to_the_browser_and_can_be_denied() {
 }
 
 #[tokio::test]
-async fn the_consent_page_escapes_what_clients_say_about_themselves() {
+async fn a10_a13_the_consent_page_escapes_what_clients_say_about_themselves() {
     let app = TestApp::spawn(Backend::Memory).await;
     let response = app
         .register(&serde_json::json!({

@@ -44,7 +44,7 @@ fn document_client(client_id: &str, port: u16) -> TestClient {
 }
 
 #[tokio::test]
-async fn r08_a_document_client_completes_the_flow_on_an_ephemeral_loopback_port() {
+async fn r08_r09_r10_a_document_client_completes_the_flow_on_an_ephemeral_loopback_port() {
     let server = DocumentServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let app = app_for(&server, true, &dir).await;

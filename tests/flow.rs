@@ -136,7 +136,7 @@ async fn revoking_an_access_token_revokes_its_grant() {
 }
 
 #[tokio::test]
-async fn a_missing_resource_binds_to_the_only_configured_one() {
+async fn a05_a_missing_resource_binds_to_the_only_configured_one() {
     let app = TestApp::spawn_single_resource(Backend::Memory).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
@@ -187,7 +187,7 @@ fn assert_absent(dump: &[(String, Vec<u8>, i64)], secret: &str, what: &str) {
 }
 
 #[tokio::test]
-async fn redis_holds_only_digests_and_sealed_tokens_and_every_key_expires() {
+async fn b06_redis_holds_only_digests_and_sealed_tokens_and_every_key_expires() {
     let app = TestApp::spawn(Backend::Redis).await;
     let client = app.register_client("client_secret_basic").await;
     let pkce = Pkce::new();

@@ -147,6 +147,10 @@ fn validate(
             return Err(OAuthError::new(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"));
         }
     }
+    // OIDC Core §3.1.2.1: with prompt=none no page may be shown, and Tether always shows one.
+    if params.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == "none")) {
+        return Err(OAuthError::new(ErrorCode::InteractionRequired, "Tether always asks the user for consent"));
+    }
     let code_challenge =
         pkce::validate_challenge(params.code_challenge.as_deref(), params.code_challenge_method.as_deref())?;
     let resource = ctx.registry.resource_for(params.resource.as_deref())?;
