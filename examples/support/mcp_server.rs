@@ -80,10 +80,13 @@ pub async fn start(config: McpServerConfig) -> Result<RunningServer, String> {
     .map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared { config: config.clone(), metadata_url, tether, http: reqwest::Client::new() });
 
+    // rmcp checks the Host header (DNS-rebinding protection): allow the resource's own host
+    // besides the loopback names, so the example also works deployed under its real name.
+    let hosts = ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).chain(resource.host_str().map(str::to_owned));
     let mcp = StreamableHttpService::new(
         || Ok(Tools::new()),
         Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
+        StreamableHttpServerConfig::default().with_allowed_hosts(hosts),
     );
     let mcp_path = resource.path().trim_end_matches('/').to_owned();
     let protected =
