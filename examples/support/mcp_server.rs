@@ -82,7 +82,8 @@ pub async fn start(config: McpServerConfig) -> Result<RunningServer, String> {
 
     // rmcp checks the Host header (DNS-rebinding protection): allow the resource's own host
     // besides the loopback names, so the example also works deployed under its real name.
-    let hosts = ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).chain(resource.host_str().map(str::to_owned));
+    let hosts =
+        ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).chain(resource.host_str().map(str::to_owned));
     let mcp = StreamableHttpService::new(
         || Ok(Tools::new()),
         Arc::new(LocalSessionManager::default()),

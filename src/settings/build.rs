@@ -230,41 +230,52 @@ fn keys(
     warnings: &mut Vec<String>,
 ) -> Option<(KeyRing, SigningKeys)> {
     let k = &settings.keys;
-    let encryption = resolve(Some(&k.encryption), Some(Path::new(&k.encryption_file)), "keys.encryption", errors);
-    let signing = resolve(Some(&k.signing), Some(Path::new(&k.signing_file)), "keys.signing", errors);
-    let encryption = match encryption {
-        Some(spec) => {
-            KeyRing::parse(spec.expose_secret()).map_err(|e| errors.push("keys.encryption", e.to_string())).ok()
-        }
-        None if production => {
-            errors.push("keys.encryption", missing("keys.encryption") + " (generate with `tether keys generate`)");
-            None
-        }
-        None => {
-            warnings.push(
-                "no keys.encryption configured: using an ephemeral key; stored grants are unreadable after a restart"
-                    .to_owned(),
-            );
-            KeyRing::parse(&KeyRing::generate_spec(&fresh_key_id(now))).ok()
-        }
-    };
-    let signing = match signing {
-        Some(spec) => {
-            SigningKeys::parse(spec.expose_secret()).map_err(|e| errors.push("keys.signing", e.to_string())).ok()
-        }
-        None if production => {
-            errors.push("keys.signing", missing("keys.signing") + " (generate with `tether keys generate`)");
-            None
-        }
-        None => {
-            warnings.push(
-                "no keys.signing configured: using an ephemeral key; issued tokens stop verifying after a restart"
-                    .to_owned(),
-            );
-            SigningKeys::generate_spec(&fresh_key_id(now)).ok().and_then(|spec| SigningKeys::parse(&spec).ok())
-        }
-    };
+    let key_id = fresh_key_id(now);
+    let encryption = key_list(
+        resolve(Some(&k.encryption), Some(Path::new(&k.encryption_file)), "keys.encryption", errors),
+        KeyList { key: "keys.encryption", production, ephemeral_cost: "stored grants are unreadable after a restart" },
+        KeyRing::parse,
+        || Some(KeyRing::generate_spec(&key_id)),
+        (errors, warnings),
+    );
+    let signing = key_list(
+        resolve(Some(&k.signing), Some(Path::new(&k.signing_file)), "keys.signing", errors),
+        KeyList { key: "keys.signing", production, ephemeral_cost: "issued tokens stop verifying after a restart" },
+        SigningKeys::parse,
+        || SigningKeys::generate_spec(&key_id).ok(),
+        (errors, warnings),
+    );
     encryption.zip(signing)
+}
+
+struct KeyList {
+    key: &'static str,
+    production: bool,
+    /// What an ephemeral key costs, for the development warning.
+    ephemeral_cost: &'static str,
+}
+
+/// A configured key list, parsed; or, when none is configured, an error in production and an
+/// ephemeral key (with a warning) in development.
+fn key_list<T>(
+    configured: Option<SecretString>,
+    list: KeyList,
+    parse: impl Fn(&str) -> Result<T, crate::crypto::KeySpecError>,
+    generate: impl FnOnce() -> Option<String>,
+    (errors, warnings): (&mut ConfigErrors, &mut Vec<String>),
+) -> Option<T> {
+    let key = list.key;
+    match configured {
+        Some(spec) => parse(spec.expose_secret()).map_err(|e| errors.push(key, e.to_string())).ok(),
+        None if list.production => {
+            errors.push(key, missing(key) + " (generate with `tether keys generate`)");
+            None
+        }
+        None => {
+            warnings.push(format!("no {key} configured: using an ephemeral key; {}", list.ephemeral_cost));
+            generate().and_then(|spec| parse(&spec).ok())
+        }
+    }
 }
 
 fn documents(settings: &Settings, errors: &mut ConfigErrors) -> Option<DocumentSettings> {
