@@ -11,12 +11,12 @@ use serde::Deserialize;
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
 use crate::store::{AuthorizationRecord, ClientRecord, ClientSource, ConsentRecord, PendingRecord, PendingStore};
-use crate::upstream::Providers;
+use crate::upstream::{Provider, Providers};
 
 use super::clients::{Clients, LookupError};
 use super::error::{ErrorCode, OAuthError};
 use super::flow::{ConsentView, FlowError, ReturnTo};
-use super::registry::Registry;
+use super::registry::{Registry, Resource};
 use super::tokens::Lifetimes;
 use super::{pkce, redirect, scope};
 
@@ -92,17 +92,8 @@ pub async fn start(
         },
     };
     let back = ReturnTo { redirect_uri: &redirect_uri, state: params.state.as_deref(), issuer: ctx.issuer };
-    let request =
+    let Validated { request, resource, provider, upstream_scopes } =
         validate(ctx, &client, &params, redirect_uri.clone(), redirect_uri_sent).map_err(|e| back.error(&e))?;
-    let resource = ctx
-        .registry
-        .resource(&request.resource)
-        .ok_or_else(|| back.error(&OAuthError::server_error("resource vanished")))?;
-    let provider = ctx
-        .providers
-        .get(&resource.provider)
-        .ok_or_else(|| back.error(&OAuthError::server_error("provider is not configured")))?;
-    let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
 
     // One binding per browser, reused across concurrent authorizations in several tabs.
     let binding = binding.filter(|b| is_binding(b)).map_or_else(random::token, str::to_owned);
@@ -132,14 +123,22 @@ pub async fn start(
     })
 }
 
+/// A request that passed every check, with what it resolved to.
+struct Validated<'a> {
+    request: AuthorizationRecord,
+    resource: &'a Resource,
+    provider: &'a Provider,
+    upstream_scopes: Vec<String>,
+}
+
 /// The checks that, once the redirect URI is trusted, are reported to the client.
-fn validate(
-    ctx: FlowContext<'_>,
+fn validate<'a>(
+    ctx: FlowContext<'a>,
     client: &ClientRecord,
     params: &AuthorizeParams,
     redirect_uri: String,
     redirect_uri_sent: bool,
-) -> Result<AuthorizationRecord, OAuthError> {
+) -> Result<Validated<'a>, OAuthError> {
     match params.response_type.as_deref() {
         Some("code") => {}
         None => return Err(OAuthError::invalid_request("response_type is required")),
@@ -159,7 +158,7 @@ fn validate(
         .get(&resource.provider)
         .ok_or_else(|| OAuthError::server_error("the resource's provider is not configured"))?;
     let scopes = scope::negotiate(params.scope.as_deref(), resource, provider.base_scopes())?;
-    Ok(AuthorizationRecord {
+    let request = AuthorizationRecord {
         client_id: client.client_id.clone(),
         redirect_uri,
         redirect_uri_sent,
@@ -168,7 +167,8 @@ fn validate(
         resource: resource.id.clone(),
         scope: scopes.granted,
         offline: scopes.offline || client.grant_types.iter().any(|g| g == "refresh_token"),
-    })
+    };
+    Ok(Validated { request, resource, provider, upstream_scopes: scopes.upstream })
 }
 
 /// The user approved or denied on the consent page.
