@@ -32,6 +32,24 @@ pub enum StartupError {
     Provider { id: String, message: String },
 }
 
+/// Start-up discovery of OIDC providers (so that one that is down is logged at once) and,
+/// when configured, the background refresh of upstream tokens.
+fn spawn_upkeep(state: &web::Data<AppState>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    for provider in state.broker.providers.all() {
+        let provider = provider.clone();
+        runtime.spawn(async move { provider.warm_up().await });
+    }
+    if let Some(config) = state.broker.background {
+        let state = state.clone();
+        runtime.spawn(async move {
+            let broker = &state.broker;
+            crate::oauth::background::run(broker.refresher(), broker.store.as_ref(), state.clock.as_ref(), config)
+                .await;
+        });
+    }
+}
+
 /// A bound, not yet running, Tether.
 pub struct Application {
     port: u16,
@@ -85,8 +103,11 @@ impl Application {
             lifetimes: built.lifetimes,
             registration: built.registration,
             documents,
+            refresh: built.refresh,
+            background: built.background,
         };
         let state = web::Data::new(AppState::new(broker, clock));
+        spawn_upkeep(&state);
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())

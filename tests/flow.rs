@@ -254,7 +254,7 @@ fn provider(kind: tether::upstream::ProviderKind, base: &str, timeout_ms: u64) -
     let url = |p: &str| url::Url::parse(&format!("{base}{p}")).unwrap();
     let (authorize, token) = match kind {
         tether::upstream::ProviderKind::Github => ("/login/oauth/authorize", "/login/oauth/access_token"),
-        tether::upstream::ProviderKind::Oauth2 => ("/authorize", "/token"),
+        _ => ("/authorize", "/token"),
     };
     tether::upstream::Provider::new(ProviderConfig {
         id: "p".into(),
@@ -263,22 +263,35 @@ fn provider(kind: tether::upstream::ProviderKind, base: &str, timeout_ms: u64) -
         client_id: "tether-dev".into(),
         client_secret: Some(UPSTREAM_SECRET.to_owned().into()),
         token_auth: TokenAuth::ClientSecretBasic,
-        authorize_url: url(authorize),
-        token_url: url(token),
-        userinfo_url: url("/user"),
-        subject_field: "id".into(),
+        endpoints: tether::upstream::EndpointSource::Static(Box::new(tether::upstream::StaticEndpoints {
+            authorize_url: url(authorize),
+            token_url: url(token),
+            userinfo_url: Some(url("/user")),
+            revocation_url: None,
+        })),
+        subject: tether::upstream::SubjectSource::Userinfo("id".into()),
         scopes: vec![],
         extra_authorize_params: vec![],
         pkce: true,
         timeout: std::time::Duration::from_millis(timeout_ms),
         callback_url: url("/callback"),
+        revoke_upstream: false,
+        github_api_url: None,
     })
     .unwrap()
 }
 
 #[tokio::test]
 async fn upstream_failures_are_classified_as_refusals_or_outages() {
-    use tether::upstream::{ProviderKind, UpstreamError};
+    use tether::upstream::{ProviderKind, UpstreamError, UpstreamTokens};
+    let stale = UpstreamTokens {
+        access_token: "a".into(),
+        token_type: "bearer".into(),
+        refresh_token: Some("x".into()),
+        expires_at: Some(0),
+        refresh_expires_at: None,
+        scope: None,
+    };
     for github in [false, true] {
         let app = TestApp::spawn_with(Backend::Memory, Options { github, ..Options::default() }).await;
         let kind = if github { ProviderKind::Github } else { ProviderKind::Oauth2 };
@@ -287,17 +300,21 @@ async fn upstream_failures_are_classified_as_refusals_or_outages() {
         // A refused code is a refusal, also when GitHub-style answers say so with status 200.
         match p.exchange_code("bogus", &verifier, 0).await {
             Err(UpstreamError::Rejected { error }) => assert_eq!(error, "invalid_grant", "github={github}"),
-            other => panic!("github={github}: expected a refusal, got {other:?}"),
+            Err(other) => panic!("github={github}: expected a refusal, got {other:?}"),
+            Ok(_) => panic!("github={github}: a bogus code was accepted"),
         }
         // 5xx with an HTML body, and a provider slower than the timeout, are outages.
         app.upstream.fail_token_endpoint(Some(502));
-        assert!(matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: 502");
+        assert!(matches!(p.refresh(&stale, 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: 502");
         app.upstream.fail_token_endpoint(None);
         app.upstream.delay_token_endpoint(Some(std::time::Duration::from_secs(2)));
-        assert!(matches!(p.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: timeout");
+        assert!(matches!(p.refresh(&stale, 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: timeout");
         app.upstream.delay_token_endpoint(None);
         // Nothing listening at all.
         let gone = provider(kind, "http://127.0.0.1:9", 300);
-        assert!(matches!(gone.refresh("x", 0).await, Err(UpstreamError::Unavailable(_))), "github={github}: refused");
+        assert!(
+            matches!(gone.refresh(&stale, 0).await, Err(UpstreamError::Unavailable(_))),
+            "github={github}: refused"
+        );
     }
 }

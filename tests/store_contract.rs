@@ -164,6 +164,7 @@ async fn consents_and_pending_requests_are_taken_once(s: Subject) {
         binding_digest: "b".into(),
         provider: "dev".into(),
         upstream_verifier: "v".into(),
+        upstream_nonce: Some("n".into()),
         upstream_scopes: vec!["user".into()],
         created_at: 1,
     };

@@ -39,16 +39,7 @@ pub async fn post(
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    let outcome = introspection::introspect(
-        broker.store.as_ref(),
-        &broker.signer,
-        &broker.vault,
-        &broker.issuer,
-        caller,
-        &token,
-        now,
-    )
-    .await?;
+    let outcome = introspection::introspect(broker.introspector(), caller, &token, now).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(match outcome {

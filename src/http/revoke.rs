@@ -32,7 +32,15 @@ pub async fn post(
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
     let token = form.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    revocation::revoke(store, store, &broker.signer, &broker.issuer, &client, &token).await?;
+    let revoker = revocation::Revoker {
+        grants: store,
+        refresh: store,
+        signer: &broker.signer,
+        issuer: &broker.issuer,
+        providers: &broker.providers,
+        vault: &broker.vault,
+    };
+    revocation::revoke(revoker, &client, &token).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.finish())

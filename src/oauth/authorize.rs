@@ -206,12 +206,24 @@ pub async fn decide(
     // and stored only after consent.
     let state = random::token();
     let verifier = random::token();
-    let url = provider.authorize_url(&state, &verifier, &upstream_scopes);
+    let nonce = provider.uses_nonce().then(random::token);
+    let url = match provider.authorize_url(&state, &verifier, nonce.as_deref(), &upstream_scopes).await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(provider = %provider.id(), error = %e, "cannot start the upstream authorization");
+            let unavailable = OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the upstream provider is unavailable; try again shortly",
+            );
+            return Err(back.error(&unavailable));
+        }
+    };
     let pending_record = PendingRecord {
         request,
         binding_digest: record.binding_digest,
         provider: provider.id().to_owned(),
         upstream_verifier: verifier,
+        upstream_nonce: nonce,
         upstream_scopes,
         created_at: now,
     };

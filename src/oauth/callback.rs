@@ -75,12 +75,15 @@ pub async fn complete(
         .get(&pending.provider)
         .ok_or_else(|| back.error(&OAuthError::server_error("the provider is no longer configured")))?;
 
-    let tokens = provider
+    let exchanged = provider
         .exchange_code(code, &pending.upstream_verifier, now)
         .await
         .map_err(|e| back.error(&upstream_failure("code exchange", provider.id(), e)))?;
-    let identity =
-        provider.identity(&tokens).await.map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
+    let identity = provider
+        .identity(&exchanged, pending.upstream_nonce.as_deref(), now)
+        .await
+        .map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
+    let tokens = exchanged.tokens;
 
     let grant_id = uuid::Uuid::new_v4().simple().to_string();
     let info = GrantInfo {

@@ -6,14 +6,16 @@
 
 use serde::Serialize;
 
+use std::time::Duration;
+
 use crate::clock::UnixTime;
 use crate::crypto::signing::SigningKeys;
-use crate::store::{GrantStatus, GrantStore};
+use crate::store::{ActivityStore, GrantStatus};
 
 use super::error::OAuthError;
+use super::refresh::{Freshness, Refresher};
 use super::registry::Resource;
 use super::tokens::{AccessClaims, looks_like_jwt};
-use super::vault::Vault;
 
 /// Tokens dated further in the future than this are not Tether's (clock skew between replicas).
 const MAX_FUTURE_IAT: i64 = 60;
@@ -60,15 +62,24 @@ fn inactive(reason: &'static str) -> Introspection {
     Introspection::Inactive
 }
 
+/// What introspection needs besides the request.
+#[derive(Clone, Copy)]
+pub struct Introspector<'a> {
+    pub signer: &'a SigningKeys,
+    pub issuer: &'a str,
+    pub refresher: Refresher<'a>,
+    /// Set when background refresh is on: grants used are recorded for it, for this long.
+    pub activity: Option<(&'a dyn ActivityStore, Duration)>,
+}
+
 pub async fn introspect(
-    grants: &dyn GrantStore,
-    signer: &SigningKeys,
-    vault: &Vault,
-    issuer: &str,
+    ctx: Introspector<'_>,
     caller: &Resource,
     token: &str,
     now: UnixTime,
 ) -> Result<Introspection, OAuthError> {
+    let Introspector { signer, issuer, refresher, activity } = ctx;
+    let (grants, vault) = (refresher.grants, refresher.vault);
     if !looks_like_jwt(token) {
         return Ok(inactive("not an access token"));
     }
@@ -97,6 +108,17 @@ pub async fn introspect(
     let Some(tokens) = vault.open(&grant) else {
         return Ok(inactive("upstream tokens unreadable"));
     };
+    // MCP 2025-03-26, third-party authorization: validate the upstream token's status before
+    // honouring the MCP token; refresh it when it is (about to be) expired.
+    let tokens = match refresher.ensure_fresh(&grant, tokens, now).await? {
+        Freshness::Fresh(tokens) => tokens,
+        Freshness::Dead => return Ok(inactive("upstream grant ended")),
+    };
+    if let Some((activity, window)) = activity
+        && let Err(e) = activity.mark_used(&grant.id, now, window).await
+    {
+        tracing::warn!(error = %e, "cannot record grant use for background refresh");
+    }
     Ok(Introspection::Active(Box::new(ActiveToken {
         active: true,
         iss: claims.iss,

@@ -1,6 +1,7 @@
 //! The OAuth protocol: requests in, decisions and records out. Knows nothing of HTTP.
 
 pub mod authorize;
+pub mod background;
 pub mod callback;
 pub mod client_auth;
 pub mod clients;
@@ -11,6 +12,7 @@ pub mod grants;
 pub mod introspection;
 pub mod pkce;
 pub mod redirect;
+pub mod refresh;
 pub mod registration;
 pub mod registry;
 pub mod resource;
@@ -41,6 +43,8 @@ pub struct Broker {
     pub registration: RegistrationPolicy,
     /// Client ID Metadata Documents; `None` when disabled.
     pub documents: Option<documents::DocumentClients>,
+    pub refresh: refresh::RefreshPolicy,
+    pub background: Option<background::BackgroundRefresh>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +70,27 @@ impl Broker {
 
     pub fn minter(&self) -> tokens::Minter<'_> {
         tokens::Minter { signer: &self.signer, issuer: &self.issuer, lifetimes: &self.lifetimes }
+    }
+
+    pub fn refresher(&self) -> refresh::Refresher<'_> {
+        let store = self.store.as_ref();
+        refresh::Refresher {
+            grants: store,
+            locks: store,
+            providers: &self.providers,
+            vault: &self.vault,
+            policy: self.refresh,
+        }
+    }
+
+    pub fn introspector(&self) -> introspection::Introspector<'_> {
+        let activity: &dyn crate::store::ActivityStore = self.store.as_ref();
+        introspection::Introspector {
+            signer: &self.signer,
+            issuer: &self.issuer,
+            refresher: self.refresher(),
+            activity: self.background.map(|b| (activity, b.window)),
+        }
     }
 
     pub fn endpoint(&self, path: &str) -> String {

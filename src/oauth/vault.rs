@@ -79,6 +79,7 @@ mod tests {
             token_type: "bearer".into(),
             refresh_token: None,
             expires_at: None,
+            refresh_expires_at: None,
             scope: None,
         };
         let sealed = vault.seal("g1", &info("c1"), &tokens).unwrap();

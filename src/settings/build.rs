@@ -17,7 +17,9 @@ use crate::crypto::fresh_key_id;
 use crate::crypto::seal::KeyRing;
 use crate::crypto::signing::SigningKeys;
 use crate::oauth::RegistrationPolicy;
+use crate::oauth::background::BackgroundRefresh;
 use crate::oauth::documents::CachePolicy;
+use crate::oauth::refresh::RefreshPolicy;
 use crate::oauth::registry::Registry;
 use crate::oauth::tokens::Lifetimes;
 use crate::upstream::ProviderConfig;
@@ -51,6 +53,9 @@ pub struct Built {
     pub store: StoreChoice,
     /// `None` when Client ID Metadata Documents are disabled.
     pub documents: Option<DocumentSettings>,
+    pub refresh: RefreshPolicy,
+    /// `None` when background refresh is off.
+    pub background: Option<BackgroundRefresh>,
     /// Things that work but an operator should know (ephemeral keys, memory store).
     pub warnings: Vec<String>,
 }
@@ -76,6 +81,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let resources = registries::resources(settings, production, &mut errors);
     let clients = registries::clients(settings, now, &mut errors);
     let documents = documents(settings, &mut errors);
+    let (refresh, background) = upstream(settings, &providers, &mut errors);
     let r = &settings.registration;
     if !(600..=31_536_000).contains(&r.unused_client_ttl_secs) {
         errors.push("registration.unused_client_ttl_secs", "must be between 600 and 31536000 seconds");
@@ -105,6 +111,8 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 registration: RegistrationPolicy { enabled: settings.registration.enabled },
                 store,
                 documents,
+                refresh,
+                background,
                 warnings,
             })
         }
@@ -328,4 +336,43 @@ fn documents(settings: &Settings, errors: &mut ConfigErrors) -> Option<DocumentS
             stale_if_error: c.stale_if_error_secs,
         },
     })
+}
+
+fn upstream(
+    settings: &Settings,
+    providers: &[ProviderConfig],
+    errors: &mut ConfigErrors,
+) -> (RefreshPolicy, Option<BackgroundRefresh>) {
+    let u = &settings.upstream;
+    let slowest = providers.iter().map(|p| p.timeout).max().unwrap_or_default();
+    let lock_ttl = Duration::from_millis(u.refresh_lock_ms);
+    if lock_ttl <= slowest {
+        errors.push(
+            "upstream.refresh_lock_ms",
+            format!(
+                "must exceed the slowest provider timeout ({} ms), or a slow refresh could outlive its lock",
+                slowest.as_millis()
+            ),
+        );
+    }
+    if !(100..=120_000).contains(&u.refresh_wait_ms) {
+        errors.push("upstream.refresh_wait_ms", "must be between 100 and 120000");
+    }
+    if u.refresh_skew_secs > 3600 {
+        errors.push("upstream.refresh_skew_secs", "must be at most 3600");
+    }
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    let policy =
+        RefreshPolicy { skew: secs(u.refresh_skew_secs), lock_ttl, wait: Duration::from_millis(u.refresh_wait_ms) };
+    let background = u.background_refresh.then(|| {
+        if u.background_interval_secs == 0 || u.background_window_secs == 0 {
+            errors.push("upstream.background_interval_secs", "the interval and the window must be positive");
+        }
+        BackgroundRefresh {
+            interval: Duration::from_secs(u.background_interval_secs.max(1)),
+            window: Duration::from_secs(u.background_window_secs.max(1)),
+            lead: secs(u.background_lead_secs),
+        }
+    });
+    (policy, background)
 }

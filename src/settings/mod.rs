@@ -50,6 +50,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub tokens: TokenSettings,
     pub registration: RegistrationSettings,
+    pub upstream: UpstreamSettings,
     pub client_metadata: ClientMetadataSettings,
     pub keys: KeySettings,
     pub log: LogSettings,
@@ -93,6 +94,18 @@ pub struct RegistrationSettings {
     pub enabled: bool,
     pub unused_client_ttl_secs: u64,
     pub client_ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub refresh_skew_secs: u64,
+    pub refresh_lock_ms: u64,
+    pub refresh_wait_ms: u64,
+    pub background_refresh: bool,
+    pub background_interval_secs: u64,
+    pub background_window_secs: u64,
+    pub background_lead_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,14 +155,20 @@ pub struct ProviderSettings {
     pub pkce: bool,
     #[serde(default = "default_provider_timeout")]
     pub timeout_secs: u64,
+    /// Revoke the upstream grant when Tether's grant is revoked.
+    #[serde(default)]
+    pub revoke_upstream: bool,
     // kind = "oauth2"
     pub authorize_url: Option<String>,
     pub token_url: Option<String>,
     pub userinfo_url: Option<String>,
+    pub revocation_url: Option<String>,
     pub subject_field: Option<String>,
     // kind = "github"
     pub web_url: Option<String>,
     pub api_url: Option<String>,
+    // kind = "oidc" (required) and "google" (defaults to https://accounts.google.com)
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

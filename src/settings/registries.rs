@@ -15,7 +15,7 @@ use crate::oauth::registration::{AUTH_METHODS, GRANT_TYPES};
 use crate::oauth::registry::{OfferedScope, Resource};
 use crate::oauth::{redirect, resource, scope};
 use crate::store::{ClientRecord, ClientSource};
-use crate::upstream::{ProviderConfig, ProviderKind, github};
+use crate::upstream::{EndpointSource, ProviderConfig, ProviderKind, StaticEndpoints, SubjectSource, github};
 
 /// Parameters Tether sets itself on the upstream authorization request.
 const RESERVED_PARAMS: [&str; 7] =
@@ -63,7 +63,7 @@ pub(super) fn providers(
             errors.push(key("client_id"), "required");
         }
         let secret = resolve(p.client_secret.as_ref(), p.client_secret_file.as_deref(), &key("client_secret"), errors);
-        if secret.is_none() && p.kind == ProviderKind::Github {
+        if secret.is_none() && matches!(p.kind, ProviderKind::Github | ProviderKind::Google) {
             errors.push(key("client_secret"), missing(&key("client_secret")));
         }
         if !(1..=120).contains(&p.timeout_secs) {
@@ -75,55 +75,183 @@ pub(super) fn providers(
                     .push(key("extra_authorize_params"), format!("`{name}` is set by Tether and cannot be overridden"));
             }
         }
-        let (endpoints, subject_field, default_name) = match p.kind {
-            ProviderKind::Oauth2 => {
-                let a = endpoint(p.authorize_url.as_deref(), &key("authorize_url"), production, errors);
-                let t = endpoint(p.token_url.as_deref(), &key("token_url"), production, errors);
-                let u = endpoint(p.userinfo_url.as_deref(), &key("userinfo_url"), production, errors);
-                (
-                    a.zip(t).zip(u).map(|((a, t), u)| (a, t, u)),
-                    p.subject_field.clone().unwrap_or_else(|| "sub".to_owned()),
-                    id.clone(),
-                )
-            }
-            ProviderKind::Github => {
-                let web = endpoint(
-                    Some(p.web_url.as_deref().unwrap_or(github::DEFAULT_WEB_URL)),
-                    &key("web_url"),
-                    production,
-                    errors,
-                );
-                let api = endpoint(
-                    Some(p.api_url.as_deref().unwrap_or(github::DEFAULT_API_URL)),
-                    &key("api_url"),
-                    production,
-                    errors,
-                );
-                let endpoints = web.zip(api).and_then(|(w, a)| github::endpoints(&w, &a).ok());
-                (endpoints, github::SUBJECT_FIELD.to_owned(), "GitHub".to_owned())
-            }
+        let Some(kind) = kind_settings(id, p, production, errors) else { continue };
+        let mut scopes = if p.scopes.is_empty() {
+            kind.default_scopes.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            p.scopes.clone()
         };
-        if let (Some((authorize_url, token_url, userinfo_url)), Some(callback_url)) = (endpoints, callback) {
-            out.push(ProviderConfig {
-                id: id.clone(),
-                display_name: p.display_name.clone().unwrap_or(default_name),
-                kind: p.kind,
-                client_id: p.client_id.clone(),
-                client_secret: secret,
-                token_auth: p.token_auth,
-                authorize_url,
-                token_url,
-                userinfo_url,
-                subject_field,
-                scopes: p.scopes.clone(),
-                extra_authorize_params: p.extra_authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                pkce: p.pkce,
-                timeout: Duration::from_secs(p.timeout_secs),
-                callback_url: callback_url.clone(),
-            });
+        if kind.subject == SubjectSource::IdToken && !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".to_owned());
         }
+        // Kind defaults first, then the configured parameters, which win.
+        let mut params: Vec<(String, String)> = kind
+            .default_params
+            .iter()
+            .filter(|(k, _)| !p.extra_authorize_params.contains_key(*k))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        params.extend(p.extra_authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let Some(callback_url) = callback else { continue };
+        out.push(ProviderConfig {
+            id: id.clone(),
+            display_name: p.display_name.clone().unwrap_or(kind.display_name),
+            kind: p.kind,
+            client_id: p.client_id.clone(),
+            client_secret: secret,
+            token_auth: p.token_auth,
+            endpoints: kind.endpoints,
+            subject: kind.subject,
+            scopes,
+            extra_authorize_params: params,
+            pkce: p.pkce,
+            timeout: Duration::from_secs(p.timeout_secs),
+            callback_url: callback_url.clone(),
+            revoke_upstream: p.revoke_upstream,
+            github_api_url: kind.github_api_url,
+        });
     }
     out
+}
+
+/// What a provider kind contributes: endpoints, how users are identified, defaults.
+struct KindSettings {
+    endpoints: EndpointSource,
+    subject: SubjectSource,
+    display_name: String,
+    default_scopes: &'static [&'static str],
+    default_params: &'static [(&'static str, &'static str)],
+    github_api_url: Option<Url>,
+}
+
+/// Google issues a refresh token only with `access_type=offline`, and again on a repeated
+/// authorization only with `prompt=consent`; `include_granted_scopes` makes a new
+/// authorization add to, not replace, what the user granted before.
+const GOOGLE_PARAMS: &[(&str, &str)] =
+    &[("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")];
+const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+fn kind_settings(
+    id: &str,
+    p: &super::ProviderSettings,
+    production: bool,
+    errors: &mut ConfigErrors,
+) -> Option<KindSettings> {
+    let key = |member: &str| format!("providers.{id}.{member}");
+    let unused = |errors: &mut ConfigErrors, members: &[(&str, &Option<String>)]| {
+        for (member, value) in members {
+            if value.is_some() {
+                errors.push(key(member), format!("does not apply to kind = \"{}\"", kind_name(p.kind)));
+            }
+        }
+    };
+    match p.kind {
+        ProviderKind::Oauth2 => {
+            unused(errors, &[("issuer", &p.issuer), ("web_url", &p.web_url), ("api_url", &p.api_url)]);
+            let a = endpoint(p.authorize_url.as_deref(), &key("authorize_url"), production, errors);
+            let t = endpoint(p.token_url.as_deref(), &key("token_url"), production, errors);
+            let u = endpoint(p.userinfo_url.as_deref(), &key("userinfo_url"), production, errors);
+            let r =
+                p.revocation_url.as_deref().and_then(|r| endpoint(Some(r), &key("revocation_url"), production, errors));
+            let (authorize_url, token_url, userinfo_url) = (a?, t?, u?);
+            Some(KindSettings {
+                endpoints: EndpointSource::Static(Box::new(StaticEndpoints {
+                    authorize_url,
+                    token_url,
+                    userinfo_url: Some(userinfo_url),
+                    revocation_url: r,
+                })),
+                subject: SubjectSource::Userinfo(p.subject_field.clone().unwrap_or_else(|| "sub".to_owned())),
+                display_name: id.to_owned(),
+                default_scopes: &[],
+                default_params: &[],
+                github_api_url: None,
+            })
+        }
+        ProviderKind::Github => {
+            unused(
+                errors,
+                &[
+                    ("issuer", &p.issuer),
+                    ("authorize_url", &p.authorize_url),
+                    ("token_url", &p.token_url),
+                    ("userinfo_url", &p.userinfo_url),
+                    ("revocation_url", &p.revocation_url),
+                ],
+            );
+            let web = endpoint(
+                Some(p.web_url.as_deref().unwrap_or(github::DEFAULT_WEB_URL)),
+                &key("web_url"),
+                production,
+                errors,
+            )?;
+            let api = endpoint(
+                Some(p.api_url.as_deref().unwrap_or(github::DEFAULT_API_URL)),
+                &key("api_url"),
+                production,
+                errors,
+            )?;
+            let (authorize_url, token_url, userinfo_url) = github::endpoints(&web, &api).ok()?;
+            Some(KindSettings {
+                endpoints: EndpointSource::Static(Box::new(StaticEndpoints {
+                    authorize_url,
+                    token_url,
+                    userinfo_url: Some(userinfo_url),
+                    revocation_url: None,
+                })),
+                subject: SubjectSource::Userinfo(github::SUBJECT_FIELD.to_owned()),
+                display_name: "GitHub".to_owned(),
+                default_scopes: &[],
+                default_params: &[],
+                github_api_url: Some(api),
+            })
+        }
+        ProviderKind::Google | ProviderKind::Oidc => {
+            unused(
+                errors,
+                &[
+                    ("authorize_url", &p.authorize_url),
+                    ("token_url", &p.token_url),
+                    ("userinfo_url", &p.userinfo_url),
+                    ("revocation_url", &p.revocation_url),
+                    ("web_url", &p.web_url),
+                    ("api_url", &p.api_url),
+                    ("subject_field", &p.subject_field),
+                ],
+            );
+            let google = p.kind == ProviderKind::Google;
+            let issuer = match (&p.issuer, google) {
+                (Some(issuer), _) => issuer.clone(),
+                (None, true) => GOOGLE_ISSUER.to_owned(),
+                (None, false) => {
+                    errors.push(key("issuer"), "required for kind = \"oidc\" (the provider's issuer URL; Tether reads {issuer}/.well-known/openid-configuration)");
+                    return None;
+                }
+            };
+            let url = endpoint(Some(&issuer), &key("issuer"), production, errors)?;
+            if url.query().is_some() || url.fragment().is_some() {
+                errors.push(key("issuer"), "an issuer has no query or fragment");
+                return None;
+            }
+            Some(KindSettings {
+                endpoints: EndpointSource::Discover { issuer },
+                subject: SubjectSource::IdToken,
+                display_name: if google { "Google".to_owned() } else { id.to_owned() },
+                default_scopes: if google { &["openid", "email"] } else { &["openid"] },
+                default_params: if google { GOOGLE_PARAMS } else { &[] },
+                github_api_url: None,
+            })
+        }
+    }
+}
+
+fn kind_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Oauth2 => "oauth2",
+        ProviderKind::Github => "github",
+        ProviderKind::Google => "google",
+        ProviderKind::Oidc => "oidc",
+    }
 }
 
 pub(super) fn resources(settings: &Settings, production: bool, errors: &mut ConfigErrors) -> Vec<Resource> {

@@ -86,6 +86,8 @@ pub struct MemoryStore {
     used_codes: TtlMap<String>,
     grants: TtlMap<GrantRecord>,
     refresh: TtlMap<RefreshRecord>,
+    locks: TtlMap<String>,
+    activity: Mutex<HashMap<String, UnixTime>>,
 }
 
 impl MemoryStore {
@@ -99,6 +101,8 @@ impl MemoryStore {
             used_codes: TtlMap::new(),
             grants: TtlMap::new(),
             refresh: TtlMap::new(),
+            locks: TtlMap::new(),
+            activity: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,6 +196,54 @@ impl GrantStore for MemoryStore {
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
         let now = self.now();
         Ok(self.grants.update(grant_id, now, |_, exp| *exp = expiry(now, ttl)).is_some())
+    }
+
+    async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
+        Ok(self.grants.update(grant_id, self.now(), |g, _| g.upstream = upstream.to_vec()).is_some())
+    }
+}
+
+#[async_trait]
+impl LockStore for MemoryStore {
+    async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        let now = self.now();
+        let mut locks = self.locks.lock();
+        if locks.get(name).is_some_and(|(_, exp)| *exp > now) {
+            return Ok(false);
+        }
+        locks.insert(name.to_owned(), (owner.to_owned(), expiry(now, ttl)));
+        Ok(true)
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> StoreResult<()> {
+        let mut locks = self.locks.lock();
+        if locks.get(name).is_some_and(|(held_by, _)| held_by == owner) {
+            locks.remove(name);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ActivityStore for MemoryStore {
+    async fn mark_used(&self, grant_id: &str, at: UnixTime, _ttl: Duration) -> StoreResult<()> {
+        self.activity_map().insert(grant_id.to_owned(), at);
+        Ok(())
+    }
+
+    async fn used_since(&self, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
+        Ok(self.activity_map().iter().filter(|(_, at)| **at >= since).map(|(id, _)| id.clone()).take(limit).collect())
+    }
+
+    async fn forget_before(&self, before: UnixTime) -> StoreResult<()> {
+        self.activity_map().retain(|_, at| *at >= before);
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn activity_map(&self) -> MutexGuard<'_, HashMap<String, UnixTime>> {
+        self.activity.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::clock::UnixTime;
+
 pub mod memory;
 pub mod records;
 pub mod redis;
@@ -81,6 +83,29 @@ pub trait GrantStore: Send + Sync {
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool>;
     /// Resets the time to live of an existing grant; `false` when there is no such grant.
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Replaces the sealed upstream tokens of an existing grant, leaving its status alone (a
+    /// revocation racing a refresh stays a revocation); `false` when there is no such grant.
+    async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool>;
+}
+
+/// Short leases that let one replica act for all (the upstream refresh of a grant).
+#[async_trait]
+pub trait LockStore: Send + Sync {
+    /// Takes `name` for `ttl` unless someone holds it. The TTL frees a lock whose holder died.
+    async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Releases `name` if `owner` still holds it (a lock that expired and was taken by
+    /// someone else is left alone).
+    async fn unlock(&self, name: &str, owner: &str) -> StoreResult<()>;
+}
+
+/// Which grants were used recently, for refreshing their upstream tokens ahead of expiry.
+#[async_trait]
+pub trait ActivityStore: Send + Sync {
+    /// Records a use; the record (and the whole set, when no longer used) lasts `ttl`.
+    async fn mark_used(&self, grant_id: &str, at: UnixTime, ttl: Duration) -> StoreResult<()>;
+    /// Up to `limit` grants used at or after `since`.
+    async fn used_since(&self, since: UnixTime, limit: usize) -> StoreResult<Vec<String>>;
+    async fn forget_before(&self, before: UnixTime) -> StoreResult<()>;
 }
 
 /// Refresh tokens, keyed by digest.
@@ -96,7 +121,9 @@ pub trait RefreshStore: Send + Sync {
 
 /// Everything the broker stores.
 #[async_trait]
-pub trait Store: ClientStore + PendingStore + CodeStore + GrantStore + RefreshStore + std::fmt::Debug {
+pub trait Store:
+    ClientStore + PendingStore + CodeStore + GrantStore + RefreshStore + LockStore + ActivityStore + std::fmt::Debug
+{
     /// Whether the backend answers; `/readyz` reports it.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -94,6 +94,9 @@ pub struct PendingRecord {
     pub provider: String,
     /// Tether's PKCE verifier for the upstream leg. Useless without the upstream code.
     pub upstream_verifier: String,
+    /// OpenID providers: the nonce the ID token must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_nonce: Option<String>,
     pub upstream_scopes: Vec<String>,
     pub created_at: UnixTime,
 }

@@ -39,6 +39,14 @@ end
 return 0
 ";
 
+/// Releases a lock only if the caller still holds it.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// Compare-and-set for refresh rotation: only an active token becomes rotated.
 const MARK_ROTATED: &str = r"
 if redis.call('HGET', KEYS[1], 'st') == 'active' then
@@ -55,6 +63,7 @@ pub struct RedisStore {
     take_code: Script,
     hset_if_exists: Script,
     mark_rotated: Script,
+    unlock: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -82,6 +91,7 @@ impl RedisStore {
             take_code: Script::new(TAKE_CODE),
             hset_if_exists: Script::new(HSET_IF_EXISTS),
             mark_rotated: Script::new(MARK_ROTATED),
+            unlock: Script::new(UNLOCK),
         })
     }
 
@@ -271,6 +281,84 @@ impl GrantStore for RedisStore {
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
         self.expire(self.key("grant", grant_id), ttl).await
+    }
+
+    async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        let script = &self.hset_if_exists;
+        let upstream = upstream.to_vec();
+        self.run(async move |mut c| script.key(&key).arg("up").arg(upstream).invoke_async(&mut c).await).await
+    }
+}
+
+#[async_trait]
+impl LockStore for RedisStore {
+    async fn try_lock(&self, name: &str, owner: &str, ttl: Duration) -> StoreResult<bool> {
+        // Same hash tag as the grant the lock is about (`name` is a grant id).
+        let key = self.key("lock", name);
+        let owner = owner.to_owned();
+        let taken: Option<String> = self
+            .run(async move |mut c| {
+                ::redis::cmd("SET").arg(&key).arg(owner).arg("NX").arg("PX").arg(millis(ttl)).query_async(&mut c).await
+            })
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> StoreResult<()> {
+        let key = self.key("lock", name);
+        let script = &self.unlock;
+        let owner = owner.to_owned();
+        let _: i64 = self.run(async move |mut c| script.key(&key).arg(owner).invoke_async(&mut c).await).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ActivityStore for RedisStore {
+    async fn mark_used(&self, grant_id: &str, at: UnixTime, ttl: Duration) -> StoreResult<()> {
+        let key = format!("{}:{SCHEMA}:recent", self.prefix);
+        let member = grant_id.to_owned();
+        self.run(async move |mut c| {
+            ::redis::pipe()
+                .cmd("ZADD")
+                .arg(&key)
+                .arg(at)
+                .arg(member)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(ttl))
+                .ignore()
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn used_since(&self, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
+        let key = format!("{}:{SCHEMA}:recent", self.prefix);
+        self.run(async move |mut c| {
+            ::redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(since)
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn forget_before(&self, before: UnixTime) -> StoreResult<()> {
+        let key = format!("{}:{SCHEMA}:recent", self.prefix);
+        self.run(async move |mut c| {
+            ::redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({before}")).query_async(&mut c).await
+        })
+        .await
     }
 }
 

@@ -2,18 +2,21 @@
 
 use serde_json::Value;
 
-use super::http::{HttpError, UpstreamHttp};
-use super::{Identity, ProviderConfig, UpstreamError};
+use url::Url;
 
-/// Identity responses are small; the HTTP layer already caps bodies.
+use super::http::{HttpError, UpstreamHttp};
+use super::{Identity, UpstreamError};
+
+/// Reads `subject_field` from the user endpoint (OAuth `/user`, OIDC `userinfo`).
 pub async fn fetch(
     http: &UpstreamHttp,
-    config: &ProviderConfig,
+    userinfo_url: &Url,
+    subject_field: &str,
     access_token: &str,
 ) -> Result<Identity, UpstreamError> {
     let request = http
         .client()
-        .get(config.userinfo_url.clone())
+        .get(userinfo_url.clone())
         .bearer_auth(access_token)
         .header(reqwest::header::ACCEPT, "application/json");
     let (status, body) = http.send(request).await.map_err(|e| match e {
@@ -28,7 +31,7 @@ pub async fn fetch(
     }
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|_| UpstreamError::Invalid("user endpoint did not answer JSON".to_owned()))?;
-    subject(&doc, &config.subject_field).map(|subject| Identity { subject })
+    subject(&doc, subject_field).map(|subject| Identity { subject })
 }
 
 /// The subject member, a non-empty string or an integer (GitHub's `id` is a number).

@@ -1,30 +1,34 @@
-//! Upstream providers: sending the user there, exchanging the code, learning who they are.
+//! Upstream providers: sending the user there, exchanging the code, learning who they are,
+//! refreshing and revoking their tokens.
 //!
-//! Every provider is an OAuth 2.0 authorization server reached through the `oauth2` crate;
-//! the kinds differ in their defaults and quirks (see `github`). Nothing here knows about
-//! MCP clients or the store.
+//! Every provider is an OAuth 2.0 authorization server reached through the `oauth2` crate. The
+//! kinds differ in where their endpoints come from (configured or OIDC discovery), how the
+//! user is identified (a user endpoint or a verified ID token) and their quirks. Nothing here
+//! knows about MCP clients or the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenType};
-use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardErrorResponse,
-    TokenResponse, TokenUrl,
-};
-use secrecy::{ExposeSecret, SecretString};
+use oauth2::{AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RefreshToken, Scope};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::clock::UnixTime;
 
+pub mod client;
+pub mod discovery;
 pub mod github;
 pub mod http;
+pub mod id_token;
 pub mod identity;
+pub mod revoke;
 
-use self::http::{HttpError, UpstreamHttp};
+use self::client::{classify, tokens_from};
+pub use self::discovery::{EndpointSource, StaticEndpoints};
+use self::discovery::{EndpointState, Endpoints};
+use self::http::UpstreamHttp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +37,10 @@ pub enum ProviderKind {
     Oauth2,
     /// GitHub (github.com or GitHub Enterprise Server), OAuth Apps and GitHub Apps.
     Github,
+    /// Google: OpenID Connect with offline access.
+    Google,
+    /// Any OpenID Connect provider, by issuer.
+    Oidc,
 }
 
 /// How Tether authenticates to the provider's token endpoint.
@@ -41,6 +49,16 @@ pub enum ProviderKind {
 pub enum TokenAuth {
     ClientSecretBasic,
     ClientSecretPost,
+}
+
+/// Where the user's stable id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectSource {
+    /// A member of the user endpoint's answer (GitHub: `id`).
+    Userinfo(String),
+    /// The verified ID token's `sub` (OpenID Connect), with `userinfo` as the fallback when the
+    /// token response carries no ID token.
+    IdToken,
 }
 
 /// Everything needed to talk to one provider, already validated.
@@ -53,11 +71,8 @@ pub struct ProviderConfig {
     /// Absent for providers that register Tether as a public client (PKCE only).
     pub client_secret: Option<SecretString>,
     pub token_auth: TokenAuth,
-    pub authorize_url: Url,
-    pub token_url: Url,
-    pub userinfo_url: Url,
-    /// Member of the userinfo response holding the user's stable id.
-    pub subject_field: String,
+    pub endpoints: EndpointSource,
+    pub subject: SubjectSource,
     /// Upstream scopes requested on every authorization.
     pub scopes: Vec<String>,
     pub extra_authorize_params: Vec<(String, String)>,
@@ -65,6 +80,10 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// Tether's `/callback`, registered at the provider.
     pub callback_url: Url,
+    /// Revoke the upstream grant when Tether's grant is revoked.
+    pub revoke_upstream: bool,
+    /// GitHub's API base, for application grant deletion.
+    pub github_api_url: Option<Url>,
 }
 
 /// The upstream token set, as sealed into a grant.
@@ -76,6 +95,9 @@ pub struct UpstreamTokens {
     pub refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixTime>,
+    /// When the refresh token itself stops working (GitHub Apps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_expires_at: Option<UnixTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
 }
@@ -88,6 +110,19 @@ impl std::fmt::Debug for UpstreamTokens {
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
+}
+
+impl UpstreamTokens {
+    /// Whether the access token expires within `skew` seconds of `now` (and can be refreshed).
+    pub fn expires_within(&self, skew: i64, now: UnixTime) -> bool {
+        self.expires_at.is_some_and(|at| at.saturating_sub(skew) <= now)
+    }
+}
+
+/// The result of exchanging an authorization code.
+pub struct Exchanged {
+    pub tokens: UpstreamTokens,
+    pub id_token: Option<String>,
 }
 
 /// Who the user is at the provider.
@@ -109,12 +144,10 @@ pub enum UpstreamError {
     Invalid(String),
 }
 
-type OAuthClient = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
-
 pub struct Provider {
     config: ProviderConfig,
-    client: OAuthClient,
     http: UpstreamHttp,
+    endpoints: EndpointState,
 }
 
 impl std::fmt::Debug for Provider {
@@ -125,19 +158,9 @@ impl std::fmt::Debug for Provider {
 
 impl Provider {
     pub fn new(config: ProviderConfig) -> Result<Self, String> {
-        let mut client = BasicClient::new(ClientId::new(config.client_id.clone()))
-            .set_auth_uri(AuthUrl::from_url(config.authorize_url.clone()))
-            .set_token_uri(TokenUrl::from_url(config.token_url.clone()))
-            .set_redirect_uri(RedirectUrl::from_url(config.callback_url.clone()))
-            .set_auth_type(match config.token_auth {
-                TokenAuth::ClientSecretBasic => AuthType::BasicAuth,
-                TokenAuth::ClientSecretPost => AuthType::RequestBody,
-            });
-        if let Some(secret) = &config.client_secret {
-            client = client.set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()));
-        }
         let http = UpstreamHttp::new(config.timeout)?;
-        Ok(Self { config, client, http })
+        let endpoints = EndpointState::new(&config);
+        Ok(Self { config, http, endpoints })
     }
 
     pub fn id(&self) -> &str {
@@ -157,9 +180,35 @@ impl Provider {
         &self.config.scopes
     }
 
-    /// Where to send the browser: Tether's own `state`, PKCE challenge and scopes.
-    pub fn authorize_url(&self, state: &str, pkce_verifier: &str, scopes: &[String]) -> Url {
-        let mut request = self
+    /// OpenID providers get a `nonce` in the authorization request, checked in the ID token.
+    pub fn uses_nonce(&self) -> bool {
+        self.config.subject == SubjectSource::IdToken
+    }
+
+    pub fn revokes_upstream(&self) -> bool {
+        self.config.revoke_upstream
+    }
+
+    async fn endpoints(&self) -> Result<Arc<Endpoints>, UpstreamError> {
+        self.endpoints.get(&self.config, &self.http).await
+    }
+
+    /// Resolves the endpoints now (OIDC discovery), so that start-up logs a provider that is
+    /// down; the provider keeps answering "unavailable" until discovery succeeds.
+    pub async fn warm_up(&self) {
+        let _ = self.endpoints().await;
+    }
+
+    /// Where to send the browser: Tether's own `state`, PKCE challenge, nonce and scopes.
+    pub async fn authorize_url(
+        &self,
+        state: &str,
+        pkce_verifier: &str,
+        nonce: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Url, UpstreamError> {
+        let endpoints = self.endpoints().await?;
+        let mut request = endpoints
             .client
             .authorize_url(|| CsrfToken::new(state.to_owned()))
             .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
@@ -167,10 +216,13 @@ impl Provider {
             let verifier = PkceCodeVerifier::new(pkce_verifier.to_owned());
             request = request.set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier));
         }
+        if let Some(nonce) = nonce {
+            request = request.add_extra_param("nonce", nonce.to_owned());
+        }
         for (name, value) in &self.config.extra_authorize_params {
             request = request.add_extra_param(name.clone(), value.clone());
         }
-        request.url().0
+        Ok(request.url().0)
     }
 
     /// Exchanges the code the provider sent to `/callback`.
@@ -179,64 +231,77 @@ impl Provider {
         code: &str,
         pkce_verifier: &str,
         now: UnixTime,
-    ) -> Result<UpstreamTokens, UpstreamError> {
-        let mut request = self.client.exchange_code(AuthorizationCode::new(code.to_owned()));
+    ) -> Result<Exchanged, UpstreamError> {
+        let endpoints = self.endpoints().await?;
+        let mut request = endpoints.client.exchange_code(AuthorizationCode::new(code.to_owned()));
         if self.config.pkce {
             request = request.set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
         }
         let response = request.request_async(&self.http).await.map_err(classify)?;
-        Ok(tokens_from(&response, None, now))
+        let id_token = response.extra_fields().id_token.clone();
+        Ok(Exchanged { tokens: tokens_from(&response, None, now), id_token })
     }
 
-    /// Uses a refresh token. When the provider does not rotate it, the old one is kept.
-    pub async fn refresh(&self, refresh_token: &str, now: UnixTime) -> Result<UpstreamTokens, UpstreamError> {
-        let token = RefreshToken::new(refresh_token.to_owned());
-        let response = self.client.exchange_refresh_token(&token).request_async(&self.http).await.map_err(classify)?;
-        Ok(tokens_from(&response, Some(refresh_token), now))
-    }
-
-    /// The user's stable id at the provider, read with the fresh access token.
-    pub async fn identity(&self, tokens: &UpstreamTokens) -> Result<Identity, UpstreamError> {
-        identity::fetch(&self.http, &self.config, &tokens.access_token).await
-    }
-}
-
-fn tokens_from(
-    response: &oauth2::basic::BasicTokenResponse,
-    previous_refresh: Option<&str>,
-    now: UnixTime,
-) -> UpstreamTokens {
-    let expires_at = response.expires_in().map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
-    UpstreamTokens {
-        access_token: response.access_token().secret().clone(),
-        token_type: match response.token_type() {
-            BasicTokenType::Bearer => "bearer".to_owned(),
-            BasicTokenType::Mac => "mac".to_owned(),
-            BasicTokenType::Extension(other) => other.clone(),
-        },
-        refresh_token: response
-            .refresh_token()
-            .map(|t| t.secret().clone())
-            .or_else(|| previous_refresh.map(str::to_owned)),
-        expires_at,
-        scope: response.scopes().map(|s| s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")),
-    }
-}
-
-type TokenError = RequestTokenError<HttpError, StandardErrorResponse<BasicErrorResponseType>>;
-
-fn classify(err: TokenError) -> UpstreamError {
-    match err {
-        RequestTokenError::ServerResponse(e) => UpstreamError::Rejected { error: e.error().as_ref().to_owned() },
-        RequestTokenError::Request(HttpError::TooLarge) => {
-            UpstreamError::Invalid("token response too large".to_owned())
+    /// Uses the refresh token of `tokens`; a refusal means the upstream grant is gone.
+    pub async fn refresh(&self, tokens: &UpstreamTokens, now: UnixTime) -> Result<UpstreamTokens, UpstreamError> {
+        let Some(refresh_token) = &tokens.refresh_token else {
+            return Err(UpstreamError::Rejected { error: "no refresh token".to_owned() });
+        };
+        if tokens.refresh_expires_at.is_some_and(|at| at <= now) {
+            return Err(UpstreamError::Rejected { error: "the refresh token has expired".to_owned() });
         }
-        RequestTokenError::Request(e) => UpstreamError::Unavailable(e.to_string()),
-        // Only the serde path is reported: the body may hold a token.
-        RequestTokenError::Parse(e, _) => {
-            UpstreamError::Invalid(format!("unreadable token response at `{}`", e.path()))
+        let endpoints = self.endpoints().await?;
+        let token = RefreshToken::new(refresh_token.clone());
+        let response =
+            endpoints.client.exchange_refresh_token(&token).request_async(&self.http).await.map_err(classify)?;
+        Ok(tokens_from(&response, Some(tokens), now))
+    }
+
+    /// The user's stable id: from the verified ID token, or from the user endpoint.
+    pub async fn identity(
+        &self,
+        exchanged: &Exchanged,
+        nonce: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Identity, UpstreamError> {
+        let endpoints = self.endpoints().await?;
+        let access_token = &exchanged.tokens.access_token;
+        let userinfo = |field: &str| {
+            let url = endpoints.userinfo_url.clone();
+            let field = field.to_owned();
+            async move {
+                let url = url.ok_or_else(|| UpstreamError::Invalid("the provider has no user endpoint".to_owned()))?;
+                identity::fetch(&self.http, &url, &field, access_token).await
+            }
+        };
+        match &self.config.subject {
+            SubjectSource::Userinfo(field) => userinfo(field).await,
+            SubjectSource::IdToken => match (&exchanged.id_token, &endpoints.jwks, &endpoints.issuer) {
+                (Some(id_token), Some(jwks), Some(issuer)) => {
+                    let claims = jwks.verify(id_token, issuer, &self.config.client_id, nonce, now).await.map_err(
+                        |e| match e {
+                            id_token::IdTokenError::Jwks(_) => UpstreamError::Unavailable(e.to_string()),
+                            other => UpstreamError::Invalid(other.to_string()),
+                        },
+                    )?;
+                    Ok(Identity { subject: claims.sub })
+                }
+                // OIDC Core §5.3: without an ID token, the userinfo `sub` names the user.
+                _ => userinfo("sub").await,
+            },
         }
-        RequestTokenError::Other(e) => UpstreamError::Invalid(e),
+    }
+
+    /// Revokes the upstream grant behind `tokens`, where the provider supports it.
+    pub async fn revoke(&self, tokens: &UpstreamTokens) -> Result<(), UpstreamError> {
+        if let (ProviderKind::Github, Some(api)) = (self.config.kind, &self.config.github_api_url) {
+            return revoke::github(&self.http, &self.config, api, tokens).await;
+        }
+        let endpoints = self.endpoints().await?;
+        match &endpoints.revocation_url {
+            Some(url) => revoke::rfc7009(&self.http, &self.config, url, tokens).await,
+            None => Err(UpstreamError::Invalid("the provider offers no revocation endpoint".to_owned())),
+        }
     }
 }
 
@@ -251,5 +316,9 @@ impl Providers {
 
     pub fn get(&self, id: &str) -> Option<&Arc<Provider>> {
         self.0.get(id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.0.values()
     }
 }

@@ -35,8 +35,16 @@ pub async fn refresh(
     if token.status == RefreshStatus::Rotated {
         return Err(OAuthError::invalid_grant("refresh token was already used"));
     }
-    let grant =
-        stores.grants.grant(&token.grant_id).await?.filter(|g| g.status == GrantStatus::Active).ok_or_else(invalid)?;
+    let grant = stores.grants.grant(&token.grant_id).await?.ok_or_else(invalid)?;
+    match grant.status {
+        GrantStatus::Active => {}
+        // The upstream provider refused to refresh: the client must send the user through
+        // /authorize again, which `invalid_grant` makes MCP clients do.
+        GrantStatus::Dead => {
+            return Err(OAuthError::invalid_grant("the upstream provider ended this authorization; authorize again"));
+        }
+        GrantStatus::Revoked => return Err(invalid()),
+    }
     check_resource(registry, req.resource.as_deref(), &grant.info.resource)?;
     // RFC 6749 §6: a refresh may narrow the scope, never widen it.
     let requested = scope::parse(req.scope.as_deref())?;

@@ -1,0 +1,145 @@
+//! Keeping a grant's upstream access token fresh, once for all replicas.
+//!
+//! When an introspection finds the upstream token expired (or about to), one replica takes a
+//! short Redis lock on the grant and refreshes; the others wait and pick the new token up from
+//! the grant record. The lock's TTL frees it if its holder dies. The provider's answer decides
+//! the grant's fate: a refusal (4xx) ends it (`Dead`: introspection inactive, the client's
+//! next refresh `invalid_grant`), an outage leaves it alone (503 now, fine later).
+
+use std::time::{Duration, Instant};
+
+use crate::clock::UnixTime;
+use crate::crypto::random;
+use crate::store::{GrantRecord, GrantStatus, GrantStore, LockStore};
+use crate::upstream::{Providers, UpstreamError, UpstreamTokens};
+
+use super::error::{ErrorCode, OAuthError};
+use super::vault::Vault;
+
+/// How eagerly and how patiently upstream tokens are refreshed.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    /// Refresh when the access token expires within this many seconds.
+    pub skew: i64,
+    /// Lease of the refresh lock; longer than any provider's timeout.
+    pub lock_ttl: Duration,
+    /// How long to wait for another replica's refresh before answering 503.
+    pub wait: Duration,
+}
+
+/// What refreshing found.
+#[derive(Debug)]
+pub enum Freshness {
+    Fresh(UpstreamTokens),
+    /// The upstream provider no longer honours the grant.
+    Dead,
+}
+
+/// How often a waiting caller looks for the other replica's result.
+const POLL: Duration = Duration::from_millis(25);
+
+#[derive(Clone, Copy)]
+pub struct Refresher<'a> {
+    pub grants: &'a dyn GrantStore,
+    pub locks: &'a dyn LockStore,
+    pub providers: &'a Providers,
+    pub vault: &'a Vault,
+    pub policy: RefreshPolicy,
+}
+
+fn unavailable() -> OAuthError {
+    OAuthError::new(ErrorCode::TemporarilyUnavailable, "the upstream provider is unavailable; retry shortly")
+}
+
+impl Refresher<'_> {
+    /// `tokens` as they are when fresh enough, otherwise refreshed (here or by another replica).
+    pub async fn ensure_fresh(
+        &self,
+        grant: &GrantRecord,
+        tokens: UpstreamTokens,
+        now: UnixTime,
+    ) -> Result<Freshness, OAuthError> {
+        if !tokens.expires_within(self.policy.skew, now) {
+            return Ok(Freshness::Fresh(tokens));
+        }
+        if tokens.refresh_token.is_none() {
+            // Nothing to refresh with: usable until it expires, then the grant is over.
+            return if tokens.expires_within(0, now) {
+                self.bury(&grant.id, "expired without a refresh token").await
+            } else {
+                Ok(Freshness::Fresh(tokens))
+            };
+        }
+        let deadline = Instant::now() + self.policy.wait;
+        let owner = random::token();
+        loop {
+            if self.locks.try_lock(&grant.id, &owner, self.policy.lock_ttl).await? {
+                let outcome = self.refresh_holding_lock(&grant.id, now).await;
+                if let Err(e) = self.locks.unlock(&grant.id, &owner).await {
+                    tracing::warn!(grant = %grant.id, error = %e, "cannot release the refresh lock; it expires by itself");
+                }
+                return outcome;
+            }
+            // Another replica is refreshing: wait for its result in the grant record.
+            tokio::time::sleep(POLL).await;
+            match self.current(&grant.id).await? {
+                Some(Freshness::Fresh(tokens)) if !tokens.expires_within(self.policy.skew, now) => {
+                    return Ok(Freshness::Fresh(tokens));
+                }
+                Some(Freshness::Dead) | None => return Ok(Freshness::Dead),
+                Some(Freshness::Fresh(_)) => {}
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(grant = %grant.id, "gave up waiting for another replica's upstream refresh");
+                return Err(unavailable());
+            }
+        }
+    }
+
+    /// The grant's current upstream tokens; `None` when the grant is gone.
+    async fn current(&self, grant_id: &str) -> Result<Option<Freshness>, OAuthError> {
+        let Some(grant) = self.grants.grant(grant_id).await? else { return Ok(None) };
+        if grant.status != GrantStatus::Active {
+            return Ok(Some(Freshness::Dead));
+        }
+        Ok(Some(self.vault.open(&grant).map_or(Freshness::Dead, Freshness::Fresh)))
+    }
+
+    async fn refresh_holding_lock(&self, grant_id: &str, now: UnixTime) -> Result<Freshness, OAuthError> {
+        // Re-read under the lock: the previous holder may have refreshed a moment ago.
+        let Some(grant) = self.grants.grant(grant_id).await? else { return Ok(Freshness::Dead) };
+        if grant.status != GrantStatus::Active {
+            return Ok(Freshness::Dead);
+        }
+        let Some(tokens) = self.vault.open(&grant) else { return Ok(Freshness::Dead) };
+        if !tokens.expires_within(self.policy.skew, now) {
+            return Ok(Freshness::Fresh(tokens));
+        }
+        let Some(provider) = self.providers.get(&grant.info.provider) else {
+            tracing::error!(grant = %grant_id, provider = %grant.info.provider, "the grant's provider is not configured");
+            return Ok(Freshness::Dead);
+        };
+        match provider.refresh(&tokens, now).await {
+            Ok(fresh) => {
+                // The new access token and, when rotated, the new refresh token are written
+                // together: they are one sealed value.
+                let sealed = self.vault.seal(&grant.id, &grant.info, &fresh)?;
+                self.grants.set_grant_upstream(&grant.id, &sealed).await?;
+                tracing::info!(grant = %grant_id, provider = %provider.id(), "upstream token refreshed");
+                Ok(Freshness::Fresh(fresh))
+            }
+            // RFC 6749 §5.2: `invalid_grant` (or any refusal) means this grant is over.
+            Err(UpstreamError::Rejected { error }) => self.bury(grant_id, &error).await,
+            Err(e) => {
+                tracing::warn!(grant = %grant_id, provider = %provider.id(), error = %e, "upstream refresh failed; the grant is kept");
+                Err(unavailable())
+            }
+        }
+    }
+
+    async fn bury(&self, grant_id: &str, why: &str) -> Result<Freshness, OAuthError> {
+        tracing::info!(grant = %grant_id, reason = %why, "upstream grant ended; the user must authorize again");
+        self.grants.set_grant_status(grant_id, GrantStatus::Dead).await?;
+        Ok(Freshness::Dead)
+    }
+}

@@ -1,0 +1,191 @@
+//! OpenID Connect ID tokens: the provider's keys (JWKS, cached, refetched once when a new key
+//! id appears) and the checks of OIDC Core §3.1.3.7.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::sync::{Mutex, RwLock};
+use url::Url;
+
+use super::http::UpstreamHttp;
+use crate::clock::UnixTime;
+
+/// Tolerance for clock differences with the provider.
+const LEEWAY: i64 = 60;
+/// A key id the cached set lacks triggers at most one refetch per this interval, so a flood of
+/// forged tokens cannot turn into a flood of JWKS requests.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Asymmetric algorithms only: an ID token is never verified with a shared secret or `none`.
+const ALGORITHMS: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdTokenError {
+    #[error("the ID token is malformed")]
+    Malformed,
+    #[error("the ID token uses algorithm {0:?}, which is not accepted")]
+    Algorithm(Algorithm),
+    #[error("the ID token's signing key `{0}` is not published by the provider")]
+    UnknownKey(String),
+    #[error("the provider's JWKS cannot be fetched: {0}")]
+    Jwks(String),
+    #[error("the ID token's signature does not verify")]
+    Signature,
+    #[error("the ID token is for another issuer")]
+    Issuer,
+    #[error("the ID token is for another client")]
+    Audience,
+    #[error("the ID token has expired")]
+    Expired,
+    #[error("the ID token is dated in the future")]
+    IssuedInFuture,
+    #[error("the ID token's nonce is not the one sent")]
+    Nonce,
+}
+
+/// The claims Tether uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdClaims {
+    pub sub: String,
+    iss: String,
+    aud: Audience,
+    #[serde(default)]
+    azp: Option<String>,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, client_id: &str) -> bool {
+        match self {
+            Self::One(aud) => aud == client_id,
+            Self::Many(auds) => auds.iter().any(|a| a == client_id),
+        }
+    }
+
+    fn is_single(&self) -> bool {
+        matches!(self, Self::One(_)) || matches!(self, Self::Many(v) if v.len() == 1)
+    }
+}
+
+/// The provider's signing keys, cached.
+pub struct Jwks {
+    uri: Url,
+    http: UpstreamHttp,
+    keys: RwLock<Arc<JwkSet>>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwks").field("uri", &self.uri.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl Jwks {
+    pub fn new(uri: Url, http: UpstreamHttp) -> Self {
+        Self { uri, http, keys: RwLock::new(Arc::new(JwkSet { keys: vec![] })), last_fetch: Mutex::new(None) }
+    }
+
+    /// The key for `kid`: from the cache, or after one refetch when the provider may have
+    /// rotated its keys.
+    async fn key(&self, kid: &str) -> Result<DecodingKey, IdTokenError> {
+        if let Some(key) = Self::find(&*self.keys.read().await, kid)? {
+            return Ok(key);
+        }
+        let mut last_fetch = self.last_fetch.lock().await;
+        // Another caller may have refetched while this one waited for the lock.
+        if let Some(key) = Self::find(&*self.keys.read().await, kid)? {
+            return Ok(key);
+        }
+        if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
+            return Err(IdTokenError::UnknownKey(short(kid)));
+        }
+        *last_fetch = Some(Instant::now());
+        let request = self.http.client().get(self.uri.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let (status, body) = self.http.send(request).await.map_err(|e| IdTokenError::Jwks(e.to_string()))?;
+        if status != 200 {
+            return Err(IdTokenError::Jwks(format!("answered {status}")));
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|_| IdTokenError::Jwks("not a JWK set".to_owned()))?;
+        *self.keys.write().await = Arc::new(set);
+        Self::find(&*self.keys.read().await, kid)?.ok_or_else(|| IdTokenError::UnknownKey(short(kid)))
+    }
+
+    fn find(set: &JwkSet, kid: &str) -> Result<Option<DecodingKey>, IdTokenError> {
+        let jwk = match (kid, set.keys.as_slice()) {
+            ("", [only]) => Some(only),
+            ("", _) => None,
+            (kid, _) => set.find(kid),
+        };
+        jwk.map(|jwk| DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::Jwks("unusable key".to_owned()))).transpose()
+    }
+
+    /// Verifies an ID token for `client_id` from `issuer` (OIDC Core §3.1.3.7).
+    pub async fn verify(
+        &self,
+        id_token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+        now: UnixTime,
+    ) -> Result<IdClaims, IdTokenError> {
+        let header = jsonwebtoken::decode_header(id_token).map_err(|_| IdTokenError::Malformed)?;
+        if !ALGORITHMS.contains(&header.alg) {
+            return Err(IdTokenError::Algorithm(header.alg));
+        }
+        // A provider with a single key may omit `kid` (an empty kid means "the only key").
+        let key = self.key(header.kid.as_deref().unwrap_or("")).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false; // checked below against Tether's clock
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims =
+            jsonwebtoken::decode::<IdClaims>(id_token, &key, &validation).map_err(|_| IdTokenError::Signature)?.claims;
+        if claims.iss != issuer {
+            return Err(IdTokenError::Issuer);
+        }
+        if !claims.aud.contains(client_id) || (!claims.aud.is_single() && claims.azp.as_deref() != Some(client_id)) {
+            return Err(IdTokenError::Audience);
+        }
+        if claims.exp + LEEWAY <= now {
+            return Err(IdTokenError::Expired);
+        }
+        if claims.iat.is_some_and(|iat| iat > now + LEEWAY) {
+            return Err(IdTokenError::IssuedInFuture);
+        }
+        if let Some(expected) = nonce
+            && claims.nonce.as_deref().is_none_or(|n| !bool::from(n.as_bytes().ct_eq(expected.as_bytes())))
+        {
+            return Err(IdTokenError::Nonce);
+        }
+        Ok(claims)
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
