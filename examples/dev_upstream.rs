@@ -4,7 +4,7 @@
 //! client using PKCE), `--redirect-uri http://127.0.0.1:8080/callback` (repeatable),
 //! `--access-token-ttl 3600`.
 
-#[path = "support/dev_upstream.rs"]
+#[path = "support/dev_upstream/mod.rs"]
 mod dev_upstream;
 
 use std::time::Duration;

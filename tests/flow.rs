@@ -7,97 +7,14 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-async fn full_flow(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-
-    // Discovery: the issuer exactly as configured.
-    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
-    assert_eq!(metadata["issuer"], app.base.as_str());
-    assert_eq!(metadata["code_challenge_methods_supported"], serde_json::json!(["S256"]));
-
-    let client = app.register_client("none").await;
-    assert!(client.client_secret.is_none());
-    let pkce = Pkce::new();
-    let browser = app.browser();
-    let result = app
-        .authorize(&browser, &app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]), "alice")
-        .await;
-    assert_eq!(result["state"], "client-state-123");
-    assert_eq!(result["iss"], app.base, "RFC 9207 iss must be the issuer");
-
-    let response = app.exchange_code(&client, &result["code"], &pkce.verifier).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["cache-control"], "no-store");
-    let tokens: Value = response.json().await.unwrap();
-    assert_eq!(tokens["token_type"], "Bearer");
-    assert_eq!(tokens["expires_in"], 600);
-    assert_eq!(tokens["scope"], "files:read files:write");
-    let access = tokens["access_token"].as_str().unwrap();
-    let refresh = tokens["refresh_token"].as_str().unwrap();
-    let claims = jwt_claims(access);
-    assert_eq!(claims["aud"], RESOURCE_URI);
-    assert_eq!(claims["client_id"], client.client_id.as_str());
-    // The token verifies against the published JWKS by its kid (RFC 9068 at+jwt, ES256).
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(app.get_json("/.well-known/jwks.json").await).unwrap();
-    let header = jsonwebtoken::decode_header(access).unwrap();
-    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("signing key published");
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.set_audience(&[RESOURCE_URI]);
-    validation.set_issuer(&[app.base.as_str()]);
-    jsonwebtoken::decode::<Value>(access, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap();
-    let alice = app.upstream.user_id("alice").to_string();
-    assert_eq!(claims["sub"], alice.as_str());
-
-    // The MCP server resolves the token to the upstream credential.
-    let answer = app.introspect(access).await;
-    assert_eq!(answer["active"], true, "{answer}");
-    assert_eq!(answer["sub"], alice.as_str());
-    assert_eq!(answer["aud"], RESOURCE_URI);
-    assert_eq!(answer["scope"], "files:read files:write");
-    assert_eq!(answer["upstream"]["provider"], "dev");
-    let upstream_token = answer["upstream"]["access_token"].as_str().unwrap();
-    assert!(upstream_token.starts_with("dev_at_"));
-    assert_eq!(answer["upstream"]["scope"], "user repo:read repo:write");
-    // ...and the upstream credential really works upstream.
-    let me: Value = app
-        .api
-        .get(format!("{}/user", app.upstream.base_url))
-        .bearer_auth(upstream_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["login"], "alice");
-
-    // Refresh rotates: a new pair, the old refresh token stops working.
-    let response = app.refresh(&client, refresh).await;
-    assert_eq!(response.status(), 200);
-    let rotated: Value = response.json().await.unwrap();
-    let new_refresh = rotated["refresh_token"].as_str().unwrap();
-    assert_ne!(new_refresh, refresh);
-    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await["active"], true);
-    let reused = app.refresh(&client, refresh).await;
-    assert_eq!(reused.status(), 400);
-    assert_eq!(reused.json::<Value>().await.unwrap()["error"], "invalid_grant");
-
-    // Revoking the refresh token kills the grant: every access token goes inactive.
-    assert_eq!(app.revoke(&client, new_refresh).await.status(), 200);
-    assert_eq!(app.introspect(access).await, serde_json::json!({"active": false}));
-    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await, serde_json::json!({"active": false}));
-    assert_eq!(app.refresh(&client, new_refresh).await.status(), 400);
-}
-
 #[tokio::test]
 async fn the_whole_flow_works_on_the_memory_store() {
-    full_flow(Backend::Memory).await;
+    core_flow(&TestApp::spawn(Backend::Memory).await, "alice").await;
 }
 
 #[tokio::test]
 async fn the_whole_flow_works_on_redis() {
-    full_flow(Backend::Redis).await;
+    core_flow(&TestApp::spawn(Backend::Redis).await, "alice").await;
 }
 
 #[tokio::test]
@@ -222,7 +139,7 @@ async fn b06_redis_holds_only_digests_and_sealed_tokens_and_every_key_expires() 
 
 #[tokio::test]
 async fn the_github_kind_reads_the_numeric_user_id_and_survives_200_error_answers() {
-    let app = TestApp::spawn_with(Backend::Memory, Options { github: true, ..Options::default() }).await;
+    let app = TestApp::spawn_with(Backend::Memory, Options { kind: Kind::GitHubApp, ..Options::default() }).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
     let browser = app.browser();
@@ -293,7 +210,11 @@ async fn upstream_failures_are_classified_as_refusals_or_outages() {
         scope: None,
     };
     for github in [false, true] {
-        let app = TestApp::spawn_with(Backend::Memory, Options { github, ..Options::default() }).await;
+        let app = TestApp::spawn_with(
+            Backend::Memory,
+            Options { kind: if github { Kind::GitHubApp } else { Kind::OAuth2 }, ..Options::default() },
+        )
+        .await;
         let kind = if github { ProviderKind::Github } else { ProviderKind::Oauth2 };
         let p = provider(kind, &app.upstream.base_url, 300);
         let verifier = "v".repeat(43);

@@ -16,8 +16,9 @@ use crate::clock::UnixTime;
 
 /// Tolerance for clock differences with the provider.
 const LEEWAY: i64 = 60;
-/// A key id the cached set lacks triggers at most one refetch per this interval, so a flood of
-/// forged tokens cannot turn into a flood of JWKS requests.
+/// A key id the cached set lacks triggers a refetch (the provider may have rotated its keys),
+/// at most one per this interval, so a flood of forged tokens cannot turn into a flood of
+/// JWKS requests. The first load does not count.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Asymmetric algorithms only: an ID token is never verified with a shared secret or `none`.
 const ALGORITHMS: [Algorithm; 8] = [
@@ -95,7 +96,14 @@ pub struct Jwks {
     uri: Url,
     http: UpstreamHttp,
     keys: RwLock<Arc<JwkSet>>,
-    last_fetch: Mutex<Option<Instant>>,
+    fetches: Mutex<Fetches>,
+}
+
+#[derive(Default)]
+struct Fetches {
+    loaded: bool,
+    /// When a key id the set lacked last caused a refetch.
+    last_refetch: Option<Instant>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -106,7 +114,12 @@ impl std::fmt::Debug for Jwks {
 
 impl Jwks {
     pub fn new(uri: Url, http: UpstreamHttp) -> Self {
-        Self { uri, http, keys: RwLock::new(Arc::new(JwkSet { keys: vec![] })), last_fetch: Mutex::new(None) }
+        Self {
+            uri,
+            http,
+            keys: RwLock::new(Arc::new(JwkSet { keys: vec![] })),
+            fetches: Mutex::new(Fetches::default()),
+        }
     }
 
     /// The key for `kid`: from the cache, or after one refetch when the provider may have
@@ -115,15 +128,17 @@ impl Jwks {
         if let Some(key) = Self::find(&*self.keys.read().await, kid)? {
             return Ok(key);
         }
-        let mut last_fetch = self.last_fetch.lock().await;
-        // Another caller may have refetched while this one waited for the lock.
+        let mut fetches = self.fetches.lock().await;
+        // Another caller may have fetched while this one waited for the lock.
         if let Some(key) = Self::find(&*self.keys.read().await, kid)? {
             return Ok(key);
         }
-        if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
-            return Err(IdTokenError::UnknownKey(short(kid)));
+        if fetches.loaded {
+            if fetches.last_refetch.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
+                return Err(IdTokenError::UnknownKey(short(kid)));
+            }
+            fetches.last_refetch = Some(Instant::now());
         }
-        *last_fetch = Some(Instant::now());
         let request = self.http.client().get(self.uri.clone()).header(reqwest::header::ACCEPT, "application/json");
         let (status, body) = self.http.send(request).await.map_err(|e| IdTokenError::Jwks(e.to_string()))?;
         if status != 200 {
@@ -131,6 +146,7 @@ impl Jwks {
         }
         let set: JwkSet = serde_json::from_slice(&body).map_err(|_| IdTokenError::Jwks("not a JWK set".to_owned()))?;
         *self.keys.write().await = Arc::new(set);
+        fetches.loaded = true;
         Self::find(&*self.keys.read().await, kid)?.ok_or_else(|| IdTokenError::UnknownKey(short(kid)))
     }
 

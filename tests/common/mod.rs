@@ -6,7 +6,7 @@
 pub mod redis;
 pub mod tls_server;
 
-#[path = "../../examples/support/dev_upstream.rs"]
+#[path = "../../examples/support/dev_upstream/mod.rs"]
 pub mod dev_upstream;
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tether::clock::{Clock, ManualClock, SystemClock};
 use tether::startup::Application;
 
-pub use dev_upstream::{DevUpstream, UpstreamConfig};
+pub use dev_upstream::{DevUpstream, IdTokenFault, Profile, UpstreamConfig};
 pub use redis::RedisServer;
 
 pub const RESOURCE_ID: &str = "files";
@@ -39,11 +39,15 @@ pub enum Backend {
 }
 
 pub struct TestApp {
+    /// Where this instance listens.
     pub base: String,
+    /// The issuer (the same for every instance of a cluster).
+    pub issuer: String,
     pub api: reqwest::Client,
-    pub upstream: DevUpstream,
+    pub upstream: Arc<DevUpstream>,
     pub redis: Option<RedisServer>,
     pub clock: ManualClock,
+    pub kind: Kind,
     handle: actix_web::dev::ServerHandle,
     _dir: tempfile::TempDir,
 }
@@ -54,6 +58,52 @@ impl Drop for TestApp {
     }
 }
 
+/// The upstream stand-in, speaking `kind`, accepting these Tether callbacks.
+async fn stand_in(callbacks: &[String], kind: Kind) -> DevUpstream {
+    DevUpstream::start(UpstreamConfig {
+        client_secret: Some(UPSTREAM_SECRET.into()),
+        redirect_uris: callbacks.to_vec(),
+        profile: kind.profile(),
+        ..UpstreamConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Several Tether instances sharing one Redis, one issuer, one key set and one upstream, as
+/// replicas behind a load balancer do. Browser flows go through the first instance.
+pub struct TestCluster {
+    pub apps: Vec<TestApp>,
+    pub redis: RedisServer,
+    _keys: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub async fn spawn(n: usize, options: Options) -> Self {
+        let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let issuer = format!("http://127.0.0.1:{}", listeners[0].local_addr().unwrap().port());
+        let upstream = Arc::new(stand_in(&[format!("{issuer}/callback")], options.kind).await);
+        let redis = RedisServer::start();
+        let keys = tempfile::tempdir().unwrap();
+        let id = tether::crypto::fresh_key_id(SystemClock.now());
+        std::fs::write(keys.path().join("encryption"), tether::crypto::seal::KeyRing::generate_spec(&id)).unwrap();
+        std::fs::write(keys.path().join("signing"), tether::crypto::signing::SigningKeys::generate_spec(&id).unwrap())
+            .unwrap();
+        let apps = listeners
+            .into_iter()
+            .map(|l| TestApp::start(l, &issuer, upstream.clone(), Some(redis.url()), Some(keys.path()), &options))
+            .collect();
+        Self { apps, redis, _keys: keys }
+    }
+
+    /// Lets time pass on every instance's clock.
+    pub fn advance(&self, secs: i64) {
+        for app in &self.apps {
+            app.clock.advance(secs);
+        }
+    }
+}
+
 /// Variations of the test configuration.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
@@ -61,9 +111,45 @@ pub struct Options {
     pub extra: String,
     /// Serve only the files resource (no calendar).
     pub single_resource: bool,
-    /// Bind the files resource to a `kind = "github"` provider pointed at the stand-in, which
-    /// then answers token errors with status 200 as GitHub does.
-    pub github: bool,
+    /// The kind of provider the files resource is bound to (the stand-in speaks it).
+    pub kind: Kind,
+    /// Revoke upstream when a grant is revoked (the files resource's provider).
+    pub revoke_upstream: bool,
+    /// The stand-in's OIDC discovery is down when Tether starts.
+    pub discovery_down: bool,
+}
+
+/// Provider kinds the files resource can be bound to, each against a stand-in speaking it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    #[default]
+    OAuth2,
+    GitHubApp,
+    GitHubOAuthApp,
+    Oidc,
+    Google,
+}
+
+impl Kind {
+    pub fn profile(self) -> Profile {
+        match self {
+            Kind::OAuth2 => Profile::OAuth2,
+            Kind::GitHubApp => Profile::GitHub { expiring: true },
+            Kind::GitHubOAuthApp => Profile::GitHub { expiring: false },
+            Kind::Oidc => Profile::Oidc,
+            Kind::Google => Profile::Google,
+        }
+    }
+
+    /// The provider id the configuration gives this kind.
+    pub fn provider_id(self) -> &'static str {
+        match self {
+            Kind::OAuth2 => "dev",
+            Kind::GitHubApp | Kind::GitHubOAuthApp => "gh",
+            Kind::Oidc => "idp",
+            Kind::Google => "gg",
+        }
+    }
 }
 
 fn config_toml(issuer: &str, upstream: &str, store: &str, dir: &std::path::Path, options: &Options) -> String {
@@ -84,20 +170,25 @@ default = true"#
         )
     };
     let extra = &options.extra;
-    let provider = if options.github {
-        format!(
-            r#"[providers.gh]
-kind = "github"
-client_id = "tether-dev"
-client_secret_file = "{d}/dev-secret"
-web_url = "{upstream}"
-api_url = "{upstream}"
-scopes = ["user"]"#
-        )
+    let revoke = options.revoke_upstream;
+    let provider = match options.kind {
+        Kind::OAuth2 => String::new(),
+        Kind::GitHubApp | Kind::GitHubOAuthApp => format!(
+            "[providers.gh]\nkind = \"github\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\nweb_url = \"{upstream}\"\napi_url = \"{upstream}\"\nscopes = [\"user\"]\ntimeout_secs = 2\nrevoke_upstream = {revoke}"
+        ),
+        Kind::Oidc => format!(
+            "[providers.idp]\nkind = \"oidc\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\nissuer = \"{upstream}\"\ntimeout_secs = 2\nrevoke_upstream = {revoke}"
+        ),
+        Kind::Google => format!(
+            "[providers.gg]\nkind = \"google\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\nissuer = \"{upstream}\"\ntimeout_secs = 2\nrevoke_upstream = {revoke}"
+        ),
+    };
+    let files_provider = options.kind.provider_id();
+    let dev_revocation = if revoke && options.kind == Kind::OAuth2 {
+        format!("revocation_url = \"{upstream}/revoke\"\nrevoke_upstream = true")
     } else {
         String::new()
     };
-    let files_provider = if options.github { "gh" } else { "dev" };
     format!(
         r#"
 issuer = "{issuer}"
@@ -116,6 +207,8 @@ token_url = "{upstream}/token"
 userinfo_url = "{upstream}/user"
 subject_field = "id"
 scopes = ["user"]
+timeout_secs = 2
+{dev_revocation}
 {provider}
 [resources.{RESOURCE_ID}]
 uri = "{RESOURCE_URI}"
@@ -145,30 +238,43 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let upstream = Arc::new(stand_in(&[format!("{base}/callback")], options.kind).await);
+        upstream.fail_discovery(options.discovery_down);
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let mut app = Self::start(listener, &base, upstream, redis.as_ref().map(RedisServer::url), None, &options);
+        app.redis = redis;
+        app
+    }
+
+    /// Starts one instance on `listener` with the given issuer, stand-in, store and keys.
+    fn start(
+        listener: TcpListener,
+        issuer: &str,
+        upstream: Arc<DevUpstream>,
+        redis_url: Option<String>,
+        keys: Option<&std::path::Path>,
+        options: &Options,
+    ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             tether::telemetry::init(tether::settings::LogFormat::Pretty, "debug");
         }
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let upstream = DevUpstream::start(UpstreamConfig {
-            client_secret: Some(UPSTREAM_SECRET.into()),
-            redirect_uris: vec![format!("{base}/callback")],
-            github_style_errors: options.github,
-            ..UpstreamConfig::default()
-        })
-        .await
-        .unwrap();
-        let redis = (backend == Backend::Redis).then(RedisServer::start);
-        let store = match &redis {
-            Some(r) => format!("kind = \"redis\"\nurl = \"{}\"\nprefix = \"test\"\ntimeout_ms = 500", r.url()),
+        let mut store = match &redis_url {
+            Some(url) => format!("kind = \"redis\"\nurl = \"{url}\"\nprefix = \"test\"\ntimeout_ms = 500"),
             None => "kind = \"memory\"".to_owned(),
         };
+        if let Some(keys) = keys {
+            let k = keys.display();
+            store.push_str(&format!("\n[keys]\nencryption_file = \"{k}/encryption\"\nsigning_file = \"{k}/signing\""));
+        }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("dev-secret"), UPSTREAM_SECRET).unwrap();
         std::fs::write(dir.path().join("files-secret"), RESOURCE_SECRET).unwrap();
         std::fs::write(dir.path().join("calendar-secret"), OTHER_RESOURCE_SECRET).unwrap();
         let config = dir.path().join("tether.toml");
-        std::fs::write(&config, config_toml(&base, &upstream.base_url, &store, dir.path(), &options)).unwrap();
+        std::fs::write(&config, config_toml(issuer, &upstream.base_url, &store, dir.path(), options)).unwrap();
 
         let clock = ManualClock::starting_at(SystemClock.now());
         let (built, _log) = tether::settings::load_and_build(Some(&config), clock.now())
@@ -177,7 +283,22 @@ impl TestApp {
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         let api = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { base, api, upstream, redis, clock, handle, _dir: dir }
+        Self {
+            base,
+            issuer: issuer.to_owned(),
+            api,
+            upstream,
+            redis: None,
+            clock,
+            kind: options.kind,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    /// The provider the files resource is bound to.
+    pub fn provider_id(&self) -> &'static str {
+        self.kind.provider_id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -337,6 +458,90 @@ impl TestApp {
         }
         request.form(&form).send().await.unwrap()
     }
+}
+
+/// The whole flow over HTTP: register → authorize → consent → upstream → callback → token →
+/// introspect → refresh → revoke → introspect inactive. Every provider kind runs it.
+pub async fn core_flow(app: &TestApp, user: &str) {
+    // Discovery: the issuer exactly as configured.
+    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
+    assert_eq!(metadata["issuer"], app.base.as_str());
+    assert_eq!(metadata["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+
+    let client = app.register_client("none").await;
+    assert!(client.client_secret.is_none());
+    let pkce = Pkce::new();
+    let browser = app.browser();
+    let result = app
+        .authorize(&browser, &app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]), user)
+        .await;
+    assert_eq!(result["state"], "client-state-123");
+    assert_eq!(result["iss"], app.base, "RFC 9207 iss must be the issuer");
+
+    let response = app.exchange_code(&client, &result["code"], &pkce.verifier).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 600);
+    assert_eq!(tokens["scope"], "files:read files:write");
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let claims = jwt_claims(access);
+    assert_eq!(claims["aud"], RESOURCE_URI);
+    assert_eq!(claims["client_id"], client.client_id.as_str());
+    // The token verifies against the published JWKS by its kid (RFC 9068 at+jwt, ES256).
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(app.get_json("/.well-known/jwks.json").await).unwrap();
+    let header = jsonwebtoken::decode_header(access).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("signing key published");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[RESOURCE_URI]);
+    validation.set_issuer(&[app.base.as_str()]);
+    jsonwebtoken::decode::<Value>(access, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap();
+    let alice = app.upstream.user_id(user).to_string();
+    assert_eq!(claims["sub"], alice.as_str());
+
+    // The MCP server resolves the token to the upstream credential.
+    let answer = app.introspect(access).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["sub"], alice.as_str());
+    assert_eq!(answer["aud"], RESOURCE_URI);
+    assert_eq!(answer["scope"], "files:read files:write");
+    assert_eq!(answer["upstream"]["provider"], app.provider_id());
+    let upstream_token = answer["upstream"]["access_token"].as_str().unwrap();
+    assert!(upstream_token.starts_with("dev_at_"));
+    let upstream_scope = answer["upstream"]["scope"].as_str().unwrap();
+    assert!(upstream_scope.contains("repo:read") && upstream_scope.contains("repo:write"), "{upstream_scope}");
+    // ...and the upstream credential really works upstream.
+    let me: Value = app
+        .api
+        .get(format!("{}/user", app.upstream.base_url))
+        .bearer_auth(upstream_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["login"], user);
+
+    // Refresh rotates: a new pair, the old refresh token stops working.
+    let response = app.refresh(&client, refresh).await;
+    assert_eq!(response.status(), 200);
+    let rotated: Value = response.json().await.unwrap();
+    let new_refresh = rotated["refresh_token"].as_str().unwrap();
+    assert_ne!(new_refresh, refresh);
+    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await["active"], true);
+    let reused = app.refresh(&client, refresh).await;
+    assert_eq!(reused.status(), 400);
+    assert_eq!(reused.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+    // Revoking the refresh token kills the grant: every access token goes inactive.
+    assert_eq!(app.revoke(&client, new_refresh).await.status(), 200);
+    assert_eq!(app.introspect(access).await, serde_json::json!({"active": false}));
+    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await, serde_json::json!({"active": false}));
+    assert_eq!(app.refresh(&client, new_refresh).await.status(), 400);
 }
 
 #[derive(Debug, Clone)]

@@ -1,17 +1,23 @@
-//! A development upstream provider that behaves like a strict OAuth 2.0 server.
+//! A development upstream provider that behaves like strict real ones.
 //!
-//! It is what Tether talks to when GitHub or Google cannot be reached: `make run` uses it
-//! and so do the tests. Tether treats it as any `oauth2` (or `github`) provider. It is strict
-//! where real providers are: registered redirect URI only, PKCE S256 checked, codes single
-//! use and short-lived, access tokens expiring, refresh tokens rotated on every use. Knobs
-//! let tests make it fail the way real providers fail.
+//! It is what Tether talks to when GitHub or Google cannot be reached: `make run` uses it and
+//! so do the tests. Tether treats it as any provider of the kind it is configured as. Strict
+//! where real providers are: registered redirect URI only, PKCE S256 checked, codes single use
+//! and short-lived, access tokens expiring, refresh tokens rotated. A profile makes it speak
+//! like a plain OAuth 2.0 server, GitHub (OAuth App or GitHub App), an OpenID provider or
+//! Google; knobs let tests make it fail the way real providers fail, and counters show what
+//! Tether asked of it.
 #![allow(dead_code)] // each user (example, test binaries) uses a different part
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test server: a poisoned lock may panic
+
+mod oidc;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -20,6 +26,24 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+
+pub use oidc::IdTokenFault;
+
+/// Which real provider the stand-in imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A strict plain OAuth 2.0 server: expiring access tokens, refresh tokens rotated.
+    OAuth2,
+    /// GitHub. `expiring`: a GitHub App with expiring user tokens (8 h) and refresh tokens
+    /// with their own lifetime; otherwise an OAuth App (tokens never expire, no refresh).
+    /// Token errors come back with status 200, as GitHub sends them.
+    GitHub { expiring: bool },
+    /// An OpenID provider: discovery, JWKS (ES256), ID tokens with the nonce, rotation.
+    Oidc,
+    /// Google: OpenID (RS256) that issues a refresh token only with `access_type=offline`
+    /// and never rotates it.
+    Google,
+}
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -30,8 +54,7 @@ pub struct UpstreamConfig {
     pub redirect_uris: Vec<String>,
     pub access_token_ttl: Duration,
     pub require_pkce: bool,
-    /// Answer token errors with status 200, as GitHub does.
-    pub github_style_errors: bool,
+    pub profile: Profile,
 }
 
 impl Default for UpstreamConfig {
@@ -43,23 +66,24 @@ impl Default for UpstreamConfig {
             redirect_uris: vec!["http://127.0.0.1:8080/callback".into()],
             access_token_ttl: Duration::from_secs(3600),
             require_pkce: true,
-            github_style_errors: false,
+            profile: Profile::OAuth2,
         }
     }
 }
 
 struct Code {
-    client_id: String,
     redirect_uri: String,
     challenge: Option<String>,
     scope: String,
     user: String,
+    nonce: Option<String>,
+    offline: bool,
     expires: Instant,
 }
 
 struct Access {
     user: String,
-    expires: Instant,
+    expires: Option<Instant>,
 }
 
 struct Refresh {
@@ -71,6 +95,17 @@ struct Refresh {
 struct Faults {
     token_status: Option<u16>,
     token_delay: Option<Duration>,
+    discovery_down: bool,
+}
+
+/// What Tether asked for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub code_exchanges: u64,
+    pub refreshes: u64,
+    pub jwks_fetches: u64,
+    pub discovery_fetches: u64,
+    pub revocations: u64,
 }
 
 #[derive(Default)]
@@ -80,11 +115,13 @@ struct Db {
     refresh: HashMap<String, Refresh>,
     users: HashMap<String, u64>,
     faults: Faults,
-    token_calls: u64,
+    counts: Counts,
 }
 
 struct Shared {
     config: UpstreamConfig,
+    base_url: String,
+    oidc: Option<oidc::Oidc>,
     db: Mutex<Db>,
 }
 
@@ -110,8 +147,13 @@ impl Drop for DevUpstream {
 impl DevUpstream {
     pub async fn start(config: UpstreamConfig) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(("127.0.0.1", config.port))?;
-        let port = listener.local_addr()?.port();
-        let shared = Arc::new(Shared { config, db: Mutex::new(Db::default()) });
+        let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        let oidc = match config.profile {
+            Profile::Oidc => Some(oidc::Oidc::new(jsonwebtoken::Algorithm::ES256)),
+            Profile::Google => Some(oidc::Oidc::new(jsonwebtoken::Algorithm::RS256)),
+            _ => None,
+        };
+        let shared = Arc::new(Shared { config, base_url: base_url.clone(), oidc, db: Mutex::new(Db::default()) });
         let data = web::Data::from(shared.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -123,6 +165,11 @@ impl DevUpstream {
                 .route("/token", web::post().to(token))
                 .route("/login/oauth/access_token", web::post().to(token))
                 .route("/user", web::get().to(user))
+                .route("/userinfo", web::get().to(user))
+                .route("/.well-known/openid-configuration", web::get().to(discovery))
+                .route("/jwks", web::get().to(jwks))
+                .route("/revoke", web::post().to(revoke))
+                .route("/applications/{client_id}/grant", web::delete().to(revoke))
         })
         .workers(1)
         // Whoever embeds the stand-in decides when it stops (tests drop it, `main` waits).
@@ -131,7 +178,7 @@ impl DevUpstream {
         .run();
         let handle = server.handle();
         tokio::spawn(server);
-        Ok(Self { base_url: format!("http://127.0.0.1:{port}"), shared, handle })
+        Ok(Self { base_url, shared, handle })
     }
 
     /// Make the token endpoint answer `status` (e.g. 503) until cleared with `None`.
@@ -144,12 +191,36 @@ impl DevUpstream {
         self.shared.db().faults.token_delay = delay;
     }
 
-    /// How many token requests were made.
-    pub fn token_calls(&self) -> u64 {
-        self.shared.db().token_calls
+    /// Make OIDC discovery answer 503 until cleared.
+    pub fn fail_discovery(&self, down: bool) {
+        self.shared.db().faults.discovery_down = down;
     }
 
-    /// The numeric id the stand-in gives `username` (as GitHub's `/user` `id`).
+    /// Make the ID tokens issued from now on faulty (`None`: correct again).
+    pub fn id_token_fault(&self, fault: Option<IdTokenFault>) {
+        if let Some(oidc) = &self.shared.oidc {
+            *oidc.fault.lock().unwrap() = fault;
+        }
+    }
+
+    /// Start signing ID tokens with a new key (the old one stays published).
+    pub fn rotate_signing_key(&self) {
+        if let Some(oidc) = &self.shared.oidc {
+            oidc.rotate();
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.shared.db().counts
+    }
+
+    /// How many token requests were made.
+    pub fn token_calls(&self) -> u64 {
+        let c = self.counts();
+        c.code_exchanges + c.refreshes
+    }
+
+    /// The id the stand-in gives `username` (GitHub's numeric `/user` `id`, OIDC's `sub`).
     pub fn user_id(&self, username: &str) -> u64 {
         user_id(&mut self.shared.db(), username)
     }
@@ -157,6 +228,11 @@ impl DevUpstream {
     /// Revokes every refresh token (the user disconnected the app upstream).
     pub fn revoke_all_refresh_tokens(&self) {
         self.shared.db().refresh.clear();
+    }
+
+    /// Whether `access_token` is still accepted by the user endpoint.
+    pub fn accepts(&self, access_token: &str) -> bool {
+        self.shared.db().access.get(access_token).is_some_and(|a| a.expires.is_none_or(|e| e > Instant::now()))
     }
 }
 
@@ -171,6 +247,12 @@ fn random() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Unix time for ID tokens: the stand-in is a separate server with its own clock.
+#[allow(clippy::disallowed_methods)]
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 #[derive(Debug, Deserialize)]
 struct AuthorizeQuery {
     response_type: Option<String>,
@@ -180,6 +262,8 @@ struct AuthorizeQuery {
     scope: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
+    nonce: Option<String>,
+    access_type: Option<String>,
     username: Option<String>,
     decision: Option<String>,
 }
@@ -202,6 +286,9 @@ fn check_client(shared: &Shared, q: &AuthorizeQuery) -> Result<String, &'static 
 fn check_request(shared: &Shared, q: &AuthorizeQuery) -> Result<(), &'static str> {
     if q.response_type.as_deref() != Some("code") {
         return Err("unsupported_response_type");
+    }
+    if shared.oidc.is_some() && !q.scope.as_deref().unwrap_or("").split(' ').any(|s| s == "openid") {
+        return Err("invalid_scope");
     }
     match (&q.code_challenge, q.code_challenge_method.as_deref()) {
         (Some(_), Some("S256")) => Ok(()),
@@ -240,18 +327,9 @@ async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResp
         }
         return redirect(&redirect_uri, &params);
     }
-    let hidden: Vec<(&str, &str)> = [
-        ("response_type", q.response_type.as_deref()),
-        ("client_id", q.client_id.as_deref()),
-        ("redirect_uri", q.redirect_uri.as_deref()),
-        ("state", q.state.as_deref()),
-        ("scope", q.scope.as_deref()),
-        ("code_challenge", q.code_challenge.as_deref()),
-        ("code_challenge_method", q.code_challenge_method.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k, v)))
-    .collect();
+    // The login form carries the request along; a person signs in as any name.
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
     let page = html! {
         (DOCTYPE)
         html { head { title { "Dev Upstream: sign in" } }
@@ -260,7 +338,7 @@ async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResp
             p { "A development stand-in for GitHub/Google. Sign in as any user name." }
             p { "Requested scopes: " code { (q.scope.as_deref().unwrap_or("(none)")) } }
             form method="post" action=(req.path()) {
-                @for (k, v) in &hidden { input type="hidden" name=(k) value=(v); }
+                @for (k, v) in &pairs { input type="hidden" name=(k) value=(v); }
                 label { "User name " input name="username" value="octocat"; }
                 p {
                     button type="submit" name="decision" value="approve" { "Authorize" }
@@ -293,11 +371,12 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
     shared.db().codes.insert(
         code.clone(),
         Code {
-            client_id: shared.config.client_id.clone(),
             redirect_uri: redirect_uri.clone(),
             challenge: q.code_challenge.clone(),
             scope: q.scope.clone().unwrap_or_default(),
             user,
+            nonce: q.nonce.clone(),
+            offline: q.access_type.as_deref() == Some("offline"),
             expires: Instant::now() + Duration::from_secs(60),
         },
     );
@@ -311,20 +390,19 @@ struct TokenForm {
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     refresh_token: Option<String>,
+    token: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
 }
 
 fn token_error(shared: &Shared, status: u16, error: &str) -> HttpResponse {
-    let status = if shared.config.github_style_errors { 200 } else { status };
-    HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
-    )
-    .json(json!({"error": error, "error_description": format!("dev upstream: {error}")}))
+    let status = if matches!(shared.config.profile, Profile::GitHub { .. }) { 200 } else { status };
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+        .json(json!({"error": error, "error_description": format!("dev upstream: {error}")}))
 }
 
 /// RFC 6749 §2.3.1 client authentication: Basic, or the body; PKCE-only public clients.
-fn client_ok(shared: &Shared, req: &HttpRequest, form: &TokenForm) -> bool {
+fn client_ok(shared: &Shared, req: &HttpRequest, form_id: Option<&str>, form_secret: Option<&str>) -> bool {
     let basic = req
         .headers()
         .get("authorization")
@@ -335,7 +413,7 @@ fn client_ok(shared: &Shared, req: &HttpRequest, form: &TokenForm) -> bool {
         .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
     let (id, secret) = match basic {
         Some((id, secret)) => (Some(id), Some(secret)),
-        None => (form.client_id.clone(), form.client_secret.clone()),
+        None => (form_id.map(str::to_owned), form_secret.map(str::to_owned)),
     };
     id.as_deref() == Some(shared.config.client_id.as_str())
         && match &shared.config.client_secret {
@@ -344,30 +422,43 @@ fn client_ok(shared: &Shared, req: &HttpRequest, form: &TokenForm) -> bool {
         }
 }
 
-async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+/// The provider's fault knobs, applied to token-endpoint-like requests.
+async fn apply_faults(shared: &Shared) -> Option<HttpResponse> {
     let (fault, delay) = {
-        let mut db = shared.db();
-        db.token_calls += 1;
+        let db = shared.db();
         (db.faults.token_status, db.faults.token_delay)
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
-    if let Some(status) = fault {
-        return HttpResponse::build(
-            actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE),
-        )
-        .content_type("text/html")
-        .body("<html><body>upstream trouble</body></html>");
+    fault.map(|status| {
+        HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
+            .content_type("text/html")
+            .body("<html><body>upstream trouble</body></html>")
+    })
+}
+
+async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let form = serde_urlencoded::from_bytes::<TokenForm>(&body).ok();
+    {
+        let mut db = shared.db();
+        match form.as_ref().and_then(|f| f.grant_type.as_deref()) {
+            Some("refresh_token") => db.counts.refreshes += 1,
+            _ => db.counts.code_exchanges += 1,
+        }
     }
-    let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body) else {
+    if let Some(response) = apply_faults(&shared).await {
+        return response;
+    }
+    let Some(form) = form else {
         return token_error(&shared, 400, "invalid_request");
     };
-    if !client_ok(&shared, &req, &form) {
+    if !client_ok(&shared, &req, form.client_id.as_deref(), form.client_secret.as_deref()) {
         return token_error(&shared, 401, "invalid_client");
     }
+    let profile = shared.config.profile;
     let mut db = shared.db();
-    let (user, scope) = match form.grant_type.as_deref() {
+    let (user, scope, id_token, issue_refresh) = match form.grant_type.as_deref() {
         Some("authorization_code") => {
             // Single use: the code is gone whether or not the rest checks out.
             let Some(code) = form.code.as_deref().and_then(|c| db.codes.remove(c)) else {
@@ -381,35 +472,60 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
                 _ => false,
             };
             if code.expires < Instant::now()
-                || code.client_id != shared.config.client_id
                 || form.redirect_uri.as_deref() != Some(code.redirect_uri.as_str())
                 || !verifier_ok
             {
                 return token_error(&shared, 400, "invalid_grant");
             }
-            (code.user, code.scope)
+            let sub = user_id(&mut db, &code.user).to_string();
+            let id_token = shared.oidc.as_ref().map(|oidc| {
+                oidc.id_token(&shared.base_url, &shared.config.client_id, &sub, code.nonce.as_deref(), unix_now())
+            });
+            let refresh = match profile {
+                Profile::Google => code.offline,
+                Profile::GitHub { expiring } => expiring,
+                Profile::OAuth2 | Profile::Oidc => true,
+            };
+            (code.user, code.scope, id_token, refresh)
         }
         Some("refresh_token") => {
-            // Rotation: the presented refresh token is consumed.
-            let Some(old) = form.refresh_token.as_deref().and_then(|t| db.refresh.remove(t)) else {
+            let presented = form.refresh_token.clone().unwrap_or_default();
+            // Google keeps its refresh token; everyone else rotates it.
+            let old = if profile == Profile::Google {
+                db.refresh.get(&presented).map(|r| Refresh { user: r.user.clone(), scope: r.scope.clone() })
+            } else {
+                db.refresh.remove(&presented)
+            };
+            let Some(old) = old else {
                 return token_error(&shared, 400, "invalid_grant");
             };
-            (old.user, old.scope)
+            (old.user, old.scope, None, profile != Profile::Google)
         }
         _ => return token_error(&shared, 400, "unsupported_grant_type"),
     };
     let access = format!("dev_at_{}", random());
-    let refresh = format!("dev_rt_{}", random());
-    let ttl = shared.config.access_token_ttl;
-    db.access.insert(access.clone(), Access { user: user.clone(), expires: Instant::now() + ttl });
-    db.refresh.insert(refresh.clone(), Refresh { user, scope: scope.clone() });
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
-        "access_token": access,
-        "token_type": "bearer",
-        "expires_in": ttl.as_secs(),
-        "refresh_token": refresh,
-        "scope": scope,
-    }))
+    let expiring = !matches!(profile, Profile::GitHub { expiring: false });
+    let ttl = match profile {
+        Profile::GitHub { .. } => Duration::from_secs(28_800),
+        _ => shared.config.access_token_ttl,
+    };
+    db.access.insert(access.clone(), Access { user: user.clone(), expires: expiring.then(|| Instant::now() + ttl) });
+    let mut body = json!({ "access_token": access, "token_type": "bearer", "scope": scope });
+    if expiring {
+        body["expires_in"] = json!(ttl.as_secs());
+    }
+    if issue_refresh {
+        let refresh = format!("dev_rt_{}", random());
+        db.refresh.insert(refresh.clone(), Refresh { user, scope });
+        body["refresh_token"] = json!(refresh);
+        if matches!(profile, Profile::GitHub { expiring: true }) {
+            body["refresh_token_expires_in"] = json!(15_897_600);
+        }
+    }
+    if let Some(id_token) = id_token {
+        body["id_token"] = json!(id_token);
+    }
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
 }
 
 async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
@@ -420,12 +536,69 @@ async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::to_owned);
     let mut db = shared.db();
-    let user = token.and_then(|t| db.access.get(&t).filter(|a| a.expires > Instant::now()).map(|a| a.user.clone()));
+    let user = token.and_then(|t| {
+        db.access.get(&t).filter(|a| a.expires.is_none_or(|e| e > Instant::now())).map(|a| a.user.clone())
+    });
     match user {
         Some(user) => {
             let id = user_id(&mut db, &user);
-            HttpResponse::Ok().json(json!({"id": id, "login": user, "name": format!("Dev User {user}")}))
+            HttpResponse::Ok()
+                .json(json!({"id": id, "sub": id.to_string(), "login": user, "name": format!("Dev User {user}")}))
         }
         None => HttpResponse::Unauthorized().json(json!({"message": "Bad credentials"})),
+    }
+}
+
+async fn discovery(shared: web::Data<Shared>) -> HttpResponse {
+    let down = {
+        let mut db = shared.db();
+        db.counts.discovery_fetches += 1;
+        db.faults.discovery_down
+    };
+    match (&shared.oidc, down) {
+        (_, true) => HttpResponse::ServiceUnavailable().finish(),
+        (Some(_), false) => HttpResponse::Ok().json(oidc::Oidc::discovery(&shared.base_url)),
+        (None, false) => HttpResponse::NotFound().finish(),
+    }
+}
+
+async fn jwks(shared: web::Data<Shared>) -> HttpResponse {
+    shared.db().counts.jwks_fetches += 1;
+    match &shared.oidc {
+        Some(oidc) => HttpResponse::Ok().json(oidc.jwks()),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+/// RFC 7009 revocation (`POST /revoke`) and GitHub's `DELETE /applications/{id}/grant`:
+/// the token, and everything issued to the same user, stops working.
+async fn revoke(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let (token, form_id, form_secret) = if req.method() == actix_web::http::Method::DELETE {
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        (doc["access_token"].as_str().map(str::to_owned), None, None)
+    } else {
+        let form = serde_urlencoded::from_bytes::<TokenForm>(&body).ok();
+        (
+            form.as_ref().and_then(|f| f.token.clone()),
+            form.as_ref().and_then(|f| f.client_id.clone()),
+            form.and_then(|f| f.client_secret),
+        )
+    };
+    if !client_ok(&shared, &req, form_id.as_deref(), form_secret.as_deref()) {
+        return HttpResponse::Unauthorized().json(json!({"error": "invalid_client"}));
+    }
+    let mut db = shared.db();
+    db.counts.revocations += 1;
+    let user = token
+        .as_ref()
+        .and_then(|t| db.refresh.get(t).map(|r| r.user.clone()).or_else(|| db.access.get(t).map(|a| a.user.clone())));
+    if let Some(user) = user {
+        db.refresh.retain(|_, r| r.user != user);
+        db.access.retain(|_, a| a.user != user);
+    }
+    if req.method() == actix_web::http::Method::DELETE {
+        HttpResponse::NoContent().finish()
+    } else {
+        HttpResponse::Ok().finish()
     }
 }
