@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tether::clock::{Clock, ManualClock, SystemClock};
 use tether::startup::Application;
 
+#[allow(unused_imports)] // each test binary uses some of these
 pub use dev_upstream::{DevUpstream, IdTokenFault, Profile, UpstreamConfig};
 pub use redis::RedisServer;
 
