@@ -12,6 +12,7 @@ pub mod dev_upstream;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -60,12 +61,14 @@ impl Drop for TestApp {
 }
 
 /// The upstream stand-in, speaking `kind`, accepting these Tether callbacks.
-async fn stand_in(callbacks: &[String], kind: Kind) -> DevUpstream {
+async fn stand_in(callbacks: &[String], options: &Options) -> DevUpstream {
+    let defaults = UpstreamConfig::default();
     DevUpstream::start(UpstreamConfig {
         client_secret: Some(UPSTREAM_SECRET.into()),
         redirect_uris: callbacks.to_vec(),
-        profile: kind.profile(),
-        ..UpstreamConfig::default()
+        profile: options.kind.profile(),
+        access_token_ttl: options.upstream_ttl.unwrap_or(defaults.access_token_ttl),
+        ..defaults
     })
     .await
     .unwrap()
@@ -83,7 +86,7 @@ impl TestCluster {
     pub async fn spawn(n: usize, options: Options) -> Self {
         let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let issuer = format!("http://127.0.0.1:{}", listeners[0].local_addr().unwrap().port());
-        let upstream = Arc::new(stand_in(&[format!("{issuer}/callback")], options.kind).await);
+        let upstream = Arc::new(stand_in(&[format!("{issuer}/callback")], &options).await);
         let redis = RedisServer::start();
         let keys = tempfile::tempdir().unwrap();
         let id = tether::crypto::fresh_key_id(SystemClock.now());
@@ -118,6 +121,8 @@ pub struct Options {
     pub revoke_upstream: bool,
     /// The stand-in's OIDC discovery is down when Tether starts.
     pub discovery_down: bool,
+    /// Lifetime of the stand-in's access tokens (default one hour).
+    pub upstream_ttl: Option<Duration>,
 }
 
 /// Provider kinds the files resource can be bound to, each against a stand-in speaking it.
@@ -241,7 +246,7 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let upstream = Arc::new(stand_in(&[format!("{base}/callback")], options.kind).await);
+        let upstream = Arc::new(stand_in(&[format!("{base}/callback")], &options).await);
         upstream.fail_discovery(options.discovery_down);
         let redis = (backend == Backend::Redis).then(RedisServer::start);
         let mut app = Self::start(listener, &base, upstream, redis.as_ref().map(RedisServer::url), None, &options);
