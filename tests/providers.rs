@@ -187,3 +187,71 @@ async fn revoking_a_grant_revokes_it_upstream_for_every_kind_that_can() {
         assert!(!app.upstream.accepts(upstream_token), "{kind:?}: the upstream token still works");
     }
 }
+
+/// Authorizes `client` in `browser` as `user` for `scope`; returns the token scope and the
+/// upstream scopes Tether asked for.
+async fn authorize_for(
+    app: &TestApp,
+    browser: &Browser,
+    client: &TestClient,
+    user: &str,
+    scope: &str,
+) -> (String, String) {
+    let pkce = Pkce::new();
+    let url = app.authorize_url(client, &pkce, &[("scope", Some(scope))]);
+    let upstream = app.go_upstream(browser, &url).await;
+    let upstream_scope = query(&upstream)["scope"].clone();
+    let back = browser.upstream_login(&upstream, user, "approve").await;
+    let result = query(&location(&browser.get(&location(&back)).await));
+    let tokens: Value = app.exchange_code(client, &result["code"], &pkce.verifier).await.json().await.unwrap();
+    (tokens["scope"].as_str().unwrap().to_owned(), upstream_scope)
+}
+
+#[tokio::test]
+async fn step_up_widens_the_grant_for_the_same_user_in_the_same_browser() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let client = app.register_client("none").await;
+    let browser = app.browser();
+    let (scope, upstream) = authorize_for(&app, &browser, &client, "tia", "files:read").await;
+    assert_eq!((scope.as_str(), upstream.as_str()), ("files:read", "user repo:read"));
+
+    // A client that asks only for the missing scope (as older SDK clients do after a 403)
+    // gets the union, and the user is asked upstream for the union.
+    let page = browser
+        .get(&app.authorize_url(&client, &Pkce::new(), &[("scope", Some("files:write"))]))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("including what you approved for it before"), "{page}");
+    let (scope, upstream) = authorize_for(&app, &browser, &client, "tia", "files:write").await;
+    assert_eq!(scope, "files:read files:write");
+    assert_eq!(upstream, "user repo:read repo:write");
+
+    // Asking for less later does not narrow it.
+    let (scope, _) = authorize_for(&app, &browser, &client, "tia", "files:read").await;
+    assert_eq!(scope, "files:read files:write");
+}
+
+#[tokio::test]
+async fn step_up_does_not_widen_for_another_user_or_another_browser() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let client = app.register_client("none").await;
+    let browser = app.browser();
+    authorize_for(&app, &browser, &client, "uli", "files:read files:write").await;
+    // Same browser, someone else signs in upstream: only what was asked.
+    let (scope, _) = authorize_for(&app, &browser, &client, "val", "files:read").await;
+    assert_eq!(scope, "files:read");
+    // Another browser knows nothing of the earlier grants.
+    let (scope, upstream) = authorize_for(&app, &app.browser(), &client, "uli", "files:write").await;
+    assert_eq!((scope.as_str(), upstream.as_str()), ("files:write", "user repo:write"));
+}
+
+#[tokio::test]
+async fn without_an_id_token_an_openid_provider_identifies_the_user_by_userinfo() {
+    let app = app(Kind::Oidc).await;
+    app.upstream.omit_id_token(true);
+    let client = app.register_client("none").await;
+    let access = app.tokens_for(&client, "wyn").await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.introspect(&access).await["sub"], app.upstream.user_id("wyn").to_string().as_str());
+}

@@ -56,6 +56,10 @@ contract!(
     refresh_rotation_is_a_compare_and_set,
     only_one_of_many_concurrent_rotations_wins,
     store_answers_ping,
+    locks_are_exclusive_owned_and_expire,
+    grant_upstream_tokens_are_replaced_in_place,
+    recently_used_grants_are_listed_and_forgotten,
+    browsers_remember_their_latest_grant_per_client_and_resource,
 );
 
 const TTL: Duration = Duration::from_secs(60);
@@ -92,7 +96,9 @@ fn request() -> AuthorizationRecord {
         state: Some("s".into()),
         code_challenge: "ch".into(),
         resource: "files".into(),
-        scope: vec!["files:read".into()],
+        scope: vec!["files:read".into(), "files:write".into()],
+        requested_scope: vec!["files:read".into()],
+        widens: Some("earlier".into()),
         offline: true,
     }
 }
@@ -254,4 +260,53 @@ async fn only_one_of_many_concurrent_rotations_wins(s: Subject) {
 
 async fn store_answers_ping(s: Subject) {
     s.store.ping().await.unwrap();
+}
+
+async fn locks_are_exclusive_owned_and_expire(s: Subject) {
+    let ttl = Duration::from_secs(1);
+    assert!(s.store.try_lock("g", "a", ttl).await.unwrap());
+    assert!(!s.store.try_lock("g", "b", ttl).await.unwrap(), "held by a");
+    s.store.unlock("g", "b").await.unwrap(); // not b's to release
+    assert!(!s.store.try_lock("g", "b", ttl).await.unwrap());
+    s.store.unlock("g", "a").await.unwrap();
+    assert!(s.store.try_lock("g", "b", ttl).await.unwrap(), "released by its owner");
+    s.elapse(1).await;
+    assert!(s.store.try_lock("g", "c", ttl).await.unwrap(), "a dead holder's lock expires");
+    assert!(s.store.try_lock("other", "a", ttl).await.unwrap(), "locks are per name");
+}
+
+async fn grant_upstream_tokens_are_replaced_in_place(s: Subject) {
+    s.store.put_grant(&grant("g1"), TTL).await.unwrap();
+    s.store.set_grant_status("g1", GrantStatus::Revoked).await.unwrap();
+    assert!(s.store.set_grant_upstream("g1", &[7, 7, 7]).await.unwrap());
+    let updated = s.store.grant("g1").await.unwrap().unwrap();
+    assert_eq!(updated.upstream, vec![7, 7, 7]);
+    assert_eq!(updated.status, GrantStatus::Revoked, "a refresh must not undo a revocation");
+    assert!(!s.store.set_grant_upstream("ghost", &[1]).await.unwrap());
+    assert_eq!(s.store.grant("ghost").await.unwrap(), None, "must not create a grant");
+}
+
+async fn recently_used_grants_are_listed_and_forgotten(s: Subject) {
+    s.store.mark_used("old", 100, TTL).await.unwrap();
+    s.store.mark_used("new", 200, TTL).await.unwrap();
+    s.store.mark_used("old", 150, TTL).await.unwrap(); // a later use moves it
+    let mut since = s.store.used_since(150, 10).await.unwrap();
+    since.sort();
+    assert_eq!(since, ["new", "old"]);
+    assert_eq!(s.store.used_since(151, 10).await.unwrap(), ["new"]);
+    s.store.forget_before(200).await.unwrap();
+    assert_eq!(s.store.used_since(0, 10).await.unwrap(), ["new"]);
+}
+
+async fn browsers_remember_their_latest_grant_per_client_and_resource(s: Subject) {
+    assert_eq!(s.store.remembered_grant("b1", "c", "files").await.unwrap(), None);
+    s.store.remember_grant("b1", "c", "files", "g1", TTL).await.unwrap();
+    s.store.remember_grant("b1", "c", "calendar", "g2", TTL).await.unwrap();
+    s.store.remember_grant("b1", "c", "files", "g3", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(s.store.remembered_grant("b1", "c", "files").await.unwrap().as_deref(), Some("g3"));
+    assert_eq!(s.store.remembered_grant("b1", "c", "calendar").await.unwrap().as_deref(), Some("g2"));
+    assert_eq!(s.store.remembered_grant("b2", "c", "files").await.unwrap(), None);
+    assert_eq!(s.store.remembered_grant("b1", "other", "files").await.unwrap(), None);
+    s.elapse(1).await;
+    assert_eq!(s.store.remembered_grant("b1", "c", "files").await.unwrap(), None, "the browser record expires");
 }

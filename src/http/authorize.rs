@@ -3,7 +3,7 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::oauth::authorize::{self, AuthorizeParams};
+use crate::oauth::authorize::{self, AuthorizeParams, AuthorizeStores};
 use crate::oauth::flow::{FlowError, PageStatus};
 
 use super::AppState;
@@ -39,7 +39,15 @@ async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) ->
     let broker = &state.broker;
     let store = broker.store.as_ref();
     let binding = state.binding(req);
-    match authorize::start(broker.flow(), store, params, binding.as_deref(), now).await {
+    match authorize::start(
+        broker.flow(),
+        AuthorizeStores { pending: store, grants: store, browsers: store },
+        params,
+        binding.as_deref(),
+        now,
+    )
+    .await
+    {
         Ok(view) => {
             let mut response = consent_page(&view);
             if let Err(e) = response.add_cookie(&state.binding_cookie(view.binding.clone())) {

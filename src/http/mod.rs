@@ -50,15 +50,16 @@ impl AppState {
     }
 
     /// The browser-binding cookie: first-party, `HttpOnly`, `SameSite=Lax` (sent on the
-    /// upstream provider's top-level redirect back), `Secure` and `__Host-` over https.
+    /// upstream provider's top-level redirect back), `Secure` and `__Host-` over https. It
+    /// lives as long as refresh tokens: it also names the browser's earlier grants (step-up).
     fn binding_cookie(&self, value: String) -> Cookie<'static> {
-        let max_age = self.broker.lifetimes.authorization.as_secs();
+        let max_age = self.broker.lifetimes.refresh_token.as_secs();
         Cookie::build(self.binding_cookie, value)
             .path("/")
             .http_only(true)
             .secure(self.secure_cookies)
             .same_site(SameSite::Lax)
-            .max_age(time::Duration::seconds(i64::try_from(max_age).unwrap_or(600)))
+            .max_age(time::Duration::seconds(i64::try_from(max_age).unwrap_or(86_400)))
             .finish()
     }
 }

@@ -82,7 +82,7 @@ pub fn consent_page(view: &ConsentView) -> HttpResponse {
                 p { "After you approve, you sign in at " strong { (view.provider_name) } " and the application's access is sent to "
                     strong { (view.redirect_host) } "." }
                 @if !view.scopes.is_empty() {
-                    p { "It asks to:" }
+                    p { "It asks to:" @if view.widening { " (including what you approved for it before)" } }
                     ul { @for (scope, description) in &view.scopes {
                         li { code { (scope) } @if let Some(d) = description { " — " (d) } }
                     } }

@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
-use crate::store::{AuthorizationRecord, ClientRecord, ClientSource, ConsentRecord, PendingRecord, PendingStore};
+use crate::store::{
+    AuthorizationRecord, BrowserStore, ClientRecord, ClientSource, ConsentRecord, GrantStatus, GrantStore,
+    PendingRecord, PendingStore,
+};
 use crate::upstream::{Provider, Providers};
 
 use super::clients::{Clients, LookupError};
@@ -51,10 +54,18 @@ fn is_binding(value: &str) -> bool {
     value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The stores `/authorize` reads and writes.
+#[derive(Clone, Copy)]
+pub struct AuthorizeStores<'a> {
+    pub pending: &'a dyn PendingStore,
+    pub grants: &'a dyn GrantStore,
+    pub browsers: &'a dyn BrowserStore,
+}
+
 /// Validates an authorization request and parks it until the user decides.
 pub async fn start(
     ctx: FlowContext<'_>,
-    pending: &dyn PendingStore,
+    stores: AuthorizeStores<'_>,
     params: AuthorizeParams,
     binding: Option<&str>,
     now: UnixTime,
@@ -92,14 +103,32 @@ pub async fn start(
         },
     };
     let back = ReturnTo { redirect_uri: &redirect_uri, state: params.state.as_deref(), issuer: ctx.issuer };
-    let Validated { request, resource, provider, upstream_scopes } =
+    let Validated { mut request, resource, provider, mut upstream_scopes } =
         validate(ctx, &client, &params, redirect_uri.clone(), redirect_uri_sent).map_err(|e| back.error(&e))?;
 
-    // One binding per browser, reused across concurrent authorizations in several tabs.
+    // One binding per browser, reused across authorizations (and tabs).
     let binding = binding.filter(|b| is_binding(b)).map_or_else(random::token, str::to_owned);
+    // Step-up: a new authorization for the same client and resource in this browser widens
+    // the earlier grant (asking upstream for the union) instead of replacing it with a
+    // narrower one. The callback keeps the union only if the same user signs in upstream.
+    if let Some(earlier) = earlier_grant(stores, &hash::digest(&binding), &request).await? {
+        let union: Vec<String> = resource
+            .scopes
+            .iter()
+            .map(|s| &s.name)
+            .filter(|n| request.scope.contains(n) || earlier.info.scope.contains(n))
+            .cloned()
+            .collect();
+        if union != request.scope {
+            upstream_scopes = scope::upstream_scopes(&union, resource, provider.base_scopes());
+            request.scope = union;
+        }
+        request.offline |= earlier.info.offline;
+        request.widens = Some(earlier.id);
+    }
     let consent_id = random::token();
     let record = ConsentRecord { request: request.clone(), binding_digest: hash::digest(&binding), created_at: now };
-    pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
+    stores.pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
 
     Ok(ConsentView {
         consent_id,
@@ -107,6 +136,7 @@ pub async fn start(
         client_id: client.client_id.clone(),
         client_name: client.client_name.clone(),
         redirect_host: redirect::display_host(&redirect_uri),
+        widening: request.widens.is_some(),
         // MCP security considerations: warn when the code goes to this computer only.
         local_only: client.redirect_uris.iter().all(|u| redirect::is_loopback_uri(u)),
         document_host: (client.source == ClientSource::Document).then(|| redirect::display_host(&client.client_id)),
@@ -129,6 +159,20 @@ struct Validated<'a> {
     resource: &'a Resource,
     provider: &'a Provider,
     upstream_scopes: Vec<String>,
+}
+
+/// The active grant this browser last obtained for the request's client and resource.
+async fn earlier_grant(
+    stores: AuthorizeStores<'_>,
+    browser: &str,
+    request: &AuthorizationRecord,
+) -> Result<Option<crate::store::GrantRecord>, FlowError> {
+    let Some(grant_id) = stores.browsers.remembered_grant(browser, &request.client_id, &request.resource).await? else {
+        return Ok(None);
+    };
+    Ok(stores.grants.grant(&grant_id).await?.filter(|g| {
+        g.status == GrantStatus::Active && g.info.client_id == request.client_id && g.info.resource == request.resource
+    }))
 }
 
 /// The checks that, once the redirect URI is trusted, are reported to the client.
@@ -165,7 +209,9 @@ fn validate<'a>(
         state: params.state.clone(),
         code_challenge,
         resource: resource.id.clone(),
+        requested_scope: scopes.granted.clone(),
         scope: scopes.granted,
+        widens: None,
         offline: scopes.offline || client.grant_types.iter().any(|g| g == "refresh_token"),
     };
     Ok(Validated { request, resource, provider, upstream_scopes: scopes.upstream })

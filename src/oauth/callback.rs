@@ -5,7 +5,9 @@ use serde::Deserialize;
 
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
-use crate::store::{CodeRecord, CodeStore, GrantInfo, GrantRecord, GrantStatus, GrantStore, PendingStore};
+use crate::store::{
+    BrowserStore, CodeRecord, CodeStore, GrantInfo, GrantRecord, GrantStatus, GrantStore, PendingStore,
+};
 use crate::upstream::UpstreamError;
 
 use super::authorize::FlowContext;
@@ -26,6 +28,7 @@ pub struct CallbackStores<'a> {
     pub pending: &'a dyn PendingStore,
     pub grants: &'a dyn GrantStore,
     pub codes: &'a dyn CodeStore,
+    pub browsers: &'a dyn BrowserStore,
 }
 
 /// Completes the upstream leg and returns the client's redirect with Tether's code.
@@ -84,6 +87,7 @@ pub async fn complete(
         .await
         .map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
     let tokens = exchanged.tokens;
+    let scope = widened_scope(stores.grants, request, &identity.subject).await.map_err(|e| back.error(&e))?;
 
     let grant_id = uuid::Uuid::new_v4().simple().to_string();
     let info = GrantInfo {
@@ -91,7 +95,7 @@ pub async fn complete(
         client_id: request.client_id.clone(),
         resource: request.resource.clone(),
         provider: provider.id().to_owned(),
-        scope: request.scope.clone(),
+        scope: scope.clone(),
         offline: request.offline,
         created_at: now,
     };
@@ -109,14 +113,39 @@ pub async fn complete(
         redirect_uri_sent: request.redirect_uri_sent,
         code_challenge: request.code_challenge.clone(),
         resource: request.resource.clone(),
-        scope: request.scope.clone(),
-        grant_id,
+        scope,
+        grant_id: grant_id.clone(),
         issued_at: now,
     };
     let stored = stores.codes.put_code(&hash::digest(&client_code), &code_record, ctx.lifetimes.code).await;
     stored.map_err(|e| back.error(&OAuthError::store(e)))?;
+    let remembered = stores
+        .browsers
+        .remember_grant(
+            &pending.binding_digest,
+            &request.client_id,
+            &request.resource,
+            &grant_id,
+            ctx.lifetimes.refresh_token,
+        )
+        .await;
+    if let Err(e) = remembered {
+        tracing::warn!(error = %e, "cannot remember the grant for this browser; a later step-up will not widen it");
+    }
     tracing::info!(client_id = %request.client_id, resource = %request.resource, provider = %provider.id(), "authorization completed");
     back.success(&client_code)
+}
+
+/// The scopes of the new grant: the widened set when the user who signed in upstream holds
+/// the grant being widened, otherwise only what this request asked for.
+async fn widened_scope(
+    grants: &dyn GrantStore,
+    request: &crate::store::AuthorizationRecord,
+    subject: &str,
+) -> Result<Vec<String>, OAuthError> {
+    let Some(earlier) = &request.widens else { return Ok(request.scope.clone()) };
+    let same_user = grants.grant(earlier).await?.is_some_and(|g| g.info.subject == subject);
+    Ok(if same_user { request.scope.clone() } else { request.requested_scope.clone() })
 }
 
 /// Maps an upstream failure to what the client is told; the cause goes to the log.

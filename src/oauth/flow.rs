@@ -95,6 +95,8 @@ pub struct ConsentView {
     pub client_id: String,
     pub client_name: Option<String>,
     pub redirect_host: String,
+    /// The request includes what this browser approved for the client before (step-up).
+    pub widening: bool,
     /// Every redirect URI of the client is on this computer (localhost).
     pub local_only: bool,
     /// For a client identified by a metadata document, the host that published it.

@@ -87,6 +87,7 @@ pub struct MemoryStore {
     grants: TtlMap<GrantRecord>,
     refresh: TtlMap<RefreshRecord>,
     locks: TtlMap<String>,
+    browsers: TtlMap<HashMap<String, String>>,
     activity: Mutex<HashMap<String, UnixTime>>,
 }
 
@@ -102,6 +103,7 @@ impl MemoryStore {
             grants: TtlMap::new(),
             refresh: TtlMap::new(),
             locks: TtlMap::new(),
+            browsers: TtlMap::new(),
             activity: Mutex::new(HashMap::new()),
         }
     }
@@ -221,6 +223,35 @@ impl LockStore for MemoryStore {
             locks.remove(name);
         }
         Ok(())
+    }
+}
+
+fn browser_field(client_id: &str, resource: &str) -> String {
+    format!("{resource}|{client_id}")
+}
+
+#[async_trait]
+impl BrowserStore for MemoryStore {
+    async fn remember_grant(
+        &self,
+        browser: &str,
+        client_id: &str,
+        resource: &str,
+        grant_id: &str,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let now = self.now();
+        let mut known = self.browsers.get(browser, now).unwrap_or_default();
+        known.insert(browser_field(client_id, resource), grant_id.to_owned());
+        self.browsers.insert(browser, known, ttl, now);
+        Ok(())
+    }
+
+    async fn remembered_grant(&self, browser: &str, client_id: &str, resource: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .browsers
+            .get(browser, self.now())
+            .and_then(|known| known.get(&browser_field(client_id, resource)).cloned()))
     }
 }
 

@@ -98,6 +98,22 @@ pub trait LockStore: Send + Sync {
     async fn unlock(&self, name: &str, owner: &str) -> StoreResult<()>;
 }
 
+/// What a browser authorized before: per (client, resource), the latest grant, so that a new
+/// authorization in the same browser can widen it instead of replacing it with a narrower one.
+#[async_trait]
+pub trait BrowserStore: Send + Sync {
+    /// `browser` is the digest of the browser-binding cookie.
+    async fn remember_grant(
+        &self,
+        browser: &str,
+        client_id: &str,
+        resource: &str,
+        grant_id: &str,
+        ttl: Duration,
+    ) -> StoreResult<()>;
+    async fn remembered_grant(&self, browser: &str, client_id: &str, resource: &str) -> StoreResult<Option<String>>;
+}
+
 /// Which grants were used recently, for refreshing their upstream tokens ahead of expiry.
 #[async_trait]
 pub trait ActivityStore: Send + Sync {
@@ -122,7 +138,15 @@ pub trait RefreshStore: Send + Sync {
 /// Everything the broker stores.
 #[async_trait]
 pub trait Store:
-    ClientStore + PendingStore + CodeStore + GrantStore + RefreshStore + LockStore + ActivityStore + std::fmt::Debug
+    ClientStore
+    + PendingStore
+    + CodeStore
+    + GrantStore
+    + RefreshStore
+    + LockStore
+    + ActivityStore
+    + BrowserStore
+    + std::fmt::Debug
 {
     /// Whether the backend answers; `/readyz` reports it.
     async fn ping(&self) -> StoreResult<()>;

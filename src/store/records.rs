@@ -70,8 +70,16 @@ pub struct AuthorizationRecord {
     pub code_challenge: String,
     /// Id of the resource (MCP server) in the registry.
     pub resource: String,
-    /// MCP scopes granted (after mapping against the resource's offer).
+    /// MCP scopes to grant (after mapping against the resource's offer); wider than
+    /// `requested_scope` when this authorization widens an earlier grant.
     pub scope: Vec<String>,
+    /// The MCP scopes this request asked for, granted instead of `scope` when another user
+    /// signs in upstream than the one who holds the grant being widened.
+    #[serde(default)]
+    pub requested_scope: Vec<String>,
+    /// The earlier grant (same browser, client and resource) this authorization widens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widens: Option<String>,
     /// Whether a refresh token may be issued for this authorization.
     pub offline: bool,
 }

@@ -315,6 +315,44 @@ impl LockStore for RedisStore {
 }
 
 #[async_trait]
+impl BrowserStore for RedisStore {
+    async fn remember_grant(
+        &self,
+        browser: &str,
+        client_id: &str,
+        resource: &str,
+        grant_id: &str,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let key = self.key("browser", browser);
+        let field = format!("{resource}|{client_id}");
+        let grant_id = grant_id.to_owned();
+        self.run(async move |mut c| {
+            ::redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg(field)
+                .arg(grant_id)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(ttl))
+                .ignore()
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn remembered_grant(&self, browser: &str, client_id: &str, resource: &str) -> StoreResult<Option<String>> {
+        let key = self.key("browser", browser);
+        let field = format!("{resource}|{client_id}");
+        self.run(async move |mut c| ::redis::cmd("HGET").arg(&key).arg(field).query_async(&mut c).await).await
+    }
+}
+
+#[async_trait]
 impl ActivityStore for RedisStore {
     async fn mark_used(&self, grant_id: &str, at: UnixTime, ttl: Duration) -> StoreResult<()> {
         let key = format!("{}:{SCHEMA}:recent", self.prefix);

@@ -96,6 +96,7 @@ struct Faults {
     token_status: Option<u16>,
     token_delay: Option<Duration>,
     discovery_down: bool,
+    omit_id_token: bool,
 }
 
 /// What Tether asked for.
@@ -201,6 +202,11 @@ impl DevUpstream {
         if let Some(oidc) = &self.shared.oidc {
             *oidc.fault.lock().unwrap() = fault;
         }
+    }
+
+    /// Leave the ID token out of token responses (identity then comes from userinfo).
+    pub fn omit_id_token(&self, omit: bool) {
+        self.shared.db().faults.omit_id_token = omit;
     }
 
     /// Start signing ID tokens with a new key (the old one stays published).
