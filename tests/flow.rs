@@ -206,6 +206,7 @@ async fn upstream_failures_are_classified_as_refusals_or_outages() {
         token_type: "bearer".into(),
         refresh_token: Some("x".into()),
         expires_at: Some(0),
+        obtained_at: None,
         refresh_expires_at: None,
         scope: None,
     };

@@ -162,12 +162,13 @@ async fn a_crashed_lock_holder_delays_refresh_only_until_the_lock_expires() {
 
 #[tokio::test]
 async fn background_refresh_renews_recently_used_grants_before_they_expire() {
-    let extra = "[upstream]\nbackground_refresh = true\nbackground_interval_secs = 1\nbackground_lead_secs = 90\n";
-    let app = TestApp::spawn_with(Backend::Redis, options(Kind::OAuth2, extra)).await;
+    let extra = "[upstream]\nbackground_refresh = true\nbackground_interval_secs = 1\nbackground_lead_secs = 200\n";
+    let options = Options { upstream_ttl: Some(Duration::from_secs(300)), ..options(Kind::OAuth2, extra) };
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
     let client = app.register_client("none").await;
     let access = app.tokens_for(&client, "sol").await["access_token"].as_str().unwrap().to_owned();
     let first = upstream_token(&app, &access).await; // a use the background task sees
-    app.clock.advance(40); // expires within the 90 s lead, not yet within the 60 s skew
+    app.clock.advance(160); // 140 s left: within the background lead, not the 60 s skew
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.upstream.counts().refreshes == 0 {
         assert!(Instant::now() < deadline, "the background task did not refresh");

@@ -79,6 +79,7 @@ mod tests {
             token_type: "bearer".into(),
             refresh_token: None,
             expires_at: None,
+            obtained_at: None,
             refresh_expires_at: None,
             scope: None,
         };

@@ -91,6 +91,7 @@ pub fn tokens_from(
         refresh_token,
         refresh_expires_at,
         expires_at: response.expires_in().map(|d| after(d.as_secs())),
+        obtained_at: Some(now),
         scope: response.scopes().map(|s| s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")),
     }
 }

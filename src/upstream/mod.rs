@@ -95,6 +95,9 @@ pub struct UpstreamTokens {
     pub refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixTime>,
+    /// When Tether obtained the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obtained_at: Option<UnixTime>,
     /// When the refresh token itself stops working (GitHub Apps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_expires_at: Option<UnixTime>,
@@ -113,9 +116,14 @@ impl std::fmt::Debug for UpstreamTokens {
 }
 
 impl UpstreamTokens {
-    /// Whether the access token expires within `skew` seconds of `now` (and can be refreshed).
+    /// Whether the access token expires within `skew` seconds of `now`. The skew never exceeds
+    /// half the token's life: a provider issuing tokens shorter-lived than the skew would
+    /// otherwise be asked for a new one on every use.
     pub fn expires_within(&self, skew: i64, now: UnixTime) -> bool {
-        self.expires_at.is_some_and(|at| at.saturating_sub(skew) <= now)
+        self.expires_at.is_some_and(|at| {
+            let half_life = self.obtained_at.map_or(skew, |obtained| (at - obtained) / 2);
+            at.saturating_sub(skew.min(half_life).max(0)) <= now
+        })
     }
 }
 
@@ -320,5 +328,36 @@ impl Providers {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<Provider>> {
         self.0.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UpstreamTokens;
+
+    fn tokens(obtained_at: Option<i64>, expires_at: Option<i64>) -> UpstreamTokens {
+        UpstreamTokens {
+            access_token: "a".into(),
+            token_type: "bearer".into(),
+            refresh_token: Some("r".into()),
+            expires_at,
+            obtained_at,
+            refresh_expires_at: None,
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn tokens_are_refreshed_within_the_skew_but_never_before_half_their_life() {
+        let hour = tokens(Some(0), Some(3600));
+        assert!(!hour.expires_within(60, 3539));
+        assert!(hour.expires_within(60, 3540));
+        // A 30-second token with a 60-second skew: refreshed after 15 s, not at once.
+        let short = tokens(Some(1000), Some(1030));
+        assert!(!short.expires_within(60, 1000));
+        assert!(!short.expires_within(60, 1014));
+        assert!(short.expires_within(60, 1015));
+        assert!(!tokens(Some(0), None).expires_within(60, i64::MAX - 1), "tokens without expiry never expire");
+        assert!(tokens(None, Some(100)).expires_within(60, 40), "records without obtained_at use the skew");
     }
 }
