@@ -144,14 +144,6 @@ async fn a_provider_whose_discovery_is_down_is_unavailable_until_it_recovers() {
     assert!(attempt(&app, "jon").await.contains_key("code"), "discovery retried and succeeded");
 }
 
-/// Validates a configuration, returning the error text ("" when valid).
-fn config_errors(toml: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, toml).unwrap();
-    tether::settings::load_and_build(Some(&path), 0).err().map(|e| e.to_string()).unwrap_or_default()
-}
-
 #[tokio::test]
 async fn configuration_errors_name_the_kind_specific_key() {
     let errors = config_errors("[providers.corp]\nkind = \"oidc\"\nclient_id = \"t\"\n");

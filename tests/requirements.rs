@@ -19,17 +19,6 @@ async fn metadata(app: &TestApp) -> Value {
     app.get_json("/.well-known/oauth-authorization-server").await
 }
 
-/// Validates a configuration file written from `toml` (with the demo-style registries).
-fn config_errors(toml: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, toml).unwrap();
-    match tether::settings::load_and_build(Some(&path), 0) {
-        Ok(_) => String::new(),
-        Err(e) => e.to_string(),
-    }
-}
-
 // ---- 2.1 discovery -------------------------------------------------------------------------
 
 #[tokio::test]

@@ -650,3 +650,12 @@ pub async fn expect_error(response: reqwest::Response, status: u16, error: &str,
     assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{case}: no description: {body}");
     body
 }
+
+/// Validates a configuration written from `toml` (over the embedded defaults), returning the
+/// error text, or "" when it is valid.
+pub fn config_errors(toml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, toml).unwrap();
+    tether::settings::load_and_build(Some(&path), 0).err().map(|e| e.to_string()).unwrap_or_default()
+}
