@@ -54,6 +54,7 @@ contract!(
     grants_round_trip_with_binary_upstream_bytes,
     grant_status_and_ttl_change_only_existing_grants,
     refresh_rotation_is_a_compare_and_set,
+    the_successor_is_kept_only_for_the_grace_window,
     only_one_of_many_concurrent_rotations_wins,
     store_answers_ping,
     locks_are_exclusive_owned_and_expire,
@@ -235,27 +236,51 @@ async fn grant_status_and_ttl_change_only_existing_grants(s: Subject) {
 async fn refresh_rotation_is_a_compare_and_set(s: Subject) {
     s.store.put_refresh("r1", &refresh("g"), TTL).await.unwrap();
     assert_eq!(s.store.refresh("r1").await.unwrap(), Some(refresh("g")));
-    assert!(s.store.mark_rotated("r1", 77).await.unwrap());
-    assert!(!s.store.mark_rotated("r1", 78).await.unwrap(), "rotated twice");
+    assert_eq!(s.store.rotate("r1", 77, b"next-1", TTL).await.unwrap(), Rotation::Won);
+    assert_eq!(
+        s.store.rotate("r1", 78, b"next-2", TTL).await.unwrap(),
+        Rotation::AlreadyRotated { at: 77, successor: Some(b"next-1".to_vec()) },
+        "the second caller sees the first rotation and its successor"
+    );
     let rotated = s.store.refresh("r1").await.unwrap().unwrap();
     assert_eq!((rotated.status, rotated.rotated_at), (RefreshStatus::Rotated, Some(77)));
-    assert!(!s.store.mark_rotated("missing", 1).await.unwrap());
+    assert_eq!(s.store.successor("r1").await.unwrap(), Some(b"next-1".to_vec()));
+    assert_eq!(s.store.rotate("missing", 1, b"x", TTL).await.unwrap(), Rotation::Unknown);
     assert_eq!(s.store.refresh("missing").await.unwrap(), None, "CAS must not create a token");
     s.store.delete_refresh("r1").await.unwrap();
     assert_eq!(s.store.refresh("r1").await.unwrap(), None);
+}
+
+async fn the_successor_is_kept_only_for_the_grace_window(s: Subject) {
+    s.store.put_refresh("r", &refresh("g"), TTL).await.unwrap();
+    assert_eq!(s.store.rotate("r", 5, b"next", Duration::from_secs(1)).await.unwrap(), Rotation::Won);
+    s.elapse(1).await;
+    assert_eq!(s.store.successor("r").await.unwrap(), None);
+    assert_eq!(
+        s.store.rotate("r", 6, b"again", TTL).await.unwrap(),
+        Rotation::AlreadyRotated { at: 5, successor: None }
+    );
 }
 
 async fn only_one_of_many_concurrent_rotations_wins(s: Subject) {
     s.store.put_refresh("r", &refresh("g"), TTL).await.unwrap();
     let rotations = (0..16).map(|i| {
         let store = s.store.clone();
-        tokio::spawn(async move { store.mark_rotated("r", i).await.unwrap() })
+        tokio::spawn(async move { store.rotate("r", i, format!("next-{i}").as_bytes(), TTL).await.unwrap() })
     });
     let mut winners = 0;
+    let mut successors = std::collections::HashSet::new();
     for r in rotations {
-        winners += usize::from(r.await.unwrap());
+        match r.await.unwrap() {
+            Rotation::Won => winners += 1,
+            Rotation::AlreadyRotated { successor, .. } => {
+                successors.insert(successor.expect("the winner's successor"));
+            }
+            Rotation::Unknown => panic!("the token vanished"),
+        }
     }
     assert_eq!(winners, 1);
+    assert!(successors.len() <= 1, "every loser saw the same successor");
 }
 
 async fn store_answers_ping(s: Subject) {

@@ -31,7 +31,8 @@ pub async fn post(
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     span.record("client_id", client.client_id.as_str());
     let stores = TokenStores { clients: store, codes: store, grants: store, refresh: store };
-    let response = grants::issue(stores, broker.minter(), &broker.registry, &client, request, now).await?;
+    let response =
+        grants::issue(stores, broker.minter(), &broker.registry, &broker.vault, &client, request, now).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.json(response))

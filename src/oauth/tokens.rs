@@ -21,6 +21,8 @@ pub struct Lifetimes {
     pub authorization: Duration,
     /// How long a dynamically registered client is kept before it first obtains tokens.
     pub client_unused: Duration,
+    /// How long a just-rotated refresh token still gets the same successor (racing clients).
+    pub refresh_grace: Duration,
     /// How long a dynamically registered client is kept after it last obtained tokens.
     pub client_idle: Duration,
 }
@@ -41,10 +43,10 @@ pub struct AccessClaims {
 }
 
 /// RFC 6749 §5.1 token response. No member is ever `null`: absent ones are omitted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
-    pub token_type: &'static str,
+    pub token_type: std::borrow::Cow<'static, str>,
     pub expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,

@@ -6,6 +6,7 @@ use crate::store::{GrantInfo, GrantRecord};
 use crate::upstream::UpstreamTokens;
 
 use super::error::OAuthError;
+use super::tokens::TokenResponse;
 
 #[derive(Debug)]
 pub struct Vault {
@@ -13,9 +14,13 @@ pub struct Vault {
 }
 
 fn aad(grant_id: &str, info: &GrantInfo) -> Vec<u8> {
-    // Length-prefixed parts: no choice of values can make two different triples collide.
-    let mut out = b"tether/grant/v1".to_vec();
-    for part in [grant_id, info.subject.as_str(), info.client_id.as_str()] {
+    labelled(b"tether/grant/v1", &[grant_id, info.subject.as_str(), info.client_id.as_str()])
+}
+
+/// Length-prefixed parts after a label: no choice of values makes two different lists collide.
+fn labelled(label: &[u8], parts: &[&str]) -> Vec<u8> {
+    let mut out = label.to_vec();
+    for part in parts {
         out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
         out.extend_from_slice(part.as_bytes());
     }
@@ -34,6 +39,20 @@ impl Vault {
             tracing::error!(error = %e, "sealing upstream tokens failed");
             OAuthError::server_error("could not store the upstream tokens")
         })
+    }
+
+    /// Seals the response that replaced a rotated refresh token, bound to that token.
+    pub fn seal_successor(&self, rotated_digest: &str, response: &TokenResponse) -> Result<Vec<u8>, OAuthError> {
+        let plaintext = serde_json::to_vec(response)
+            .map_err(|_| OAuthError::server_error("could not encode the token response"))?;
+        self.keys
+            .seal(&plaintext, &labelled(b"tether/refresh-successor/v1", &[rotated_digest]))
+            .map_err(|_| OAuthError::server_error("could not store the token response"))
+    }
+
+    pub fn open_successor(&self, rotated_digest: &str, blob: &[u8]) -> Option<TokenResponse> {
+        let plaintext = self.keys.open(blob, &labelled(b"tether/refresh-successor/v1", &[rotated_digest])).ok()?;
+        serde_json::from_slice(&plaintext).ok()
     }
 
     /// Opens a grant's upstream tokens; `None` (logged) when they cannot be opened, which

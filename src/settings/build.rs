@@ -173,6 +173,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     check("access_token_ttl_secs", t.access_token_ttl_secs, 60, 86_400);
     check("refresh_token_ttl_secs", t.refresh_token_ttl_secs, 3600, 31_536_000);
     check("code_ttl_secs", t.code_ttl_secs, 10, 600);
+    check("refresh_grace_secs", t.refresh_grace_secs, 0, 3600);
     check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
     if t.refresh_token_ttl_secs < t.access_token_ttl_secs {
         errors.push("tokens.refresh_token_ttl_secs", "must not be shorter than access_token_ttl_secs");
@@ -183,6 +184,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
         code: Duration::from_secs(t.code_ttl_secs),
         authorization: Duration::from_secs(t.authorization_ttl_secs),
         client_unused: Duration::from_secs(settings.registration.unused_client_ttl_secs),
+        refresh_grace: Duration::from_secs(t.refresh_grace_secs),
         client_idle: Duration::from_secs(settings.registration.client_ttl_secs),
     })
 }

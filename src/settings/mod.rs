@@ -84,6 +84,7 @@ pub struct StoreSettings {
 pub struct TokenSettings {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
+    pub refresh_grace_secs: u64,
     pub code_ttl_secs: u64,
     pub authorization_ttl_secs: u64,
 }

@@ -87,6 +87,7 @@ pub struct MemoryStore {
     grants: TtlMap<GrantRecord>,
     refresh: TtlMap<RefreshRecord>,
     locks: TtlMap<String>,
+    successors: TtlMap<Vec<u8>>,
     browsers: TtlMap<HashMap<String, String>>,
     activity: Mutex<HashMap<String, UnixTime>>,
 }
@@ -103,6 +104,7 @@ impl MemoryStore {
             grants: TtlMap::new(),
             refresh: TtlMap::new(),
             locks: TtlMap::new(),
+            successors: TtlMap::new(),
             browsers: TtlMap::new(),
             activity: Mutex::new(HashMap::new()),
         }
@@ -289,16 +291,27 @@ impl RefreshStore for MemoryStore {
         Ok(self.refresh.get(key, self.now()))
     }
 
-    async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool> {
-        let swapped = self.refresh.update(key, self.now(), |rt, _| {
-            if rt.status != RefreshStatus::Active {
-                return false;
-            }
+    async fn rotate(&self, key: &str, at: UnixTime, successor: &[u8], grace: Duration) -> StoreResult<Rotation> {
+        let now = self.now();
+        // One lock over the check and both writes: a racing caller sees all or nothing.
+        let mut tokens = self.refresh.lock();
+        let Some((rt, exp)) = tokens.get_mut(key).filter(|(_, exp)| *exp > now) else {
+            return Ok(Rotation::Unknown);
+        };
+        let _ = exp;
+        if rt.status == RefreshStatus::Active {
             rt.status = RefreshStatus::Rotated;
             rt.rotated_at = Some(at);
-            true
-        });
-        Ok(swapped.unwrap_or(false))
+            self.successors.insert(key, successor.to_vec(), grace, now);
+            return Ok(Rotation::Won);
+        }
+        let rotated_at = rt.rotated_at.unwrap_or(0);
+        drop(tokens);
+        Ok(Rotation::AlreadyRotated { at: rotated_at, successor: self.successors.get(key, now) })
+    }
+
+    async fn successor(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.successors.get(key, self.now()))
     }
 
     async fn delete_refresh(&self, key: &str) -> StoreResult<()> {

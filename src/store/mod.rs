@@ -124,14 +124,28 @@ pub trait ActivityStore: Send + Sync {
     async fn forget_before(&self, before: UnixTime) -> StoreResult<()>;
 }
 
+/// What a rotation attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// This call rotated the token.
+    Won,
+    /// The token was already rotated at `at`; `successor` while the grace window lasts.
+    AlreadyRotated { at: UnixTime, successor: Option<Vec<u8>> },
+    /// No such token.
+    Unknown,
+}
+
 /// Refresh tokens, keyed by digest.
 #[async_trait]
 pub trait RefreshStore: Send + Sync {
     async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()>;
     async fn refresh(&self, key: &str) -> StoreResult<Option<RefreshRecord>>;
-    /// Compare-and-set: marks an active token rotated. Exactly one of any number of
-    /// concurrent callers gets `true`; the others (and callers on a rotated token) get `false`.
-    async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool>;
+    /// Compare-and-set rotation: an active token becomes rotated at `at`, and `successor` (the
+    /// sealed response that replaced it) is kept for `grace`. Exactly one of any number of
+    /// concurrent callers wins; the others see the winner's rotation and successor.
+    async fn rotate(&self, key: &str, at: UnixTime, successor: &[u8], grace: Duration) -> StoreResult<Rotation>;
+    /// The successor kept by `rotate`, while its grace lasts.
+    async fn successor(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn delete_refresh(&self, key: &str) -> StoreResult<()>;
 }
 

@@ -47,13 +47,20 @@ end
 return 0
 ";
 
-/// Compare-and-set for refresh rotation: only an active token becomes rotated.
-const MARK_ROTATED: &str = r"
-if redis.call('HGET', KEYS[1], 'st') == 'active' then
+/// Compare-and-set for refresh rotation: only an active token becomes rotated, and its
+/// successor is kept (KEYS[2], same hash slot) for the grace window. A token already rotated
+/// answers with when, and with its successor if the window has not closed.
+const ROTATE: &str = r"
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return {0} end
+if st == 'active' then
   redis.call('HSET', KEYS[1], 'st', 'rotated', 'rat', ARGV[1])
-  return 1
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return {1}
 end
-return 0
+local successor = redis.call('GET', KEYS[2])
+if successor then return {2, redis.call('HGET', KEYS[1], 'rat'), successor} end
+return {2, redis.call('HGET', KEYS[1], 'rat')}
 ";
 
 pub struct RedisStore {
@@ -62,7 +69,7 @@ pub struct RedisStore {
     timeout: Duration,
     take_code: Script,
     hset_if_exists: Script,
-    mark_rotated: Script,
+    rotate: Script,
     unlock: Script,
 }
 
@@ -90,7 +97,7 @@ impl RedisStore {
             timeout,
             take_code: Script::new(TAKE_CODE),
             hset_if_exists: Script::new(HSET_IF_EXISTS),
-            mark_rotated: Script::new(MARK_ROTATED),
+            rotate: Script::new(ROTATE),
             unlock: Script::new(UNLOCK),
         })
     }
@@ -424,10 +431,37 @@ impl RefreshStore for RedisStore {
         Ok(Some(rt))
     }
 
-    async fn mark_rotated(&self, key: &str, at: i64) -> StoreResult<bool> {
+    async fn rotate(&self, key: &str, at: UnixTime, successor: &[u8], grace: Duration) -> StoreResult<Rotation> {
         let key = self.key("refresh", key);
-        let script = &self.mark_rotated;
-        self.run(async move |mut c| script.key(&key).arg(at).invoke_async(&mut c).await).await
+        let successor_key = format!("{key}:next");
+        let script = &self.rotate;
+        let successor = successor.to_vec();
+        let reply: Vec<::redis::Value> = self
+            .run(async move |mut c| {
+                script
+                    .key(&key)
+                    .key(&successor_key)
+                    .arg(at)
+                    .arg(successor)
+                    .arg(millis(grace))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let int = |i: usize| reply.get(i).and_then(|v| ::redis::from_redis_value_ref::<i64>(v).ok());
+        match int(0) {
+            Some(1) => Ok(Rotation::Won),
+            Some(2) => Ok(Rotation::AlreadyRotated {
+                at: int(1).unwrap_or(0),
+                successor: reply.get(2).and_then(|v| ::redis::from_redis_value_ref::<Vec<u8>>(v).ok()),
+            }),
+            _ => Ok(Rotation::Unknown),
+        }
+    }
+
+    async fn successor(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let key = format!("{}:next", self.key("refresh", key));
+        self.run(async move |mut c| ::redis::cmd("GET").arg(&key).query_async(&mut c).await).await
     }
 
     async fn delete_refresh(&self, key: &str) -> StoreResult<()> {

@@ -8,7 +8,7 @@ use super::super::error::OAuthError;
 use super::super::pkce;
 use super::super::registry::Registry;
 use super::super::tokens::{Minter, TokenResponse};
-use super::{TokenStores, check_resource, respond};
+use super::{TokenStores, check_resource, extend, mint};
 
 #[derive(Debug)]
 pub struct CodeRequest {
@@ -60,5 +60,7 @@ pub async fn exchange(
         .await?
         .filter(|g| g.status == GrantStatus::Active)
         .ok_or_else(|| OAuthError::invalid_grant("the authorization is no longer valid"))?;
-    respond(stores, minter, registry, &grant.id, &grant.info, &code.scope, now).await
+    let (response, _) = mint(stores, minter, registry, &grant.id, &grant.info, &code.scope, now).await?;
+    extend(stores, minter, &grant.id, &grant.info).await?;
+    Ok(response)
 }

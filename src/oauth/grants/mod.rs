@@ -11,6 +11,7 @@ use crate::store::{
 use super::error::{ErrorCode, OAuthError};
 use super::registry::Registry;
 use super::tokens::{Minter, TokenResponse, new_refresh_token};
+use super::vault::Vault;
 
 pub mod authorization_code;
 pub mod refresh_token;
@@ -80,6 +81,7 @@ pub async fn issue(
     stores: TokenStores<'_>,
     minter: Minter<'_>,
     registry: &Registry,
+    vault: &Vault,
     client: &ClientRecord,
     request: TokenRequest,
     now: UnixTime,
@@ -88,7 +90,9 @@ pub async fn issue(
         TokenRequest::AuthorizationCode(req) => {
             authorization_code::exchange(stores, minter, registry, client, req, now).await
         }
-        TokenRequest::RefreshToken(req) => refresh_token::refresh(stores, minter, registry, client, req, now).await,
+        TokenRequest::RefreshToken(req) => {
+            refresh_token::refresh(stores, minter, registry, vault, client, req, now).await
+        }
     }?;
     // A registered client in use stays registered; one never used is collected.
     if client.source == ClientSource::Dynamic {
@@ -98,9 +102,9 @@ pub async fn issue(
 }
 
 /// Mints the token response for a grant: an access token for `scope` and, when the grant
-/// allows it, a new refresh token. The grant then lives as long as its newest refresh token
-/// (or, without one, its access token).
-async fn respond(
+/// allows it, a new refresh token, stored before it is handed out. Returns the response and
+/// the digest of the new refresh token.
+async fn mint(
     stores: TokenStores<'_>,
     minter: Minter<'_>,
     registry: &Registry,
@@ -108,13 +112,12 @@ async fn respond(
     grant: &GrantInfo,
     scope: &[String],
     now: UnixTime,
-) -> Result<TokenResponse, OAuthError> {
+) -> Result<(TokenResponse, Option<String>), OAuthError> {
     let resource = registry
         .resource(&grant.resource)
         .ok_or_else(|| OAuthError::invalid_grant("the grant's resource is no longer served"))?;
     let (access_token, expires_in) = minter.access_token(grant_id, grant, &resource.uri, scope, now)?;
-    let lifetimes = minter.lifetimes;
-    let refresh_token = if grant.offline {
+    let (refresh_token, refresh_digest) = if grant.offline {
         let (token, digest) = new_refresh_token();
         let record = RefreshRecord {
             grant_id: grant_id.to_owned(),
@@ -123,20 +126,32 @@ async fn respond(
             status: RefreshStatus::Active,
             rotated_at: None,
         };
-        stores.refresh.put_refresh(&digest, &record, lifetimes.refresh_token).await?;
-        Some(token)
+        stores.refresh.put_refresh(&digest, &record, minter.lifetimes.refresh_token).await?;
+        (Some(token), Some(digest))
     } else {
-        None
+        (None, None)
     };
-    let grant_ttl = if grant.offline { lifetimes.refresh_token } else { lifetimes.access_token };
-    stores.grants.set_grant_ttl(grant_id, grant_ttl).await?;
-    Ok(TokenResponse {
+    let response = TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: "Bearer".into(),
         expires_in,
         refresh_token,
         scope: (!scope.is_empty()).then(|| scope.join(" ")),
-    })
+    };
+    Ok((response, refresh_digest))
+}
+
+/// The grant lives as long as its newest refresh token (or, without one, its access token).
+async fn extend(
+    stores: TokenStores<'_>,
+    minter: Minter<'_>,
+    grant_id: &str,
+    grant: &GrantInfo,
+) -> Result<(), OAuthError> {
+    let lifetimes = minter.lifetimes;
+    let ttl = if grant.offline { lifetimes.refresh_token } else { lifetimes.access_token };
+    stores.grants.set_grant_ttl(grant_id, ttl).await?;
+    Ok(())
 }
 
 /// RFC 8707 §2.2: a `resource` on the token request must be the one the grant is for.
