@@ -162,7 +162,8 @@ async fn clients_round_trip_and_expire(s: Subject) {
 }
 
 async fn consents_and_pending_requests_are_taken_once(s: Subject) {
-    let consent = ConsentRecord { request: request(), binding_digest: "b".into(), created_at: 1 };
+    let consent =
+        ConsentRecord { request: request(), binding_digest: "b".into(), client_digest: "d".into(), created_at: 1 };
     s.store.put_consent("k", &consent, TTL).await.unwrap();
     assert_eq!(s.store.take_consent("k").await.unwrap(), Some(consent));
     assert_eq!(s.store.take_consent("k").await.unwrap(), None);

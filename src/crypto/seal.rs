@@ -27,9 +27,11 @@ pub enum SealError {
     TooLarge,
 }
 
-/// The encryption keys: the first seals, all open.
+/// The encryption keys: the first seals, all open. Each key also yields a separate MAC key
+/// (for signed cookies), derived so that the two uses never share key material.
 pub struct KeyRing {
     keys: Vec<(String, Aes256Gcm)>,
+    macs: Vec<(String, aws_lc_rs::hmac::Key)>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -43,6 +45,7 @@ impl KeyRing {
     /// Parses `id:base64key[,id:base64key...]` (standard or URL-safe base64, 32 bytes each).
     pub fn parse(spec: &str) -> Result<Self, KeySpecError> {
         let mut keys: Vec<(String, Aes256Gcm)> = Vec::new();
+        let mut macs = Vec::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (id, key) = item.split_once(':').ok_or(KeySpecError::Shape)?;
             if !valid_key_id(id) {
@@ -53,12 +56,16 @@ impl KeyRing {
             }
             let bytes = decode_key(key).ok_or_else(|| bad_key(id))?;
             let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| bad_key(id))?;
+            // MAC key = HMAC-SHA256(key, label): a PRF output, independent of the AES key use.
+            let root = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes);
+            let derived = aws_lc_rs::hmac::sign(&root, b"tether/mac-key/v1");
+            macs.push((id.to_owned(), aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, derived.as_ref())));
             keys.push((id.to_owned(), cipher));
         }
         if keys.is_empty() {
             return Err(KeySpecError::Empty);
         }
-        Ok(Self { keys })
+        Ok(Self { keys, macs })
     }
 
     /// A fresh key in the form [`KeyRing::parse`] reads.
@@ -101,6 +108,22 @@ impl KeyRing {
             self.keys.iter().find(|(known, _)| known == id).ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
         cipher.decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad }).map_err(|_| SealError::Inauthentic)
+    }
+
+    /// A MAC over `data` with the active key: `(key id, tag)`.
+    pub fn mac(&self, data: &[u8]) -> (&str, Vec<u8>) {
+        match self.macs.first() {
+            Some((id, key)) => (id.as_str(), aws_lc_rs::hmac::sign(key, data).as_ref().to_vec()),
+            None => ("", Vec::new()),
+        }
+    }
+
+    /// Whether `tag` is the MAC of `data` under key `key_id` (constant time).
+    pub fn verify_mac(&self, key_id: &str, data: &[u8], tag: &[u8]) -> bool {
+        self.macs
+            .iter()
+            .find(|(id, _)| id == key_id)
+            .is_some_and(|(_, key)| aws_lc_rs::hmac::verify(key, data, tag).is_ok())
     }
 
     /// The key id a blob was sealed with, to decide whether it needs re-sealing.
@@ -175,6 +198,20 @@ mod tests {
         let rotated = ring(&format!("{},{old_spec}", KeyRing::generate_spec("new")));
         assert_eq!(rotated.open(&blob, b"aad").unwrap(), b"x");
         assert_eq!(KeyRing::sealed_with(&rotated.seal(b"x", b"aad").unwrap()), Some("new"));
+    }
+
+    #[test]
+    fn macs_verify_under_any_ring_key_and_nothing_else() {
+        let old_spec = KeyRing::generate_spec("old");
+        let old = ring(&old_spec);
+        let (id, tag) = old.mac(b"data");
+        assert_eq!(id, "old");
+        let rotated = ring(&format!("{},{old_spec}", KeyRing::generate_spec("new")));
+        assert!(rotated.verify_mac("old", b"data", &tag), "old MACs verify after rotation");
+        assert!(!rotated.verify_mac("old", b"datA", &tag));
+        assert!(!rotated.verify_mac("new", b"data", &tag));
+        assert!(!ring(&KeyRing::generate_spec("old")).verify_mac("old", b"data", &tag), "another key with the same id");
+        assert_eq!(rotated.mac(b"data").0, "new");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::oauth::authorize::{self, AuthorizeParams, AuthorizeStores};
+use actix_web::http::StatusCode;
+
+use crate::oauth::authorize::{self, AuthorizeParams, AuthorizeStores, BrowserCookies, Started};
 use crate::oauth::flow::{FlowError, PageStatus};
 
 use super::AppState;
@@ -38,25 +40,18 @@ async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) ->
     }
     let broker = &state.broker;
     let store = broker.store.as_ref();
-    let binding = state.binding(req);
-    match authorize::start(
-        broker.flow(),
-        AuthorizeStores { pending: store, grants: store, browsers: store },
-        params,
-        binding.as_deref(),
-        now,
-    )
-    .await
-    {
-        Ok(view) => {
-            let mut response = consent_page(&view);
-            if let Err(e) = response.add_cookie(&state.binding_cookie(view.binding.clone())) {
-                tracing::error!(error = %e, "cannot set the binding cookie");
-            }
-            response
-        }
-        Err(e) => flow_error(e),
+    let (binding, consent) = (state.binding(req), state.consent(req));
+    let cookies = BrowserCookies { binding: binding.as_deref(), consent: consent.as_deref() };
+    let stores = AuthorizeStores { pending: store, grants: store, browsers: store };
+    let (mut response, binding) = match authorize::start(broker.flow(), stores, params, cookies, now).await {
+        Ok(Started::Consent(view)) => (consent_page(&view), view.binding),
+        Ok(Started::Upstream { url, binding }) => (redirect(url.as_str(), StatusCode::FOUND), binding),
+        Err(e) => return flow_error(e),
+    };
+    if let Err(e) = response.add_cookie(&state.binding_cookie(binding)) {
+        tracing::error!(error = %e, "cannot set the binding cookie");
     }
+    response
 }
 
 /// A failed browser step: an error page, or the error sent to the client's redirect URI.

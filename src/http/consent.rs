@@ -4,7 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::oauth::authorize;
+use crate::oauth::authorize::BrowserCookies;
+use crate::oauth::decide;
 
 use super::AppState;
 use super::authorize::{flow_error, redirect};
@@ -32,10 +33,19 @@ pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         "deny" => false,
         _ => return error_page(crate::oauth::flow::PageStatus::BadRequest, "Unknown decision."),
     };
-    let binding = state.binding(&req);
+    let (binding, consent_cookie) = (state.binding(&req), state.consent(&req));
+    let cookies = BrowserCookies { binding: binding.as_deref(), consent: consent_cookie.as_deref() };
     let broker = &state.broker;
-    match authorize::decide(broker.flow(), broker.store.as_ref(), &consent, binding.as_deref(), approve, now).await {
-        Ok(upstream) => redirect(upstream.as_str(), StatusCode::SEE_OTHER),
+    match decide::decide(broker.flow(), broker.store.as_ref(), &consent, cookies, approve, now).await {
+        Ok(decision) => {
+            let mut response = redirect(decision.upstream.as_str(), StatusCode::SEE_OTHER);
+            if let Some(value) = decision.consent_cookie
+                && let Err(e) = response.add_cookie(&state.consent_cookie(value))
+            {
+                tracing::error!(error = %e, "cannot set the consent cookie");
+            }
+            response
+        }
         Err(crate::oauth::flow::FlowError::Redirect(url)) => redirect(url.as_str(), StatusCode::SEE_OTHER),
         Err(page) => flow_error(page),
     }

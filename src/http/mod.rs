@@ -27,6 +27,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metadata: metadata::Documents,
     binding_cookie: &'static str,
+    consent_cookie: &'static str,
     secure_cookies: bool,
 }
 
@@ -40,6 +41,7 @@ impl AppState {
             metadata,
             // `__Host-` cookies require Secure, which a plain-http development issuer cannot set.
             binding_cookie: if secure { "__Host-tether-binding" } else { "tether-binding" },
+            consent_cookie: if secure { "__Host-tether-consent" } else { "tether-consent" },
             secure_cookies: secure,
         }
     }
@@ -49,18 +51,33 @@ impl AppState {
         req.cookie(self.binding_cookie).map(|c| c.value().to_owned())
     }
 
-    /// The browser-binding cookie: first-party, `HttpOnly`, `SameSite=Lax` (sent on the
-    /// upstream provider's top-level redirect back), `Secure` and `__Host-` over https. It
-    /// lives as long as refresh tokens: it also names the browser's earlier grants (step-up).
-    fn binding_cookie(&self, value: String) -> Cookie<'static> {
-        let max_age = self.broker.lifetimes.refresh_token.as_secs();
-        Cookie::build(self.binding_cookie, value)
+    /// The remembered-consent cookie value, if the browser sent one.
+    fn consent(&self, req: &HttpRequest) -> Option<String> {
+        req.cookie(self.consent_cookie).map(|c| c.value().to_owned())
+    }
+
+    /// The remembered-consent cookie (signed, see `oauth::consent`), same attributes as the
+    /// binding cookie, kept as long as approvals are remembered.
+    fn consent_cookie(&self, value: String) -> Cookie<'static> {
+        let max_age = self.broker.lifetimes.consent_memory.as_secs();
+        self.cookie(self.consent_cookie, value, max_age)
+    }
+
+    fn cookie(&self, name: &'static str, value: String, max_age: u64) -> Cookie<'static> {
+        Cookie::build(name, value)
             .path("/")
             .http_only(true)
             .secure(self.secure_cookies)
             .same_site(SameSite::Lax)
             .max_age(time::Duration::seconds(i64::try_from(max_age).unwrap_or(86_400)))
             .finish()
+    }
+
+    /// The browser-binding cookie: first-party, `HttpOnly`, `SameSite=Lax` (sent on the
+    /// upstream provider's top-level redirect back), `Secure` and `__Host-` over https. It
+    /// lives as long as refresh tokens: it also names the browser's earlier grants (step-up).
+    fn binding_cookie(&self, value: String) -> Cookie<'static> {
+        self.cookie(self.binding_cookie, value, self.broker.lifetimes.refresh_token.as_secs())
     }
 }
 

@@ -11,12 +11,13 @@ use serde::Deserialize;
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
 use crate::store::{
-    AuthorizationRecord, BrowserStore, ClientRecord, ClientSource, ConsentRecord, GrantStatus, GrantStore,
-    PendingRecord, PendingStore,
+    AuthorizationRecord, BrowserStore, ClientRecord, ClientSource, ConsentRecord, GrantStatus, GrantStore, PendingStore,
 };
 use crate::upstream::{Provider, Providers};
 
 use super::clients::{Clients, LookupError};
+use super::consent::{ConsentJar, client_digest};
+use super::decide::send_upstream;
 use super::error::{ErrorCode, OAuthError};
 use super::flow::{ConsentView, FlowError, ReturnTo};
 use super::registry::{Registry, Resource};
@@ -39,10 +40,19 @@ pub struct AuthorizeParams {
     pub prompt: Option<String>,
 }
 
+/// The cookies a browser step reads: the binding (CSRF and callback) and remembered consent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrowserCookies<'a> {
+    pub binding: Option<&'a str>,
+    pub consent: Option<&'a str>,
+}
+
 /// What the browser-facing steps share.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowContext<'a> {
     pub issuer: &'a str,
+    /// Signs and checks the remembered-consent cookie.
+    pub keys: &'a crate::crypto::seal::KeyRing,
     pub clients: Clients<'a>,
     pub registry: &'a Registry,
     pub providers: &'a Providers,
@@ -62,14 +72,25 @@ pub struct AuthorizeStores<'a> {
     pub browsers: &'a dyn BrowserStore,
 }
 
-/// Validates an authorization request and parks it until the user decides.
+/// Where `/authorize` sends the browser next.
+#[derive(Debug)]
+pub enum Started {
+    /// The consent page.
+    Consent(ConsentView),
+    /// Straight upstream: this browser already approved this client for this much.
+    Upstream { url: url::Url, binding: String },
+}
+
+/// Validates an authorization request and parks it until the user decides, or, when the
+/// browser's remembered consent covers it, sends it straight upstream.
 pub async fn start(
     ctx: FlowContext<'_>,
     stores: AuthorizeStores<'_>,
     params: AuthorizeParams,
-    binding: Option<&str>,
+    cookies: BrowserCookies<'_>,
     now: UnixTime,
-) -> Result<ConsentView, FlowError> {
+) -> Result<Started, FlowError> {
+    let binding = cookies.binding;
     // OAuth 2.1 §4.1.2.1: if the client or redirect URI is invalid, the user is informed
     // and the user agent MUST NOT be redirected.
     let client_id = params
@@ -126,11 +147,24 @@ pub async fn start(
         request.offline |= earlier.info.offline;
         request.widens = Some(earlier.id);
     }
+    // OIDC `prompt=consent` (and `login`) ask for the page whatever was approved before.
+    let forced = params.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == "consent" || v == "login"));
+    let binding_digest = hash::digest(&binding);
+    if !forced && ConsentJar::read(cookies.consent, ctx.keys, now).covers(&client, &request, now) {
+        tracing::info!(client_id = %client.client_id, "consent remembered for this browser");
+        let url = send_upstream(ctx, stores.pending, request, binding_digest, now).await?;
+        return Ok(Started::Upstream { url, binding });
+    }
     let consent_id = random::token();
-    let record = ConsentRecord { request: request.clone(), binding_digest: hash::digest(&binding), created_at: now };
+    let record = ConsentRecord {
+        request: request.clone(),
+        binding_digest,
+        client_digest: client_digest(&client),
+        created_at: now,
+    };
     stores.pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
 
-    Ok(ConsentView {
+    Ok(Started::Consent(ConsentView {
         consent_id,
         binding,
         client_id: client.client_id.clone(),
@@ -150,7 +184,7 @@ pub async fn start(
             .map(|s| (s.name.clone(), s.description.clone()))
             .collect(),
         upstream_scopes,
-    })
+    }))
 }
 
 /// A request that passed every check, with what it resolved to.
@@ -215,64 +249,4 @@ fn validate<'a>(
         offline: scopes.offline || client.grant_types.iter().any(|g| g == "refresh_token"),
     };
     Ok(Validated { request, resource, provider, upstream_scopes: scopes.upstream })
-}
-
-/// The user approved or denied on the consent page.
-pub async fn decide(
-    ctx: FlowContext<'_>,
-    pending: &dyn PendingStore,
-    consent_id: &str,
-    binding: Option<&str>,
-    approve: bool,
-    now: UnixTime,
-) -> Result<url::Url, FlowError> {
-    let record = pending.take_consent(&hash::digest(consent_id)).await?.ok_or_else(|| {
-        FlowError::page(
-            "This authorization request has expired or was already answered. Start again from your application.",
-        )
-    })?;
-    // The decision must come from the browser that was shown the page (CSRF).
-    if !binding.is_some_and(|b| hash::matches_digest(b, &record.binding_digest)) {
-        return Err(FlowError::forbidden(
-            "This consent form was not opened in this browser. Start again from your application.",
-        ));
-    }
-    let request = record.request;
-    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
-    if !approve {
-        return Err(back.error(&OAuthError::new(ErrorCode::AccessDenied, "the user denied the request")));
-    }
-    let resource = ctx.registry.resource(&request.resource);
-    let provider = resource.and_then(|r| ctx.providers.get(&r.provider));
-    let (Some(resource), Some(provider)) = (resource, provider) else {
-        return Err(back.error(&OAuthError::server_error("the resource is no longer configured")));
-    };
-    let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
-    // MCP security best practices: the upstream `state` is random, single-use, short-lived,
-    // and stored only after consent.
-    let state = random::token();
-    let verifier = random::token();
-    let nonce = provider.uses_nonce().then(random::token);
-    let url = match provider.authorize_url(&state, &verifier, nonce.as_deref(), &upstream_scopes).await {
-        Ok(url) => url,
-        Err(e) => {
-            tracing::warn!(provider = %provider.id(), error = %e, "cannot start the upstream authorization");
-            let unavailable = OAuthError::new(
-                ErrorCode::TemporarilyUnavailable,
-                "the upstream provider is unavailable; try again shortly",
-            );
-            return Err(back.error(&unavailable));
-        }
-    };
-    let pending_record = PendingRecord {
-        request,
-        binding_digest: record.binding_digest,
-        provider: provider.id().to_owned(),
-        upstream_verifier: verifier,
-        upstream_nonce: nonce,
-        upstream_scopes,
-        created_at: now,
-    };
-    pending.put_pending(&hash::digest(&state), &pending_record, ctx.lifetimes.authorization).await?;
-    Ok(url)
 }

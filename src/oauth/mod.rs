@@ -5,6 +5,8 @@ pub mod background;
 pub mod callback;
 pub mod client_auth;
 pub mod clients;
+pub mod consent;
+pub mod decide;
 pub mod documents;
 pub mod error;
 pub mod flow;
@@ -61,6 +63,7 @@ impl Broker {
     pub fn flow(&self) -> authorize::FlowContext<'_> {
         authorize::FlowContext {
             issuer: &self.issuer,
+            keys: self.vault.keys(),
             clients: self.clients(),
             registry: &self.registry,
             providers: &self.providers,

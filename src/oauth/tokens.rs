@@ -21,6 +21,8 @@ pub struct Lifetimes {
     pub authorization: Duration,
     /// How long a dynamically registered client is kept before it first obtains tokens.
     pub client_unused: Duration,
+    /// How long a browser's approval of a client is remembered (zero: always ask).
+    pub consent_memory: Duration,
     /// How long a just-rotated refresh token still gets the same successor (racing clients).
     pub refresh_grace: Duration,
     /// How long a dynamically registered client is kept after it last obtained tokens.

@@ -32,6 +32,10 @@ impl Vault {
         Self { keys }
     }
 
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
     pub fn seal(&self, grant_id: &str, info: &GrantInfo, tokens: &UpstreamTokens) -> Result<Vec<u8>, OAuthError> {
         let plaintext =
             serde_json::to_vec(tokens).map_err(|_| OAuthError::server_error("could not encode upstream tokens"))?;

@@ -175,6 +175,9 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     check("code_ttl_secs", t.code_ttl_secs, 10, 600);
     check("refresh_grace_secs", t.refresh_grace_secs, 0, 3600);
     check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
+    if settings.consent.remember_secs > 31_536_000 {
+        errors.push("consent.remember_secs", "must be at most 31536000 (a year)");
+    }
     if t.refresh_token_ttl_secs < t.access_token_ttl_secs {
         errors.push("tokens.refresh_token_ttl_secs", "must not be shorter than access_token_ttl_secs");
     }
@@ -185,6 +188,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
         authorization: Duration::from_secs(t.authorization_ttl_secs),
         client_unused: Duration::from_secs(settings.registration.unused_client_ttl_secs),
         refresh_grace: Duration::from_secs(t.refresh_grace_secs),
+        consent_memory: Duration::from_secs(settings.consent.remember_secs),
         client_idle: Duration::from_secs(settings.registration.client_ttl_secs),
     })
 }

@@ -50,6 +50,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub tokens: TokenSettings,
     pub registration: RegistrationSettings,
+    pub consent: ConsentSettings,
     pub upstream: UpstreamSettings,
     pub client_metadata: ClientMetadataSettings,
     pub keys: KeySettings,
@@ -95,6 +96,12 @@ pub struct RegistrationSettings {
     pub enabled: bool,
     pub unused_client_ttl_secs: u64,
     pub client_ttl_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentSettings {
+    pub remember_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]

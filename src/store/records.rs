@@ -90,6 +90,9 @@ pub struct ConsentRecord {
     pub request: AuthorizationRecord,
     /// Digest of the browser-binding cookie set with the consent page.
     pub binding_digest: String,
+    /// Digest of the client as shown on the page, for remembering the approval.
+    #[serde(default)]
+    pub client_digest: String,
     pub created_at: UnixTime,
 }
 

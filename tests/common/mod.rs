@@ -123,6 +123,9 @@ pub struct Options {
     pub discovery_down: bool,
     /// Lifetime of the stand-in's access tokens (default one hour).
     pub upstream_ttl: Option<Duration>,
+    /// Publish an https issuer (cookies become `__Host-` and `Secure`); browser flows over the
+    /// plain-http test listener then lose their cookies, so only for inspecting responses.
+    pub https_issuer: bool,
 }
 
 /// Provider kinds the files resource can be bound to, each against a stand-in speaking it.
@@ -249,7 +252,8 @@ impl TestApp {
         let upstream = Arc::new(stand_in(&[format!("{base}/callback")], &options).await);
         upstream.fail_discovery(options.discovery_down);
         let redis = (backend == Backend::Redis).then(RedisServer::start);
-        let mut app = Self::start(listener, &base, upstream, redis.as_ref().map(RedisServer::url), None, &options);
+        let issuer = if options.https_issuer { "https://tether.test".to_owned() } else { base.clone() };
+        let mut app = Self::start(listener, &issuer, upstream, redis.as_ref().map(RedisServer::url), None, &options);
         app.redis = redis;
         app
     }
@@ -322,8 +326,12 @@ impl TestApp {
 
     /// In `browser`: opens the consent page for `authorize_url`, approves, and returns the
     /// upstream authorization URL Tether redirects to.
+    /// (A browser that already approved the client goes straight upstream.)
     pub async fn go_upstream(&self, browser: &Browser, authorize_url: &str) -> String {
         let consent_page = browser.get(authorize_url).await;
+        if consent_page.status() == 302 {
+            return location(&consent_page);
+        }
         assert_eq!(consent_page.status(), 200, "authorize did not show the consent page");
         let html = consent_page.text().await.unwrap();
         let to_upstream = browser.consent(&self.url("/consent"), &consent_id(&html), "approve").await;

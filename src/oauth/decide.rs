@@ -1,0 +1,99 @@
+//! The consent decision and the upstream leg it starts (MCP "Confused Deputy Problem").
+
+use crate::clock::UnixTime;
+use crate::crypto::{hash, random};
+use crate::store::{AuthorizationRecord, PendingRecord, PendingStore};
+
+use super::authorize::{BrowserCookies, FlowContext};
+use super::consent::ConsentJar;
+use super::error::{ErrorCode, OAuthError};
+use super::flow::{FlowError, ReturnTo};
+use super::scope;
+
+/// Where the consent form sends the browser, and the consent cookie to set.
+#[derive(Debug)]
+pub struct Decision {
+    pub upstream: url::Url,
+    /// The remembered-consent cookie with this approval added (`None` when not remembered).
+    pub consent_cookie: Option<String>,
+}
+
+/// The user approved or denied on the consent page.
+pub async fn decide(
+    ctx: FlowContext<'_>,
+    pending: &dyn PendingStore,
+    consent_id: &str,
+    cookies: BrowserCookies<'_>,
+    approve: bool,
+    now: UnixTime,
+) -> Result<Decision, FlowError> {
+    let record = pending.take_consent(&hash::digest(consent_id)).await?.ok_or_else(|| {
+        FlowError::page(
+            "This authorization request has expired or was already answered. Start again from your application.",
+        )
+    })?;
+    // The decision must come from the browser that was shown the page (CSRF).
+    if !cookies.binding.is_some_and(|b| hash::matches_digest(b, &record.binding_digest)) {
+        return Err(FlowError::forbidden(
+            "This consent form was not opened in this browser. Start again from your application.",
+        ));
+    }
+    let request = record.request;
+    if !approve {
+        let back =
+            ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+        return Err(back.error(&OAuthError::new(ErrorCode::AccessDenied, "the user denied the request")));
+    }
+    let remember = ctx.lifetimes.consent_memory.as_secs();
+    let consent_cookie = (remember > 0).then(|| {
+        let mut jar = ConsentJar::read(cookies.consent, ctx.keys, now);
+        jar.approve(&record.client_digest, &request, now.saturating_add(i64::try_from(remember).unwrap_or(i64::MAX)));
+        jar.encode(ctx.keys)
+    });
+    let upstream = send_upstream(ctx, pending, request, record.binding_digest, now).await?;
+    Ok(Decision { upstream, consent_cookie })
+}
+
+/// Parks the approved request under a fresh upstream `state` and returns the provider URL.
+pub async fn send_upstream(
+    ctx: FlowContext<'_>,
+    pending: &dyn PendingStore,
+    request: AuthorizationRecord,
+    binding_digest: String,
+    now: UnixTime,
+) -> Result<url::Url, FlowError> {
+    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+    let resource = ctx.registry.resource(&request.resource);
+    let provider = resource.and_then(|r| ctx.providers.get(&r.provider));
+    let (Some(resource), Some(provider)) = (resource, provider) else {
+        return Err(back.error(&OAuthError::server_error("the resource is no longer configured")));
+    };
+    let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
+    // MCP security best practices: the upstream `state` is random, single-use, short-lived,
+    // and stored only after consent.
+    let state = random::token();
+    let verifier = random::token();
+    let nonce = provider.uses_nonce().then(random::token);
+    let url = match provider.authorize_url(&state, &verifier, nonce.as_deref(), &upstream_scopes).await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(provider = %provider.id(), error = %e, "cannot start the upstream authorization");
+            let unavailable = OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the upstream provider is unavailable; try again shortly",
+            );
+            return Err(back.error(&unavailable));
+        }
+    };
+    let record = PendingRecord {
+        request,
+        binding_digest,
+        provider: provider.id().to_owned(),
+        upstream_verifier: verifier,
+        upstream_nonce: nonce,
+        upstream_scopes,
+        created_at: now,
+    };
+    pending.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
+    Ok(url)
+}
