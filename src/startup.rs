@@ -40,6 +40,16 @@ fn spawn_upkeep(state: &web::Data<AppState>) {
         let provider = provider.clone();
         runtime.spawn(async move { provider.warm_up().await });
     }
+    // Rate-limiter entries of clients that went quiet are dropped, so memory follows the
+    // active clients rather than every address ever seen.
+    let limits = state.clone();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.limits.shrink();
+        }
+    });
     if let Some(config) = state.broker.background {
         let state = state.clone();
         runtime.spawn(async move {
@@ -106,7 +116,8 @@ impl Application {
             refresh: built.refresh,
             background: built.background,
         };
-        let state = web::Data::new(AppState::new(broker, clock));
+        let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
+        let state = web::Data::new(AppState::new(broker, clock, limits));
         spawn_upkeep(&state);
         let mut server = HttpServer::new(move || {
             App::new()

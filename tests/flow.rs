@@ -88,6 +88,11 @@ async fn dump_redis(url: &str) -> Vec<(String, Vec<u8>, i64)> {
                 let fields: Vec<Vec<u8>> = ::redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap();
                 fields.concat()
             }
+            "zset" => {
+                let members: Vec<Vec<u8>> =
+                    ::redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+                members.concat()
+            }
             other => panic!("unexpected Redis type {other} at {key}"),
         };
         let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();

@@ -150,3 +150,161 @@ async fn rfc9700_4_14_2_racing_refreshes_across_instances_get_one_rotation_and_t
     assert_eq!(first.introspect(&access).await["active"], true);
     assert_eq!(first.refresh(&client, &refresh).await.status(), 200, "the successor works");
 }
+
+fn with(extra: &str) -> Options {
+    Options { extra: extra.to_owned(), ..Options::default() }
+}
+
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers().get("retry-after").expect("429 without Retry-After").to_str().unwrap().parse().unwrap()
+}
+
+fn sdk_registration() -> Value {
+    json!({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none"})
+}
+
+/// RFC 9700 §4.17 (abuse of the authorization server's endpoints), MCP 2025-11-25
+/// "Client Registration": rates per client address on /register, /authorize and
+/// /token, 429 with `Retry-After`, an OAuth-shaped body a browser client can read (CORS).
+#[tokio::test]
+async fn abuse_endpoints_are_rate_limited_per_client_address_with_retry_after() {
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        with("[limits]\nregister_per_minute = 2\nauthorize_per_minute = 2\ntoken_per_minute = 3"),
+    )
+    .await;
+    let client = app.register_client("none").await;
+    assert_eq!(app.register(&sdk_registration()).await.status(), 201);
+    let third = app
+        .api
+        .post(app.url("/register"))
+        .header("origin", "https://web.example")
+        .json(&sdk_registration())
+        .send()
+        .await
+        .unwrap();
+    let wait = retry_after(&third);
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(third.headers()["access-control-allow-origin"], "*", "a browser client can read the 429");
+    let body = expect_error(third, 429, "temporarily_unavailable", "third registration").await;
+    assert!(body["error_description"].as_str().unwrap().contains("too many"), "{body}");
+
+    // /token counts every call, failed ones too (guessing codes costs budget).
+    for _ in 0..3 {
+        let r = app.token(&client, &[("grant_type", "authorization_code"), ("code", "guess")]).await;
+        assert_eq!(r.status(), 400);
+    }
+    let over = app.token(&client, &[("grant_type", "authorization_code"), ("code", "guess")]).await;
+    assert!(retry_after(&over) >= 1);
+    expect_error(over, 429, "temporarily_unavailable", "fourth token call").await;
+
+    // /authorize is a browser page: the 429 is a page too.
+    let browser = app.browser();
+    for _ in 0..2 {
+        assert_eq!(browser.get(&app.authorize_url(&client, &Pkce::new(), &[])).await.status(), 200);
+    }
+    let page = browser.get(&app.authorize_url(&client, &Pkce::new(), &[])).await;
+    assert_eq!(page.status(), 429);
+    assert!(retry_after(&page) >= 1);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("Too many authorization requests"));
+    // Other endpoints are not affected.
+    assert_eq!(app.api.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap().status(), 200);
+}
+
+/// The same limits behind a TLS-terminating proxy: `X-Forwarded-For` names the client only
+/// when the request comes from a configured trusted proxy; anyone else cannot pick the
+/// address they are counted under.
+#[tokio::test]
+async fn abuse_forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let register_from = |app: &TestApp, ip: &'static str| {
+        app.api.post(app.url("/register")).header("x-forwarded-for", ip).json(&sdk_registration()).send()
+    };
+    let options =
+        Options { server: "trusted_proxies = [\"127.0.0.0/8\"]".into(), ..with("[limits]\nregister_per_minute = 1") };
+    let behind = TestApp::spawn_with(Backend::Memory, options).await;
+    assert_eq!(register_from(&behind, "198.51.100.1").await.unwrap().status(), 201);
+    assert_eq!(register_from(&behind, "198.51.100.2").await.unwrap().status(), 201, "another client behind the proxy");
+    assert_eq!(register_from(&behind, "198.51.100.1").await.unwrap().status(), 429, "same client again");
+
+    let exposed = TestApp::spawn_with(Backend::Memory, with("[limits]\nregister_per_minute = 1")).await;
+    assert_eq!(register_from(&exposed, "198.51.100.1").await.unwrap().status(), 201);
+    assert_eq!(
+        register_from(&exposed, "198.51.100.2").await.unwrap().status(),
+        429,
+        "a spoofed X-Forwarded-For from an untrusted peer is ignored"
+    );
+}
+
+/// Introspection is limited per MCP server (resource), after it authenticates: one noisy
+/// server cannot spend another's budget.
+#[tokio::test]
+async fn abuse_introspection_is_rate_limited_per_resource() {
+    let app = TestApp::spawn_with(Backend::Memory, with("[limits]\nintrospect_per_second = 5")).await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(app.introspect_as(RESOURCE_ID, RESOURCE_SECRET, "some-token").await.status().as_u16());
+    }
+    assert!(statuses[..5].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses.contains(&429), "30 calls never hit 5/s: {statuses:?}");
+    let over = loop {
+        let r = app.introspect_as(RESOURCE_ID, RESOURCE_SECRET, "some-token").await;
+        if r.status() == 429 {
+            break r;
+        }
+    };
+    assert!(retry_after(&over) >= 1);
+    expect_error(over, 429, "temporarily_unavailable", "introspection over its rate").await;
+    let other = app.introspect_as(OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, "some-token").await;
+    assert_eq!(other.status(), 200, "another resource has its own budget");
+    // Failing authentication is answered 401, not counted against the resource.
+    assert_eq!(app.introspect_as(RESOURCE_ID, "wrong", "t").await.status(), 401);
+}
+
+/// MCP 2025-11-25 "Client Registration": caps on dynamic registration hold across
+/// replicas (counted in Redis); unused clients lapse and free their place.
+#[tokio::test]
+async fn abuse_dynamic_registration_is_capped_in_total_and_per_hour() {
+    let app = TestApp::spawn_with(Backend::Memory, with("[limits]\nmax_clients = 2")).await;
+    app.register_client("none").await;
+    app.register_client("none").await;
+    let full = app.register(&sdk_registration()).await;
+    assert!(retry_after(&full) >= 1);
+    expect_error(full, 429, "temporarily_unavailable", "over max_clients").await;
+    app.clock.advance(86_401); // registration.unused_client_ttl_secs: never-used clients lapse
+    assert_eq!(app.register(&sdk_registration()).await.status(), 201, "lapsed clients free their place");
+
+    let cluster = TestCluster::spawn(2, with("[limits]\nregistrations_per_hour = 3\nmax_clients = 0")).await;
+    let mut created = 0;
+    for i in 0..3 {
+        let r = cluster.apps[i % 2].register(&sdk_registration()).await;
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        created += usize::from(body["client_id"].is_string());
+    }
+    assert_eq!(created, 3);
+    let over = cluster.apps[1].register(&sdk_registration()).await;
+    let wait = retry_after(&over);
+    assert!((1..=3600).contains(&wait), "until the next hour: {wait}");
+    expect_error(over, 429, "temporarily_unavailable", "the cap holds across instances").await;
+    // A deleted client frees its place under max_clients (RFC 7592 delete).
+    let capped = TestCluster::spawn(2, with("[limits]\nmax_clients = 1")).await;
+    let r: Value = capped.apps[0].register(&sdk_registration()).await.json().await.unwrap();
+    assert_eq!(capped.apps[1].register(&sdk_registration()).await.status(), 429);
+    let delete = capped.apps[1]
+        .api
+        .delete(r["registration_client_uri"].as_str().unwrap().replace(&capped.apps[1].issuer, &capped.apps[1].base))
+        .bearer_auth(r["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 204);
+    assert_eq!(capped.apps[1].register(&sdk_registration()).await.status(), 201);
+}
+
+#[test]
+fn abuse_trusted_proxies_must_be_addresses_or_networks() {
+    let errors = config_errors("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.internal\"]\n");
+    assert!(errors.contains("server.trusted_proxies") && errors.contains("proxy.internal"), "{errors}");
+    assert_eq!(config_errors("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\"]\n"), "");
+}

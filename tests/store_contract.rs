@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::RedisServer;
-use tether::clock::ManualClock;
+use tether::clock::{Clock, ManualClock};
 use tether::store::*;
 
 /// A store under test and a way to let time pass for it.
@@ -27,6 +27,11 @@ impl Subject {
         let redis = RedisServer::start();
         let store = RedisStore::connect(&redis.url(), "contract", Duration::from_secs(2)).unwrap();
         Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(redis) }
+    }
+
+    /// The store's notion of now: the manual clock, or Redis's (wall) time.
+    fn now(&self) -> i64 {
+        if self._redis.is_some() { tether::clock::SystemClock.now() } else { self.clock.now() }
     }
 
     /// Lets `secs` seconds pass: the memory store's clock moves; Redis expires in real time.
@@ -61,6 +66,8 @@ contract!(
     grant_upstream_tokens_are_replaced_in_place,
     recently_used_grants_are_listed_and_forgotten,
     browsers_remember_their_latest_grant_per_client_and_resource,
+    live_dynamic_clients_are_capped_until_they_lapse_or_go,
+    registrations_are_capped_per_hour,
 );
 
 const TTL: Duration = Duration::from_secs(60);
@@ -335,4 +342,43 @@ async fn browsers_remember_their_latest_grant_per_client_and_resource(s: Subject
     assert_eq!(s.store.remembered_grant("b1", "other", "files").await.unwrap(), None);
     s.elapse(1).await;
     assert_eq!(s.store.remembered_grant("b1", "c", "files").await.unwrap(), None, "the browser record expires");
+}
+
+async fn live_dynamic_clients_are_capped_until_they_lapse_or_go(s: Subject) {
+    let caps = ClientCaps { max_clients: 2, per_hour: 0 };
+    let now = s.now();
+    assert_eq!(s.store.admit_client("a", now + 1, caps, now).await.unwrap(), Admission::Admitted);
+    assert_eq!(s.store.admit_client("b", now + 1, caps, now).await.unwrap(), Admission::Admitted);
+    assert_eq!(s.store.admit_client("c", now + 1, caps, now).await.unwrap(), Admission::TooManyClients);
+    // `b` is used: touching it moves its lapse time; `a` is not and lapses.
+    s.store.put_client(&client("b"), Duration::from_secs(1)).await.unwrap();
+    assert!(s.store.touch_client("b", TTL).await.unwrap());
+    s.elapse(2).await;
+    let later = s.now();
+    assert_eq!(s.store.admit_client("c", later + 60, caps, later).await.unwrap(), Admission::Admitted, "a lapsed");
+    assert_eq!(
+        s.store.admit_client("d", later + 60, caps, later).await.unwrap(),
+        Admission::TooManyClients,
+        "b was touched: still counted"
+    );
+    assert!(s.store.delete_client("b").await.unwrap());
+    assert_eq!(s.store.admit_client("d", later + 60, caps, later).await.unwrap(), Admission::Admitted, "b deleted");
+}
+
+async fn registrations_are_capped_per_hour(s: Subject) {
+    let caps = ClientCaps { max_clients: 0, per_hour: 2 };
+    let hour = s.now() - s.now().rem_euclid(3600);
+    assert_eq!(s.store.admit_client("x", hour + 9000, caps, hour + 10).await.unwrap(), Admission::Admitted);
+    assert_eq!(s.store.admit_client("y", hour + 9000, caps, hour + 20).await.unwrap(), Admission::Admitted);
+    assert_eq!(s.store.admit_client("z", hour + 9000, caps, hour + 30).await.unwrap(), Admission::TooManyRegistrations);
+    assert_eq!(
+        s.store.admit_client("z", hour + 9000, caps, hour + 3600).await.unwrap(),
+        Admission::Admitted,
+        "next hour"
+    );
+    let unlimited = ClientCaps::default();
+    for i in 0..20 {
+        let id = format!("u{i}");
+        assert_eq!(s.store.admit_client(&id, hour + 9000, unlimited, hour + 3601).await.unwrap(), Admission::Admitted);
+    }
 }

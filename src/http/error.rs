@@ -27,6 +27,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::InvalidRequest
         | ErrorCode::InvalidGrant
         | ErrorCode::UnauthorizedClient
@@ -65,8 +66,8 @@ pub fn json_error(status: StatusCode, error: &OAuthError) -> HttpResponse {
             response
                 .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\"")));
         }
-        ErrorCode::TemporarilyUnavailable => {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        ErrorCode::TemporarilyUnavailable | ErrorCode::RateLimited => {
+            response.insert_header((header::RETRY_AFTER, error.retry_after.unwrap_or(1)));
         }
         _ => {}
     }

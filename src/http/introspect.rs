@@ -34,6 +34,13 @@ pub async fn post(
         .authenticate_resource(&id, &secret)
         .ok_or_else(|| OAuthError::invalid_client("unknown resource or wrong secret"))?;
     tracing::Span::current().record("resource", caller.id.as_str());
+    if let Err(wait) = state.limits.introspect.check(&caller.id) {
+        let secs = super::limits::retry_secs(wait);
+        tracing::info!(resource = %caller.id, retry_after = secs, "introspection rate limited");
+        return Err(
+            OAuthError::rate_limited(format!("too many introspection requests; retry in {secs} s"), secs).into()
+        );
+    }
     let token = form
         .into_inner()
         .token

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use actix_web::cookie::{Cookie, SameSite, time};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
+
+use limits::{Endpoint, throttle};
 
 use crate::clock::Clock;
 use crate::oauth::Broker;
@@ -15,6 +18,7 @@ mod consent;
 pub mod error;
 mod health;
 mod introspect;
+pub mod limits;
 mod metadata;
 mod pages;
 mod register;
@@ -26,19 +30,21 @@ pub struct AppState {
     pub broker: Broker,
     pub clock: Arc<dyn Clock>,
     pub metadata: metadata::Documents,
+    pub limits: limits::Limits,
     binding_cookie: &'static str,
     consent_cookie: &'static str,
     secure_cookies: bool,
 }
 
 impl AppState {
-    pub fn new(broker: Broker, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(broker: Broker, clock: Arc<dyn Clock>, limits: limits::Limits) -> Self {
         let secure = broker.issuer.starts_with("https://");
         let metadata = metadata::Documents::new(&broker);
         Self {
             broker,
             clock,
             metadata,
+            limits,
             // `__Host-` cookies require Secure, which a plain-http development issuer cannot set.
             binding_cookie: if secure { "__Host-tether-binding" } else { "tether-binding" },
             consent_cookie: if secure { "__Host-tether-consent" } else { "tether-consent" },
@@ -112,13 +118,20 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
         .service(metadata::scope().wrap(cors()))
         .service(
             web::resource("/authorize")
+                .wrap(from_fn(|req, next| throttle(Endpoint::Authorize, req, next)))
                 .route(web::get().to(authorize::get))
                 .route(web::post().to(authorize::post))
                 .default_service(not_allowed()),
         )
         .service(web::resource("/consent").route(web::post().to(consent::post)).default_service(not_allowed()))
         .service(web::resource("/callback").route(web::get().to(callback::get)).default_service(not_allowed()))
-        .service(web::resource("/token").wrap(cors()).route(web::post().to(token::post)).default_service(not_allowed()))
+        .service(
+            web::resource("/token")
+                .wrap(from_fn(|req, next| throttle(Endpoint::Token, req, next)))
+                .wrap(cors())
+                .route(web::post().to(token::post))
+                .default_service(not_allowed()),
+        )
         .service(web::resource("/introspect").route(web::post().to(introspect::post)).default_service(not_allowed()))
         .service(
             web::resource("/revoke").wrap(cors()).route(web::post().to(revoke::post)).default_service(not_allowed()),
@@ -128,6 +141,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
     if registration_enabled {
         cfg.service(
             web::resource("/register")
+                .wrap(from_fn(|req, next| throttle(Endpoint::Register, req, next)))
                 .wrap(cors())
                 .route(web::post().to(register::post))
                 .default_service(not_allowed()),

@@ -51,6 +51,7 @@ pub fn error_page(status: PageStatus, message: &str) -> HttpResponse {
         PageStatus::BadRequest => StatusCode::BAD_REQUEST,
         PageStatus::Forbidden => StatusCode::FORBIDDEN,
         PageStatus::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        PageStatus::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         PageStatus::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
     };
     page(

@@ -13,8 +13,15 @@ pub async fn post(body: web::Json<RegistrationRequest>, state: web::Data<AppStat
     let now = state.clock.now();
     let broker = &state.broker;
     let unused_ttl = broker.lifetimes.client_unused;
-    let response =
-        registration::register(broker.store.as_ref(), &broker.issuer, body.into_inner(), unused_ttl, now).await?;
+    let response = registration::register(
+        broker.store.as_ref(),
+        &broker.issuer,
+        body.into_inner(),
+        unused_ttl,
+        broker.registration.caps,
+        now,
+    )
+    .await?;
     tracing::Span::current().record("client_id", response.client_id.as_str());
     tracing::info!(client_id = %response.client_id, method = %response.metadata.token_endpoint_auth_method, "client registered");
     let mut created = HttpResponse::Created();

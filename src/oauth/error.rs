@@ -23,6 +23,9 @@ pub enum ErrorCode {
     InvalidClientMetadata,
     ServerError,
     TemporarilyUnavailable,
+    /// Over a rate limit or a registration cap: `temporarily_unavailable` on the wire (OAuth
+    /// has no code of its own for it), with status 429 and `Retry-After`.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -43,7 +46,7 @@ impl ErrorCode {
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::ServerError => "server_error",
-            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::TemporarilyUnavailable | Self::RateLimited => "temporarily_unavailable",
         }
     }
 }
@@ -55,11 +58,18 @@ impl ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: Cow<'static, str>,
+    /// Seconds after which a retry may succeed (`Retry-After`), for transient errors.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, description: description.into() }
+        Self { code, description: description.into(), retry_after: None }
+    }
+
+    /// Over a limit; worth retrying after `secs` (at least one).
+    pub fn rate_limited(description: impl Into<Cow<'static, str>>, secs: u64) -> Self {
+        Self { retry_after: Some(secs.max(1)), ..Self::new(ErrorCode::RateLimited, description) }
     }
 
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {

@@ -16,6 +16,7 @@ pub enum PageStatus {
     BadRequest,
     Forbidden,
     Unavailable,
+    TooManyRequests,
     ServerError,
 }
 

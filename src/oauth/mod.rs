@@ -53,6 +53,7 @@ pub struct Broker {
 pub struct RegistrationPolicy {
     /// Dynamic client registration at `/register` (RFC 7591).
     pub enabled: bool,
+    pub caps: crate::store::ClientCaps,
 }
 
 impl Broker {

@@ -16,13 +16,16 @@ use crate::clock::UnixTime;
 use crate::crypto::fresh_key_id;
 use crate::crypto::seal::KeyRing;
 use crate::crypto::signing::SigningKeys;
+use crate::http::limits::Rates;
 use crate::oauth::RegistrationPolicy;
 use crate::oauth::background::BackgroundRefresh;
 use crate::oauth::documents::CachePolicy;
 use crate::oauth::refresh::RefreshPolicy;
 use crate::oauth::registry::Registry;
 use crate::oauth::tokens::Lifetimes;
+use crate::store::ClientCaps;
 use crate::upstream::ProviderConfig;
+use ipnet::IpNet;
 
 /// Client ID Metadata Documents: how to fetch them and how long to keep them.
 #[derive(Debug)]
@@ -56,6 +59,9 @@ pub struct Built {
     pub refresh: RefreshPolicy,
     /// `None` when background refresh is off.
     pub background: Option<BackgroundRefresh>,
+    pub rates: Rates,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// Things that work but an operator should know (ephemeral keys, memory store).
     pub warnings: Vec<String>,
 }
@@ -92,6 +98,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
             "must not be shorter than tokens.refresh_token_ttl_secs (refresh tokens would outlive their client)",
         );
     }
+    let trusted_proxies = networks(&settings.server.trusted_proxies, "server.trusted_proxies", &mut errors);
     if !(1..=60_000).contains(&settings.store.timeout_ms) {
         errors.push("store.timeout_ms", "must be between 1 and 60000");
     }
@@ -108,11 +115,24 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 keyring,
                 signing,
                 lifetimes,
-                registration: RegistrationPolicy { enabled: settings.registration.enabled },
+                registration: RegistrationPolicy {
+                    enabled: settings.registration.enabled,
+                    caps: ClientCaps {
+                        max_clients: settings.limits.max_clients,
+                        per_hour: settings.limits.registrations_per_hour,
+                    },
+                },
                 store,
                 documents,
                 refresh,
                 background,
+                rates: Rates {
+                    register_per_minute: settings.limits.register_per_minute,
+                    authorize_per_minute: settings.limits.authorize_per_minute,
+                    token_per_minute: settings.limits.token_per_minute,
+                    introspect_per_second: settings.limits.introspect_per_second,
+                },
+                trusted_proxies,
                 warnings,
             })
         }
@@ -292,20 +312,24 @@ fn key_list<T>(
     }
 }
 
+/// Addresses or CIDR networks; an address is its own /32 (or /128) network.
+fn networks(list: &[String], key: &'static str, errors: &mut ConfigErrors) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for net in list {
+        match net.parse::<IpNet>().or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from)) {
+            Ok(net) => nets.push(net),
+            Err(_) => errors.push(key, format!("`{net}` is not an address or CIDR network")),
+        }
+    }
+    nets
+}
+
 fn documents(settings: &Settings, errors: &mut ConfigErrors) -> Option<DocumentSettings> {
     let c = &settings.client_metadata;
     if !c.enabled {
         return None;
     }
-    let mut allow = Vec::new();
-    for net in &c.allow_networks {
-        match net.parse::<ipnet::IpNet>().or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)) {
-            Ok(net) => allow.push(net),
-            Err(_) => {
-                errors.push("client_metadata.allow_networks", format!("`{net}` is not an address or CIDR network"))
-            }
-        }
-    }
+    let allow = networks(&c.allow_networks, "client_metadata.allow_networks", errors);
     let extra_roots_pem = match c.ca_file.as_str() {
         "" => None,
         path => match std::fs::read(path) {

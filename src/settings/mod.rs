@@ -51,6 +51,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub registration: RegistrationSettings,
     pub consent: ConsentSettings,
+    pub limits: LimitSettings,
     pub upstream: UpstreamSettings,
     pub client_metadata: ClientMetadataSettings,
     pub keys: KeySettings,
@@ -68,6 +69,7 @@ pub struct Settings {
 pub struct ServerSettings {
     pub bind: String,
     pub workers: usize,
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +104,17 @@ pub struct RegistrationSettings {
 #[serde(deny_unknown_fields)]
 pub struct ConsentSettings {
     pub remember_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub register_per_minute: u32,
+    pub authorize_per_minute: u32,
+    pub token_per_minute: u32,
+    pub introspect_per_second: u32,
+    pub registrations_per_hour: u64,
+    pub max_clients: u64,
 }
 
 #[derive(Debug, Deserialize)]

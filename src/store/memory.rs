@@ -90,6 +90,8 @@ pub struct MemoryStore {
     successors: TtlMap<Vec<u8>>,
     browsers: TtlMap<HashMap<String, String>>,
     activity: Mutex<HashMap<String, UnixTime>>,
+    /// Admitted dynamic clients and when each lapses; (hour, registrations in it).
+    admitted: Mutex<(HashMap<String, UnixTime>, i64, u64)>,
 }
 
 impl MemoryStore {
@@ -107,6 +109,7 @@ impl MemoryStore {
             successors: TtlMap::new(),
             browsers: TtlMap::new(),
             activity: Mutex::new(HashMap::new()),
+            admitted: Mutex::new((HashMap::new(), 0, 0)),
         }
     }
 
@@ -117,6 +120,30 @@ impl MemoryStore {
 
 #[async_trait]
 impl ClientStore for MemoryStore {
+    async fn admit_client(
+        &self,
+        client_id: &str,
+        expires_at: UnixTime,
+        caps: ClientCaps,
+        now: UnixTime,
+    ) -> StoreResult<Admission> {
+        let mut guard = self.admitted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (live, hour, count) = &mut *guard;
+        live.retain(|_, lapse| *lapse > now);
+        if caps.max_clients > 0 && live.len() as u64 >= caps.max_clients {
+            return Ok(Admission::TooManyClients);
+        }
+        if *hour != now.div_euclid(3600) {
+            (*hour, *count) = (now.div_euclid(3600), 0);
+        }
+        if caps.per_hour > 0 && *count >= caps.per_hour {
+            return Ok(Admission::TooManyRegistrations);
+        }
+        *count += 1;
+        live.insert(client_id.to_owned(), expires_at);
+        Ok(Admission::Admitted)
+    }
+
     async fn put_client(&self, client: &ClientRecord, ttl: Duration) -> StoreResult<()> {
         self.clients.insert(&client.client_id, client.clone(), ttl, self.now());
         Ok(())
@@ -128,10 +155,18 @@ impl ClientStore for MemoryStore {
 
     async fn touch_client(&self, client_id: &str, ttl: Duration) -> StoreResult<bool> {
         let now = self.now();
-        Ok(self.clients.update(client_id, now, |_, exp| *exp = expiry(now, ttl)).is_some())
+        let touched = self.clients.update(client_id, now, |_, exp| *exp = expiry(now, ttl)).is_some();
+        if touched {
+            let mut guard = self.admitted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(lapse) = guard.0.get_mut(client_id) {
+                *lapse = expiry(now, ttl);
+            }
+        }
+        Ok(touched)
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+        self.admitted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.remove(client_id);
         Ok(self.clients.take(client_id, self.now()).is_some())
     }
 }

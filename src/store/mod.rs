@@ -30,9 +30,34 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Limits on dynamic registration that hold across replicas (0 = unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCaps {
+    pub max_clients: u64,
+    pub per_hour: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// As many live dynamic clients as `max_clients`.
+    TooManyClients,
+    /// As many registrations this hour as `per_hour`.
+    TooManyRegistrations,
+}
+
 /// Dynamically registered clients (RFC 7591).
 #[async_trait]
 pub trait ClientStore: Send + Sync {
+    /// Counts a new dynamic client against the caps before it is stored; `expires_at` is
+    /// when it lapses unless used.
+    async fn admit_client(
+        &self,
+        client_id: &str,
+        expires_at: UnixTime,
+        caps: ClientCaps,
+        now: UnixTime,
+    ) -> StoreResult<Admission>;
     async fn put_client(&self, client: &ClientRecord, ttl: Duration) -> StoreResult<()>;
     async fn client(&self, client_id: &str) -> StoreResult<Option<ClientRecord>>;
     /// Resets the time to live of an existing client; `false` when there is no such client.

@@ -39,6 +39,33 @@ end
 return 0
 ";
 
+/// Admits a dynamic client against the caps: KEYS[1] is a sorted set of live clients scored
+/// by when they lapse (the set itself expires with its last member), KEYS[2] this hour's
+/// registration counter (one hash slot).
+/// ARGV: client id, lapse time, now, max clients, per hour (0 = unlimited).
+const ADMIT_CLIENT: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local max = tonumber(ARGV[4])
+if max > 0 and redis.call('ZCARD', KEYS[1]) >= max then return 1 end
+local per_hour = tonumber(ARGV[5])
+if per_hour > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= per_hour then return 2 end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 3600)
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(last[2])) + 1)
+return 0
+";
+
+/// Moves a client's lapse time in the live-client index (`XX`: only a client it holds),
+/// by Redis's clock. KEYS[1] the index; ARGV: client id, seconds from now.
+const RELAPSE_CLIENT: &str = r"
+local lapse = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[2])
+local moved = redis.call('ZADD', KEYS[1], 'XX', 'CH', lapse, ARGV[1])
+if moved == 1 then redis.call('EXPIREAT', KEYS[1], lapse + 1, 'GT') end
+return moved
+";
+
 /// Releases a lock only if the caller still holds it.
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -71,6 +98,8 @@ pub struct RedisStore {
     hset_if_exists: Script,
     rotate: Script,
     unlock: Script,
+    admit_client: Script,
+    relapse_client: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -99,6 +128,8 @@ impl RedisStore {
             hset_if_exists: Script::new(HSET_IF_EXISTS),
             rotate: Script::new(ROTATE),
             unlock: Script::new(UNLOCK),
+            admit_client: Script::new(ADMIT_CLIENT),
+            relapse_client: Script::new(RELAPSE_CLIENT),
         })
     }
 
@@ -185,8 +216,47 @@ fn text<'a>(hash: &'a HashMap<String, Vec<u8>>, name: &str) -> StoreResult<&'a s
     std::str::from_utf8(field(hash, name)?).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+impl RedisStore {
+    /// The live-client index (a sorted set; its members expire by score).
+    fn client_index(&self) -> String {
+        format!("{}:{SCHEMA}:{{clients}}:live", self.prefix)
+    }
+}
+
 #[async_trait]
 impl ClientStore for RedisStore {
+    async fn admit_client(
+        &self,
+        client_id: &str,
+        expires_at: UnixTime,
+        caps: ClientCaps,
+        now: UnixTime,
+    ) -> StoreResult<Admission> {
+        let index = self.client_index();
+        let counter = format!("{}:{SCHEMA}:{{clients}}:hour:{}", self.prefix, now.div_euclid(3600));
+        let script = &self.admit_client;
+        let client_id = client_id.to_owned();
+        let verdict: i64 = self
+            .run(async move |mut c| {
+                script
+                    .key(&index)
+                    .key(&counter)
+                    .arg(client_id)
+                    .arg(expires_at)
+                    .arg(now)
+                    .arg(caps.max_clients)
+                    .arg(caps.per_hour)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match verdict {
+            1 => Admission::TooManyClients,
+            2 => Admission::TooManyRegistrations,
+            _ => Admission::Admitted,
+        })
+    }
+
     async fn put_client(&self, client: &ClientRecord, ttl: Duration) -> StoreResult<()> {
         self.put_json(self.key("client", &client.client_id), client, ttl).await
     }
@@ -196,12 +266,22 @@ impl ClientStore for RedisStore {
     }
 
     async fn touch_client(&self, client_id: &str, ttl: Duration) -> StoreResult<bool> {
-        self.expire(self.key("client", client_id), ttl).await
+        let touched = self.expire(self.key("client", client_id), ttl).await?;
+        if touched {
+            let (index, member, script) = (self.client_index(), client_id.to_owned(), &self.relapse_client);
+            let _: i64 = self
+                .run(async move |mut c| script.key(&index).arg(member).arg(ttl.as_secs()).invoke_async(&mut c).await)
+                .await?;
+        }
+        Ok(touched)
     }
 
     async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
         let key = self.key("client", client_id);
         let removed: u64 = self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await).await?;
+        let (index, member) = (self.client_index(), client_id.to_owned());
+        let _: u64 =
+            self.run(async move |mut c| ::redis::cmd("ZREM").arg(&index).arg(member).query_async(&mut c).await).await?;
         Ok(removed > 0)
     }
 }

@@ -113,6 +113,8 @@ impl TestCluster {
 pub struct Options {
     /// TOML appended to the configuration.
     pub extra: String,
+    /// Lines added to the `[server]` table (which `extra` cannot reopen).
+    pub server: String,
     /// Serve only the files resource (no calendar).
     pub single_resource: bool,
     /// The kind of provider the files resource is bound to (the stand-in speaks it).
@@ -178,7 +180,7 @@ upstream = ["cal"]
 default = true"#
         )
     };
-    let extra = &options.extra;
+    let (extra, server) = (&options.extra, &options.server);
     let revoke = options.revoke_upstream;
     let provider = match options.kind {
         Kind::OAuth2 => String::new(),
@@ -204,6 +206,7 @@ issuer = "{issuer}"
 [server]
 bind = "127.0.0.1:0"
 workers = 2
+{server}
 [store]
 {store}
 [providers.dev]

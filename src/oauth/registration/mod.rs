@@ -7,7 +7,7 @@ use url::Url;
 
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
-use crate::store::{ClientRecord, ClientSource, ClientStore};
+use crate::store::{Admission, ClientCaps, ClientRecord, ClientSource, ClientStore};
 
 use super::error::{ErrorCode, OAuthError};
 use super::{redirect, scope};
@@ -128,9 +128,26 @@ pub async fn register(
     issuer: &str,
     request: RegistrationRequest,
     unused_ttl: Duration,
+    caps: ClientCaps,
     now: UnixTime,
 ) -> Result<RegistrationResponse, OAuthError> {
     let (mut record, secret) = validate(request, now)?;
+    let expires_at = now.saturating_add(i64::try_from(unused_ttl.as_secs()).unwrap_or(i64::MAX));
+    match clients.admit_client(&record.client_id, expires_at, caps, now).await? {
+        Admission::Admitted => {}
+        Admission::TooManyClients => {
+            tracing::warn!(max_clients = caps.max_clients, "registration refused: client cap reached");
+            return Err(OAuthError::rate_limited(
+                "this server has as many registered clients as it accepts; retry later",
+                3600,
+            ));
+        }
+        Admission::TooManyRegistrations => {
+            let next_hour = (3600 - now.rem_euclid(3600)).unsigned_abs();
+            tracing::warn!(per_hour = caps.per_hour, "registration refused: hourly cap reached");
+            return Err(OAuthError::rate_limited("too many registrations this hour; retry later", next_hour));
+        }
+    }
     let management_token = random::token();
     record.secret_digest = secret.as_deref().map(hash::digest);
     record.registration_token_digest = Some(hash::digest(&management_token));
