@@ -121,13 +121,14 @@ impl Application {
         spawn_upkeep(&state);
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::limits::request_size))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
                 .configure(|cfg| http::routes(cfg, registration_enabled))
                 .default_service(web::to(http::error::not_found))
         })
         .shutdown_timeout(25)
-        .client_request_timeout(Duration::from_secs(10))
+        .client_request_timeout(built.client_timeout)
         .client_disconnect_timeout(Duration::from_secs(5));
         if built.workers > 0 {
             server = server.workers(built.workers);

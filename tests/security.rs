@@ -308,3 +308,105 @@ fn abuse_trusted_proxies_must_be_addresses_or_networks() {
     assert!(errors.contains("server.trusted_proxies") && errors.contains("proxy.internal"), "{errors}");
     assert_eq!(config_errors("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\"]\n"), "");
 }
+
+/// Sends raw bytes to the app and returns the status code (0 when the connection closed
+/// without an answer) and the response head.
+async fn raw(app: &TestApp, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    // The server may answer and close before it read everything: a failed write is fine.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read_head).await.expect("no answer within 20 s");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// Oversized inputs (RFC 9110 §15.5.14/§15.5.15, RFC 6585 §5): every endpoint refuses a body,
+/// request target or header section larger than OAuth needs with 413, 414 or 431 and a
+/// clear message, whatever the declared length, and the next request is served normally.
+#[tokio::test]
+async fn dos_oversized_inputs_are_refused_with_413_414_or_431_never_500() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let big = "a".repeat(2_000_000);
+    for path in ["/authorize", "/consent", "/token", "/introspect", "/revoke", "/register"] {
+        let (content_type, body) = if path == "/register" {
+            ("application/json", format!("{{\"client_name\": \"{big}\"}}"))
+        } else {
+            ("application/x-www-form-urlencoded", format!("state={big}"))
+        };
+        let response =
+            app.api.post(app.url(path)).header("content-type", content_type).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 413, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("too large"), "{path}: {text}");
+        // A declared length past the limit is refused before the body is read.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\ncontent-length: 10000000000\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(raw(&app, head.as_bytes()).await.0, 413, "{path}: declared length");
+    }
+    // Chunked, no declared length: cut off at the limit.
+    let chunk = "a".repeat(60_000);
+    let chunked = format!(
+        "POST /token HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    assert_eq!(raw(&app, chunked.as_bytes()).await.0, 413, "chunked body");
+
+    let long_uri = format!("/authorize?state={}", "s".repeat(10_000));
+    let response = app.api.get(app.url(&long_uri)).send().await.unwrap();
+    expect_error(response, 414, "invalid_request", "long request target").await;
+    let response = app.api.get(app.url("/healthz")).header("x-padding", "p".repeat(40_000)).send().await.unwrap();
+    expect_error(response, 431, "invalid_request", "large header section").await;
+    let cookie = format!("tether-consent={}", "c".repeat(40_000));
+    let response = app.api.get(app.url("/authorize")).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(response.status(), 431, "oversized cookie");
+    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (status, _) =
+        raw(&app, format!("GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{many}\r\n").as_bytes()).await;
+    assert_eq!(status, 431, "too many headers");
+    let (status, _) =
+        raw(&app, format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "h".repeat(300_000)).as_bytes())
+            .await;
+    assert_eq!(status, 431, "a header past the decoder's buffer");
+    // Deep JSON nesting is a metadata error, not a stack overflow.
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    let response = app
+        .api
+        .post(app.url("/register"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"redirect_uris\": {deep}}}"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "invalid_client_metadata", "deeply nested JSON").await;
+    assert_eq!(app.api.get(app.url("/healthz")).send().await.unwrap().status(), 200, "still serving");
+}
+
+/// Slow clients (slowloris): a request whose headers never finish is dropped after
+/// `server.client_timeout_secs`, freeing its connection.
+#[tokio::test]
+async fn dos_a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options = Options { server: "client_timeout_secs = 1".into(), ..Options::default() };
+    let app = TestApp::spawn_with(Backend::Memory, options).await;
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").await.unwrap();
+    let mut out = Vec::new();
+    // Generous bound: the point is that the server ends it, not how fast.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the server kept a half-sent request open for 30 s");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}

@@ -22,7 +22,15 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 
 /// RFC 6749 §3.1: MAY support POST, with the same parameters as a form body.
 #[tracing::instrument(skip_all, fields(client_id))]
-pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+pub async fn post(
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return super::pages::body_error(&e),
+    };
     match serde_urlencoded::from_bytes::<AuthorizeParams>(&body) {
         Ok(params) => handle(&req, &state, params).await,
         Err(e) => malformed(&e),

@@ -20,7 +20,15 @@ pub struct ConsentForm {
 /// Approve sends the browser upstream; deny returns `access_denied` to the client. Both are
 /// 303 See Other, so the browser follows with a GET.
 #[tracing::instrument(skip_all)]
-pub async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+pub async fn post(
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return super::pages::body_error(&e),
+    };
     let now = state.clock.now();
     let Ok(form) = serde_urlencoded::from_bytes::<ConsentForm>(&body) else {
         return error_page(crate::oauth::flow::PageStatus::BadRequest, "The consent form is malformed.");

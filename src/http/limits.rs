@@ -155,6 +155,35 @@ pub async fn throttle<B: MessageBody>(
     Ok(req.into_response(response).map_into_right_body())
 }
 
+/// Longest request target accepted (a CIMD `client_id`, `state` and PKCE fit in far less).
+pub const MAX_URI: usize = 8 * 1024;
+/// Most header bytes (names and values) accepted; browsers cap a cookie at 4 KiB.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Middleware over the whole application: a request target or header section larger than any
+/// OAuth request needs is answered 414 or 431 before routing. The HTTP decoder bounds what
+/// it buffers (and answers 431 itself past 96 headers), so nothing here grows with the input.
+pub async fn request_size<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let uri = req.uri().path().len() + req.uri().query().map_or(0, |q| q.len() + 1);
+    let headers: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    let refusal = if uri > MAX_URI {
+        Some((StatusCode::URI_TOO_LONG, "the request URI is too long"))
+    } else if headers > MAX_HEADER_BYTES {
+        Some((StatusCode::from_u16(431).unwrap_or(StatusCode::BAD_REQUEST), "the request headers are too large"))
+    } else {
+        None
+    };
+    let Some((status, description)) = refusal else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    tracing::info!(uri_bytes = uri, header_bytes = headers, "oversized request refused");
+    let response = super::error::json_error(status, &OAuthError::invalid_request(description));
+    Ok(req.into_response(response).map_into_right_body())
+}
+
 fn client_ip<'a>(peer: IpAddr, forwarded: impl Iterator<Item = &'a str>, trusted: &[IpNet]) -> Option<IpAddr> {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {

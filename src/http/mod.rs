@@ -105,7 +105,8 @@ fn cors_management() -> actix_cors::Cors {
     cors().allowed_methods(["GET", "DELETE", "OPTIONS"])
 }
 
-/// Size limits for request bodies: OAuth requests are small.
+/// Size limits for request bodies: OAuth requests are small. (The browser forms, read as
+/// bytes, have the same limit as the API forms.)
 const FORM_LIMIT: usize = 16 * 1024;
 const JSON_LIMIT: usize = 64 * 1024;
 
@@ -113,7 +114,8 @@ const JSON_LIMIT: usize = 64 * 1024;
 /// exact paths when metadata discovery fails).
 pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
     let not_allowed = || web::to(error::method_not_allowed);
-    cfg.app_data(web::FormConfig::default().limit(FORM_LIMIT).error_handler(error::form_error))
+    cfg.app_data(web::PayloadConfig::new(FORM_LIMIT))
+        .app_data(web::FormConfig::default().limit(FORM_LIMIT).error_handler(error::form_error))
         .app_data(web::JsonConfig::default().limit(JSON_LIMIT).error_handler(error::json_error_handler))
         .service(metadata::scope().wrap(cors()))
         .service(

@@ -46,6 +46,19 @@ fn page(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
     response.content_type("text/html; charset=utf-8").body(markup.into_string())
 }
 
+/// A browser form body that could not be read (too large, cut off): a page with its status.
+pub fn body_error(error: &actix_web::Error) -> HttpResponse {
+    let status = error.as_response_error().status_code();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "The submitted form is too large."
+    } else {
+        "The submitted form could not be read."
+    };
+    let mut response = error_page(PageStatus::BadRequest, message);
+    *response.status_mut() = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+    response
+}
+
 pub fn error_page(status: PageStatus, message: &str) -> HttpResponse {
     let status = match status {
         PageStatus::BadRequest => StatusCode::BAD_REQUEST,

@@ -51,7 +51,8 @@ pub fn client_digest(client: &ClientRecord) -> String {
 impl ConsentJar {
     /// Reads the cookie; anything unsigned, tampered, unparseable or expired is dropped.
     pub fn read(cookie: Option<&str>, keys: &KeyRing, now: UnixTime) -> Self {
-        let Some(cookie) = cookie else { return Self::default() };
+        // Browsers keep at most 4 KiB per cookie: anything longer was not written by Tether.
+        let Some(cookie) = cookie.filter(|c| c.len() <= 4096) else { return Self::default() };
         let parsed = (|| {
             let mut parts = cookie.split('.');
             let (version, kid, payload, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);

@@ -47,6 +47,7 @@ pub struct Built {
     pub issuer: String,
     pub bind: SocketAddr,
     pub workers: usize,
+    pub client_timeout: Duration,
     pub registry: Registry,
     pub providers: Vec<ProviderConfig>,
     pub keyring: KeyRing,
@@ -98,6 +99,9 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
             "must not be shorter than tokens.refresh_token_ttl_secs (refresh tokens would outlive their client)",
         );
     }
+    if !(1..=300).contains(&settings.server.client_timeout_secs) {
+        errors.push("server.client_timeout_secs", "must be between 1 and 300");
+    }
     let trusted_proxies = networks(&settings.server.trusted_proxies, "server.trusted_proxies", &mut errors);
     if !(1..=60_000).contains(&settings.store.timeout_ms) {
         errors.push("store.timeout_ms", "must be between 1 and 60000");
@@ -110,6 +114,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 issuer,
                 bind,
                 workers: settings.server.workers,
+                client_timeout: Duration::from_secs(settings.server.client_timeout_secs),
                 registry: Registry::new(resources, clients),
                 providers,
                 keyring,

@@ -69,6 +69,7 @@ pub struct Settings {
 pub struct ServerSettings {
     pub bind: String,
     pub workers: usize,
+    pub client_timeout_secs: u64,
     pub trusted_proxies: Vec<String>,
 }
 
