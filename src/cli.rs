@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `keys generate`.
+//! The command line: `serve`, `check-config`, `keys generate|rotate|reseal`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,10 +8,14 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::fresh_key_id;
+use crate::crypto::rotation::{KeyKind, Step, rotate};
 use crate::crypto::seal::KeyRing;
 use crate::crypto::signing::SigningKeys;
+use crate::oauth::vault::Vault;
+use crate::settings::StoreChoice;
 use crate::settings::{self, Built, Profile};
 use crate::startup::Application;
+use crate::store::RedisStore;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -41,12 +45,55 @@ pub enum Command {
 pub enum KeysCommand {
     /// Print fresh encryption and signing keys in the form the configuration expects.
     Generate,
+    /// Print the configured key list after one rotation step (publish, activate, retire).
+    ///
+    /// Roll each step out to every replica before the next one. The new list goes where the
+    /// current one comes from (the environment variable or the `keys.*_file` file).
+    Rotate {
+        #[arg(value_enum)]
+        kind: KindArg,
+        #[arg(value_enum)]
+        step: StepArg,
+        /// The key to activate (default: the newest) or to retire (default: all but the active one).
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+        /// Print only the new value (for a file or a Secret), not `NAME=value`.
+        #[arg(long)]
+        value_only: bool,
+    },
+    /// Re-seal every stored grant under the active encryption key (Redis store), so that old
+    /// encryption keys can be retired. Safe while Tether serves.
+    Reseal {
+        /// Only count the grants sealed under other keys.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    Signing,
+    Encryption,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StepArg {
+    /// Add a new key that every replica accepts but none uses yet.
+    Publish,
+    /// Make the newest (or --key) key the one that signs or seals.
+    Activate,
+    /// Drop the keys that are no longer active (or --key).
+    Retire,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
         Command::Keys { command: KeysCommand::Generate } => generate_keys(clock.now()),
+        Command::Keys { command: KeysCommand::Rotate { kind, step, key, value_only } } => {
+            rotate_keys(cli.config.as_deref(), kind, step, key.as_deref(), value_only, clock.now())
+        }
+        Command::Keys { command: KeysCommand::Reseal { dry_run } } => reseal(cli.config, dry_run, clock.now()).await,
         Command::CheckConfig => match load(cli.config, clock.now()) {
             Ok((built, _)) => {
                 for warning in &built.warnings {
@@ -113,4 +160,119 @@ fn generate_keys(now: i64) -> anyhow::Result<ExitCode> {
     println!("TETHER__KEYS__ENCRYPTION={encryption}");
     println!("TETHER__KEYS__SIGNING={signing}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)] // the command's output is the new key list
+fn rotate_keys(
+    config: Option<&std::path::Path>,
+    kind: KindArg,
+    step: StepArg,
+    key: Option<&str>,
+    value_only: bool,
+    now: i64,
+) -> anyhow::Result<ExitCode> {
+    use secrecy::ExposeSecret;
+    let (kind, name) = match kind {
+        KindArg::Signing => (KeyKind::Signing, "signing"),
+        KindArg::Encryption => (KeyKind::Encryption, "encryption"),
+    };
+    let step = match step {
+        StepArg::Publish => Step::Publish,
+        StepArg::Activate => Step::Activate,
+        StepArg::Retire => Step::Retire,
+    };
+    let settings = match settings::load(config) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let configured = match settings::configured_keys(&settings, kind) {
+        Ok(Some(configured)) => configured,
+        Ok(None) => {
+            eprintln!("no {name} keys are configured (keys.{name} or keys.{name}_file): nothing to rotate.");
+            eprintln!("Generate the first ones with `tether keys generate`.");
+            return Ok(ExitCode::from(2));
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (spec, source) = configured;
+    let rotated = match rotate(kind, &spec, step, key, now) {
+        Ok(rotated) => rotated,
+        Err(e) => {
+            eprintln!("tether keys rotate {name}: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let env = settings::env_name(&format!("keys.{name}"));
+    if value_only {
+        println!("{}", rotated.spec.expose_secret());
+    } else {
+        println!("{env}={}", rotated.spec.expose_secret());
+    }
+    let changed = rotated.changed.join(", ");
+    let active = rotated.ids.first().cloned().unwrap_or_default();
+    eprintln!("# {name} keys now: {} (active: {active})", rotated.ids.join(", "));
+    eprintln!("# Put this value where the current one comes from ({source}) and roll it out to every replica.");
+    let access_ttl = settings.tokens.access_token_ttl_secs;
+    let refresh_ttl = settings.tokens.refresh_token_ttl_secs;
+    let next = match (kind, step) {
+        (KeyKind::Signing, Step::Publish) => format!(
+            "Published {changed}: the JWKS lists it, nothing signs with it yet. Once every replica runs this list (and MCP servers caching the JWKS have refreshed it), run `tether keys rotate signing activate`."
+        ),
+        (KeyKind::Signing, Step::Activate) => format!(
+            "{active} signs new access tokens; the others still verify. Once every replica runs this list, wait tokens.access_token_ttl_secs ({access_ttl} s) for tokens signed by the old key to expire, then run `tether keys rotate signing retire`."
+        ),
+        (KeyKind::Encryption, Step::Publish) => format!(
+            "Added {changed}: every replica can open what it will seal, nothing seals with it yet. Once every replica runs this list, run `tether keys rotate encryption activate`."
+        ),
+        (KeyKind::Encryption, Step::Activate) => format!(
+            "{active} seals; grants sealed under older keys are re-sealed when next used. Once every replica runs this list, run `tether keys reseal` (or wait tokens.refresh_token_ttl_secs, {refresh_ttl} s, for unused grants to lapse), then `tether keys rotate encryption retire`. Remembered consents signed with an old key are asked again after it is retired."
+        ),
+        (_, Step::Retire) => format!(
+            "Retired {changed}. For encryption keys, check first that `tether keys reseal --dry-run` reports no grant under it: those grants could no longer be opened."
+        ),
+    };
+    eprintln!("# {next}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)] // the report is the command's output
+async fn reseal(config: Option<PathBuf>, dry_run: bool, now: i64) -> anyhow::Result<ExitCode> {
+    use secrecy::ExposeSecret;
+    let (built, _) = match load(config, now) {
+        Ok(built) => built,
+        Err(message) => {
+            eprint!("{message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let StoreChoice::Redis { url, prefix, timeout } = &built.store else {
+        eprintln!(
+            "tether keys reseal: the memory store lives inside the server process; re-sealing happens as grants are read."
+        );
+        return Ok(ExitCode::from(2));
+    };
+    if built.warnings.iter().any(|w| w.contains("keys.encryption")) {
+        eprintln!("tether keys reseal: no encryption keys are configured.");
+        return Ok(ExitCode::from(2));
+    }
+    let store = RedisStore::connect(url.expose_secret(), prefix, *timeout)?;
+    let vault = Vault::new(built.keyring);
+    let report = crate::oauth::vault::reseal_all(&store, &vault, dry_run).await?;
+    let verb = if dry_run { "to re-seal" } else { "re-sealed" };
+    println!(
+        "{} grants: {} {verb} under {}, {} already under it, {} unreadable (sealed under a key not configured), {} updated concurrently",
+        report.grants,
+        report.resealed,
+        vault.keys().active_key_id(),
+        report.current,
+        report.unreadable,
+        report.raced
+    );
+    Ok(if report.unreadable > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

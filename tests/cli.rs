@@ -221,3 +221,38 @@ fn serve_starts_with_the_demo_configuration_and_publishes_its_issuer() {
     assert_eq!(metadata["issuer"], issuer.as_str());
     assert_eq!(metadata["token_endpoint"], format!("{issuer}/token"));
 }
+
+#[test]
+fn keys_rotate_prints_the_next_list_and_what_to_do_then_without_echoing_keys() {
+    let out = tether(&["keys", "rotate", "signing", "publish"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to rotate"), "{out:?}");
+
+    let signing = tether::crypto::signing::SigningKeys::generate_spec("sig-1").unwrap();
+    let env = [("TETHER__KEYS__SIGNING", signing.as_str())];
+    let out = tether(&["keys", "rotate", "signing", "publish"], &env);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let value = stdout.trim().strip_prefix("TETHER__KEYS__SIGNING=").expect("NAME=value");
+    assert!(value.starts_with(&format!("{signing},+k")), "the old key first, the new one marked published");
+    tether::crypto::signing::SigningKeys::parse(value).expect("a valid list");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("rotate signing activate") && stderr.contains("TETHER__KEYS__SIGNING"), "{stderr}");
+    assert!(!stderr.contains(signing.split_once(':').unwrap().1), "key material in the guidance");
+
+    let env = [("TETHER__KEYS__SIGNING", value)];
+    let out = tether(&["keys", "rotate", "signing", "activate", "--value-only"], &env);
+    assert!(out.status.success(), "{out:?}");
+    let active = String::from_utf8(out.stdout).unwrap();
+    assert!(active.starts_with('k') && active.trim().ends_with(&signing[6..]), "new first, old after: {active}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("600 s"), "names the wait before retiring");
+
+    let one = [("TETHER__KEYS__SIGNING", signing.as_str())];
+    let out = tether(&["keys", "rotate", "signing", "retire"], &one);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no key is retiring"), "{out:?}");
+
+    let out = tether(&["keys", "reseal"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory store"), "{out:?}");
+}

@@ -68,6 +68,8 @@ contract!(
     browsers_remember_their_latest_grant_per_client_and_resource,
     live_dynamic_clients_are_capped_until_they_lapse_or_go,
     registrations_are_capped_per_hour,
+    a_reseal_replaces_upstream_tokens_only_if_unchanged,
+    a_scan_lists_every_grant_once_it_has_walked_all_pages,
 );
 
 const TTL: Duration = Duration::from_secs(60);
@@ -381,4 +383,36 @@ async fn registrations_are_capped_per_hour(s: Subject) {
         let id = format!("u{i}");
         assert_eq!(s.store.admit_client(&id, hour + 9000, unlimited, hour + 3601).await.unwrap(), Admission::Admitted);
     }
+}
+
+async fn a_reseal_replaces_upstream_tokens_only_if_unchanged(s: Subject) {
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    let original = grant("g").upstream;
+    assert!(s.store.reseal_grant_upstream("g", &original, b"resealed").await.unwrap());
+    assert_eq!(s.store.grant("g").await.unwrap().unwrap().upstream, b"resealed");
+    // A refresh stored new tokens meanwhile: the stale re-seal must not overwrite them.
+    s.store.set_grant_upstream("g", b"refreshed").await.unwrap();
+    assert!(!s.store.reseal_grant_upstream("g", b"resealed", b"stale").await.unwrap());
+    assert_eq!(s.store.grant("g").await.unwrap().unwrap().upstream, b"refreshed");
+    assert!(!s.store.reseal_grant_upstream("missing", b"", b"x").await.unwrap());
+    assert!(s.store.grant("missing").await.unwrap().is_none(), "a re-seal never creates a grant");
+}
+
+async fn a_scan_lists_every_grant_once_it_has_walked_all_pages(s: Subject) {
+    let ids: Vec<String> = (0..1200).map(|i| format!("grant-{i}")).collect();
+    for id in &ids {
+        s.store.put_grant(&grant(id), TTL).await.unwrap();
+    }
+    // Other records are not grants.
+    s.store.put_client(&client("grant-like"), TTL).await.unwrap();
+    let (mut cursor, mut seen) = (0, std::collections::BTreeSet::new());
+    loop {
+        let (next, page) = s.store.scan_grants(cursor).await.unwrap();
+        seen.extend(page);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(seen, ids.into_iter().collect());
 }

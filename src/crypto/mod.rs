@@ -4,6 +4,7 @@
 
 pub mod hash;
 pub mod random;
+pub mod rotation;
 pub mod seal;
 pub mod signing;
 
@@ -20,6 +21,55 @@ pub enum KeySpecError {
     Duplicate(String),
     #[error("no keys given")]
     Empty,
+    #[error("the first key, `{0}`, is marked `+` (published, not yet active): activate it by removing the mark")]
+    PublishedFirst(String),
+}
+
+/// One `[+]id:material` item of a key list. `+` marks a published key: accepted (opens,
+/// verifies, is listed in the JWKS) but not used yet, and never re-sealed away from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SpecItem {
+    pub id: String,
+    pub material: String,
+    pub published: bool,
+}
+
+impl std::fmt::Debug for SpecItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpecItem").field("id", &self.id).field("published", &self.published).finish_non_exhaustive()
+    }
+}
+
+impl SpecItem {
+    /// Back in the list's form.
+    pub fn to_spec(&self) -> String {
+        format!("{}{}:{}", if self.published { "+" } else { "" }, self.id, self.material)
+    }
+}
+
+/// Splits a comma-separated key list, checking its shape: ids valid and distinct, at least
+/// one key, and an active (unmarked) first key. The material is the caller's to check.
+pub fn spec_items(spec: &str) -> Result<Vec<SpecItem>, KeySpecError> {
+    let mut items: Vec<SpecItem> = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (published, item) = match item.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, item),
+        };
+        let (id, material) = item.split_once(':').ok_or(KeySpecError::Shape)?;
+        if !valid_key_id(id) {
+            return Err(KeySpecError::BadId(id.to_owned()));
+        }
+        if items.iter().any(|known| known.id == id) {
+            return Err(KeySpecError::Duplicate(id.to_owned()));
+        }
+        items.push(SpecItem { id: id.to_owned(), material: material.to_owned(), published });
+    }
+    match items.first() {
+        None => Err(KeySpecError::Empty),
+        Some(first) if first.published => Err(KeySpecError::PublishedFirst(first.id.clone())),
+        Some(_) => Ok(items),
+    }
 }
 
 /// Key identifiers appear in ciphertext headers and JWT headers: short and unambiguous.

@@ -10,7 +10,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-use super::{KeySpecError, random, valid_key_id};
+use super::{KeySpecError, random, spec_items};
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -32,6 +32,8 @@ pub enum SealError {
 pub struct KeyRing {
     keys: Vec<(String, Aes256Gcm)>,
     macs: Vec<(String, aws_lc_rs::hmac::Key)>,
+    /// Keys marked `+`: they open, nothing is sealed under them yet.
+    published: Vec<String>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -46,26 +48,28 @@ impl KeyRing {
     pub fn parse(spec: &str) -> Result<Self, KeySpecError> {
         let mut keys: Vec<(String, Aes256Gcm)> = Vec::new();
         let mut macs = Vec::new();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (id, key) = item.split_once(':').ok_or(KeySpecError::Shape)?;
-            if !valid_key_id(id) {
-                return Err(KeySpecError::BadId(id.to_owned()));
-            }
-            if keys.iter().any(|(known, _)| known == id) {
-                return Err(KeySpecError::Duplicate(id.to_owned()));
-            }
-            let bytes = decode_key(key).ok_or_else(|| bad_key(id))?;
-            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| bad_key(id))?;
+        let mut published = Vec::new();
+        for item in spec_items(spec)? {
+            let id = item.id;
+            let bytes = decode_key(&item.material).ok_or_else(|| bad_key(&id))?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| bad_key(&id))?;
             // MAC key = HMAC-SHA256(key, label): a PRF output, independent of the AES key use.
             let root = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes);
             let derived = aws_lc_rs::hmac::sign(&root, b"tether/mac-key/v1");
-            macs.push((id.to_owned(), aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, derived.as_ref())));
-            keys.push((id.to_owned(), cipher));
+            macs.push((id.clone(), aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, derived.as_ref())));
+            if item.published {
+                published.push(id.clone());
+            }
+            keys.push((id, cipher));
         }
-        if keys.is_empty() {
-            return Err(KeySpecError::Empty);
-        }
-        Ok(Self { keys, macs })
+        Ok(Self { keys, macs, published })
+    }
+
+    /// Whether a blob sealed under `key_id` should move to the active key when read: it is
+    /// sealed under another key that is not merely published (a replica that has not yet
+    /// activated a key must not undo the work of one that has).
+    pub fn is_retiring(&self, key_id: &str) -> bool {
+        key_id != self.active_key_id() && !self.published.iter().any(|p| p == key_id)
     }
 
     /// A fresh key in the form [`KeyRing::parse`] reads.
@@ -198,6 +202,21 @@ mod tests {
         let rotated = ring(&format!("{},{old_spec}", KeyRing::generate_spec("new")));
         assert_eq!(rotated.open(&blob, b"aad").unwrap(), b"x");
         assert_eq!(KeyRing::sealed_with(&rotated.seal(b"x", b"aad").unwrap()), Some("new"));
+    }
+
+    #[test]
+    fn a_published_key_opens_but_neither_seals_nor_is_resealed_from() {
+        let (a, b) = (KeyRing::generate_spec("a"), KeyRing::generate_spec("b"));
+        let activated = ring(&format!("{b},{a}"));
+        let blob = activated.seal(b"x", b"aad").unwrap();
+        let publishing = ring(&format!("{a},+{b}"));
+        assert_eq!(publishing.open(&blob, b"aad").unwrap(), b"x", "a published key opens");
+        assert_eq!(KeyRing::sealed_with(&publishing.seal(b"x", b"aad").unwrap()), Some("a"));
+        assert!(!publishing.is_retiring("b"), "not moved back to the old key during a rollout");
+        assert!(!publishing.is_retiring("a"));
+        assert!(activated.is_retiring("a"));
+        assert!(!activated.is_retiring("b"));
+        assert_eq!(KeyRing::parse(&format!("+{b},{a}")).unwrap_err(), KeySpecError::PublishedFirst("b".into()));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{KeySpecError, valid_key_id};
+use super::{KeySpecError, spec_items};
 
 /// RFC 9068 §2.1: access tokens carry `typ: at+jwt`.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -53,17 +53,11 @@ impl SigningKeys {
     pub fn parse(spec: &str) -> Result<Self, KeySpecError> {
         let mut keys: Vec<SigningKey> = Vec::new();
         let mut jwks = Vec::new();
-        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (kid, der) = item.split_once(':').ok_or(KeySpecError::Shape)?;
-            if !valid_key_id(kid) {
-                return Err(KeySpecError::BadId(kid.to_owned()));
-            }
-            if keys.iter().any(|k| k.kid == kid) {
-                return Err(KeySpecError::Duplicate(kid.to_owned()));
-            }
+        for item in spec_items(spec)? {
+            let kid = item.id.as_str();
             let der = URL_SAFE_NO_PAD
-                .decode(der.trim_end_matches('='))
-                .or_else(|_| STANDARD.decode(der))
+                .decode(item.material.trim_end_matches('='))
+                .or_else(|_| STANDARD.decode(&item.material))
                 .map_err(|_| bad_key(kid))?;
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).map_err(|_| bad_key(kid))?;
             let encoding = EncodingKey::from_ec_der(&der);
@@ -74,9 +68,6 @@ impl SigningKeys {
             let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| bad_key(kid))?;
             keys.push(SigningKey { kid: kid.to_owned(), encoding, decoding });
             jwks.push(jwk);
-        }
-        if keys.is_empty() {
-            return Err(KeySpecError::Empty);
         }
         Ok(Self { keys, jwks: JwkSet { keys: jwks } })
     }

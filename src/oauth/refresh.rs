@@ -60,6 +60,14 @@ impl Refresher<'_> {
         now: UnixTime,
     ) -> Result<Freshness, OAuthError> {
         if !tokens.expires_within(self.policy.skew, now) {
+            // Key rotation: tokens sealed under a key being retired move to the active key
+            // the first time they are used. (A refresh below seals under it anyway.)
+            if self.vault.is_stale(grant) {
+                // Best effort: a failure leaves the grant readable, and the next read retries.
+                if let Err(e) = super::vault::reseal(self.grants, self.vault, grant, &tokens).await {
+                    tracing::warn!(grant = %grant.id, error = %e, "cannot re-seal upstream tokens under the active key");
+                }
+            }
             return Ok(Freshness::Fresh(tokens));
         }
         if tokens.refresh_token.is_none() {

@@ -2,7 +2,7 @@
 //! client, so a sealed value copied into another grant does not open.
 
 use crate::crypto::seal::KeyRing;
-use crate::store::{GrantInfo, GrantRecord};
+use crate::store::{GrantInfo, GrantRecord, GrantStore, StoreError};
 use crate::upstream::UpstreamTokens;
 
 use super::error::OAuthError;
@@ -59,6 +59,12 @@ impl Vault {
         serde_json::from_slice(&plaintext).ok()
     }
 
+    /// Whether a grant's tokens are sealed under a key other than the active one (a key
+    /// being rotated out): they are re-sealed when next read.
+    pub fn is_stale(&self, grant: &GrantRecord) -> bool {
+        KeyRing::sealed_with(&grant.upstream).is_some_and(|id| self.keys.is_retiring(id))
+    }
+
     /// Opens a grant's upstream tokens; `None` (logged) when they cannot be opened, which
     /// makes the grant unusable rather than failing every request that touches it.
     pub fn open(&self, grant: &GrantRecord) -> Option<UpstreamTokens> {
@@ -74,6 +80,75 @@ impl Vault {
                 None
             }
         }
+    }
+}
+
+/// What a walk over every grant found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResealReport {
+    pub grants: u64,
+    /// Re-sealed under the active key.
+    pub resealed: u64,
+    /// Already under the active key.
+    pub current: u64,
+    /// Sealed under a key not in the ring, or tampered with: left as they are.
+    pub unreadable: u64,
+    /// Changed by a concurrent refresh while being re-sealed (it sealed them under the
+    /// active key itself).
+    pub raced: u64,
+}
+
+/// Re-seals a grant read under an old key (`tokens` are its opened upstream tokens), unless
+/// a concurrent writer replaced them first (`Ok(false)`).
+pub async fn reseal(
+    grants: &dyn GrantStore,
+    vault: &Vault,
+    grant: &GrantRecord,
+    tokens: &UpstreamTokens,
+) -> Result<bool, StoreError> {
+    let Ok(sealed) = vault.seal(&grant.id, &grant.info, tokens) else { return Ok(false) };
+    let replaced = grants.reseal_grant_upstream(&grant.id, &grant.upstream, &sealed).await?;
+    if replaced {
+        tracing::debug!(grant = %grant.id, key = vault.keys.active_key_id(), "re-sealed under the active key");
+    }
+    Ok(replaced)
+}
+
+/// Re-seals every stored grant under the active key (`tether keys reseal`), so that an old
+/// encryption key can be retired without waiting for every grant to be read.
+/// With `dry_run`, only counts (`resealed` is then how many would be).
+pub async fn reseal_all(grants: &dyn GrantStore, vault: &Vault, dry_run: bool) -> Result<ResealReport, StoreError> {
+    let mut report = ResealReport::default();
+    let mut cursor = 0;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let (next, ids) = grants.scan_grants(cursor).await?;
+        for id in ids {
+            // SCAN may return a key twice.
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(grant) = grants.grant(&id).await? else { continue };
+            report.grants += 1;
+            if !vault.is_stale(&grant) {
+                report.current += 1;
+                continue;
+            }
+            let Some(tokens) = vault.open(&grant) else {
+                report.unreadable += 1;
+                continue;
+            };
+            let resealed = dry_run || reseal(grants, vault, &grant, &tokens).await?;
+            if resealed {
+                report.resealed += 1;
+            } else {
+                report.raced += 1;
+            }
+        }
+        if next == 0 {
+            return Ok(report);
+        }
+        cursor = next;
     }
 }
 

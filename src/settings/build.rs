@@ -287,6 +287,27 @@ fn keys(
     encryption.zip(signing)
 }
 
+/// A configured key list and where it comes from (`tether keys rotate` prints where the
+/// new list goes): `None` when none is configured.
+pub fn configured_keys(
+    settings: &Settings,
+    kind: crate::crypto::rotation::KeyKind,
+) -> Result<Option<(SecretString, String)>, ConfigErrors> {
+    use crate::crypto::rotation::KeyKind;
+    let k = &settings.keys;
+    let (key, inline, file) = match kind {
+        KeyKind::Signing => ("keys.signing", &k.signing, &k.signing_file),
+        KeyKind::Encryption => ("keys.encryption", &k.encryption, &k.encryption_file),
+    };
+    let mut errors = ConfigErrors::default();
+    let spec = resolve(Some(inline), Some(Path::new(file)), key, &mut errors);
+    if !errors.0.is_empty() {
+        return Err(errors);
+    }
+    let source = if file.is_empty() { super::env_name(key) } else { file.clone() };
+    Ok(spec.map(|spec| (spec, source)))
+}
+
 struct KeyList {
     key: &'static str,
     production: bool,

@@ -14,7 +14,7 @@ mod build;
 mod registries;
 mod secrets;
 
-pub use build::{Built, DocumentSettings, StoreChoice, build};
+pub use build::{Built, DocumentSettings, StoreChoice, build, configured_keys};
 
 /// The embedded defaults, documented key by key.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");

@@ -240,6 +240,22 @@ impl GrantStore for MemoryStore {
     async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
         Ok(self.grants.update(grant_id, self.now(), |g, _| g.upstream = upstream.to_vec()).is_some())
     }
+
+    async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
+        let mut replaced = false;
+        self.grants.update(grant_id, self.now(), |g, _| {
+            if g.upstream == expected {
+                g.upstream = upstream.to_vec();
+                replaced = true;
+            }
+        });
+        Ok(replaced)
+    }
+
+    async fn scan_grants(&self, _cursor: u64) -> StoreResult<(u64, Vec<String>)> {
+        let now = self.now();
+        Ok((0, self.grants.lock().iter().filter(|(_, (_, exp))| *exp > now).map(|(id, _)| id.clone()).collect()))
+    }
 }
 
 #[async_trait]

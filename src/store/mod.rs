@@ -111,6 +111,12 @@ pub trait GrantStore: Send + Sync {
     /// Replaces the sealed upstream tokens of an existing grant, leaving its status alone (a
     /// revocation racing a refresh stays a revocation); `false` when there is no such grant.
     async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool>;
+    /// Replaces the sealed upstream tokens only if they are still `expected` (a re-seal under
+    /// a new key must not overwrite tokens a concurrent refresh just stored); `false` otherwise.
+    async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool>;
+    /// One page of grant ids: pass 0 first, then the returned cursor until it is 0 again.
+    /// A grant present for the whole scan is listed at least once.
+    async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)>;
 }
 
 /// Short leases that let one replica act for all (the upstream refresh of a grant).

@@ -39,6 +39,15 @@ end
 return 0
 ";
 
+/// Sets a hash field only while it still holds the expected value. ARGV: field, expected, new.
+const HSET_IF_EQUAL: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+";
+
 /// Admits a dynamic client against the caps: KEYS[1] is a sorted set of live clients scored
 /// by when they lapse (the set itself expires with its last member), KEYS[2] this hour's
 /// registration counter (one hash slot).
@@ -99,6 +108,7 @@ pub struct RedisStore {
     rotate: Script,
     unlock: Script,
     admit_client: Script,
+    hset_if_equal: Script,
     relapse_client: Script,
 }
 
@@ -129,6 +139,7 @@ impl RedisStore {
             rotate: Script::new(ROTATE),
             unlock: Script::new(UNLOCK),
             admit_client: Script::new(ADMIT_CLIENT),
+            hset_if_equal: Script::new(HSET_IF_EQUAL),
             relapse_client: Script::new(RELAPSE_CLIENT),
         })
     }
@@ -375,6 +386,36 @@ impl GrantStore for RedisStore {
         let script = &self.hset_if_exists;
         let upstream = upstream.to_vec();
         self.run(async move |mut c| script.key(&key).arg("up").arg(upstream).invoke_async(&mut c).await).await
+    }
+
+    async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        let script = &self.hset_if_equal;
+        let (expected, upstream) = (expected.to_vec(), upstream.to_vec());
+        self.run(async move |mut c| script.key(&key).arg("up").arg(expected).arg(upstream).invoke_async(&mut c).await)
+            .await
+    }
+
+    async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)> {
+        let pattern = format!("{}:{SCHEMA}:grant:*", self.prefix);
+        let (next, keys): (u64, Vec<String>) = self
+            .run(async move |mut c| {
+                ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        // `prefix:v1:grant:{id}`: the id is inside the hash tag.
+        let ids = keys
+            .iter()
+            .filter_map(|k| k.rsplit_once(":{").and_then(|(_, id)| id.strip_suffix('}')).map(str::to_owned))
+            .collect();
+        Ok((next, ids))
     }
 }
 

@@ -79,25 +79,56 @@ async fn stand_in(callbacks: &[String], options: &Options) -> DevUpstream {
 pub struct TestCluster {
     pub apps: Vec<TestApp>,
     pub redis: RedisServer,
+    pub issuer: String,
+    upstream: Arc<DevUpstream>,
+    options: Options,
+    /// A handle on each instance's listening socket, so a restarted instance keeps its port.
+    listeners: Vec<TcpListener>,
     _keys: tempfile::TempDir,
 }
 
 impl TestCluster {
     pub async fn spawn(n: usize, options: Options) -> Self {
-        let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let issuer = format!("http://127.0.0.1:{}", listeners[0].local_addr().unwrap().port());
-        let upstream = Arc::new(stand_in(&[format!("{issuer}/callback")], &options).await);
-        let redis = RedisServer::start();
         let keys = tempfile::tempdir().unwrap();
         let id = tether::crypto::fresh_key_id(SystemClock.now());
         std::fs::write(keys.path().join("encryption"), tether::crypto::seal::KeyRing::generate_spec(&id)).unwrap();
         std::fs::write(keys.path().join("signing"), tether::crypto::signing::SigningKeys::generate_spec(&id).unwrap())
             .unwrap();
+        Self::spawn_with_keys(n, options, keys).await
+    }
+
+    /// `n` instances reading their keys from the files `encryption` and `signing` in `keys`.
+    pub async fn spawn_with_keys(n: usize, options: Options, keys: tempfile::TempDir) -> Self {
+        let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let issuer = format!("http://127.0.0.1:{}", listeners[0].local_addr().unwrap().port());
+        let upstream = Arc::new(stand_in(&[format!("{issuer}/callback")], &options).await);
+        let redis = RedisServer::start();
         let apps = listeners
-            .into_iter()
-            .map(|l| TestApp::start(l, &issuer, upstream.clone(), Some(redis.url()), Some(keys.path()), &options))
+            .iter()
+            .map(|l| {
+                let listener = l.try_clone().unwrap();
+                TestApp::start(listener, &issuer, upstream.clone(), Some(redis.url()), Some(keys.path()), &options)
+            })
             .collect();
-        Self { apps, redis, _keys: keys }
+        Self { apps, redis, issuer, upstream, options, listeners, _keys: keys }
+    }
+
+    /// Rolling restart of instance `i` with the key files in `keys`: the old process stops
+    /// (in-flight requests finish), the new one serves on the same port and clock time.
+    pub async fn restart(&mut self, i: usize, keys: &std::path::Path) {
+        let listener = self.listeners[i].try_clone().unwrap();
+        let elapsed = self.apps[i].clock.now() - SystemClock.now();
+        let fresh = TestApp::start(
+            listener,
+            &self.issuer,
+            self.upstream.clone(),
+            Some(self.redis.url()),
+            Some(keys),
+            &self.options,
+        );
+        fresh.clock.advance(elapsed.max(0));
+        let old = std::mem::replace(&mut self.apps[i], fresh);
+        old.handle.stop(true).await;
     }
 
     /// Lets time pass on every instance's clock.
