@@ -20,6 +20,8 @@ pub struct CallbackParams {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
+    /// RFC 9207: the provider's issuer, from providers that send it.
+    pub iss: Option<String>,
 }
 
 /// The stores the callback writes to.
@@ -57,6 +59,15 @@ pub async fn complete(
     }
     let request = &pending.request;
     let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+    let provider = ctx
+        .providers
+        .get(&pending.provider)
+        .ok_or_else(|| back.error(&OAuthError::server_error("the provider is no longer configured")))?;
+    // Before anything in the response is believed, success or error (RFC 9207 §2.4).
+    provider
+        .check_response_issuer(params.iss.as_deref())
+        .await
+        .map_err(|e| back.error(&upstream_failure("issuer check (mix-up defence)", provider.id(), e)))?;
 
     if let Some(error) = params.error.as_deref() {
         // The upstream error text is not forwarded: it is attacker-controllable input.
@@ -73,11 +84,6 @@ pub async fn complete(
         .as_deref()
         .filter(|c| !c.is_empty())
         .ok_or_else(|| back.error(&OAuthError::server_error("the upstream provider sent no code")))?;
-    let provider = ctx
-        .providers
-        .get(&pending.provider)
-        .ok_or_else(|| back.error(&OAuthError::server_error("the provider is no longer configured")))?;
-
     let exchanged = provider
         .exchange_code(code, &pending.upstream_verifier, now)
         .await

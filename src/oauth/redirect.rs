@@ -20,6 +20,14 @@ pub enum RedirectUriError {
     DangerousScheme(String),
     #[error("`{0}` is not https or loopback http, which a web application requires")]
     WebNeedsHttps(String),
+    #[error("a redirect URI must not contain spaces or control characters")]
+    ControlCharacters,
+}
+
+/// URL parsers drop tabs and line breaks silently; a URI containing any is refused instead,
+/// so that the string compared is the string used.
+fn has_control_or_space(uri: &str) -> bool {
+    uri.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// Checks a redirect URI at registration.
@@ -27,6 +35,9 @@ pub enum RedirectUriError {
 /// MCP (Communication Security): redirect URIs MUST be localhost or HTTPS; RFC 8252 §7.1 also
 /// allows private-use schemes for native apps, which real clients use (`cursor://...`).
 pub fn validate_registered(uri: &str, web_application: bool) -> Result<(), RedirectUriError> {
+    if has_control_or_space(uri) {
+        return Err(RedirectUriError::ControlCharacters);
+    }
     let url = Url::parse(uri).map_err(|_| RedirectUriError::NotAbsolute(uri.to_owned()))?;
     if url.fragment().is_some() || uri.contains('#') {
         return Err(RedirectUriError::Fragment(uri.to_owned()));
@@ -48,6 +59,9 @@ pub fn validate_registered(uri: &str, web_application: bool) -> Result<(), Redir
 /// for loopback redirects the port is chosen at run time, so any port matches. (Real clients
 /// register `http://127.0.0.1/` and use an ephemeral port; `localhost` is treated alike.)
 pub fn matches(registered: &str, presented: &str) -> bool {
+    if has_control_or_space(presented) {
+        return false;
+    }
     if registered == presented {
         return true;
     }
@@ -142,6 +156,12 @@ mod tests {
         assert!(matches("http://[::1]/cb", "http://[::1]:5/cb"));
         assert!(!matches("http://127.0.0.1/", "http://127.0.0.1:5/other"));
         assert!(!matches("http://localhost/cb", "http://127.0.0.1:5/cb"));
+        assert!(!matches("http://127.0.0.1/callback", "http://127.0.0.1:5/call\nback"), "parsers drop the line break");
+        assert!(!matches("http://127.0.0.1/callback", "http://127.0.0.1:5/callback\t"));
+        assert_eq!(
+            validate_registered("https://app.example/cb\r\nSet-Cookie: x=1", false),
+            Err(RedirectUriError::ControlCharacters)
+        );
         assert!(!matches("http://127.0.0.1/cb", "http://127.0.0.1:5/cb?x=1"));
         assert!(!matches("http://127.0.0.1/cb", "http://user@127.0.0.1:5/cb"));
         assert!(!matches("cursor://a/cb", "cursor://a/cb2"));

@@ -26,6 +26,8 @@ pub struct Endpoints {
     /// For OpenID providers: the issuer ID tokens must name, and its keys.
     pub issuer: Option<String>,
     pub jwks: Option<Arc<Jwks>>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization response.
+    pub response_iss: bool,
 }
 
 /// Endpoints given in the configuration.
@@ -63,6 +65,8 @@ struct DiscoveryDocument {
     jwks_uri: Url,
     #[serde(default)]
     revocation_endpoint: Option<Url>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 impl EndpointState {
@@ -74,6 +78,7 @@ impl EndpointState {
                 revocation_url: s.revocation_url.clone(),
                 issuer: None,
                 jwks: None,
+                response_iss: false,
             })),
             EndpointSource::Discover { issuer } => {
                 Self::Discover { issuer: issuer.clone(), resolved: RwLock::new(None), last_attempt: Mutex::new(None) }
@@ -128,5 +133,6 @@ async fn discover(config: &ProviderConfig, http: &UpstreamHttp, issuer: &str) ->
         revocation_url: doc.revocation_endpoint,
         issuer: Some(doc.issuer),
         jwks: Some(Arc::new(Jwks::new(doc.jwks_uri, http.clone()))),
+        response_iss: doc.authorization_response_iss_parameter_supported,
     })
 }

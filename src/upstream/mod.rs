@@ -233,6 +233,22 @@ impl Provider {
         Ok(request.url().0)
     }
 
+    /// RFC 9700 §4.4 (mix-up), RFC 9207: an authorization response naming an issuer must
+    /// name this provider's; one that advertises `iss` must send it. Providers known only by
+    /// their endpoints (no issuer) are told apart by the flow's state, which names them.
+    pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), UpstreamError> {
+        let endpoints = self.endpoints().await?;
+        match (endpoints.issuer.as_deref(), iss) {
+            (Some(expected), Some(got)) if got != expected => Err(UpstreamError::Invalid(format!(
+                "the authorization response names another issuer than `{expected}`"
+            ))),
+            (Some(_), None) if endpoints.response_iss => {
+                Err(UpstreamError::Invalid("the authorization response lacks the `iss` the provider advertises".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Exchanges the code the provider sent to `/callback`.
     pub async fn exchange_code(
         &self,

@@ -366,11 +366,17 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
         Err(message) => return bad_request(message),
     };
     let state = q.state.clone().unwrap_or_default();
+    // RFC 9207: an OpenID provider names itself in every authorization response.
+    let iss = shared.oidc.is_some().then_some(("iss", shared.base_url.as_str()));
+    let answer = |params: &[(&str, &str)]| {
+        let params: Vec<(&str, &str)> = params.iter().copied().chain(iss).collect();
+        redirect(&redirect_uri, &params)
+    };
     if let Err(error) = check_request(&shared, &q) {
-        return redirect(&redirect_uri, &[("error", error), ("state", &state)]);
+        return answer(&[("error", error), ("state", &state)]);
     }
     if q.decision.as_deref() != Some("approve") {
-        return redirect(&redirect_uri, &[("error", "access_denied"), ("state", &state)]);
+        return answer(&[("error", "access_denied"), ("state", &state)]);
     }
     let user = q.username.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| "octocat".into());
     let code = random();
@@ -386,7 +392,7 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
             expires: Instant::now() + Duration::from_secs(60),
         },
     );
-    redirect(&redirect_uri, &[("code", &code), ("state", &state)])
+    answer(&[("code", &code), ("state", &state)])
 }
 
 #[derive(Debug, Deserialize)]
