@@ -7,7 +7,7 @@ UPSTREAM_PORT ?= 8090
 MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 
-.PHONY: help run test e2e lint fmt check-config redis build
+.PHONY: help run test e2e lint fmt check-config redis build fuzz-smoke fuzz-check
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,21 @@ e2e: build ## End-to-end with the official MCP TypeScript SDK client (npm, versi
 lint: ## Format check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+FUZZ_TARGETS := form_parsers redirect_uri jwt unseal client_metadata consent_cookie
+FUZZ_SECONDS ?= 20
+
+fuzz-smoke: ## Run every fuzz target for FUZZ_SECONDS (20) each; needs nightly, installs cargo-fuzz
+	@rustup toolchain list 2>/dev/null | grep -q '^nightly' || { echo "error: fuzzing needs a nightly toolchain: rustup toolchain install nightly" >&2; exit 1; }
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus-run/$$t; echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  $(CARGO) +nightly fuzz run $$t fuzz/corpus-run/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | grep -E '^(Done|==[0-9]+==|SUMMARY|thread)' ; \
+	  test "$${PIPESTATUS[0]}" = 0; \
+	done
+
+fuzz-check: ## Type-check the fuzz targets on stable (CI; the fuzzers themselves need nightly)
+	cd fuzz && $(CARGO) fmt -- --check && $(CARGO) check --locked --no-default-features --target-dir ../target
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -916,3 +916,46 @@ async fn rfc9700_4_16_pages_cannot_be_framed_leak_no_referrer_and_run_no_script(
         assert_eq!(h["x-content-type-options"], "nosniff", "{case}");
     }
 }
+
+/// The README's threat table names real tests: every test name in its last column is a
+/// function in `tests/` or `src/`, and every threat test here is in the table.
+#[test]
+fn the_readme_threat_table_names_existing_tests() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table: Vec<&str> = readme
+        .split("## Security")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| threat"))
+        .collect();
+    assert!(table.len() >= 18, "the threat table is missing");
+    let mut sources = String::new();
+    for dir in ["tests", "src/oauth", "src/crypto"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let mut named = Vec::new();
+    for row in &table {
+        let tests = row.rsplit('|').nth(1).unwrap();
+        for name in tests
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        {
+            assert!(sources.contains(&format!("fn {name}(")), "the README names `{name}`, which is not a test");
+            named.push(name.to_owned());
+        }
+    }
+    let this = std::fs::read_to_string(root.join("tests/security.rs")).unwrap();
+    for line in this.lines().filter(|l| l.starts_with("async fn ") && l.contains("()")) {
+        let name = line.trim_start_matches("async fn ").split('(').next().unwrap();
+        assert!(named.iter().any(|n| n == name), "`{name}` is missing from the README's threat table");
+    }
+}

@@ -69,6 +69,15 @@ impl ConsentJar {
         Self { approvals }
     }
 
+    /// How many approvals the cookie holds (signed, unexpired).
+    pub fn len(&self) -> usize {
+        self.approvals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.approvals.is_empty()
+    }
+
     /// Whether an earlier approval covers this request.
     pub fn covers(&self, client: &ClientRecord, request: &AuthorizationRecord, now: UnixTime) -> bool {
         let digest = client_digest(client);
