@@ -218,14 +218,15 @@ fn rotate_keys(
     let active = rotated.ids.first().cloned().unwrap_or_default();
     eprintln!("# {name} keys now: {} (active: {active})", rotated.ids.join(", "));
     eprintln!("# Put this value where the current one comes from ({source}) and roll it out to every replica.");
-    let access_ttl = settings.tokens.access_token_ttl_secs;
+    let access_ttl =
+        settings.tokens.access_token_ttl_secs + crate::oauth::introspection::EXP_LEEWAY_SECS.unsigned_abs();
     let refresh_ttl = settings.tokens.refresh_token_ttl_secs;
     let next = match (kind, step) {
         (KeyKind::Signing, Step::Publish) => format!(
             "Published {changed}: the JWKS lists it, nothing signs with it yet. Once every replica runs this list (and MCP servers caching the JWKS have refreshed it), run `tether keys rotate signing activate`."
         ),
         (KeyKind::Signing, Step::Activate) => format!(
-            "{active} signs new access tokens; the others still verify. Once every replica runs this list, wait tokens.access_token_ttl_secs ({access_ttl} s) for tokens signed by the old key to expire, then run `tether keys rotate signing retire`."
+            "{active} signs new access tokens; the others still verify. Once every replica runs this list, wait {access_ttl} s (tokens.access_token_ttl_secs plus the 5 s exp leeway) for tokens signed by the old key to expire, then run `tether keys rotate signing retire`."
         ),
         (KeyKind::Encryption, Step::Publish) => format!(
             "Added {changed}: every replica can open what it will seal, nothing seals with it yet. Once every replica runs this list, run `tether keys rotate encryption activate`."

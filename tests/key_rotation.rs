@@ -187,7 +187,7 @@ async fn both_keys_rotate_through_publish_activate_and_retire_with_live_tokens_a
     assert_eq!(sealed_under(&cluster, &bob.access).await, enc2);
 
     // 3. Retire, after the longest access-token lifetime: tokens signed by the old key are gone.
-    cluster.advance(601);
+    cluster.advance(606);
     let stage3 = rotate(root.path(), &stage2, "signing", "retire", "3a");
     let stage3 = rotate(root.path(), &stage3, "encryption", "retire", "3");
     assert_eq!((ids(&stage3, "signing"), ids(&stage3, "encryption")), (vec![sig2.clone()], vec![enc2.clone()]));

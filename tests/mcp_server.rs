@@ -124,7 +124,7 @@ async fn p03_p06_p08_missing_invalid_expired_or_revoked_tokens_get_401_with_a_be
     // Expired: a token the server has not seen (its introspection cache, on the wall clock,
     // keeps answers up to 30 s) is past its exp on Tether's clock.
     let unused = app.tokens_for(&client, "vera").await;
-    app.clock.advance(601);
+    app.clock.advance(606);
     let expired = mcp.post(Some(unused["access_token"].as_str().unwrap()), None, &ping).await;
     assert_eq!(expired.status(), 401);
     assert!(challenge(&expired).contains("invalid_token"));

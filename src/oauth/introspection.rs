@@ -20,6 +20,11 @@ use super::tokens::{AccessClaims, looks_like_jwt};
 /// Tokens dated further in the future than this are not Tether's (clock skew between replicas).
 const MAX_FUTURE_IAT: i64 = 60;
 
+/// Seconds a token stays active past its `exp`: the replica that signed it and the one checking
+/// it read different clocks. Small, because revocation does not depend on it (the grant record is
+/// read on every call) but a stolen token's life does.
+pub const EXP_LEEWAY_SECS: i64 = 5;
+
 /// The upstream credential handed to the resource.
 #[derive(Debug, Serialize)]
 pub struct UpstreamCredential {
@@ -86,7 +91,7 @@ pub async fn introspect(
     let Ok(claims) = signer.verify::<AccessClaims>(token, issuer) else {
         return Ok(inactive("signature or header"));
     };
-    if claims.exp <= now {
+    if claims.exp + EXP_LEEWAY_SECS <= now {
         return Ok(inactive("expired"));
     }
     if claims.iat > now + MAX_FUTURE_IAT {
