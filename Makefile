@@ -7,7 +7,9 @@ UPSTREAM_PORT ?= 8090
 MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 
-.PHONY: help run test e2e lint fmt check-config redis build fuzz-smoke fuzz-check
+.PHONY: help run test e2e lint fmt check-config redis build fuzz-smoke fuzz-check chart-check
+CHART_VENV ?= .venv-chart
+PYTHON ?= python3
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,6 +62,14 @@ fuzz-smoke: ## Run every fuzz target for FUZZ_SECONDS (20) each; needs nightly, 
 fuzz-check: ## Type-check the fuzz targets on stable (CI; the fuzzers themselves need nightly)
 	cd fuzz && $(CARGO) fmt -- --check && $(CARGO) check --locked --no-default-features --target-dir ../target
 
+chart-check: ## Lint and render the Helm chart with Helm's engine, validate it for Kubernetes 1.28-1.33, refuse broken values
+	@command -v $(PYTHON) >/dev/null || { echo "error: chart-check needs Python 3 (apt-get install python3 python3-venv)" >&2; exit 1; }
+	@test -x $(CHART_VENV)/bin/python || $(PYTHON) -m venv $(CHART_VENV) || { echo "error: cannot create a virtualenv (apt-get install python3-venv)" >&2; exit 1; }
+	@# helm-python-sdk embeds Helm 4's library; it declares Python >= 3.12 but works on 3.11.
+	@$(CHART_VENV)/bin/python -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null || 	  $(CHART_VENV)/bin/pip install -q --disable-pip-version-check --ignore-requires-python -r deploy/helm/requirements.txt
+	$(CARGO) build --locked --bin tether
+	$(CHART_VENV)/bin/python deploy/helm/check.py deploy/helm/tether target/debug/tether
+
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
@@ -67,10 +77,10 @@ check-config: build ## Validate the demo configuration
 	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) ./target/debug/tether --config config/demo.toml check-config
 
 redis: ## Make sure redis-server is installed (the tests start their own on free ports)
-	@command -v redis-server >/dev/null 2>&1 && exit 0; \
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && exit 0; \
 	echo "redis-server is missing; installing it with apt-get (Debian package redis-server)"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
 	else echo "error: redis-server is not installed and I cannot install it: run 'apt-get install redis-server' as root" >&2; exit 1; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then echo "error: no apt-get here: install redis-server (>= 6.2) with your package manager" >&2; exit 1; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
-	command -v redis-server >/dev/null || { echo "error: redis-server still missing after apt-get install" >&2; exit 1; }
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { echo "error: redis-server still missing after apt-get install" >&2; exit 1; }

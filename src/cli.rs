@@ -244,7 +244,6 @@ fn rotate_keys(
 
 #[allow(clippy::print_stdout)] // the report is the command's output
 async fn reseal(config: Option<PathBuf>, dry_run: bool, now: i64) -> anyhow::Result<ExitCode> {
-    use secrecy::ExposeSecret;
     let (built, _) = match load(config, now) {
         Ok(built) => built,
         Err(message) => {
@@ -252,7 +251,7 @@ async fn reseal(config: Option<PathBuf>, dry_run: bool, now: i64) -> anyhow::Res
             return Ok(ExitCode::from(2));
         }
     };
-    let StoreChoice::Redis { url, prefix, timeout } = &built.store else {
+    let StoreChoice::Redis { target, prefix, timeout } = &built.store else {
         eprintln!(
             "tether keys reseal: the memory store lives inside the server process; re-sealing happens as grants are read."
         );
@@ -262,7 +261,7 @@ async fn reseal(config: Option<PathBuf>, dry_run: bool, now: i64) -> anyhow::Res
         eprintln!("tether keys reseal: no encryption keys are configured.");
         return Ok(ExitCode::from(2));
     }
-    let store = RedisStore::connect(url.expose_secret(), prefix, *timeout)?;
+    let store = RedisStore::connect(target, prefix, *timeout)?;
     let vault = Vault::new(built.keyring);
     let report = crate::oauth::vault::reseal_all(&store, &vault, dry_run).await?;
     let verb = if dry_run { "to re-seal" } else { "re-sealed" };

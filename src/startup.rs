@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::client_metadata::Fetcher;
@@ -82,10 +81,9 @@ impl Application {
             listener.local_addr().map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?.port();
         let store: Arc<dyn Store> = match &built.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new(clock.clone())),
-            StoreChoice::Redis { url, prefix, timeout } => Arc::new(
-                RedisStore::connect(url.expose_secret(), prefix, *timeout)
-                    .map_err(|e| StartupError::Store(e.to_string()))?,
-            ),
+            StoreChoice::Redis { target, prefix, timeout } => {
+                Arc::new(RedisStore::connect(target, prefix, *timeout).map_err(|e| StartupError::Store(e.to_string()))?)
+            }
         };
         let providers = built
             .providers
@@ -127,7 +125,7 @@ impl Application {
                 .configure(|cfg| http::routes(cfg, registration_enabled))
                 .default_service(web::to(http::error::not_found))
         })
-        .shutdown_timeout(25)
+        .shutdown_timeout(built.shutdown_timeout.as_secs())
         .client_request_timeout(built.client_timeout)
         .client_disconnect_timeout(Duration::from_secs(5));
         if built.workers > 0 {

@@ -245,7 +245,10 @@ fn keys_rotate_prints_the_next_list_and_what_to_do_then_without_echoing_keys() {
     assert!(out.status.success(), "{out:?}");
     let active = String::from_utf8(out.stdout).unwrap();
     assert!(active.starts_with('k') && active.trim().ends_with(&signing[6..]), "new first, old after: {active}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("600 s"), "names the wait before retiring");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("605 s"),
+        "names the wait before retiring (lifetime plus the exp leeway)"
+    );
 
     let one = [("TETHER__KEYS__SIGNING", signing.as_str())];
     let out = tether(&["keys", "rotate", "signing", "retire"], &one);

@@ -1,4 +1,5 @@
-//! One contract, two stores: every test here runs against `MemoryStore` and `RedisStore`.
+//! One contract, three stores: every test here runs against `MemoryStore`, `RedisStore` on one
+//! server and `RedisStore` on a three-primary Redis Cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod common;
@@ -6,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::RedisServer;
+use common::{RedisCluster, RedisServer};
 use tether::clock::{Clock, ManualClock};
 use tether::store::*;
 
@@ -14,7 +15,8 @@ use tether::store::*;
 struct Subject {
     store: Arc<dyn Store>,
     clock: ManualClock,
-    _redis: Option<RedisServer>,
+    /// The Redis server or cluster behind the store, stopped when the subject is dropped.
+    _redis: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Subject {
@@ -25,8 +27,18 @@ impl Subject {
 
     fn redis() -> Self {
         let redis = RedisServer::start();
-        let store = RedisStore::connect(&redis.url(), "contract", Duration::from_secs(2)).unwrap();
-        Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(redis) }
+        let store =
+            RedisStore::connect(&RedisTarget::standalone(&redis.url()), "contract", Duration::from_secs(2)).unwrap();
+        Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(Box::new(redis)) }
+    }
+
+    /// A three-primary Redis Cluster, reached through two seed nodes.
+    fn cluster() -> Self {
+        let cluster = RedisCluster::start();
+        let target = RedisTarget { topology: Topology::Cluster, ..RedisTarget::standalone(&cluster.url()) };
+        let target = RedisTarget { urls: cluster.url().split(',').map(|u| u.to_owned().into()).collect(), ..target };
+        let store = RedisStore::connect(&target, "contract", Duration::from_secs(2)).unwrap();
+        Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(Box::new(cluster)) }
     }
 
     /// The store's notion of now: the manual clock, or Redis's (wall) time.
@@ -48,6 +60,7 @@ macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::memory()).await; } )* }
         mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::redis()).await; } )* }
+        mod redis_cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::cluster()).await; } )* }
     };
 }
 

@@ -10,7 +10,7 @@ use url::{Host, Url};
 
 use super::registries;
 use super::secrets::{missing, resolve};
-use super::{ConfigErrors, Profile, Settings, StoreKind};
+use super::{ConfigErrors, Profile, RedisTopology, Settings, StoreKind, StoreSettings};
 use crate::client_metadata::{AddressPolicy, FetchConfig};
 use crate::clock::UnixTime;
 use crate::crypto::fresh_key_id;
@@ -23,7 +23,7 @@ use crate::oauth::documents::CachePolicy;
 use crate::oauth::refresh::RefreshPolicy;
 use crate::oauth::registry::Registry;
 use crate::oauth::tokens::Lifetimes;
-use crate::store::ClientCaps;
+use crate::store::{ClientCaps, RedisTarget, Topology};
 use crate::upstream::ProviderConfig;
 use ipnet::IpNet;
 
@@ -34,10 +34,20 @@ pub struct DocumentSettings {
     pub cache: CachePolicy,
 }
 
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsChoice {
+    Off,
+    /// On the main listener.
+    Shared,
+    /// On a listener of its own.
+    Separate(SocketAddr),
+}
+
 #[derive(Debug)]
 pub enum StoreChoice {
     Memory,
-    Redis { url: SecretString, prefix: String, timeout: Duration },
+    Redis { target: RedisTarget, prefix: String, timeout: Duration },
 }
 
 /// Everything validated configuration yields.
@@ -48,6 +58,9 @@ pub struct Built {
     pub bind: SocketAddr,
     pub workers: usize,
     pub client_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    pub metrics: MetricsChoice,
     pub registry: Registry,
     pub providers: Vec<ProviderConfig>,
     pub keyring: KeyRing,
@@ -103,6 +116,24 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
         errors.push("server.client_timeout_secs", "must be between 1 and 300");
     }
     let trusted_proxies = networks(&settings.server.trusted_proxies, "server.trusted_proxies", &mut errors);
+    if !(1..=3600).contains(&settings.server.shutdown_timeout_secs) {
+        errors.push("server.shutdown_timeout_secs", "must be between 1 and 3600");
+    }
+    let metrics = match (settings.metrics.enabled, settings.metrics.bind.trim()) {
+        (false, _) => MetricsChoice::Off,
+        (true, "") => MetricsChoice::Shared,
+        (true, addr) => match addr.parse::<SocketAddr>() {
+            Ok(addr) if Some(addr) == bind => {
+                errors.push("metrics.bind", "must differ from server.bind (leave it empty to share the listener)");
+                MetricsChoice::Off
+            }
+            Ok(addr) => MetricsChoice::Separate(addr),
+            Err(e) => {
+                errors.push("metrics.bind", format!("`{addr}` is not host:port ({e})"));
+                MetricsChoice::Off
+            }
+        },
+    };
     if !(1..=60_000).contains(&settings.store.timeout_ms) {
         errors.push("store.timeout_ms", "must be between 1 and 60000");
     }
@@ -115,6 +146,8 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 bind,
                 workers: settings.server.workers,
                 client_timeout: Duration::from_secs(settings.server.client_timeout_secs),
+                shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
+                metrics,
                 registry: Registry::new(resources, clients),
                 providers,
                 keyring,
@@ -242,23 +275,71 @@ fn store(
         }
         StoreKind::Redis => {
             let file = Some(Path::new(&s.url_file));
-            let Some(url) = resolve(Some(&s.url), file, "store.url", errors) else {
+            let Some(urls) = resolve(Some(&s.url), file, "store.url", errors) else {
                 errors.push(
                     "store.url",
                     "required when store.kind = \"redis\" (redis://host:port or rediss://host:port)",
                 );
                 return None;
             };
-            match Url::parse(url.expose_secret()) {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
-                _ => {
-                    errors.push("store.url", "must be a redis:// or rediss:// URL with a host");
-                    return None;
-                }
-            }
-            Some(StoreChoice::Redis { url, prefix: s.prefix.clone(), timeout: Duration::from_millis(s.timeout_ms) })
+            let target = redis_target(s, &urls, errors)?;
+            Some(StoreChoice::Redis { target, prefix: s.prefix.clone(), timeout: Duration::from_millis(s.timeout_ms) })
         }
     }
+}
+
+/// The Redis deployment `store.*` describes.
+fn redis_target(s: &StoreSettings, urls: &SecretString, errors: &mut ConfigErrors) -> Option<RedisTarget> {
+    let mut parsed = Vec::new();
+    for url in urls.expose_secret().split(',').map(str::trim) {
+        match Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => parsed.push(u),
+            _ => {
+                errors.push("store.url", "each URL must be redis:// or rediss:// with a host (comma-separated)");
+                return None;
+            }
+        }
+    }
+    let topology = match s.topology {
+        RedisTopology::Standalone if parsed.len() > 1 => {
+            errors.push("store.url", "one URL for topology = \"standalone\" (several are for cluster or sentinel)");
+            return None;
+        }
+        RedisTopology::Standalone => Topology::Standalone,
+        RedisTopology::Cluster => Topology::Cluster,
+        RedisTopology::Sentinel if s.sentinel_master.trim().is_empty() => {
+            errors.push("store.sentinel_master", "required for topology = \"sentinel\"");
+            return None;
+        }
+        RedisTopology::Sentinel => Topology::Sentinel { master: s.sentinel_master.trim().to_owned() },
+    };
+    let password = resolve(Some(&s.password), Some(Path::new(&s.password_file)), "store.password", errors);
+    let tls = parsed.iter().any(|u| u.scheme() == "rediss");
+    let ca_pem = match s.ca_file.as_str() {
+        "" => None,
+        _ if !tls => {
+            errors.push("store.ca_file", "applies to rediss:// URLs only");
+            return None;
+        }
+        path => match std::fs::read(path) {
+            Ok(pem) if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|certs| !certs.is_empty()) => Some(pem),
+            Ok(_) => {
+                errors.push("store.ca_file", format!("{path} holds no PEM certificate"));
+                return None;
+            }
+            Err(e) => {
+                errors.push("store.ca_file", format!("cannot read {path}: {e}"));
+                return None;
+            }
+        },
+    };
+    Some(RedisTarget {
+        topology,
+        urls: urls.expose_secret().split(',').map(|u| SecretString::from(u.trim().to_owned())).collect(),
+        username: Some(s.username.trim().to_owned()).filter(|u| !u.is_empty()),
+        password,
+        ca_pem,
+    })
 }
 
 fn keys(

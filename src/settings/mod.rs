@@ -14,7 +14,7 @@ mod build;
 mod registries;
 mod secrets;
 
-pub use build::{Built, DocumentSettings, StoreChoice, build, configured_keys};
+pub use build::{Built, DocumentSettings, MetricsChoice, StoreChoice, build, configured_keys};
 
 /// The embedded defaults, documented key by key.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -47,6 +47,7 @@ pub struct Settings {
     pub profile: Profile,
     pub issuer: String,
     pub server: ServerSettings,
+    pub metrics: MetricsSettings,
     pub store: StoreSettings,
     pub tokens: TokenSettings,
     pub registration: RegistrationSettings,
@@ -70,15 +71,37 @@ pub struct ServerSettings {
     pub bind: String,
     pub workers: usize,
     pub client_timeout_secs: u64,
+    pub shutdown_timeout_secs: u64,
     pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisTopology {
+    Standalone,
+    Cluster,
+    Sentinel,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     pub kind: StoreKind,
+    pub topology: RedisTopology,
     pub url: SecretString,
     pub url_file: String,
+    pub sentinel_master: String,
+    pub username: String,
+    pub password: SecretString,
+    pub password_file: String,
+    pub ca_file: String,
     pub prefix: String,
     pub timeout_ms: u64,
 }
@@ -308,7 +331,13 @@ fn file_layers(file: Option<&Path>) -> Result<config::Config, ConfigErrors> {
         if !path.is_file() {
             return Err(ConfigErrors::single("--config", format!("{} is not a readable file", path.display())));
         }
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        // JSON for generated files (the Helm chart renders one), TOML otherwise.
+        let format = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            config::FileFormat::Json
+        } else {
+            config::FileFormat::Toml
+        };
+        builder = builder.add_source(config::File::from(path).format(format).required(true));
     }
     builder
         .build()

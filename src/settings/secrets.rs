@@ -22,7 +22,7 @@ pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), Conf
             format!("secrets must not be written in a config file; set {} or {key}_file", env_name(&key)),
         );
     };
-    for key in ["keys.encryption", "keys.signing"] {
+    for key in ["keys.encryption", "keys.signing", "store.password"] {
         if lookup(&doc, key).and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
             refuse(key.to_owned());
         }
@@ -36,8 +36,8 @@ pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), Conf
             }
         }
     }
-    if let Some(url) = lookup(&doc, "store.url").and_then(Value::as_str)
-        && url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+    if let Some(urls) = lookup(&doc, "store.url").and_then(Value::as_str)
+        && urls.split(',').any(|url| url::Url::parse(url.trim()).is_ok_and(|u| u.password().is_some()))
     {
         refuse("store.url".to_owned());
     }

@@ -13,10 +13,12 @@ use crate::clock::UnixTime;
 pub mod memory;
 pub mod records;
 pub mod redis;
+mod redis_conn;
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 pub use records::*;
+pub use redis_conn::{RedisTarget, Topology};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -7,15 +7,19 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script};
+use ::redis::{RedisError, Script};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::redis_conn::{Conn, Source};
 use super::*;
 
 const SCHEMA: &str = "v1";
+
+/// `scan_grants` cursors: primary index above this bit, that primary's SCAN cursor below.
+const SCAN_NODE_SHIFT: u32 = 48;
+const SCAN_CURSOR_MASK: u64 = (1 << SCAN_NODE_SHIFT) - 1;
 
 /// Takes a code and leaves a replay marker naming its grant, atomically (one hash slot).
 const TAKE_CODE: &str = r"
@@ -100,7 +104,7 @@ return {2, redis.call('HGET', KEYS[1], 'rat')}
 ";
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    source: Source,
     prefix: String,
     timeout: Duration,
     take_code: Script,
@@ -121,17 +125,10 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects lazily: Tether starts (and reports not-ready) while Redis is down, and the
     /// connection is re-established in the background when Redis comes back.
-    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+    pub fn connect(target: &RedisTarget, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let source = Source::new(target, timeout).map_err(|e| StoreError::Unavailable(describe(&e)))?;
         Ok(Self {
-            conn,
+            source,
             prefix: prefix.to_owned(),
             timeout,
             take_code: Script::new(TAKE_CODE),
@@ -149,11 +146,18 @@ impl RedisStore {
     }
 
     /// Runs one Redis exchange under the store deadline.
-    async fn run<T>(&self, op: impl AsyncFnOnce(ConnectionManager) -> Result<T, RedisError>) -> StoreResult<T> {
-        match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
+    async fn run<T>(&self, op: impl AsyncFnOnce(Conn) -> Result<T, RedisError>) -> StoreResult<T> {
+        let exchange = async { op(self.source.conn().await?).await };
+        match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(StoreError::Unavailable(describe(&e))),
-            Err(_) => Err(StoreError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis()))),
+            Ok(Err(e)) => {
+                self.source.failed(Some(&e));
+                Err(StoreError::Unavailable(describe(&e)))
+            }
+            Err(_) => {
+                self.source.failed(None);
+                Err(StoreError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis())))
+            }
         }
     }
 
@@ -397,17 +401,26 @@ impl GrantStore for RedisStore {
     }
 
     async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)> {
+        // One SCAN per primary, in turn: the top 16 bits of the cursor number the primary
+        // (in sorted order), the rest is that primary's own cursor.
         let pattern = format!("{}:{SCHEMA}:grant:*", self.prefix);
+        let (node, node_cursor) = ((cursor >> SCAN_NODE_SHIFT) as usize, cursor & SCAN_CURSOR_MASK);
         let (next, keys): (u64, Vec<String>) = self
             .run(async move |mut c| {
-                ::redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut c)
-                    .await
+                let primaries = c.primaries().await?;
+                let Some(primary) = primaries.get(node) else { return Ok((0, Vec::new())) };
+                let scan =
+                    ::redis::cmd("SCAN").arg(node_cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
+                let (next, keys): (u64, Vec<String>) = ::redis::from_redis_value(c.on_primary(primary, scan).await?)?;
+                if next > SCAN_CURSOR_MASK {
+                    return Err(RedisError::from((::redis::ErrorKind::Client, "SCAN cursor beyond 48 bits")));
+                }
+                let next = match (next, node + 1 < primaries.len()) {
+                    (0, true) => ((node + 1) as u64) << SCAN_NODE_SHIFT,
+                    (0, false) => 0,
+                    (next, _) => ((node as u64) << SCAN_NODE_SHIFT) | next,
+                };
+                Ok((next, keys))
             })
             .await?;
         // `prefix:v1:grant:{id}`: the id is inside the hash tag.

@@ -23,7 +23,8 @@ use tether::startup::Application;
 
 #[allow(unused_imports)] // each test binary uses some of these
 pub use dev_upstream::{DevUpstream, IdTokenFault, Profile, UpstreamConfig};
-pub use redis::RedisServer;
+#[allow(unused_imports)]
+pub use redis::{RedisCluster, RedisServer};
 
 pub const RESOURCE_ID: &str = "files";
 pub const RESOURCE_URI: &str = "https://files.example/mcp";

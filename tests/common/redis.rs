@@ -12,6 +12,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Arguments beyond port, bind, persistence and dir (cluster mode, replication, ...).
+    extra: Vec<String>,
 }
 
 fn binary() -> PathBuf {
@@ -34,10 +36,16 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra command-line arguments (`--cluster-enabled yes`, ...).
+    pub fn start_with(extra: &[&str]) -> Self {
         // A port picked this way can be taken by someone else before Redis binds it; retry.
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for redis");
-            let mut server = Self { port: free_port(), child: None, dir };
+            let extra = extra.iter().map(|a| (*a).to_owned()).collect();
+            let mut server = Self { port: free_port(), child: None, dir, extra };
             server.spawn();
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
@@ -51,6 +59,7 @@ impl RedisServer {
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -121,6 +130,57 @@ impl RedisServer {
                 libc::kill(pid, signal);
             }
         }
+    }
+
+    /// Runs `redis-cli` against this server and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(cli_binary())
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("cannot run redis-cli (apt-get install redis-tools)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn cli_binary() -> PathBuf {
+    binary().with_file_name("redis-cli")
+}
+
+/// A real Redis Cluster of three primaries (no replicas) on free ports, made by
+/// `redis-cli --cluster create`; every node stops when this is dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let args =
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&args)).collect();
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addresses.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = Command::new(cli_binary()).args(&create).output().expect("cannot run redis-cli --cluster create");
+        assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the Redis Cluster did not reach cluster_state:ok within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// The seed URLs, comma-separated (two of three nodes: the third is discovered).
+    pub fn url(&self) -> String {
+        self.nodes.iter().take(2).map(RedisServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Keys stored on each node (a cluster that spreads nothing would show one non-zero).
+    pub fn keys_per_node(&self) -> Vec<usize> {
+        self.nodes.iter().map(|n| n.cli(&["DBSIZE"]).trim().parse().unwrap_or(0)).collect()
     }
 }
 

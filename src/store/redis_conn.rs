@@ -1,0 +1,277 @@
+//! Reaching Redis: standalone, Cluster or Sentinel, with TLS (custom CA) and an ACL user.
+//!
+//! Every topology yields a [`Conn`] the store sends commands through. Standalone and Cluster
+//! connections reconnect by themselves; behind Sentinel, a failed or read-only master makes
+//! the next command ask the sentinels for the current one.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use ::redis::{
+    Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    TlsCertificates, Value,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// How Redis is deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    Standalone,
+    /// `urls` are seed nodes; the rest of the cluster is discovered.
+    Cluster,
+    /// `urls` are the sentinels; `master` names the monitored master.
+    Sentinel {
+        master: String,
+    },
+}
+
+/// Where and how Tether reaches Redis.
+#[derive(Clone)]
+pub struct RedisTarget {
+    pub topology: Topology,
+    /// `redis://` or `rediss://` URLs (one for standalone).
+    pub urls: Vec<SecretString>,
+    /// ACL user and password, overriding any in the URLs.
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// PEM certificates to trust for `rediss://` instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("topology", &self.topology)
+            .field("nodes", &self.urls.len())
+            .field("username", &self.username)
+            .field("custom_ca", &self.ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTarget {
+    /// A standalone server at `url` (tests, tools).
+    pub fn standalone(url: &str) -> Self {
+        Self {
+            topology: Topology::Standalone,
+            urls: vec![SecretString::from(url.to_owned())],
+            username: None,
+            password: None,
+            ca_pem: None,
+        }
+    }
+
+    fn info(&self, url: &SecretString) -> Result<ConnectionInfo, RedisError> {
+        let info = url.expose_secret().into_connection_info()?;
+        let mut redis = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password.expose_secret());
+        }
+        Ok(info.set_redis_settings(redis))
+    }
+
+    fn certificates(&self) -> Option<TlsCertificates> {
+        self.ca_pem.as_ref().map(|pem| TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) })
+    }
+
+    fn client(&self, info: ConnectionInfo) -> Result<Client, RedisError> {
+        match self.certificates() {
+            Some(certs) => Client::build_with_tls(info, certs),
+            None => Client::open(info),
+        }
+    }
+}
+
+/// A connection handle for one command or script, whatever the topology.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// The cluster's primaries as `(host, port)`, sorted, as the connection names them
+    /// (CLUSTER SLOTS); one `("", 0)` entry for a single server.
+    pub(super) async fn primaries(&mut self) -> Result<Vec<(String, u16)>, RedisError> {
+        let Conn::Cluster(c) = self else { return Ok(vec![(String::new(), 0)]) };
+        let slots = c
+            .route_command(
+                ::redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let mut primaries = Vec::new();
+        if let Value::Array(ranges) = slots {
+            for range in ranges {
+                let Value::Array(parts) = range else { continue };
+                let Some(Value::Array(node)) = parts.get(2) else { continue };
+                let host = node.first().map(::redis::from_redis_value_ref::<String>).transpose()?;
+                let port = node.get(1).map(::redis::from_redis_value_ref::<u16>).transpose()?;
+                if let (Some(host), Some(port)) = (host, port) {
+                    primaries.push((host, port));
+                }
+            }
+        }
+        primaries.sort();
+        primaries.dedup();
+        Ok(primaries)
+    }
+
+    /// Runs `cmd` on one primary (from [`Conn::primaries`]).
+    pub(super) async fn on_primary(&mut self, primary: &(String, u16), cmd: Cmd) -> Result<Value, RedisError> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => {
+                let (host, port) = primary.clone();
+                c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })).await
+            }
+        }
+    }
+}
+
+/// Where connections come from.
+pub(super) enum Source {
+    Fixed(Conn),
+    Sentinel(Box<SentinelSource>),
+}
+
+pub(super) struct SentinelSource {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    current: RwLock<Option<ConnectionManager>>,
+    config: ConnectionManagerConfig,
+}
+
+impl Source {
+    /// Builds the source without connecting: Tether starts (unready) while Redis is down.
+    pub(super) fn new(target: &RedisTarget, timeout: Duration) -> Result<Self, RedisError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        match &target.topology {
+            Topology::Standalone => {
+                let url = target.urls.first().ok_or_else(|| invalid("no Redis URL"))?;
+                let client = target.client(target.info(url)?)?;
+                Ok(Source::Fixed(Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)))
+            }
+            Topology::Cluster => {
+                let nodes = target.urls.iter().map(|u| target.info(u)).collect::<Result<Vec<_>, _>>()?;
+                let mut builder = ClusterClientBuilder::new(nodes).retries(2).max_retry_wait(500);
+                if let Some(certs) = target.certificates() {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build()?;
+                let config = ClusterConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout);
+                Ok(Source::Fixed(Conn::Cluster(client.get_pending_async_connection_with_config(config))))
+            }
+            Topology::Sentinel { master } => {
+                let sentinels = target
+                    .urls
+                    .iter()
+                    .map(|u| u.expose_secret().into_connection_info().map(|i| i.addr().clone()))
+                    .collect::<Result<Vec<ConnectionAddr>, _>>()?;
+                let tls = sentinels.iter().any(|a| matches!(a, ConnectionAddr::TcpTls { .. }));
+                let mut builder = SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?;
+                if let Some(username) = &target.username {
+                    builder = builder.set_client_to_redis_username(username);
+                }
+                if let Some(password) = &target.password {
+                    builder = builder.set_client_to_redis_password(password.expose_secret());
+                }
+                if tls {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(::redis::TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(::redis::TlsMode::Secure);
+                }
+                if let Some(certs) = target.certificates() {
+                    builder = builder
+                        .set_client_to_redis_certificates(certs.clone())
+                        .set_client_to_sentinel_certificates(certs);
+                }
+                Ok(Source::Sentinel(Box::new(SentinelSource {
+                    sentinel: tokio::sync::Mutex::new(builder.build()?),
+                    current: RwLock::new(None),
+                    config,
+                })))
+            }
+        }
+    }
+
+    /// A connection to use now (behind Sentinel: to the master the sentinels name).
+    pub(super) async fn conn(&self) -> Result<Conn, RedisError> {
+        match self {
+            Source::Fixed(conn) => Ok(conn.clone()),
+            Source::Sentinel(s) => {
+                if let Some(conn) = s.current.read().unwrap_or_else(|e| e.into_inner()).clone() {
+                    return Ok(Conn::Single(conn));
+                }
+                let mut sentinel = s.sentinel.lock().await;
+                if let Some(conn) = s.current.read().unwrap_or_else(|e| e.into_inner()).clone() {
+                    return Ok(Conn::Single(conn));
+                }
+                let client = sentinel.async_get_client().await?;
+                let conn = ConnectionManager::new_lazy_with_config(client, s.config.clone())?;
+                *s.current.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                tracing::info!("connected to the Redis master named by the sentinels");
+                Ok(Conn::Single(conn))
+            }
+        }
+    }
+
+    /// Called when a command failed: behind Sentinel, a master that is gone, demoted or
+    /// silent is forgotten so that the next command asks the sentinels again.
+    pub(super) fn failed(&self, error: Option<&RedisError>) {
+        let Source::Sentinel(s) = self else { return };
+        let master_lost = error.is_none_or(|e| {
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_timeout()
+                || e.code() == Some("READONLY")
+        });
+        if master_lost && s.current.write().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+            tracing::warn!("lost the Redis master; asking the sentinels again on the next command");
+        }
+    }
+}
+
+fn invalid(message: &'static str) -> RedisError {
+    RedisError::from((::redis::ErrorKind::InvalidClientConfig, message))
+}
