@@ -39,6 +39,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Exit 0 when `url` answers 200 within 2 s (container health checks: the image has no curl).
+    Healthcheck {
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +99,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rotate_keys(cli.config.as_deref(), kind, step, key.as_deref(), value_only, clock.now())
         }
         Command::Keys { command: KeysCommand::Reseal { dry_run } } => reseal(cli.config, dry_run, clock.now()).await,
+        Command::Healthcheck { url } => {
+            let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
+            Ok(match client.get(&url).send().await {
+                Ok(response) if response.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+                Ok(response) => {
+                    eprintln!("tether healthcheck: {url} answered {}", response.status());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("tether healthcheck: {url}: {e}");
+                    ExitCode::FAILURE
+                }
+            })
+        }
         Command::CheckConfig => match load(cli.config, clock.now()) {
             Ok((built, _)) => {
                 for warning in &built.warnings {

@@ -8,6 +8,7 @@ pub mod client_metadata;
 pub mod clock;
 pub mod crypto;
 pub mod http;
+pub mod metrics;
 pub mod oauth;
 pub mod resource_server;
 pub mod settings;

@@ -11,10 +11,11 @@ use tracing_actix_web::TracingLogger;
 use crate::client_metadata::Fetcher;
 use crate::clock::Clock;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::oauth::Broker;
 use crate::oauth::documents::DocumentClients;
 use crate::oauth::vault::Vault;
-use crate::settings::{Built, StoreChoice};
+use crate::settings::{Built, MetricsChoice, StoreChoice};
 use crate::store::{MemoryStore, RedisStore, Store};
 use crate::telemetry::RequestSpan;
 use crate::upstream::{Provider, Providers};
@@ -63,6 +64,8 @@ fn spawn_upkeep(state: &web::Data<AppState>) {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on a listener of its own (`metrics.bind`), stopped with the main server.
+    metrics_server: Option<Server>,
 }
 
 impl Application {
@@ -79,18 +82,23 @@ impl Application {
     pub fn build_on(built: Built, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let port =
             listener.local_addr().map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?.port();
+        let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = match &built.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new(clock.clone())),
-            StoreChoice::Redis { target, prefix, timeout } => {
-                Arc::new(RedisStore::connect(target, prefix, *timeout).map_err(|e| StartupError::Store(e.to_string()))?)
-            }
+            StoreChoice::Redis { target, prefix, timeout } => Arc::new(
+                RedisStore::connect(target, prefix, *timeout)
+                    .map_err(|e| StartupError::Store(e.to_string()))?
+                    .with_metrics(metrics.clone()),
+            ),
         };
         let providers = built
             .providers
             .into_iter()
             .map(|config| {
                 let id = config.id.clone();
-                Provider::new(config).map_err(|message| StartupError::Provider { id, message })
+                Provider::new(config)
+                    .map(|p| p.with_metrics(metrics.clone()))
+                    .map_err(|message| StartupError::Provider { id, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let documents = match built.documents {
@@ -113,16 +121,27 @@ impl Application {
             documents,
             refresh: built.refresh,
             background: built.background,
+            metrics: metrics.clone(),
         };
         let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
         let state = web::Data::new(AppState::new(broker, clock, limits));
         spawn_upkeep(&state);
+        let shared_metrics = built.metrics == MetricsChoice::Shared;
+        let metrics_data = web::Data::from(metrics.clone());
+        let app_metrics = metrics_data.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(http::limits::request_size))
+                .wrap(actix_web::middleware::from_fn(http::observe::observe))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
+                .app_data(app_metrics.clone())
                 .configure(|cfg| http::routes(cfg, registration_enabled))
+                .configure(|cfg| {
+                    if shared_metrics {
+                        cfg.route("/metrics", web::get().to(http::observe::metrics));
+                    }
+                })
                 .default_service(web::to(http::error::not_found))
         })
         .shutdown_timeout(built.shutdown_timeout.as_secs())
@@ -135,7 +154,24 @@ impl Application {
             .listen(listener)
             .map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?
             .run();
-        Ok(Self { port, server })
+        let metrics_server = match built.metrics {
+            MetricsChoice::Separate(addr) => Some(
+                HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics_data.clone())
+                        .route("/metrics", web::get().to(http::observe::metrics))
+                        .default_service(web::to(http::error::not_found))
+                })
+                .workers(1)
+                .shutdown_timeout(1)
+                .disable_signals()
+                .bind(addr)
+                .map_err(|source| StartupError::Bind { addr: addr.to_string(), source })?
+                .run(),
+            ),
+            _ => None,
+        };
+        Ok(Self { port, server, metrics_server })
     }
 
     pub fn port(&self) -> u16 {
@@ -147,8 +183,15 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT (graceful: in-flight requests get 25 s to finish).
+    /// Serves until SIGTERM/SIGINT: the listener closes at once, in-flight requests get
+    /// `server.shutdown_timeout_secs` to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some(metrics_server) = self.metrics_server else { return self.server.await };
+        let metrics_handle = metrics_server.handle();
+        let metrics_task = tokio::spawn(metrics_server);
+        let result = self.server.await;
+        metrics_handle.stop(true).await;
+        let _ = metrics_task.await;
+        result
     }
 }

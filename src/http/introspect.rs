@@ -46,11 +46,24 @@ pub async fn post(
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    let outcome = introspection::introspect(broker.introspector(), caller, &token, now).await?;
+    let outcome = match introspection::introspect(broker.introspector(), caller, &token, now).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            broker.metrics.introspection("unavailable", "");
+            return Err(e.into());
+        }
+    };
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(match outcome {
-        Introspection::Active(active) => ok.json(active),
-        Introspection::Inactive => ok.json(json!({"active": false})),
+        Introspection::Active(active) => {
+            broker.metrics.introspection("active", "");
+            ok.json(active)
+        }
+        Introspection::Inactive(reason) => {
+            let outcome = if reason == "wrong_audience" { "wrong_audience" } else { "inactive" };
+            broker.metrics.introspection(outcome, reason);
+            ok.json(json!({"active": false}))
+        }
     })
 }

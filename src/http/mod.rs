@@ -20,6 +20,7 @@ mod health;
 mod introspect;
 pub mod limits;
 mod metadata;
+pub mod observe;
 mod pages;
 mod register;
 mod revoke;

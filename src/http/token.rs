@@ -31,8 +31,13 @@ pub async fn post(
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     span.record("client_id", client.client_id.as_str());
     let stores = TokenStores { clients: store, codes: store, grants: store, refresh: store };
+    let grant_type = match &request {
+        TokenRequest::AuthorizationCode(_) => "authorization_code",
+        TokenRequest::RefreshToken(_) => "refresh_token",
+    };
     let response =
         grants::issue(stores, broker.minter(), &broker.registry, &broker.vault, &client, request, now).await?;
+    broker.metrics.token_issued(grant_type);
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.json(response))

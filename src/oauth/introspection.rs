@@ -58,13 +58,13 @@ pub struct ActiveToken {
 #[derive(Debug)]
 pub enum Introspection {
     Active(Box<ActiveToken>),
-    Inactive,
+    /// Why, as a fixed code for the log and metrics (never for the caller).
+    Inactive(&'static str),
 }
 
-/// Why a token is inactive, for the log (never for the caller).
 fn inactive(reason: &'static str) -> Introspection {
     tracing::debug!(reason, "token inactive");
-    Introspection::Inactive
+    Introspection::Inactive(reason)
 }
 
 /// What introspection needs besides the request.
@@ -86,38 +86,38 @@ pub async fn introspect(
     let Introspector { signer, issuer, refresher, activity } = ctx;
     let (grants, vault) = (refresher.grants, refresher.vault);
     if !looks_like_jwt(token) {
-        return Ok(inactive("not an access token"));
+        return Ok(inactive("not_a_token"));
     }
     let Ok(claims) = signer.verify::<AccessClaims>(token, issuer) else {
-        return Ok(inactive("signature or header"));
+        return Ok(inactive("bad_signature"));
     };
     if claims.exp + EXP_LEEWAY_SECS <= now {
         return Ok(inactive("expired"));
     }
     if claims.iat > now + MAX_FUTURE_IAT {
-        return Ok(inactive("issued in the future"));
+        return Ok(inactive("future_iat"));
     }
     if claims.aud != caller.uri {
-        return Ok(inactive("addressed to another resource"));
+        return Ok(inactive("wrong_audience"));
     }
     let Some(grant) = grants.grant(&claims.gid).await? else {
-        return Ok(inactive("grant gone"));
+        return Ok(inactive("grant_gone"));
     };
     if grant.status != GrantStatus::Active {
-        return Ok(inactive("grant revoked or dead"));
+        return Ok(inactive("grant_ended"));
     }
     if grant.info.client_id != claims.client_id || grant.info.subject != claims.sub || grant.info.resource != caller.id
     {
-        return Ok(inactive("grant does not match the token"));
+        return Ok(inactive("grant_mismatch"));
     }
     let Some(tokens) = vault.open(&grant) else {
-        return Ok(inactive("upstream tokens unreadable"));
+        return Ok(inactive("unreadable"));
     };
     // MCP 2025-03-26, third-party authorization: validate the upstream token's status before
     // honouring the MCP token; refresh it when it is (about to be) expired.
     let tokens = match refresher.ensure_fresh(&grant, tokens, now).await? {
         Freshness::Fresh(tokens) => tokens,
-        Freshness::Dead => return Ok(inactive("upstream grant ended")),
+        Freshness::Dead => return Ok(inactive("upstream_ended")),
     };
     if let Some((activity, window)) = activity
         && let Err(e) = activity.mark_used(&grant.id, now, window).await

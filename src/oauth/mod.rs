@@ -47,6 +47,7 @@ pub struct Broker {
     pub documents: Option<documents::DocumentClients>,
     pub refresh: refresh::RefreshPolicy,
     pub background: Option<background::BackgroundRefresh>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -105,6 +105,7 @@ return {2, redis.call('HGET', KEYS[1], 'rat')}
 
 pub struct RedisStore {
     source: Source,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     prefix: String,
     timeout: Duration,
     take_code: Script,
@@ -129,6 +130,7 @@ impl RedisStore {
         let source = Source::new(target, timeout).map_err(|e| StoreError::Unavailable(describe(&e)))?;
         Ok(Self {
             source,
+            metrics: None,
             prefix: prefix.to_owned(),
             timeout,
             take_code: Script::new(TAKE_CODE),
@@ -141,24 +143,37 @@ impl RedisStore {
         })
     }
 
+    /// Records the latency and failures of every operation.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}:{SCHEMA}:{kind}:{{{id}}}", self.prefix)
     }
 
     /// Runs one Redis exchange under the store deadline.
     async fn run<T>(&self, op: impl AsyncFnOnce(Conn) -> Result<T, RedisError>) -> StoreResult<T> {
+        let started = std::time::Instant::now();
         let exchange = async { op(self.source.conn().await?).await };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(value)) => Ok(value),
+        let (result, failure) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(value)) => (Ok(value), None),
             Ok(Err(e)) => {
                 self.source.failed(Some(&e));
-                Err(StoreError::Unavailable(describe(&e)))
+                (Err(StoreError::Unavailable(describe(&e))), Some("unavailable"))
             }
             Err(_) => {
                 self.source.failed(None);
-                Err(StoreError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis())))
+                let message = format!("no answer within {} ms", self.timeout.as_millis());
+                (Err(StoreError::Unavailable(message)), Some("timeout"))
             }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.store_operation(started.elapsed(), failure);
         }
+        result
     }
 
     async fn put_json<T: Serialize>(&self, key: String, value: &T, ttl: Duration) -> StoreResult<()> {

@@ -156,6 +156,7 @@ pub struct Provider {
     config: ProviderConfig,
     http: UpstreamHttp,
     endpoints: EndpointState,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -168,7 +169,49 @@ impl Provider {
     pub fn new(config: ProviderConfig) -> Result<Self, String> {
         let http = UpstreamHttp::new(config.timeout)?;
         let endpoints = EndpointState::new(&config);
-        Ok(Self { config, http, endpoints })
+        Ok(Self { config, http, endpoints, metrics: None })
+    }
+
+    /// Counts every call to this provider by outcome.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record<T>(&self, call: &'static str, result: &Result<T, UpstreamError>) {
+        if let Some(metrics) = &self.metrics {
+            let outcome = match result {
+                Ok(_) => "ok",
+                Err(UpstreamError::Rejected { .. }) => "refused",
+                Err(UpstreamError::Unavailable(_)) => "transient",
+                Err(UpstreamError::Invalid(_)) => "invalid",
+            };
+            metrics.upstream_call(&self.config.id, call, outcome);
+        }
+    }
+
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        now: UnixTime,
+    ) -> Result<Exchanged, UpstreamError> {
+        let result = self.exchange_code_once(code, pkce_verifier, now).await;
+        self.record("code_exchange", &result);
+        result
+    }
+
+    pub async fn refresh(&self, tokens: &UpstreamTokens, now: UnixTime) -> Result<UpstreamTokens, UpstreamError> {
+        let result = self.refresh_once(tokens, now).await;
+        self.record("refresh", &result);
+        result
+    }
+
+    pub async fn revoke(&self, tokens: &UpstreamTokens) -> Result<(), UpstreamError> {
+        let result = self.revoke_once(tokens).await;
+        self.record("revoke", &result);
+        result
     }
 
     pub fn id(&self) -> &str {
@@ -250,7 +293,7 @@ impl Provider {
     }
 
     /// Exchanges the code the provider sent to `/callback`.
-    pub async fn exchange_code(
+    async fn exchange_code_once(
         &self,
         code: &str,
         pkce_verifier: &str,
@@ -267,7 +310,7 @@ impl Provider {
     }
 
     /// Uses the refresh token of `tokens`; a refusal means the upstream grant is gone.
-    pub async fn refresh(&self, tokens: &UpstreamTokens, now: UnixTime) -> Result<UpstreamTokens, UpstreamError> {
+    async fn refresh_once(&self, tokens: &UpstreamTokens, now: UnixTime) -> Result<UpstreamTokens, UpstreamError> {
         let Some(refresh_token) = &tokens.refresh_token else {
             return Err(UpstreamError::Rejected { error: "no refresh token".to_owned() });
         };
@@ -317,7 +360,7 @@ impl Provider {
     }
 
     /// Revokes the upstream grant behind `tokens`, where the provider supports it.
-    pub async fn revoke(&self, tokens: &UpstreamTokens) -> Result<(), UpstreamError> {
+    async fn revoke_once(&self, tokens: &UpstreamTokens) -> Result<(), UpstreamError> {
         if let (ProviderKind::Github, Some(api)) = (self.config.kind, &self.config.github_api_url) {
             return revoke::github(&self.http, &self.config, api, tokens).await;
         }

@@ -147,6 +147,9 @@ pub struct Options {
     pub extra: String,
     /// Lines added to the `[server]` table (which `extra` cannot reopen).
     pub server: String,
+    /// The `[store]` table's lines for a Redis of the test's own (a cluster, say), instead of
+    /// the backend's.
+    pub store: Option<String>,
     /// Serve only the files resource (no calendar).
     pub single_resource: bool,
     /// The kind of provider the files resource is bound to (the stand-in speaks it).
@@ -306,9 +309,10 @@ impl TestApp {
             tether::telemetry::init(tether::settings::LogFormat::Pretty, "debug");
         }
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let mut store = match &redis_url {
-            Some(url) => format!("kind = \"redis\"\nurl = \"{url}\"\nprefix = \"test\"\ntimeout_ms = 500"),
-            None => "kind = \"memory\"".to_owned(),
+        let mut store = match (&options.store, &redis_url) {
+            (Some(lines), _) => format!("kind = \"redis\"\nprefix = \"test\"\ntimeout_ms = 1000\n{lines}"),
+            (None, Some(url)) => format!("kind = \"redis\"\nurl = \"{url}\"\nprefix = \"test\"\ntimeout_ms = 500"),
+            (None, None) => "kind = \"memory\"".to_owned(),
         };
         if let Some(keys) = keys {
             let k = keys.display();
