@@ -35,8 +35,7 @@ impl Subject {
     /// A three-primary Redis Cluster, reached through two seed nodes.
     fn cluster() -> Self {
         let cluster = RedisCluster::start();
-        let target = RedisTarget { topology: Topology::Cluster, ..RedisTarget::standalone(&cluster.url()) };
-        let target = RedisTarget { urls: cluster.url().split(',').map(|u| u.to_owned().into()).collect(), ..target };
+        let target = RedisTarget::new(Topology::Cluster, &cluster.url());
         let store = RedisStore::connect(&target, "contract", Duration::from_secs(2)).unwrap();
         Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(Box::new(cluster)) }
     }

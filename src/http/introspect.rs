@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::oauth::OAuthError;
 use crate::oauth::client_auth::parse_basic;
-use crate::oauth::introspection::{self, Introspection};
+use crate::oauth::introspection::{self, Inactive, Introspection};
 
 use super::error::{ApiError, no_store};
 use super::{AppState, authorization_header};
@@ -61,8 +61,8 @@ pub async fn post(
             ok.json(active)
         }
         Introspection::Inactive(reason) => {
-            let outcome = if reason == "wrong_audience" { "wrong_audience" } else { "inactive" };
-            broker.metrics.introspection(outcome, reason);
+            let outcome = if reason == Inactive::WrongAudience { "wrong_audience" } else { "inactive" };
+            broker.metrics.introspection(outcome, reason.code());
             ok.json(json!({"active": false}))
         }
     })

@@ -58,12 +58,45 @@ pub struct ActiveToken {
 #[derive(Debug)]
 pub enum Introspection {
     Active(Box<ActiveToken>),
-    /// Why, as a fixed code for the log and metrics (never for the caller).
-    Inactive(&'static str),
+    /// Why, for the log and metrics (never for the caller).
+    Inactive(Inactive),
 }
 
-fn inactive(reason: &'static str) -> Introspection {
-    tracing::debug!(reason, "token inactive");
+/// Why a token is inactive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inactive {
+    NotAToken,
+    BadSignature,
+    Expired,
+    FutureIat,
+    WrongAudience,
+    GrantGone,
+    GrantEnded,
+    GrantMismatch,
+    Unreadable,
+    UpstreamEnded,
+}
+
+impl Inactive {
+    /// A fixed code (log field, metrics label).
+    pub fn code(self) -> &'static str {
+        match self {
+            Inactive::NotAToken => "not_a_token",
+            Inactive::BadSignature => "bad_signature",
+            Inactive::Expired => "expired",
+            Inactive::FutureIat => "future_iat",
+            Inactive::WrongAudience => "wrong_audience",
+            Inactive::GrantGone => "grant_gone",
+            Inactive::GrantEnded => "grant_ended",
+            Inactive::GrantMismatch => "grant_mismatch",
+            Inactive::Unreadable => "unreadable",
+            Inactive::UpstreamEnded => "upstream_ended",
+        }
+    }
+}
+
+fn inactive(reason: Inactive) -> Introspection {
+    tracing::debug!(reason = reason.code(), "token inactive");
     Introspection::Inactive(reason)
 }
 
@@ -86,38 +119,38 @@ pub async fn introspect(
     let Introspector { signer, issuer, refresher, activity } = ctx;
     let (grants, vault) = (refresher.grants, refresher.vault);
     if !looks_like_jwt(token) {
-        return Ok(inactive("not_a_token"));
+        return Ok(inactive(Inactive::NotAToken));
     }
     let Ok(claims) = signer.verify::<AccessClaims>(token, issuer) else {
-        return Ok(inactive("bad_signature"));
+        return Ok(inactive(Inactive::BadSignature));
     };
     if claims.exp + EXP_LEEWAY_SECS <= now {
-        return Ok(inactive("expired"));
+        return Ok(inactive(Inactive::Expired));
     }
     if claims.iat > now + MAX_FUTURE_IAT {
-        return Ok(inactive("future_iat"));
+        return Ok(inactive(Inactive::FutureIat));
     }
     if claims.aud != caller.uri {
-        return Ok(inactive("wrong_audience"));
+        return Ok(inactive(Inactive::WrongAudience));
     }
     let Some(grant) = grants.grant(&claims.gid).await? else {
-        return Ok(inactive("grant_gone"));
+        return Ok(inactive(Inactive::GrantGone));
     };
     if grant.status != GrantStatus::Active {
-        return Ok(inactive("grant_ended"));
+        return Ok(inactive(Inactive::GrantEnded));
     }
     if grant.info.client_id != claims.client_id || grant.info.subject != claims.sub || grant.info.resource != caller.id
     {
-        return Ok(inactive("grant_mismatch"));
+        return Ok(inactive(Inactive::GrantMismatch));
     }
     let Some(tokens) = vault.open(&grant) else {
-        return Ok(inactive("unreadable"));
+        return Ok(inactive(Inactive::Unreadable));
     };
     // MCP 2025-03-26, third-party authorization: validate the upstream token's status before
     // honouring the MCP token; refresh it when it is (about to be) expired.
     let tokens = match refresher.ensure_fresh(&grant, tokens, now).await? {
         Freshness::Fresh(tokens) => tokens,
-        Freshness::Dead => return Ok(inactive("upstream_ended")),
+        Freshness::Dead => return Ok(inactive(Inactive::UpstreamEnded)),
     };
     if let Some((activity, window)) = activity
         && let Err(e) = activity.mark_used(&grant.id, now, window).await

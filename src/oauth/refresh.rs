@@ -90,12 +90,12 @@ impl Refresher<'_> {
             }
             // Another replica is refreshing: wait for its result in the grant record.
             tokio::time::sleep(POLL).await;
-            match self.current(&grant.id).await? {
-                Some(Freshness::Fresh(tokens)) if !tokens.expires_within(self.policy.skew, now) => {
+            match self.live(&grant.id).await? {
+                Some((_, tokens)) if !tokens.expires_within(self.policy.skew, now) => {
                     return Ok(Freshness::Fresh(tokens));
                 }
-                Some(Freshness::Dead) | None => return Ok(Freshness::Dead),
-                Some(Freshness::Fresh(_)) => {}
+                None => return Ok(Freshness::Dead),
+                Some(_) => {}
             }
             if Instant::now() >= deadline {
                 tracing::warn!(grant = %grant.id, "gave up waiting for another replica's upstream refresh");
@@ -104,22 +104,19 @@ impl Refresher<'_> {
         }
     }
 
-    /// The grant's current upstream tokens; `None` when the grant is gone.
-    async fn current(&self, grant_id: &str) -> Result<Option<Freshness>, OAuthError> {
+    /// The grant as stored now with its upstream tokens; `None` when it is gone, no longer
+    /// active or unreadable.
+    async fn live(&self, grant_id: &str) -> Result<Option<(GrantRecord, UpstreamTokens)>, OAuthError> {
         let Some(grant) = self.grants.grant(grant_id).await? else { return Ok(None) };
         if grant.status != GrantStatus::Active {
-            return Ok(Some(Freshness::Dead));
+            return Ok(None);
         }
-        Ok(Some(self.vault.open(&grant).map_or(Freshness::Dead, Freshness::Fresh)))
+        Ok(self.vault.open(&grant).map(|tokens| (grant, tokens)))
     }
 
     async fn refresh_holding_lock(&self, grant_id: &str, now: UnixTime) -> Result<Freshness, OAuthError> {
         // Re-read under the lock: the previous holder may have refreshed a moment ago.
-        let Some(grant) = self.grants.grant(grant_id).await? else { return Ok(Freshness::Dead) };
-        if grant.status != GrantStatus::Active {
-            return Ok(Freshness::Dead);
-        }
-        let Some(tokens) = self.vault.open(&grant) else { return Ok(Freshness::Dead) };
+        let Some((grant, tokens)) = self.live(grant_id).await? else { return Ok(Freshness::Dead) };
         if !tokens.expires_within(self.policy.skew, now) {
             return Ok(Freshness::Fresh(tokens));
         }

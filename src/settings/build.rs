@@ -288,6 +288,25 @@ fn store(
     }
 }
 
+/// The PEM CA certificates in the file `path` names (`None` when `path` is empty, or, with an
+/// error for `key`, when the file is unreadable or holds no certificate).
+fn ca_bundle(key: &str, path: &str, errors: &mut ConfigErrors) -> Option<Vec<u8>> {
+    if path.is_empty() {
+        return None;
+    }
+    match std::fs::read(path) {
+        Ok(pem) if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|certs| !certs.is_empty()) => Some(pem),
+        Ok(_) => {
+            errors.push(key, format!("{path} holds no PEM certificate"));
+            None
+        }
+        Err(e) => {
+            errors.push(key, format!("cannot read {path}: {e}"));
+            None
+        }
+    }
+}
+
 /// The Redis deployment `store.*` describes.
 fn redis_target(s: &StoreSettings, urls: &SecretString, errors: &mut ConfigErrors) -> Option<RedisTarget> {
     let mut parsed = Vec::new();
@@ -315,30 +334,16 @@ fn redis_target(s: &StoreSettings, urls: &SecretString, errors: &mut ConfigError
     };
     let password = resolve(Some(&s.password), Some(Path::new(&s.password_file)), "store.password", errors);
     let tls = parsed.iter().any(|u| u.scheme() == "rediss");
-    let ca_pem = match s.ca_file.as_str() {
-        "" => None,
-        _ if !tls => {
-            errors.push("store.ca_file", "applies to rediss:// URLs only");
-            return None;
-        }
-        path => match std::fs::read(path) {
-            Ok(pem) if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|certs| !certs.is_empty()) => Some(pem),
-            Ok(_) => {
-                errors.push("store.ca_file", format!("{path} holds no PEM certificate"));
-                return None;
-            }
-            Err(e) => {
-                errors.push("store.ca_file", format!("cannot read {path}: {e}"));
-                return None;
-            }
-        },
-    };
+    if !s.ca_file.is_empty() && !tls {
+        errors.push("store.ca_file", "applies to rediss:// URLs only");
+        return None;
+    }
+    let ca_pem = ca_bundle("store.ca_file", &s.ca_file, errors);
     Some(RedisTarget {
-        topology,
-        urls: urls.expose_secret().split(',').map(|u| SecretString::from(u.trim().to_owned())).collect(),
         username: Some(s.username.trim().to_owned()).filter(|u| !u.is_empty()),
         password,
         ca_pem,
+        ..RedisTarget::new(topology, urls.expose_secret())
     })
 }
 
@@ -437,20 +442,7 @@ fn documents(settings: &Settings, errors: &mut ConfigErrors) -> Option<DocumentS
         return None;
     }
     let allow = networks(&c.allow_networks, "client_metadata.allow_networks", errors);
-    let extra_roots_pem = match c.ca_file.as_str() {
-        "" => None,
-        path => match std::fs::read(path) {
-            Ok(pem) if reqwest::Certificate::from_pem_bundle(&pem).is_ok_and(|certs| !certs.is_empty()) => Some(pem),
-            Ok(_) => {
-                errors.push("client_metadata.ca_file", format!("{path} holds no PEM certificate"));
-                None
-            }
-            Err(e) => {
-                errors.push("client_metadata.ca_file", format!("cannot read {path}: {e}"));
-                None
-            }
-        },
-    };
+    let extra_roots_pem = ca_bundle("client_metadata.ca_file", &c.ca_file, errors);
     if !(100..=30_000).contains(&c.timeout_ms) {
         errors.push("client_metadata.timeout_ms", "must be between 100 and 30000");
     }

@@ -279,10 +279,6 @@ impl LockStore for MemoryStore {
     }
 }
 
-fn browser_field(client_id: &str, resource: &str) -> String {
-    format!("{resource}|{client_id}")
-}
-
 #[async_trait]
 impl BrowserStore for MemoryStore {
     async fn remember_grant(

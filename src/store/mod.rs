@@ -147,6 +147,12 @@ pub trait BrowserStore: Send + Sync {
     async fn remembered_grant(&self, browser: &str, client_id: &str, resource: &str) -> StoreResult<Option<String>>;
 }
 
+/// The member under which a browser's grant for (client, resource) is remembered, in every
+/// store.
+fn browser_field(client_id: &str, resource: &str) -> String {
+    format!("{resource}|{client_id}")
+}
+
 /// Which grants were used recently, for refreshing their upstream tokens ahead of expiry.
 #[async_trait]
 pub trait ActivityStore: Send + Sync {

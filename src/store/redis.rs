@@ -154,6 +154,11 @@ impl RedisStore {
         format!("{}:{SCHEMA}:{kind}:{{{id}}}", self.prefix)
     }
 
+    /// The one sorted set of recently used grants (background refresh).
+    fn recent_key(&self) -> String {
+        format!("{}:{SCHEMA}:recent", self.prefix)
+    }
+
     /// Runs one Redis exchange under the store deadline.
     async fn run<T>(&self, op: impl AsyncFnOnce(Conn) -> Result<T, RedisError>) -> StoreResult<T> {
         let started = std::time::Instant::now();
@@ -481,7 +486,7 @@ impl BrowserStore for RedisStore {
         ttl: Duration,
     ) -> StoreResult<()> {
         let key = self.key("browser", browser);
-        let field = format!("{resource}|{client_id}");
+        let field = browser_field(client_id, resource);
         let grant_id = grant_id.to_owned();
         self.run(async move |mut c| {
             ::redis::pipe()
@@ -503,7 +508,7 @@ impl BrowserStore for RedisStore {
 
     async fn remembered_grant(&self, browser: &str, client_id: &str, resource: &str) -> StoreResult<Option<String>> {
         let key = self.key("browser", browser);
-        let field = format!("{resource}|{client_id}");
+        let field = browser_field(client_id, resource);
         self.run(async move |mut c| ::redis::cmd("HGET").arg(&key).arg(field).query_async(&mut c).await).await
     }
 }
@@ -511,7 +516,7 @@ impl BrowserStore for RedisStore {
 #[async_trait]
 impl ActivityStore for RedisStore {
     async fn mark_used(&self, grant_id: &str, at: UnixTime, ttl: Duration) -> StoreResult<()> {
-        let key = format!("{}:{SCHEMA}:recent", self.prefix);
+        let key = self.recent_key();
         let member = grant_id.to_owned();
         self.run(async move |mut c| {
             ::redis::pipe()
@@ -531,7 +536,7 @@ impl ActivityStore for RedisStore {
     }
 
     async fn used_since(&self, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
-        let key = format!("{}:{SCHEMA}:recent", self.prefix);
+        let key = self.recent_key();
         self.run(async move |mut c| {
             ::redis::cmd("ZRANGE")
                 .arg(&key)
@@ -548,7 +553,7 @@ impl ActivityStore for RedisStore {
     }
 
     async fn forget_before(&self, before: UnixTime) -> StoreResult<()> {
-        let key = format!("{}:{SCHEMA}:recent", self.prefix);
+        let key = self.recent_key();
         self.run(async move |mut c| {
             ::redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({before}")).query_async(&mut c).await
         })

@@ -55,15 +55,21 @@ impl std::fmt::Debug for RedisTarget {
 }
 
 impl RedisTarget {
-    /// A standalone server at `url` (tests, tools).
-    pub fn standalone(url: &str) -> Self {
+    /// `urls`: one URL, or several comma-separated (cluster seeds, sentinels); no ACL user,
+    /// system CA roots.
+    pub fn new(topology: Topology, urls: &str) -> Self {
         Self {
-            topology: Topology::Standalone,
-            urls: vec![SecretString::from(url.to_owned())],
+            topology,
+            urls: urls.split(',').map(|u| SecretString::from(u.trim().to_owned())).collect(),
             username: None,
             password: None,
             ca_pem: None,
         }
+    }
+
+    /// A standalone server at `url` (tests, tools).
+    pub fn standalone(url: &str) -> Self {
+        Self::new(Topology::Standalone, url)
     }
 
     fn info(&self, url: &SecretString) -> Result<ConnectionInfo, RedisError> {
