@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client_metadata;
 pub mod clock;
 pub mod crypto;
+pub mod home;
 pub mod http;
 pub mod metrics;
 pub mod oauth;

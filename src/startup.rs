@@ -64,6 +64,9 @@ fn spawn_upkeep(state: &web::Data<AppState>) {
 pub struct Application {
     port: u16,
     server: Server,
+    /// Raised on SIGTERM (readiness off) `shutdown_delay` before the listener closes.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    shutdown_delay: Duration,
     /// `/metrics` on a listener of its own (`metrics.bind`), stopped with the main server.
     metrics_server: Option<Server>,
 }
@@ -125,6 +128,8 @@ impl Application {
         };
         let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
         let state = web::Data::new(AppState::new(broker, clock, limits));
+        let draining = state.draining.clone();
+        let shutdown_delay = built.shutdown_delay;
         spawn_upkeep(&state);
         let shared_metrics = built.metrics == MetricsChoice::Shared;
         let metrics_data = web::Data::from(metrics.clone());
@@ -145,6 +150,8 @@ impl Application {
                 .default_service(web::to(http::error::not_found))
         })
         .shutdown_timeout(built.shutdown_timeout.as_secs())
+        // Signals are handled in `run_until_stopped`, which delays the stop when asked to.
+        .disable_signals()
         .client_request_timeout(built.client_timeout)
         .client_disconnect_timeout(Duration::from_secs(5));
         if built.workers > 0 {
@@ -171,7 +178,7 @@ impl Application {
             ),
             _ => None,
         };
-        Ok(Self { port, server, metrics_server })
+        Ok(Self { port, server, draining, shutdown_delay, metrics_server })
     }
 
     pub fn port(&self) -> u16 {
@@ -183,15 +190,62 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT: the listener closes at once, in-flight requests get
+    /// Serves until stopped through [`Application::handle`], or SIGTERM/SIGINT: then
+    /// `/readyz` turns 503, the listener stays open `server.shutdown_delay_secs` (a second
+    /// signal cuts that short), closes, and in-flight requests get
     /// `server.shutdown_timeout_secs` to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Some(metrics_server) = self.metrics_server else { return self.server.await };
-        let metrics_handle = metrics_server.handle();
-        let metrics_task = tokio::spawn(metrics_server);
+        let signals = tokio::spawn(stop_on_signal(self.server.handle(), self.draining, self.shutdown_delay));
+        let metrics = self.metrics_server.map(|server| (server.handle(), tokio::spawn(server)));
         let result = self.server.await;
-        metrics_handle.stop(true).await;
-        let _ = metrics_task.await;
+        signals.abort();
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         result
+    }
+}
+
+async fn stop_on_signal(
+    server: actix_web::dev::ServerHandle,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    delay: Duration,
+) {
+    let Ok(mut signals) = Signals::new() else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop Tether with SIGKILL");
+        return;
+    };
+    let name = signals.next().await;
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    if !delay.is_zero() {
+        tracing::info!(signal = name, delay_secs = delay.as_secs(), "stopping: unready, still serving for the delay");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            name = signals.next() => tracing::info!(signal = name, "second signal: not waiting any longer"),
+        }
+    }
+    tracing::info!(signal = name, "stopping: no new connections; finishing in-flight requests");
+    server.stop(true).await;
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Waits for the next one and names it.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }

@@ -23,6 +23,8 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 const BAD: &str = r#"
 issuer = "https://tether.example.com/"
+[server]
+shutdown_delay_secs = 601
 [tokens]
 access_token_ttl_secs = 5
 [providers.gh]
@@ -39,8 +41,9 @@ provider = "nope"
 redirect_uris = ["http://chat.example.com/cb"]
 "#;
 
-const BAD_KEYS: [&str; 11] = [
+const BAD_KEYS: [&str; 12] = [
     "issuer:",
+    "server.shutdown_delay_secs: must be at most 600",
     "tokens.access_token_ttl_secs:",
     "providers.gh.client_id:",
     "providers.gh.client_secret: missing: set TETHER__PROVIDERS__GH__CLIENT_SECRET",

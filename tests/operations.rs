@@ -6,18 +6,6 @@ mod common;
 
 use common::*;
 
-/// The value of the sample `name{labels}` in a Prometheus text exposition.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-async fn scrape(url: &str) -> String {
-    let response = reqwest::get(url).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    response.text().await.unwrap()
-}
-
 #[tokio::test]
 async fn metrics_count_requests_tokens_introspections_upstream_calls_and_store_latency_without_secrets() {
     let app = TestApp::spawn(Backend::Redis).await;

@@ -48,7 +48,8 @@ BROKEN = [
     ("an MCP server naming no provider", {"mcpServers": {"r": {"uri": "https://r.example.com/mcp", "provider": "nope"}}, "secrets": {"mcpServers": {"r": "x"}}}, "mcpServers.r.provider"),
     ("a server listen address in config", {"config": {"server": {"bind": "0.0.0.0:1"}}}, "config.server.bind"),
     ("ingress for another host", {"ingress": {"enabled": True, "host": "other.example.com"}}, "ingress.host"),
-    ("shutdown longer than the grace period", {"shutdownTimeoutSeconds": 40}, "shutdownTimeoutSeconds"),
+    ("shutdown longer than the grace period", {"shutdownTimeoutSeconds": 40}, "shutdownDelaySeconds + shutdownTimeoutSeconds"),
+    ("delay and shutdown longer than the grace period", {"shutdownDelaySeconds": 15}, "shutdownDelaySeconds"),
     ("memory limit without a unit", {"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ("unknown top-level value", {"replicas": 3}, "replicas"),
 ]

@@ -122,6 +122,8 @@ impl Resolve for CheckedResolver {
 pub struct Fetcher {
     http: reqwest::Client,
     config: FetchConfig,
+    /// Where the pool's connections live (see `crate::home`).
+    home: crate::home::Home,
 }
 
 impl Fetcher {
@@ -139,10 +141,14 @@ impl Fetcher {
             builder = builder.tls_certs_merge(roots);
         }
         let http = builder.build().map_err(|e| format!("cannot build the document client: {e}"))?;
-        Ok(Self { http, config })
+        Ok(Self { http, config, home: crate::home::Home::here() })
     }
 
     pub async fn fetch(&self, url: &Url) -> Result<Fetched, FetchError> {
+        self.home.run(self.fetch_here(url)).await
+    }
+
+    async fn fetch_here(&self, url: &Url) -> Result<Fetched, FetchError> {
         // IP-literal hosts are not resolved, so the policy is applied to them here.
         if let Some(ip) = url.host().and_then(|h| match h {
             url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),

@@ -12,6 +12,9 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready to serve flows: the store answers.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": "shutting down"}));
+    }
     match state.broker.store.ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(e) => {

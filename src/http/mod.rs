@@ -32,6 +32,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub metadata: metadata::Documents,
     pub limits: limits::Limits,
+    /// Set once SIGTERM arrived: `/readyz` answers 503 while the listener drains.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     binding_cookie: &'static str,
     consent_cookie: &'static str,
     secure_cookies: bool,
@@ -46,6 +48,7 @@ impl AppState {
             clock,
             metadata,
             limits,
+            draining: Arc::default(),
             // `__Host-` cookies require Secure, which a plain-http development issuer cannot set.
             binding_cookie: if secure { "__Host-tether-binding" } else { "tether-binding" },
             consent_cookie: if secure { "__Host-tether-consent" } else { "tether-consent" },

@@ -60,6 +60,8 @@ pub struct Built {
     pub client_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How long to go on serving, unready, between SIGTERM and closing the listener.
+    pub shutdown_delay: Duration,
     pub metrics: MetricsChoice,
     pub registry: Registry,
     pub providers: Vec<ProviderConfig>,
@@ -119,6 +121,9 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     if !(1..=3600).contains(&settings.server.shutdown_timeout_secs) {
         errors.push("server.shutdown_timeout_secs", "must be between 1 and 3600");
     }
+    if settings.server.shutdown_delay_secs > 600 {
+        errors.push("server.shutdown_delay_secs", "must be at most 600");
+    }
     let metrics = match (settings.metrics.enabled, settings.metrics.bind.trim()) {
         (false, _) => MetricsChoice::Off,
         (true, "") => MetricsChoice::Shared,
@@ -147,6 +152,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 workers: settings.server.workers,
                 client_timeout: Duration::from_secs(settings.server.client_timeout_secs),
                 shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
+                shutdown_delay: Duration::from_secs(settings.server.shutdown_delay_secs),
                 metrics,
                 registry: Registry::new(resources, clients),
                 providers,

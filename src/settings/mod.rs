@@ -72,6 +72,7 @@ pub struct ServerSettings {
     pub workers: usize,
     pub client_timeout_secs: u64,
     pub shutdown_timeout_secs: u64,
+    pub shutdown_delay_secs: u64,
     pub trusted_proxies: Vec<String>,
 }
 

@@ -105,6 +105,7 @@ return {2, redis.call('HGET', KEYS[1], 'rat')}
 
 pub struct RedisStore {
     source: Source,
+    home: crate::home::Home,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     prefix: String,
     timeout: Duration,
@@ -124,12 +125,14 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// Call from the runtime that outlives the HTTP workers (Tether's main one).
     /// Connects lazily: Tether starts (and reports not-ready) while Redis is down, and the
     /// connection is re-established in the background when Redis comes back.
     pub fn connect(target: &RedisTarget, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
         let source = Source::new(target, timeout).map_err(|e| StoreError::Unavailable(describe(&e)))?;
         Ok(Self {
             source,
+            home: crate::home::Home::here(),
             metrics: None,
             prefix: prefix.to_owned(),
             timeout,
@@ -162,7 +165,9 @@ impl RedisStore {
     /// Runs one Redis exchange under the store deadline.
     async fn run<T>(&self, op: impl AsyncFnOnce(Conn) -> Result<T, RedisError>) -> StoreResult<T> {
         let started = std::time::Instant::now();
-        let exchange = async { op(self.source.conn().await?).await };
+        // The connection's driver and reconnections run on the home runtime, not on the
+        // HTTP worker that happens to ask first (see `crate::home`).
+        let exchange = self.home.run(async { op(self.source.conn().await?).await });
         let (result, failure) = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(value)) => (Ok(value), None),
             Ok(Err(e)) => {

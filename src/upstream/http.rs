@@ -28,6 +28,8 @@ pub enum HttpError {
 #[derive(Debug, Clone)]
 pub struct UpstreamHttp {
     client: reqwest::Client,
+    /// Where the pool's connections live (see `crate::home`).
+    home: crate::home::Home,
 }
 
 impl UpstreamHttp {
@@ -40,7 +42,7 @@ impl UpstreamHttp {
             .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Self { client })
+        Ok(Self { client, home: crate::home::Home::here() })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -49,15 +51,23 @@ impl UpstreamHttp {
 
     /// Sends a request and reads a bounded body; 5xx and 429 become [`HttpError::Unavailable`].
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), HttpError> {
-        let response = request.send().await.map_err(|e| HttpError::Transport(transport(&e)))?;
-        let status = response.status().as_u16();
-        if status >= 500 || status == 429 {
-            return Err(HttpError::Unavailable(status));
-        }
-        Ok((status, read_capped(response).await?))
+        self.home
+            .run(async {
+                let response = request.send().await.map_err(|e| HttpError::Transport(transport(&e)))?;
+                let status = response.status().as_u16();
+                if status >= 500 || status == 429 {
+                    return Err(HttpError::Unavailable(status));
+                }
+                Ok((status, read_capped(response).await?))
+            })
+            .await
     }
 
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.home.run(self.exchange(request)).await
+    }
+
+    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let request =
             reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
         let response = self.client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;

@@ -3,6 +3,7 @@
 //! offers typed helpers for each endpoint and for a browser walking the flow.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod process;
 pub mod redis;
 pub mod tls_server;
 
@@ -41,18 +42,40 @@ pub enum Backend {
     Redis,
 }
 
-pub struct TestApp {
+/// One Tether instance as its callers see it: a base URL and the issuer it publishes, with
+/// typed helpers for each endpoint.
+#[derive(Clone)]
+pub struct Tether {
     /// Where this instance listens.
     pub base: String,
     /// The issuer (the same for every instance of a cluster).
     pub issuer: String,
     pub api: reqwest::Client,
+}
+
+impl Tether {
+    pub fn new(base: &str, issuer: &str) -> Self {
+        let api = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { base: base.to_owned(), issuer: issuer.to_owned(), api }
+    }
+}
+
+/// An in-process instance (the application `tether serve` builds) with its stand-in and store.
+pub struct TestApp {
+    pub tether: Tether,
     pub upstream: Arc<DevUpstream>,
     pub redis: Option<RedisServer>,
     pub clock: ManualClock,
     pub kind: Kind,
     handle: actix_web::dev::ServerHandle,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Tether;
+    fn deref(&self) -> &Tether {
+        &self.tether
+    }
 }
 
 impl Drop for TestApp {
@@ -90,12 +113,7 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub async fn spawn(n: usize, options: Options) -> Self {
-        let keys = tempfile::tempdir().unwrap();
-        let id = tether::crypto::fresh_key_id(SystemClock.now());
-        std::fs::write(keys.path().join("encryption"), tether::crypto::seal::KeyRing::generate_spec(&id)).unwrap();
-        std::fs::write(keys.path().join("signing"), tether::crypto::signing::SigningKeys::generate_spec(&id).unwrap())
-            .unwrap();
-        Self::spawn_with_keys(n, options, keys).await
+        Self::spawn_with_keys(n, options, key_files()).await
     }
 
     /// `n` instances reading their keys from the files `encryption` and `signing` in `keys`.
@@ -275,6 +293,42 @@ upstream = ["repo:write"]
     )
 }
 
+/// Writes the test configuration, and the secret files it names, into `dir`; returns its path.
+fn write_config(
+    dir: &std::path::Path,
+    issuer: &str,
+    upstream: &str,
+    redis_url: Option<&str>,
+    keys: Option<&std::path::Path>,
+    options: &Options,
+) -> std::path::PathBuf {
+    let mut store = match (&options.store, redis_url) {
+        (Some(lines), _) => format!("kind = \"redis\"\nprefix = \"test\"\ntimeout_ms = 1000\n{lines}"),
+        (None, Some(url)) => format!("kind = \"redis\"\nurl = \"{url}\"\nprefix = \"test\"\ntimeout_ms = 500"),
+        (None, None) => "kind = \"memory\"".to_owned(),
+    };
+    if let Some(keys) = keys {
+        let k = keys.display();
+        store.push_str(&format!("\n[keys]\nencryption_file = \"{k}/encryption\"\nsigning_file = \"{k}/signing\""));
+    }
+    std::fs::write(dir.join("dev-secret"), UPSTREAM_SECRET).unwrap();
+    std::fs::write(dir.join("files-secret"), RESOURCE_SECRET).unwrap();
+    std::fs::write(dir.join("calendar-secret"), OTHER_RESOURCE_SECRET).unwrap();
+    let config = dir.join("tether.toml");
+    std::fs::write(&config, config_toml(issuer, upstream, &store, dir, options)).unwrap();
+    config
+}
+
+/// Fresh encryption and signing keys in the files `encryption` and `signing` of a new folder.
+pub fn key_files() -> tempfile::TempDir {
+    let keys = tempfile::tempdir().unwrap();
+    let id = tether::crypto::fresh_key_id(SystemClock.now());
+    std::fs::write(keys.path().join("encryption"), tether::crypto::seal::KeyRing::generate_spec(&id)).unwrap();
+    std::fs::write(keys.path().join("signing"), tether::crypto::signing::SigningKeys::generate_spec(&id).unwrap())
+        .unwrap();
+    keys
+}
+
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
         Self::spawn_with(backend, Options::default()).await
@@ -309,21 +363,8 @@ impl TestApp {
             tether::telemetry::init(tether::settings::LogFormat::Pretty, "debug");
         }
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let mut store = match (&options.store, &redis_url) {
-            (Some(lines), _) => format!("kind = \"redis\"\nprefix = \"test\"\ntimeout_ms = 1000\n{lines}"),
-            (None, Some(url)) => format!("kind = \"redis\"\nurl = \"{url}\"\nprefix = \"test\"\ntimeout_ms = 500"),
-            (None, None) => "kind = \"memory\"".to_owned(),
-        };
-        if let Some(keys) = keys {
-            let k = keys.display();
-            store.push_str(&format!("\n[keys]\nencryption_file = \"{k}/encryption\"\nsigning_file = \"{k}/signing\""));
-        }
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("dev-secret"), UPSTREAM_SECRET).unwrap();
-        std::fs::write(dir.path().join("files-secret"), RESOURCE_SECRET).unwrap();
-        std::fs::write(dir.path().join("calendar-secret"), OTHER_RESOURCE_SECRET).unwrap();
-        let config = dir.path().join("tether.toml");
-        std::fs::write(&config, config_toml(issuer, &upstream.base_url, &store, dir.path(), options)).unwrap();
+        let config = write_config(dir.path(), issuer, &upstream.base_url, redis_url.as_deref(), keys, options);
 
         let clock = ManualClock::starting_at(SystemClock.now());
         let (built, _log) = tether::settings::load_and_build(Some(&config), clock.now())
@@ -331,18 +372,7 @@ impl TestApp {
         let app = Application::build_on(built, listener, Arc::new(clock.clone())).unwrap();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
-        let api = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self {
-            base,
-            issuer: issuer.to_owned(),
-            api,
-            upstream,
-            redis: None,
-            clock,
-            kind: options.kind,
-            handle,
-            _dir: dir,
-        }
+        Self { tether: Tether::new(&base, issuer), upstream, redis: None, clock, kind: options.kind, handle, _dir: dir }
     }
 
     /// The provider the files resource is bound to.
@@ -350,12 +380,14 @@ impl TestApp {
         self.kind.provider_id()
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     pub fn browser(&self) -> Browser {
         Browser::new()
+    }
+}
+
+impl Tether {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// GETs a JSON document from Tether.
@@ -447,7 +479,7 @@ impl TestApp {
     /// Runs the flow for `client` and exchanges the code.
     pub async fn tokens_for(&self, client: &TestClient, user: &str) -> Value {
         let pkce = Pkce::new();
-        let result = self.authorize(&self.browser(), &self.authorize_url(client, &pkce, &[]), user).await;
+        let result = self.authorize(&Browser::new(), &self.authorize_url(client, &pkce, &[]), user).await;
         let response = self.exchange_code(client, &result["code"], &pkce.verifier).await;
         assert_eq!(response.status(), 200, "code exchange failed");
         response.json().await.unwrap()
@@ -696,6 +728,19 @@ pub async fn expect_error(response: reqwest::Response, status: u16, error: &str,
     assert_eq!(body["error"], error, "{case}: {body}");
     assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{case}: no description: {body}");
     body
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// GETs a Prometheus exposition.
+pub async fn scrape(url: &str) -> String {
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    response.text().await.unwrap()
 }
 
 /// Validates a configuration written from `toml` (over the embedded defaults), returning the

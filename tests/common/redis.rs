@@ -30,7 +30,7 @@ fn binary() -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
 }
 
@@ -105,7 +105,17 @@ impl RedisServer {
         }
     }
 
-    /// Starts Redis again on the same port (empty: nothing is persisted).
+    /// Shuts Redis down as an operator does (`SHUTDOWN SAVE`): what it acknowledged is on disk
+    /// and comes back with `restart`.
+    pub fn shut_down_saving(&mut self) {
+        let _ = self.cli(&["SHUTDOWN", "SAVE"]);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Redis again on the same port, with what `shut_down_saving` saved (nothing
+    /// after `stop`).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -193,7 +203,7 @@ impl Drop for RedisServer {
 
 /// Ask the kernel to kill Redis if the test process dies without running destructors.
 #[allow(unsafe_code)]
-fn kill_with_parent(command: &mut Command) {
+pub fn kill_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and only affects the child being spawned.
     unsafe {

@@ -60,9 +60,9 @@ Refusals with a readable message, for what the schema cannot express.
 {{- fail (printf "config.%s: set by the chart (issuer, redis.*, secrets.*, providers, mcpServers, clients, metrics.port); remove it from config" $key) }}
 {{- end }}
 {{- end }}
-{{- range $key := list "bind" "shutdown_timeout_secs" }}
+{{- range $key := list "bind" "shutdown_timeout_secs" "shutdown_delay_secs" }}
 {{- if hasKey (default dict $.Values.config.server) $key }}
-{{- fail (printf "config.server.%s: set by the chart (shutdownTimeoutSeconds for the latter)" $key) }}
+{{- fail (printf "config.server.%s: set by the chart (shutdownTimeoutSeconds and shutdownDelaySeconds for the shutdown ones)" $key) }}
 {{- end }}
 {{- end }}
 {{- range $kind, $entries := dict "providers" .Values.providers "mcpServers" .Values.mcpServers "clients" .Values.clients }}
@@ -111,8 +111,8 @@ Refusals with a readable message, for what the schema cannot express.
 {{- if and .Values.ingress.enabled (ne .Values.ingress.host (trimPrefix "https://" .Values.issuer)) }}
 {{- fail (printf "ingress.host: %q must be the issuer's host (%s)" .Values.ingress.host (trimPrefix "https://" .Values.issuer)) }}
 {{- end }}
-{{- if ge (int .Values.shutdownTimeoutSeconds) (int .Values.terminationGracePeriodSeconds) }}
-{{- fail "shutdownTimeoutSeconds: must be shorter than terminationGracePeriodSeconds, or Kubernetes kills Tether mid-request" }}
+{{- if ge (add (int .Values.shutdownTimeoutSeconds) (int .Values.shutdownDelaySeconds)) (int .Values.terminationGracePeriodSeconds) }}
+{{- fail "shutdownDelaySeconds + shutdownTimeoutSeconds: must be shorter than terminationGracePeriodSeconds, or Kubernetes kills Tether mid-request" }}
 {{- end }}
 {{- end }}
 
@@ -127,6 +127,7 @@ Tether's configuration file (JSON), from .Values.config and the chart's own wiri
 {{- $server := default dict $cfg.server -}}
 {{- $_ := set $server "bind" "0.0.0.0:8080" -}}
 {{- $_ := set $server "shutdown_timeout_secs" .Values.shutdownTimeoutSeconds -}}
+{{- $_ := set $server "shutdown_delay_secs" .Values.shutdownDelaySeconds -}}
 {{- $_ := set $cfg "server" $server -}}
 {{- $_ := set $cfg "metrics" (dict "bind" (printf "0.0.0.0:%d" (int .Values.metrics.port))) -}}
 {{- $store := dict "kind" "redis" "prefix" .Values.redis.prefix "timeout_ms" .Values.redis.timeoutMs -}}
