@@ -151,7 +151,7 @@ fn load(config: Option<PathBuf>, now: i64) -> Result<(Built, settings::LogSettin
 }
 
 async fn serve((built, log): (Built, settings::LogSettings), clock: Arc<dyn Clock>) -> anyhow::Result<ExitCode> {
-    telemetry::init(log.format, &log.level);
+    let telemetry = telemetry::init(log.format, &log.level);
     if built.profile == Profile::Development && built.warnings.iter().any(|w| w.contains("ephemeral")) {
         eprintln!("\n  *** DEVELOPMENT: EPHEMERAL KEYS. Tokens and grants die with this process. ***");
         eprintln!("  *** Run `tether keys generate` and configure keys for anything real.      ***\n");
@@ -162,8 +162,10 @@ async fn serve((built, log): (Built, settings::LogSettings), clock: Arc<dyn Cloc
     let issuer = built.issuer.clone();
     let app = Application::build(built, clock)?;
     tracing::info!(%issuer, port = app.port(), "tether listening");
-    app.run_until_stopped().await?;
+    let served = app.run_until_stopped().await;
     tracing::info!("tether stopped");
+    telemetry.shutdown().await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -92,3 +92,116 @@ async fn the_image_health_check_passes_only_while_healthz_answers_200() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     assert!(!check(format!("http://127.0.0.1:{closed}/healthz")).await.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tether_finds_the_master_through_sentinel_and_follows_it_when_the_master_dies() {
+    let mut redis = RedisSentinel::start();
+    let store = format!("topology = \"sentinel\"\nsentinel_master = \"mymaster\"\nurl = \"{}\"", redis.url());
+    let app = TestApp::spawn_with(Backend::Memory, Options { store: Some(store), ..Options::default() }).await;
+    assert_eq!(app.api.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    let client = app.register_client("none").await;
+    let tokens = app.tokens_for(&client, "sentinel-user").await;
+    assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], true);
+    assert!(redis.master.cli(&["DBSIZE"]).trim().parse::<u32>().unwrap() > 0, "Tether wrote to the master");
+
+    let died = std::time::Instant::now();
+    redis.kill_master();
+    let promoted = died.elapsed();
+
+    // Tether's connection to the dead master fails: it asks the sentinel again and writes
+    // to the new master. A refresh (a write) proves it.
+    let started = std::time::Instant::now();
+    let rotated = loop {
+        let response = app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await;
+        if response.status() == 200 {
+            break response.json::<serde_json::Value>().await.unwrap();
+        }
+        let body = expect_error(response, 503, "temporarily_unavailable", "during the failover").await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "still failing after 10 s: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "the sentinel promoted the replica {promoted:?} after the master died; writes resumed {:?} later",
+        started.elapsed()
+    );
+    assert_eq!(app.introspect(rotated["access_token"].as_str().unwrap()).await["active"], true);
+    assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], true, "grant kept");
+    let fresh = app.tokens_for(&client, "after-failover").await;
+    assert_eq!(app.introspect(fresh["access_token"].as_str().unwrap()).await["active"], true);
+    assert!(redis.replica.cli(&["ROLE"]).starts_with("master"));
+}
+
+/// An OTLP/HTTP collector stand-in: keeps the bodies POSTed to /v1/traces.
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            keep.lock().unwrap().push(body.to_vec());
+            axum::http::StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spans_join_the_callers_trace_and_are_exported_over_otlp_without_query_strings() {
+    let (endpoint, received) = collector().await;
+    let env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()),
+    ];
+    let mut replicas = common::process::Replicas::start(1, Options { env, ..Options::default() }).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let health = replicas[0].api.get(replicas[0].url("/healthz")).header("traceparent", &traceparent).send().await;
+    assert_eq!(health.unwrap().status(), 200);
+    let callback = replicas[0].url("/callback?code=secret-code-in-query&state=secret-state");
+    replicas[0].api.get(callback).header("traceparent", &traceparent).send().await.unwrap();
+    replicas[0].signal(libc::SIGTERM);
+    assert!(replicas[0].exited(std::time::Duration::from_secs(15)).await.is_some_and(|s| s.success()));
+
+    // The log lines of the request carry the caller's trace id.
+    let log = replicas[0].log();
+    let line = log.lines().find(|l| l.contains(r#""path":"/healthz""#)).expect("a log line for /healthz");
+    assert!(line.contains(&format!(r#""trace_id":"{trace}""#)), "{line}");
+
+    // The spans were exported (flushed at shutdown) into the same trace, named by route.
+    let bodies = received.lock().unwrap().concat();
+    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect();
+    assert!(contains(&bodies, &trace_bytes), "no exported span in trace {trace} ({} bytes received)", bodies.len());
+    assert!(contains(&bodies, b"GET /healthz") && contains(&bodies, b"GET /callback"), "span names");
+    assert!(contains(&bodies, b"tether"), "service name");
+    assert!(!contains(&bodies, b"secret-code-in-query") && !contains(&bodies, b"secret-state"), "query in a span");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_export_the_log_lines_still_carry_the_callers_trace_id() {
+    let mut replicas = common::process::Replicas::start(1, Options::default()).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traced = replicas[0]
+        .api
+        .get(replicas[0].url("/healthz"))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 200);
+    let malformed = replicas[0].api.get(replicas[0].url("/readyz")).header("traceparent", "00-zz-yy-01").send().await;
+    assert_eq!(malformed.unwrap().status(), 200, "a malformed traceparent is ignored");
+    replicas[0].signal(libc::SIGTERM);
+    assert!(replicas[0].exited(std::time::Duration::from_secs(15)).await.is_some());
+    let log = replicas[0].log();
+    let line = |path: &str| log.lines().find(|l| l.contains(&format!(r#""path":"{path}""#))).unwrap().to_owned();
+    assert!(line("/healthz").contains(&format!(r#""trace_id":"{trace}""#)), "{log}");
+    assert!(!line("/readyz").contains("trace_id"), "{log}");
+    assert!(!log.contains("otel."), "OpenTelemetry fields stay out of the logs: {log}");
+}

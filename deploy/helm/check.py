@@ -50,6 +50,7 @@ BROKEN = [
     ("ingress for another host", {"ingress": {"enabled": True, "host": "other.example.com"}}, "ingress.host"),
     ("shutdown longer than the grace period", {"shutdownTimeoutSeconds": 40}, "shutdownDelaySeconds + shutdownTimeoutSeconds"),
     ("delay and shutdown longer than the grace period", {"shutdownDelaySeconds": 15}, "shutdownDelaySeconds"),
+    ("environment variable without a name", {"extraEnv": [{"value": "x"}]}, "name"),
     ("memory limit without a unit", {"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ("unknown top-level value", {"replicas": 3}, "replicas"),
 ]

@@ -25,7 +25,7 @@ use tether::startup::Application;
 #[allow(unused_imports)] // each test binary uses some of these
 pub use dev_upstream::{DevUpstream, IdTokenFault, Profile, UpstreamConfig};
 #[allow(unused_imports)]
-pub use redis::{RedisCluster, RedisServer};
+pub use redis::{RedisCluster, RedisSentinel, RedisServer};
 
 pub const RESOURCE_ID: &str = "files";
 pub const RESOURCE_URI: &str = "https://files.example/mcp";
@@ -178,6 +178,8 @@ pub struct Options {
     pub discovery_down: bool,
     /// Lifetime of the stand-in's access tokens (default one hour).
     pub upstream_ttl: Option<Duration>,
+    /// Environment variables of `tether serve` processes (`process::Replicas`).
+    pub env: Vec<(String, String)>,
     /// Publish an https issuer (cookies become `__Host-` and `Secure`); browser flows over the
     /// plain-http test listener then lose their cookies, so only for inspecting responses.
     pub https_issuer: bool,
@@ -360,7 +362,7 @@ impl TestApp {
         options: &Options,
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            tether::telemetry::init(tether::settings::LogFormat::Pretty, "debug");
+            drop(tether::telemetry::init(tether::settings::LogFormat::Pretty, "debug"));
         }
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let dir = tempfile::tempdir().unwrap();

@@ -106,7 +106,7 @@ impl Replicas {
         let mut replicas = Vec::new();
         for (i, port) in ports.into_iter().enumerate() {
             let log = dir.path().join(format!("tether-{i}.log"));
-            replicas.push(spawn(&config, port, &issuer, log).await);
+            replicas.push(spawn(&config, port, &issuer, log, &options.env).await);
         }
         Self { replicas, redis, upstream, issuer, _dir: dir, _keys: keys }
     }
@@ -167,7 +167,7 @@ impl Replicas {
 }
 
 /// Starts `tether serve` on `port` and waits until it is ready.
-async fn spawn(config: &std::path::Path, port: u16, issuer: &str, log: PathBuf) -> Replica {
+async fn spawn(config: &std::path::Path, port: u16, issuer: &str, log: PathBuf, env: &[(String, String)]) -> Replica {
     let file = std::fs::File::create(&log).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
     command
@@ -175,6 +175,7 @@ async fn spawn(config: &std::path::Path, port: u16, issuer: &str, log: PathBuf) 
         .arg(config)
         .env("TETHER__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env_remove("TETHER_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(file.try_clone().unwrap()))
         .stderr(Stdio::from(file));

@@ -14,6 +14,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// Arguments beyond port, bind, persistence and dir (cluster mode, replication, ...).
     extra: Vec<String>,
+    /// For a sentinel: the lines of its configuration file (beyond port, bind and dir).
+    sentinel: Option<String>,
 }
 
 fn binary() -> PathBuf {
@@ -45,7 +47,7 @@ impl RedisServer {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for redis");
             let extra = extra.iter().map(|a| (*a).to_owned()).collect();
-            let mut server = Self { port: free_port(), child: None, dir, extra };
+            let mut server = Self { port: free_port(), child: None, dir, extra, sentinel: None };
             server.spawn();
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
@@ -54,15 +56,37 @@ impl RedisServer {
         panic!("redis-server did not start on a free port after 5 attempts");
     }
 
+    /// A sentinel (`redis-server sentinel.conf --sentinel`) with these configuration lines.
+    pub fn start_sentinel(lines: &str) -> Self {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir for redis");
+            let mut server =
+                Self { port: free_port(), child: None, dir, extra: Vec::new(), sentinel: Some(lines.to_owned()) };
+            server.spawn();
+            if server.wait_ready(Duration::from_secs(10)) {
+                return server;
+            }
+        }
+        panic!("redis-server --sentinel did not start on a free port after 5 attempts");
+    }
+
     fn spawn(&mut self) {
         let mut command = Command::new(binary());
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &self.dir.path().display().to_string()])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let dir = self.dir.path().display().to_string();
+        match &self.sentinel {
+            Some(lines) => {
+                let conf = self.dir.path().join("sentinel.conf");
+                std::fs::write(&conf, format!("port {}\nbind 127.0.0.1\ndir {dir}\n{lines}\n", self.port)).unwrap();
+                command.arg(conf).arg("--sentinel");
+            }
+            None => {
+                command
+                    .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--dir", &dir])
+                    .args(&self.extra);
+            }
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         kill_with_parent(&mut command);
         self.child = Some(command.spawn().expect("cannot run redis-server"));
     }
@@ -191,6 +215,69 @@ impl RedisCluster {
     /// Keys stored on each node (a cluster that spreads nothing would show one non-zero).
     pub fn keys_per_node(&self) -> Vec<usize> {
         self.nodes.iter().map(|n| n.cli(&["DBSIZE"]).trim().parse().unwrap_or(0)).collect()
+    }
+}
+
+/// A real Sentinel setup: a master, one replica and one sentinel watching them as
+/// `mymaster` (quorum 1, down after 1 s), each on a free port.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    pub fn start() -> Self {
+        // Replicas sync at once (the default waits 5 s for more replicas to join).
+        let master = RedisServer::start_with(&["--repl-diskless-sync-delay", "0"]);
+        let port = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+        let sentinel = RedisServer::start_sentinel(&format!(
+            "sentinel monitor mymaster 127.0.0.1 {port} 1\nsentinel known-replica mymaster 127.0.0.1 {}\n\
+             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000",
+            replica.port
+        ));
+        wait_for("the sentinel to find the replica", || {
+            sentinel.cli(&["SENTINEL", "REPLICAS", "mymaster"]).contains(&replica.port.to_string())
+        });
+        Self { master, replica, sentinel }
+    }
+
+    /// The sentinel's URL (what `store.url` names for `topology = "sentinel"`).
+    pub fn url(&self) -> String {
+        self.sentinel.url()
+    }
+
+    /// Waits until the replica has every write the master has taken so far: a marker written
+    /// last arrives last. (`WAIT` from another connection proves nothing, and Redis 7 holds
+    /// the stream to a new diskless replica until its first ACK, up to a second.)
+    fn caught_up(&self) {
+        let marker = format!("sync-{}", uuid::Uuid::new_v4().simple());
+        self.master.cli(&["SET", &marker, "1"]);
+        wait_for("the replica to catch up", || self.replica.cli(&["EXISTS", &marker]).trim() == "1");
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn master_port(&self) -> u16 {
+        let reply = self.sentinel.cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]);
+        reply.lines().nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// The master dies (after its replica received every write): the sentinel notices
+    /// within a second and promotes the replica. Returns when the sentinel names it.
+    pub fn kill_master(&mut self) {
+        self.caught_up();
+        self.master.stop();
+        wait_for("the sentinel to name the replica", || self.master_port() == self.replica.port);
+        wait_for("the replica to become master", || self.replica.cli(&["ROLE"]).starts_with("master"));
+    }
+}
+
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after 30 s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
