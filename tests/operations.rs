@@ -205,3 +205,42 @@ async fn without_export_the_log_lines_still_carry_the_callers_trace_id() {
     assert!(!line("/readyz").contains("trace_id"), "{log}");
     assert!(!log.contains("otel."), "OpenTelemetry fields stay out of the logs: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tether_reaches_redis_over_tls_with_a_private_ca_as_an_acl_user() {
+    let redis = RedisServer::start_tls("tether", "acl-password-for-tether");
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("redis-password");
+    std::fs::write(&password_file, "acl-password-for-tether\n").unwrap();
+    let store = |ca: bool, password: &std::path::Path| {
+        let ca = if ca { format!("ca_file = \"{}\"\n", redis.ca_file().display()) } else { String::new() };
+        format!(
+            "url = \"rediss://127.0.0.1:{}\"\nusername = \"tether\"\npassword_file = \"{}\"\n{ca}",
+            redis.port,
+            password.display()
+        )
+    };
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options { store: Some(store(true, &password_file)), ..Options::default() },
+    )
+    .await;
+    assert_eq!(app.api.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    let client = app.register_client("none").await;
+    let tokens = app.tokens_for(&client, "tls-user").await;
+    assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], true);
+    assert_eq!(app.refresh(&client, tokens["refresh_token"].as_str().unwrap()).await.status(), 200);
+    assert!(redis.cli(&["DBSIZE"]).trim().parse::<u32>().unwrap() > 0, "Tether's keys are in this Redis");
+
+    // Without the private CA the certificate is not trusted; with a wrong password the user
+    // is refused: either way Tether stays up and unready, and says why in its answer.
+    let wrong = secrets.path().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password").unwrap();
+    for (case, lines) in [("untrusted CA", store(false, &password_file)), ("wrong password", store(true, &wrong))] {
+        let refused = TestApp::spawn_with(Backend::Memory, Options { store: Some(lines), ..Options::default() }).await;
+        let ready = refused.api.get(refused.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503, "{case}");
+        let register = refused.register(&serde_json::json!({"redirect_uris": [CLIENT_REDIRECT]})).await;
+        expect_error(register, 503, "temporarily_unavailable", case).await;
+    }
+}

@@ -16,6 +16,10 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// For a sentinel: the lines of its configuration file (beyond port, bind and dir).
     sentinel: Option<String>,
+    /// TLS only, with `redis.crt`, `redis.key` and `ca.crt` in `dir`.
+    tls: bool,
+    /// The ACL user and password `cli` signs in with (the default user is off).
+    user: Option<(String, String)>,
 }
 
 fn binary() -> PathBuf {
@@ -43,31 +47,72 @@ impl RedisServer {
 
     /// A server with extra command-line arguments (`--cluster-enabled yes`, ...).
     pub fn start_with(extra: &[&str]) -> Self {
-        // A port picked this way can be taken by someone else before Redis binds it; retry.
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("temp dir for redis");
-            let extra = extra.iter().map(|a| (*a).to_owned()).collect();
-            let mut server = Self { port: free_port(), child: None, dir, extra, sentinel: None };
-            server.spawn();
-            if server.wait_ready(Duration::from_secs(10)) {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on a free port after 5 attempts");
+        Self::launch("redis-server", |server| server.extra = extra.iter().map(|a| (*a).to_owned()).collect())
+    }
+
+    /// Redis over TLS only (`rediss://`), its certificate (for 127.0.0.1) issued by a CA of
+    /// the test's own (`ca_file`), with the ACL user `user` and the default user off.
+    pub fn start_tls(user: &str, password: &str) -> Self {
+        Self::launch("redis-server with TLS", |server| {
+            write_certificates(server.dir.path());
+            let d = server.dir.path().display();
+            let port = server.port.to_string();
+            server.extra = [
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                &format!("{d}/redis.crt"),
+                "--tls-key-file",
+                &format!("{d}/redis.key"),
+                "--tls-ca-cert-file",
+                &format!("{d}/ca.crt"),
+                "--tls-auth-clients",
+                "no",
+                "--user",
+                user,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+                "--user",
+                "default",
+                "off",
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+            server.tls = true;
+            server.user = Some((user.to_owned(), password.to_owned()));
+        })
     }
 
     /// A sentinel (`redis-server sentinel.conf --sentinel`) with these configuration lines.
     pub fn start_sentinel(lines: &str) -> Self {
+        Self::launch("redis-server --sentinel", |server| server.sentinel = Some(lines.to_owned()))
+    }
+
+    /// Starts a server `prepare`d on a free port and waits until it answers. A port picked
+    /// this way can be taken by someone else before Redis binds it; so it retries.
+    fn launch(what: &str, prepare: impl Fn(&mut Self)) -> Self {
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for redis");
             let mut server =
-                Self { port: free_port(), child: None, dir, extra: Vec::new(), sentinel: Some(lines.to_owned()) };
+                Self { port: free_port(), child: None, dir, extra: Vec::new(), sentinel: None, tls: false, user: None };
+            prepare(&mut server);
             server.spawn();
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
             }
         }
-        panic!("redis-server --sentinel did not start on a free port after 5 attempts");
+        panic!("{what} did not start on a free port after 5 attempts");
+    }
+
+    /// The PEM file of the CA that issued a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     fn spawn(&mut self) {
@@ -109,6 +154,9 @@ impl RedisServer {
 
     /// Whether Redis answers PING.
     pub fn ping(&self) -> bool {
+        if self.tls || self.user.is_some() {
+            return self.cli(&["PING"]).trim() == "PONG";
+        }
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -168,13 +216,36 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server and returns what it printed.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(cli_binary())
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("cannot run redis-cli (apt-get install redis-tools)");
+        let mut command = Command::new(cli_binary());
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if self.tls {
+            command.arg("--tls").arg("--cacert").arg(self.ca_file());
+        }
+        if let Some((user, password)) = &self.user {
+            command.args(["--user", user, "--pass", password, "--no-auth-warning"]);
+        }
+        let out = command.args(args).output().expect("cannot run redis-cli (apt-get install redis-tools)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 it issued, as PEM files in `dir`.
+fn write_certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (redis-cli) takes a leaf named like its issuer for self-signed.
+    ca_params.distinguished_name.push(DnType::CommonName, "Tether test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    params.distinguished_name.push(DnType::CommonName, "redis test server");
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(dir.join("redis.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("redis.key"), key.serialize_pem()).unwrap();
 }
 
 fn cli_binary() -> PathBuf {
