@@ -82,6 +82,7 @@ contract!(
     registrations_are_capped_per_hour,
     a_reseal_replaces_upstream_tokens_only_if_unchanged,
     a_scan_lists_every_grant_once_it_has_walked_all_pages,
+    connections_are_claimed_and_settled_once_and_sessions_point_at_grants,
 );
 
 const TTL: Duration = Duration::from_secs(60);
@@ -427,4 +428,43 @@ async fn a_scan_lists_every_grant_once_it_has_walked_all_pages(s: Subject) {
         cursor = next;
     }
     assert_eq!(seen, ids.into_iter().collect());
+}
+
+async fn connections_are_claimed_and_settled_once_and_sessions_point_at_grants(s: Subject) {
+    let record = ConnectionRecord {
+        resource: "files".into(),
+        session: "chat-1".into(),
+        scope: vec!["files:read".into()],
+        verifier: "v".into(),
+        created_at: 1,
+        expires_at: 601,
+    };
+    s.store.put_connection("c1", "link-digest", &record, TTL).await.unwrap();
+    assert_eq!(s.store.connection("c1").await.unwrap(), Some(record));
+    assert_eq!(s.store.connection_for_link("link-digest").await.unwrap().as_deref(), Some("c1"));
+    assert_eq!(s.store.connection_for_link("other").await.unwrap(), None);
+
+    assert_eq!(s.store.claim_connection("c1", "browser-a", TTL).await.unwrap(), "browser-a");
+    assert_eq!(s.store.claim_connection("c1", "browser-b", TTL).await.unwrap(), "browser-a", "first claim holds");
+
+    assert_eq!(s.store.connection_outcome("c1").await.unwrap(), None);
+    let denied = ConnectionOutcome { status: ConnectionStatus::Denied, at: 5, reason: Some("no".into()) };
+    let connected = ConnectionOutcome { status: ConnectionStatus::Connected, at: 6, reason: None };
+    assert_eq!(s.store.settle_connection("c1", &denied, TTL).await.unwrap(), denied);
+    assert_eq!(s.store.settle_connection("c1", &connected, TTL).await.unwrap(), denied, "settled once");
+    assert_eq!(s.store.connection_outcome("c1").await.unwrap(), Some(denied));
+
+    assert_eq!(s.store.put_session("sess", "g1", TTL).await.unwrap(), None);
+    assert_eq!(s.store.put_session("sess", "g2", TTL).await.unwrap().as_deref(), Some("g1"), "the one it replaced");
+    assert_eq!(s.store.session("sess").await.unwrap().as_deref(), Some("g2"));
+    assert_eq!(s.store.take_session("sess").await.unwrap().as_deref(), Some("g2"));
+    assert_eq!(s.store.take_session("sess").await.unwrap(), None);
+    s.store.publish_connection("files", "{}").await.unwrap();
+
+    let short = Duration::from_secs(1);
+    s.store.put_session("brief", "g3", short).await.unwrap();
+    assert_eq!(s.store.claim_connection("c2", "browser-a", short).await.unwrap(), "browser-a");
+    s.elapse(1).await;
+    assert_eq!(s.store.session("brief").await.unwrap(), None, "sessions expire");
+    assert_eq!(s.store.claim_connection("c2", "browser-b", short).await.unwrap(), "browser-b", "claims expire");
 }

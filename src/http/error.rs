@@ -94,17 +94,21 @@ pub fn form_error(err: actix_web::error::UrlencodedError, _req: &HttpRequest) ->
 }
 
 /// Registration bodies that are not the JSON object RFC 7591 describes.
-pub fn json_error_handler(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+pub fn json_error_handler(err: actix_web::error::JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let (status, error) = match &err {
         E::Overflow { .. } | E::OverflowKnownLength { .. } => {
             (StatusCode::PAYLOAD_TOO_LARGE, OAuthError::invalid_request("request body is too large"))
         }
         E::ContentType => (StatusCode::BAD_REQUEST, OAuthError::invalid_request("expected an application/json body")),
-        E::Deserialize(e) => (
+        // RFC 7591 §3.2.2 names registration's own error; elsewhere it is a bad request.
+        E::Deserialize(e) if req.path().starts_with("/register") => (
             StatusCode::BAD_REQUEST,
             OAuthError::new(ErrorCode::InvalidClientMetadata, format!("malformed client metadata: {e}")),
         ),
+        E::Deserialize(e) => {
+            (StatusCode::BAD_REQUEST, OAuthError::invalid_request(format!("malformed JSON body: {e}")))
+        }
         other => (StatusCode::BAD_REQUEST, OAuthError::invalid_request(format!("malformed body: {other}"))),
     };
     let response = json_error(status, &error);

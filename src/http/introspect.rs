@@ -5,11 +5,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::oauth::OAuthError;
-use crate::oauth::client_auth::parse_basic;
 use crate::oauth::introspection::{self, Inactive, Introspection};
 
+use super::AppState;
 use super::error::{ApiError, no_store};
-use super::{AppState, authorization_header};
 
 #[derive(Debug, Deserialize)]
 pub struct IntrospectForm {
@@ -26,14 +25,7 @@ pub async fn post(
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let broker = &state.broker;
-    let header = authorization_header(&req)
-        .ok_or_else(|| OAuthError::invalid_client("authenticate with the resource's credentials (HTTP Basic)"))?;
-    let (id, secret) = parse_basic(&header)?;
-    let caller = broker
-        .registry
-        .authenticate_resource(&id, &secret)
-        .ok_or_else(|| OAuthError::invalid_client("unknown resource or wrong secret"))?;
-    tracing::Span::current().record("resource", caller.id.as_str());
+    let caller = super::resource_caller(&req, &state)?;
     if let Err(wait) = state.limits.introspect.check(&caller.id) {
         let secs = super::limits::retry_secs(wait);
         tracing::info!(resource = %caller.id, retry_after = secs, "introspection rate limited");

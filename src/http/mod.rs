@@ -14,6 +14,7 @@ use crate::oauth::Broker;
 
 mod authorize;
 mod callback;
+mod connect;
 mod consent;
 pub mod error;
 mod health;
@@ -142,6 +143,20 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
         .service(
             web::resource("/revoke").wrap(cors()).route(web::post().to(revoke::post)).default_service(not_allowed()),
         )
+        .service(web::resource("/connect").route(web::post().to(connect::start)).default_service(not_allowed()))
+        .service(
+            web::resource("/connect/resolve").route(web::post().to(connect::resolve)).default_service(not_allowed()),
+        )
+        .service(web::resource("/connect/finish").route(web::get().to(connect::finish)).default_service(not_allowed()))
+        .service(
+            web::resource("/connect/link/{token}").route(web::get().to(connect::link)).default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/connect/{id}")
+                .route(web::get().to(connect::status))
+                .route(web::delete().to(connect::disconnect))
+                .default_service(not_allowed()),
+        )
         .service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)));
     if registration_enabled {
@@ -160,6 +175,24 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
                 .default_service(not_allowed()),
         );
     }
+}
+
+/// The MCP server calling: HTTP Basic with its resource id and secret (RFC 7662 §2.1).
+fn resource_caller<'a>(
+    req: &HttpRequest,
+    state: &'a AppState,
+) -> Result<&'a crate::oauth::registry::Resource, crate::oauth::OAuthError> {
+    use crate::oauth::OAuthError;
+    let header = authorization_header(req)
+        .ok_or_else(|| OAuthError::invalid_client("authenticate with the resource's credentials (HTTP Basic)"))?;
+    let (id, secret) = crate::oauth::client_auth::parse_basic(&header)?;
+    let caller = state
+        .broker
+        .registry
+        .authenticate_resource(&id, &secret)
+        .ok_or_else(|| OAuthError::invalid_client("unknown resource or wrong secret"))?;
+    tracing::Span::current().record("resource", caller.id.as_str());
+    Ok(caller)
 }
 
 /// The `Authorization` header as text, when present and readable.

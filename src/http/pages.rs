@@ -78,12 +78,39 @@ pub fn error_page(status: PageStatus, message: &str) -> HttpResponse {
     )
 }
 
+/// A page that tells the user how something ended (the connect flow's last step).
+pub fn message_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
+    page(
+        status,
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p.muted { "You can close this window." }
+        },
+    )
+}
+
 pub fn consent_page(view: &ConsentView) -> HttpResponse {
     let name = view.client_name.as_deref().unwrap_or("An unnamed application");
     page(
         StatusCode::OK,
         "Authorize access",
         html! {
+            @if view.connect {
+            h1 { "Connect " (view.provider_name) " to " (view.resource_name) "?" }
+            div.box {
+                p { "The MCP server " strong { (view.resource_name) } " asks to act at " strong { (view.provider_name) }
+                    " on your behalf, in the conversation that gave you this link." }
+                p.muted { "MCP server: " code { (view.resource_uri) } }
+                @if !view.scopes.is_empty() {
+                    p { "It asks to:" }
+                    ul { @for (scope, description) in &view.scopes {
+                        li { code { (scope) } @if let Some(d) = description { " — " (d) } }
+                    } }
+                }
+            }
+            } @else {
             h1 { "Authorize " (name) "?" }
             div.box {
                 p { strong { (name) } " wants to use " strong { (view.resource_name) } " on your behalf." }
@@ -106,7 +133,11 @@ pub fn consent_page(view: &ConsentView) -> HttpResponse {
                         @for (i, s) in view.upstream_scopes.iter().enumerate() { @if i > 0 { ", " } code { (s) } } }
                 }
             }
-            @if view.local_only {
+            }
+            @if view.connect {
+            p.warning { "Approve only if you asked for this in your conversation just now: anyone can send you such "
+                "a link, and whoever holds that conversation gets this access." }
+            } @else if view.local_only {
             p.warning { "This application receives the authorization on this computer (localhost). Anyone can claim "
                 "such an application's name: approve only if you started " (name) " yourself just now." }
         } @else {

@@ -26,21 +26,12 @@ pub async fn post(
     let now = state.clock.now();
     let form = form.into_inner();
     let broker = &state.broker;
-    let store = broker.store.as_ref();
     let presented =
         Presented { basic: authorization_header(&req), client_id: form.client_id, client_secret: form.client_secret };
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
     let token = form.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    let revoker = revocation::Revoker {
-        grants: store,
-        refresh: store,
-        signer: &broker.signer,
-        issuer: &broker.issuer,
-        providers: &broker.providers,
-        vault: &broker.vault,
-    };
-    revocation::revoke(revoker, &client, &token).await?;
+    revocation::revoke(broker.revoker(), &client, &token).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.finish())

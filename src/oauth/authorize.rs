@@ -60,7 +60,7 @@ pub struct FlowContext<'a> {
 }
 
 /// A binding cookie value is a token from `random::token`.
-fn is_binding(value: &str) -> bool {
+pub(crate) fn is_binding(value: &str) -> bool {
     value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -174,6 +174,7 @@ pub async fn start(
         // MCP security considerations: warn when the code goes to this computer only.
         local_only: client.redirect_uris.iter().all(|u| redirect::is_loopback_uri(u)),
         document_host: (client.source == ClientSource::Document).then(|| redirect::display_host(&client.client_id)),
+        connect: false,
         resource_name: resource.name.clone(),
         resource_uri: resource.uri.clone(),
         provider_name: provider.display_name().to_owned(),

@@ -102,6 +102,8 @@ pub struct ConsentView {
     pub local_only: bool,
     /// For a client identified by a metadata document, the host that published it.
     pub document_host: Option<String>,
+    /// The connect flow: the MCP server itself asks, for one of its sessions.
+    pub connect: bool,
     pub resource_name: String,
     pub resource_uri: String,
     pub provider_name: String,

@@ -5,6 +5,7 @@ pub mod background;
 pub mod callback;
 pub mod client_auth;
 pub mod clients;
+pub mod connect;
 pub mod consent;
 pub mod decide;
 pub mod documents;
@@ -95,6 +96,18 @@ impl Broker {
             issuer: &self.issuer,
             refresher: self.refresher(),
             activity: self.background.map(|b| (activity, b.window)),
+        }
+    }
+
+    pub fn revoker(&self) -> revocation::Revoker<'_> {
+        let store = self.store.as_ref();
+        revocation::Revoker {
+            grants: store,
+            refresh: store,
+            signer: &self.signer,
+            issuer: &self.issuer,
+            providers: &self.providers,
+            vault: &self.vault,
         }
     }
 

@@ -53,7 +53,7 @@ pub async fn revoke(ctx: Revoker<'_>, client: &ClientRecord, token: &str) -> Res
 }
 
 /// Best effort: the Tether grant is already revoked whatever the provider answers.
-async fn revoke_upstream(ctx: Revoker<'_>, grant_id: &str) {
+pub async fn revoke_upstream(ctx: Revoker<'_>, grant_id: &str) {
     let Ok(Some(grant)) = ctx.grants.grant(grant_id).await else { return };
     let Some(provider) = ctx.providers.get(&grant.info.provider).filter(|p| p.revokes_upstream()) else { return };
     let Some(tokens) = ctx.vault.open(&grant) else { return };

@@ -60,6 +60,24 @@ impl<V: Clone> TtlMap<V> {
         self.lock().remove(key);
     }
 
+    /// Inserts, returning the live entry it replaced.
+    fn replace(&self, key: &str, value: V, ttl: Duration, now: UnixTime) -> Option<V> {
+        let before = self.lock().insert(key.to_owned(), (value, expiry(now, ttl)));
+        before.and_then(|(v, exp)| (exp > now).then_some(v))
+    }
+
+    /// Inserts unless a live entry is there; the value in force either way.
+    fn insert_once(&self, key: &str, value: V, ttl: Duration, now: UnixTime) -> V {
+        let mut map = self.lock();
+        match map.get(key) {
+            Some((held, exp)) if *exp > now => held.clone(),
+            _ => {
+                map.insert(key.to_owned(), (value.clone(), expiry(now, ttl)));
+                value
+            }
+        }
+    }
+
     /// Applies `f` to a live entry; `None` when absent or expired.
     fn update<R>(&self, key: &str, now: UnixTime, f: impl FnOnce(&mut V, &mut UnixTime) -> R) -> Option<R> {
         let mut map = self.lock();
@@ -89,6 +107,12 @@ pub struct MemoryStore {
     locks: TtlMap<String>,
     successors: TtlMap<Vec<u8>>,
     browsers: TtlMap<HashMap<String, String>>,
+    connections: TtlMap<ConnectionRecord>,
+    /// Link digests, claims (browser digests) and sessions (grant ids), by key.
+    connect_links: TtlMap<String>,
+    connect_claims: TtlMap<String>,
+    connect_outcomes: TtlMap<ConnectionOutcome>,
+    sessions: TtlMap<String>,
     activity: Mutex<HashMap<String, UnixTime>>,
     /// Admitted dynamic clients and when each lapses; (hour, registrations in it).
     admitted: Mutex<(HashMap<String, UnixTime>, i64, u64)>,
@@ -108,6 +132,11 @@ impl MemoryStore {
             locks: TtlMap::new(),
             successors: TtlMap::new(),
             browsers: TtlMap::new(),
+            connections: TtlMap::new(),
+            connect_links: TtlMap::new(),
+            connect_claims: TtlMap::new(),
+            connect_outcomes: TtlMap::new(),
+            sessions: TtlMap::new(),
             activity: Mutex::new(HashMap::new()),
             admitted: Mutex::new((HashMap::new(), 0, 0)),
         }
@@ -363,6 +392,56 @@ impl RefreshStore for MemoryStore {
 
     async fn delete_refresh(&self, key: &str) -> StoreResult<()> {
         self.refresh.remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConnectStore for MemoryStore {
+    async fn put_connection(&self, id: &str, link: &str, record: &ConnectionRecord, ttl: Duration) -> StoreResult<()> {
+        self.connections.insert(id, record.clone(), ttl, self.now());
+        self.connect_links.insert(link, id.to_owned(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
+        Ok(self.connections.get(id, self.now()))
+    }
+
+    async fn connection_for_link(&self, link: &str) -> StoreResult<Option<String>> {
+        Ok(self.connect_links.get(link, self.now()))
+    }
+
+    async fn claim_connection(&self, id: &str, browser: &str, ttl: Duration) -> StoreResult<String> {
+        Ok(self.connect_claims.insert_once(id, browser.to_owned(), ttl, self.now()))
+    }
+
+    async fn settle_connection(
+        &self,
+        id: &str,
+        outcome: &ConnectionOutcome,
+        ttl: Duration,
+    ) -> StoreResult<ConnectionOutcome> {
+        Ok(self.connect_outcomes.insert_once(id, outcome.clone(), ttl, self.now()))
+    }
+
+    async fn connection_outcome(&self, id: &str) -> StoreResult<Option<ConnectionOutcome>> {
+        Ok(self.connect_outcomes.get(id, self.now()))
+    }
+
+    async fn put_session(&self, key: &str, grant_id: &str, ttl: Duration) -> StoreResult<Option<String>> {
+        Ok(self.sessions.replace(key, grant_id.to_owned(), ttl, self.now()))
+    }
+
+    async fn session(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(self.sessions.get(key, self.now()))
+    }
+
+    async fn take_session(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(self.sessions.take(key, self.now()))
+    }
+
+    async fn publish_connection(&self, _resource: &str, _event: &str) -> StoreResult<()> {
         Ok(())
     }
 }

@@ -163,6 +163,35 @@ pub trait ActivityStore: Send + Sync {
     async fn forget_before(&self, before: UnixTime) -> StoreResult<()>;
 }
 
+/// The connect flow: MCP servers' requests to connect a session, and the sessions connected.
+#[async_trait]
+pub trait ConnectStore: Send + Sync {
+    /// Stores a connection and the digest of its link (the browser's way in), both for `ttl`.
+    async fn put_connection(&self, id: &str, link: &str, record: &ConnectionRecord, ttl: Duration) -> StoreResult<()>;
+    async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>>;
+    /// The connection a link digest opens.
+    async fn connection_for_link(&self, link: &str) -> StoreResult<Option<String>>;
+    /// Binds the connection to the first browser that opens it; returns the browser it is
+    /// bound to (this one, or the one that came first).
+    async fn claim_connection(&self, id: &str, browser: &str, ttl: Duration) -> StoreResult<String>;
+    /// Records the outcome unless one is recorded; returns the outcome in force.
+    async fn settle_connection(
+        &self,
+        id: &str,
+        outcome: &ConnectionOutcome,
+        ttl: Duration,
+    ) -> StoreResult<ConnectionOutcome>;
+    async fn connection_outcome(&self, id: &str) -> StoreResult<Option<ConnectionOutcome>>;
+    /// Points a session (by digest) at a grant; returns the grant it pointed at before.
+    async fn put_session(&self, key: &str, grant_id: &str, ttl: Duration) -> StoreResult<Option<String>>;
+    async fn session(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Removes a session; returns the grant it pointed at.
+    async fn take_session(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Announces `event` to servers listening on the store (Redis: PUBLISH on
+    /// `<prefix>:connect:<resource>`); the memory store has no listeners.
+    async fn publish_connection(&self, resource: &str, event: &str) -> StoreResult<()>;
+}
+
 /// What a rotation attempt found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
@@ -199,6 +228,7 @@ pub trait Store:
     + LockStore
     + ActivityStore
     + BrowserStore
+    + ConnectStore
     + std::fmt::Debug
 {
     /// Whether the backend answers; `/readyz` reports it.

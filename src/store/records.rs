@@ -194,3 +194,49 @@ pub struct RefreshRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_at: Option<UnixTime>,
 }
+
+/// An MCP server's request to connect one of its sessions to the user's upstream account
+/// (the connect flow). The browser walks Tether's own authorization for it, with Tether as
+/// the client and this record's verifier as the PKCE secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    /// The resource (MCP server) that asked, and the only one that may read or resolve it.
+    pub resource: String,
+    /// The server's own session id, opaque to Tether.
+    pub session: String,
+    pub scope: Vec<String>,
+    pub verifier: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Connected,
+    /// The user declined (at Tether or upstream).
+    Denied,
+    /// The upstream provider or Tether failed; the user may ask for a new link.
+    Failed,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Denied => "denied",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A connection's outcome, recorded once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionOutcome {
+    pub status: ConnectionStatus,
+    pub at: UnixTime,
+    /// A short, fixed explanation for the server (never upstream text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -87,6 +87,14 @@ end
 return 0
 ";
 
+/// Sets KEYS[1] unless it exists; returns the value in force either way.
+const SET_ONCE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+";
+
 /// Compare-and-set for refresh rotation: only an active token becomes rotated, and its
 /// successor is kept (KEYS[2], same hash slot) for the grace window. A token already rotated
 /// answers with when, and with its successor if the window has not closed.
@@ -113,6 +121,7 @@ pub struct RedisStore {
     hset_if_exists: Script,
     rotate: Script,
     unlock: Script,
+    set_once: Script,
     admit_client: Script,
     hset_if_equal: Script,
     relapse_client: Script,
@@ -140,6 +149,7 @@ impl RedisStore {
             hset_if_exists: Script::new(HSET_IF_EXISTS),
             rotate: Script::new(ROTATE),
             unlock: Script::new(UNLOCK),
+            set_once: Script::new(SET_ONCE),
             admit_client: Script::new(ADMIT_CLIENT),
             hset_if_equal: Script::new(HSET_IF_EQUAL),
             relapse_client: Script::new(RELAPSE_CLIENT),
@@ -626,6 +636,76 @@ impl RefreshStore for RedisStore {
     async fn delete_refresh(&self, key: &str) -> StoreResult<()> {
         let key = self.key("refresh", key);
         self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await).await
+    }
+}
+
+impl RedisStore {
+    /// `value` at `key` unless a value is there; the value in force.
+    async fn set_once(&self, key: String, value: Vec<u8>, ttl: Duration) -> StoreResult<Vec<u8>> {
+        let script = &self.set_once;
+        self.run(async move |mut c| script.key(&key).arg(value).arg(millis(ttl)).invoke_async(&mut c).await).await
+    }
+}
+
+#[async_trait]
+impl ConnectStore for RedisStore {
+    async fn put_connection(&self, id: &str, link: &str, record: &ConnectionRecord, ttl: Duration) -> StoreResult<()> {
+        self.put_json(self.key("connection", id), record, ttl).await?;
+        self.put_json(self.key("connect-link", link), &id, ttl).await
+    }
+
+    async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
+        self.get_json(self.key("connection", id)).await
+    }
+
+    async fn connection_for_link(&self, link: &str) -> StoreResult<Option<String>> {
+        self.get_json(self.key("connect-link", link)).await
+    }
+
+    async fn claim_connection(&self, id: &str, browser: &str, ttl: Duration) -> StoreResult<String> {
+        let held = self.set_once(self.key("connect-claim", id), browser.as_bytes().to_vec(), ttl).await?;
+        String::from_utf8(held).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn settle_connection(
+        &self,
+        id: &str,
+        outcome: &ConnectionOutcome,
+        ttl: Duration,
+    ) -> StoreResult<ConnectionOutcome> {
+        let held = self.set_once(self.key("connect-outcome", id), encode(outcome)?, ttl).await?;
+        decode(&held)
+    }
+
+    async fn connection_outcome(&self, id: &str) -> StoreResult<Option<ConnectionOutcome>> {
+        self.get_json(self.key("connect-outcome", id)).await
+    }
+
+    async fn put_session(&self, key: &str, grant_id: &str, ttl: Duration) -> StoreResult<Option<String>> {
+        let (key, grant_id) = (self.key("connect-session", key), grant_id.to_owned());
+        self.run(async move |mut c| {
+            ::redis::cmd("SET").arg(&key).arg(grant_id).arg("PX").arg(millis(ttl)).arg("GET").query_async(&mut c).await
+        })
+        .await
+    }
+
+    async fn session(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = self.key("connect-session", key);
+        self.run(async move |mut c| ::redis::cmd("GET").arg(&key).query_async(&mut c).await).await
+    }
+
+    async fn take_session(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = self.key("connect-session", key);
+        self.run(async move |mut c| ::redis::cmd("GETDEL").arg(&key).query_async(&mut c).await).await
+    }
+
+    async fn publish_connection(&self, resource: &str, event: &str) -> StoreResult<()> {
+        let channel = format!("{}:connect:{resource}", self.prefix);
+        let event = event.to_owned();
+        let _: i64 = self
+            .run(async move |mut c| ::redis::cmd("PUBLISH").arg(&channel).arg(event).query_async(&mut c).await)
+            .await?;
+        Ok(())
     }
 }
 

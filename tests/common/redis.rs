@@ -248,6 +248,67 @@ fn write_certificates(dir: &std::path::Path) {
     std::fs::write(dir.join("redis.key"), key.serialize_pem()).unwrap();
 }
 
+/// `redis-cli SUBSCRIBE channel` on a server, its output lines delivered as they come;
+/// killed when dropped.
+pub struct Subscription {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Subscription {
+    /// The next message (a line that is not part of the subscription's own echo), waiting
+    /// up to `within`.
+    pub fn next_message(&self, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+            if line.starts_with('{') {
+                return Some(line);
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    /// Subscribes to `channel` and returns once the subscription is in place.
+    pub fn subscribe(&self, channel: &str) -> Subscription {
+        use std::io::BufRead;
+        let mut child = Command::new(cli_binary())
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "SUBSCRIBE", channel])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run redis-cli (apt-get install redis-tools)");
+        let out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let subscription = Subscription { child, lines };
+        // redis-cli echoes "subscribe", the channel and the count once subscribed.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let line =
+                subscription.lines.recv_timeout(Duration::from_secs(5)).expect("redis-cli SUBSCRIBE said nothing");
+            if line.trim() == channel {
+                return subscription;
+            }
+            assert!(Instant::now() < deadline, "redis-cli did not subscribe to {channel}");
+        }
+    }
+}
+
 fn cli_binary() -> PathBuf {
     binary().with_file_name("redis-cli")
 }
