@@ -24,6 +24,14 @@ impl Home {
         Self(Handle::try_current().ok())
     }
 
+    /// Runs `task` on the home runtime in the background (where polled, outside one).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match &self.0 {
+            Some(handle) => drop(handle.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
     /// Polls `call` inside the home runtime's context: tasks it spawns and sockets it opens
     /// belong to that runtime, while the caller's task awaits the result where it is.
     pub async fn run<F: Future>(&self, call: F) -> F::Output {

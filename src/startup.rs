@@ -28,6 +28,8 @@ pub enum StartupError {
     Store(String),
     #[error("client metadata documents: {0}")]
     Documents(String),
+    #[error("connect webhooks: {0}")]
+    Webhooks(String),
     #[error("provider `{id}`: {message}")]
     Provider { id: String, message: String },
 }
@@ -125,6 +127,7 @@ impl Application {
             refresh: built.refresh,
             background: built.background,
             metrics: metrics.clone(),
+            webhooks: crate::webhook::Sender::new().map_err(StartupError::Webhooks)?,
         };
         let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
         let state = web::Data::new(AppState::new(broker, clock, limits));

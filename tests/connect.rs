@@ -240,3 +240,93 @@ async fn the_api_refuses_bad_callers_and_bad_input_with_oauth_errors() {
     let link = app.browser().get(&app.url("/connect/link/forged")).await;
     assert_eq!(link.status(), 400, "a forged link");
 }
+
+/// A server's webhook endpoint: keeps what it is sent, answers `status`.
+async fn receiver(status: u16) -> (String, std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>) {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/hooks/tether",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| async move {
+            let signature = headers.get("tether-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            keep.lock().unwrap().push((signature, body));
+            axum::http::StatusCode::from_u16(status).unwrap()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/tether", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_is_told_through_its_signed_webhook_and_retried_on_failure() {
+    let (url, received) = receiver(200).await;
+    let secret = "whsec-files-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hook"), secret).unwrap();
+    let files = format!("connect_webhook = \"{url}\"\nconnect_webhook_secret_file = \"{}/hook\"", dir.path().display());
+    let app = TestApp::spawn_with(Backend::Redis, Options { files, ..Options::default() }).await;
+    let server = Server::files(&app);
+    let started = server.connect("s-hook").await;
+    walk(&app, &app.browser(), started["connect_url"].as_str().unwrap(), "fay", "approve").await;
+    let denied = server.connect("s-hook-2").await;
+    walk(&app, &app.browser(), denied["connect_url"].as_str().unwrap(), "fay", "deny").await;
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the webhooks did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = tether::clock::Clock::now(&tether::clock::SystemClock);
+    let events: Vec<Value> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(signature, body)| {
+            let signature = signature.as_deref().expect("signed");
+            assert!(tether::webhook::verify(secret, signature, body.as_bytes(), now, 300), "signature of {body}");
+            assert!(!tether::webhook::verify("another-secret-1234", signature, body.as_bytes(), now, 300));
+            assert!(!tether::webhook::verify(secret, signature, body.replace("s-hook", "s-evil").as_bytes(), now, 300));
+            serde_json::from_str(body).unwrap()
+        })
+        .collect();
+    let kinds: Vec<(&str, &str)> =
+        events.iter().map(|e| (e["type"].as_str().unwrap(), e["session"].as_str().unwrap())).collect();
+    assert!(kinds.contains(&("connection.connected", "s-hook")), "{kinds:?}");
+    assert!(kinds.contains(&("connection.denied", "s-hook-2")), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_webhook_is_retried() {
+    let (url, received) = receiver(503).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hook"), "whsec-files-0123456789").unwrap();
+    let files = format!("connect_webhook = \"{url}\"\nconnect_webhook_secret_file = \"{}/hook\"", dir.path().display());
+    let app = TestApp::spawn_with(Backend::Memory, Options { files, ..Options::default() }).await;
+    let server = Server::files(&app);
+    let started = server.connect("s-retry").await;
+    walk(&app, &app.browser(), started["connect_url"].as_str().unwrap(), "gus", "approve").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "3 attempts expected, got {}", received.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let attempts = received.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 3, "three attempts, then it gives up");
+    assert!(attempts.windows(2).all(|w| w[0] == w[1]), "the same signed event each time");
+}
+
+#[test]
+fn webhook_settings_are_checked() {
+    let base = "[providers.dev]\nkind = \"oauth2\"\nclient_id = \"t\"\nauthorize_url = \"https://u/a\"\ntoken_url = \"https://u/t\"\n\
+                [resources.files]\nuri = \"https://files.example/mcp\"\nprovider = \"dev\"\n";
+    let errors = config_errors(&format!("{base}connect_webhook = \"ftp://x\"\n"));
+    assert!(errors.contains("resources.files.connect_webhook: `ftp://x` is not an http(s) URL"), "{errors}");
+    assert!(errors.contains("resources.files.connect_webhook_secret: missing"), "{errors}");
+    let errors = config_errors(&format!("{base}connect_webhook_secret_file = \"/nonexistent\"\n"));
+    assert!(errors.contains("resources.files.connect_webhook_secret_file: cannot read"), "{errors}");
+    let errors = config_errors(&format!("{base}connect_webhook_secret = \"inline-secret-123456\"\n"));
+    assert!(errors.contains("resources.files.connect_webhook_secret: secrets must not be written"), "{errors}");
+}

@@ -163,24 +163,39 @@ pub async fn finish(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
         return error_page(PageStatus::BadRequest, "The answer is malformed.");
     };
     let binding = state.binding(&req);
-    match connect::finish(state.broker.flow(), stores(&state), &params, binding.as_deref(), state.clock.now()).await {
-        Ok(done) => match done.outcome.status {
-            ConnectionStatus::Connected => message_page(
-                StatusCode::OK,
-                "Connected",
-                &format!("{} can now act on your behalf. Return to your conversation.", done.resource_name),
-            ),
-            ConnectionStatus::Denied => message_page(
-                StatusCode::OK,
-                "Not connected",
-                &format!("You declined; {} was told. Return to your conversation.", done.resource_name),
-            ),
-            ConnectionStatus::Failed => message_page(
-                StatusCode::BAD_GATEWAY,
-                "Not connected",
-                "The sign-in did not complete. Ask the assistant for a new link and try again.",
-            ),
-        },
+    let (broker, now) = (&state.broker, state.clock.now());
+    match connect::finish(broker.flow(), stores(&state), &params, binding.as_deref(), now).await {
+        Ok(done) => {
+            if let Some(hook) = broker.registry.resource(&done.resource).and_then(|r| r.webhook.as_ref()) {
+                broker.webhooks.send(
+                    hook,
+                    &format!("connection.{}", done.outcome.status.as_str()),
+                    done.event.clone(),
+                    now,
+                );
+            }
+            finished_page(&done)
+        }
         Err(e) => flow_error(e),
+    }
+}
+
+fn finished_page(done: &connect::Finished) -> HttpResponse {
+    match done.outcome.status {
+        ConnectionStatus::Connected => message_page(
+            StatusCode::OK,
+            "Connected",
+            &format!("{} can now act on your behalf. Return to your conversation.", done.resource_name),
+        ),
+        ConnectionStatus::Denied => message_page(
+            StatusCode::OK,
+            "Not connected",
+            &format!("You declined; {} was told. Return to your conversation.", done.resource_name),
+        ),
+        ConnectionStatus::Failed => message_page(
+            StatusCode::BAD_GATEWAY,
+            "Not connected",
+            "The sign-in did not complete. Ask the assistant for a new link and try again.",
+        ),
     }
 }

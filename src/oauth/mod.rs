@@ -49,6 +49,8 @@ pub struct Broker {
     pub refresh: refresh::RefreshPolicy,
     pub background: Option<background::BackgroundRefresh>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Delivers connect-flow events to the resources' webhooks.
+    pub webhooks: crate::webhook::Sender,
 }
 
 #[derive(Debug, Clone, Copy)]

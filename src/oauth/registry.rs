@@ -30,6 +30,8 @@ pub struct Resource {
     pub scopes: Vec<OfferedScope>,
     /// Digest of the introspection secret.
     pub secret_digest: String,
+    /// Where connect-flow events go (signed), if anywhere.
+    pub webhook: Option<crate::webhook::Webhook>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +115,7 @@ mod tests {
             provider: "dev".into(),
             scopes: vec![],
             secret_digest: hash::digest("s3cret"),
+            webhook: None,
         }
     }
 

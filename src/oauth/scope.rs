@@ -100,6 +100,7 @@ mod tests {
                 offer("files:write", &["repo:write", "repo:read"], false),
             ],
             secret_digest: String::new(),
+            webhook: None,
         }
     }
 

@@ -227,6 +227,10 @@ pub struct ResourceSettings {
     pub secret_file: Option<PathBuf>,
     #[serde(default)]
     pub scopes: Vec<ScopeSettings>,
+    /// Where connect-flow events are POSTed (signed), if anywhere.
+    pub connect_webhook: Option<String>,
+    pub connect_webhook_secret: Option<SecretString>,
+    pub connect_webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -283,6 +283,7 @@ pub(super) fn resources(settings: &Settings, production: bool, errors: &mut Conf
             }
             Some(_) => {}
         }
+        let webhook = connect_webhook(r, production, &key, errors);
         let mut names = HashSet::new();
         for s in &r.scopes {
             if scope::parse(Some(&s.name)).map_or(true, |p| p.len() != 1) || s.name == scope::OFFLINE_ACCESS {
@@ -308,9 +309,51 @@ pub(super) fn resources(settings: &Settings, production: bool, errors: &mut Conf
                 })
                 .collect(),
             secret_digest: secret.map(|s| hash::digest(s.expose_secret())).unwrap_or_default(),
+            webhook,
         });
     }
     out
+}
+
+/// A resource's connect webhook: an http(s) URL (https in production) and its signing secret.
+fn connect_webhook(
+    r: &super::ResourceSettings,
+    production: bool,
+    key: &dyn Fn(&str) -> String,
+    errors: &mut ConfigErrors,
+) -> Option<crate::webhook::Webhook> {
+    let secret_key = key("connect_webhook_secret");
+    let secret =
+        resolve(r.connect_webhook_secret.as_ref(), r.connect_webhook_secret_file.as_deref(), &secret_key, errors);
+    let Some(url) = r.connect_webhook.as_deref().filter(|u| !u.trim().is_empty()) else {
+        if secret.is_some() {
+            errors.push(secret_key, "does not apply without connect_webhook");
+        }
+        return None;
+    };
+    let url = match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && !production) => Some(u),
+        Ok(_) if production => {
+            errors.push(key("connect_webhook"), "must be an https URL in production");
+            None
+        }
+        _ => {
+            errors.push(key("connect_webhook"), format!("`{url}` is not an http(s) URL"));
+            None
+        }
+    };
+    let secret = match secret {
+        Some(s) if s.expose_secret().len() >= 16 => Some(s),
+        Some(_) => {
+            errors.push(secret_key, "must be at least 16 characters");
+            None
+        }
+        None => {
+            errors.push(secret_key.clone(), missing(&secret_key));
+            None
+        }
+    };
+    Some(crate::webhook::Webhook { url: url?, secret: secret? })
 }
 
 pub(super) fn clients(settings: &Settings, now: UnixTime, errors: &mut ConfigErrors) -> Vec<ClientRecord> {

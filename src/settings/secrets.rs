@@ -8,8 +8,12 @@ use serde_json::Value;
 use super::{ConfigErrors, env_name};
 
 /// Secret members of the registries: (registry, member).
-const REGISTRY_SECRETS: [(&str, &str); 3] =
-    [("providers", "client_secret"), ("resources", "secret"), ("clients", "client_secret")];
+const REGISTRY_SECRETS: [(&str, &str); 4] = [
+    ("providers", "client_secret"),
+    ("resources", "secret"),
+    ("resources", "connect_webhook_secret"),
+    ("clients", "client_secret"),
+];
 
 /// Refuses secrets written into the config files (the embedded defaults and `--config`).
 pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), ConfigErrors> {

@@ -168,6 +168,8 @@ pub struct Options {
     /// The `[store]` table's lines for a Redis of the test's own (a cluster, say), instead of
     /// the backend's.
     pub store: Option<String>,
+    /// Lines added to the files resource's table.
+    pub files: String,
     /// Serve only the files resource (no calendar).
     pub single_resource: bool,
     /// The kind of provider the files resource is bound to (the stand-in speaks it).
@@ -235,7 +237,7 @@ upstream = ["cal"]
 default = true"#
         )
     };
-    let (extra, server) = (&options.extra, &options.server);
+    let (extra, server, files) = (&options.extra, &options.server, &options.files);
     let revoke = options.revoke_upstream;
     let provider = match options.kind {
         Kind::OAuth2 => String::new(),
@@ -282,6 +284,7 @@ uri = "{RESOURCE_URI}"
 name = "Files"
 provider = "{files_provider}"
 secret_file = "{d}/files-secret"
+{files}
 [[resources.{RESOURCE_ID}.scopes]]
 name = "files:read"
 upstream = ["repo:read"]
