@@ -6,6 +6,7 @@ PORT ?= 8080
 UPSTREAM_PORT ?= 8090
 MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
+DEMO_WEBHOOK_SECRET ?= demo-connect-webhook-secret
 
 .PHONY: help run test e2e lint fmt check-config redis build fuzz-smoke fuzz-check chart-check
 CHART_VENV ?= .venv-chart
@@ -21,11 +22,12 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 	@echo "Tether:          http://127.0.0.1:$(PORT)   (metadata: /.well-known/oauth-authorization-server)"
 	@echo "Dev upstream:    http://127.0.0.1:$(UPSTREAM_PORT)   (sign in as any user name)"
 	@echo "MCP server:      http://127.0.0.1:$(MCP_PORT)/mcp   (connect MCP Inspector here; introspects as demo:$(DEMO_RESOURCE_SECRET))"
+	@echo "Session mode:    http://127.0.0.1:$(MCP_PORT)/session-mcp   (no OAuth: its authorize tool gives a connect link)"
 	@echo "Walk the flow:   README.md, 'Walk the flow by hand' and 'MCP Inspector'.   Stop with Ctrl-C."
 	@./target/debug/examples/dev_upstream --port $(UPSTREAM_PORT) --redirect-uri http://127.0.0.1:$(PORT)/callback & up=$$!; \
 	MCP_BIND=127.0.0.1:$(MCP_PORT) MCP_RESOURCE=http://127.0.0.1:$(MCP_PORT)/mcp TETHER_ISSUER=http://127.0.0.1:$(PORT) \
 	MCP_RESOURCE_ID=demo MCP_RESOURCE_SECRET=$(DEMO_RESOURCE_SECRET) UPSTREAM_USER_URL=http://127.0.0.1:$(UPSTREAM_PORT)/user \
-	./target/debug/examples/mcp_server & mcp=$$!; \
+	MCP_WEBHOOK_SECRET=$(DEMO_WEBHOOK_SECRET) ./target/debug/examples/mcp_server & mcp=$$!; \
 	trap 'kill $$up $$mcp 2>/dev/null' EXIT; \
 	TETHER__ISSUER=http://127.0.0.1:$(PORT) TETHER__SERVER__BIND=127.0.0.1:$(PORT) \
 	TETHER__PROVIDERS__DEV__AUTHORIZE_URL=http://127.0.0.1:$(UPSTREAM_PORT)/authorize \
@@ -33,6 +35,8 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 	TETHER__PROVIDERS__DEV__USERINFO_URL=http://127.0.0.1:$(UPSTREAM_PORT)/user \
 	TETHER__RESOURCES__DEMO__URI=http://127.0.0.1:$(MCP_PORT)/mcp \
 	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) TETHER__LOG__FORMAT=pretty \
+	TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK=http://127.0.0.1:$(MCP_PORT)/hooks/tether \
+	TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK_SECRET=$(DEMO_WEBHOOK_SECRET) \
 	./target/debug/tether --config config/demo.toml serve
 
 test: redis ## Run every test (unit, integration, Redis contract suite); installs redis-server if missing

@@ -2,7 +2,9 @@
 //!
 //! Environment: `MCP_BIND` (127.0.0.1:9000), `MCP_RESOURCE` (http://127.0.0.1:9000/mcp),
 //! `TETHER_ISSUER` (http://127.0.0.1:8080), `MCP_RESOURCE_ID` (demo), `MCP_RESOURCE_SECRET`
-//! (required), `UPSTREAM_USER_URL` (http://127.0.0.1:8090/user).
+//! (required), `UPSTREAM_USER_URL` (http://127.0.0.1:8090/user), `MCP_SESSION_PATH` (the
+//! session-mode endpoint, /session-mcp), `MCP_WEBHOOK_SECRET` (Tether's connect webhook secret
+//! for this resource; without it /hooks/tether answers 404 and the server long-polls).
 
 #[path = "support/mcp_server.rs"]
 mod mcp_server;
@@ -28,6 +30,8 @@ async fn main() -> std::process::ExitCode {
         resource_id: var("MCP_RESOURCE_ID", "demo"),
         secret,
         upstream_user_url: var("UPSTREAM_USER_URL", "http://127.0.0.1:8090/user"),
+        session_path: var("MCP_SESSION_PATH", "/session-mcp"),
+        webhook_secret: std::env::var("MCP_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty()),
     };
     let resource = config.resource.clone();
     let server = match mcp_server::start(config).await {

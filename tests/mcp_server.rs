@@ -15,6 +15,8 @@ struct Mcp {
     _server: mcp_server::RunningServer,
 }
 
+const WEBHOOK_SECRET: &str = "example-webhook-secret-123";
+
 async fn example_server(app: &TestApp) -> Mcp {
     let server = mcp_server::start(mcp_server::McpServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -23,6 +25,8 @@ async fn example_server(app: &TestApp) -> Mcp {
         resource_id: RESOURCE_ID.into(),
         secret: RESOURCE_SECRET.into(),
         upstream_user_url: format!("{}/user", app.upstream.base_url),
+        session_path: "/session-mcp".into(),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
     })
     .await
     .unwrap();
@@ -191,4 +195,27 @@ async fn an_unreachable_tether_is_503_for_the_client_not_401() {
     let response = mcp.post(Some(&access), None, &json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
     assert_eq!(response.status(), 503, "a client told 401 would throw its tokens away");
     assert!(response.headers().get("retry-after").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_accepts_only_correctly_signed_webhooks() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let mcp = example_server(&app).await;
+    let body = r#"{"type":"connection.connected","id":"x","session":"nobody","resource":"files","at":1}"#;
+    let post = |signature: String| {
+        mcp.http
+            .post(format!("{}/hooks/tether", mcp.url))
+            .header("content-type", "application/json")
+            .header("tether-signature", signature)
+            .body(body)
+            .send()
+    };
+    let now = tether::clock::Clock::now(&tether::clock::SystemClock);
+    let good = tether::webhook::sign(WEBHOOK_SECRET, body.as_bytes(), now);
+    assert_eq!(post(good).await.unwrap().status(), 204);
+    let wrong_secret = tether::webhook::sign("not-the-secret-at-all", body.as_bytes(), now);
+    assert_eq!(post(wrong_secret).await.unwrap().status(), 401);
+    let stale = tether::webhook::sign(WEBHOOK_SECRET, body.as_bytes(), now - 3600);
+    assert_eq!(post(stale).await.unwrap().status(), 401, "a replayed (old) event");
+    assert_eq!(post(String::new()).await.unwrap().status(), 401, "unsigned");
 }

@@ -9,6 +9,13 @@
 //! - CORS that lets browser clients read `WWW-Authenticate` and never authenticates preflights;
 //! - every request introspected at Tether; tools act with the upstream credential Tether
 //!   returns, never with the client's token.
+//!
+//! It also serves a second endpoint in session mode (`session_path`, no OAuth for the
+//! client): until the session is connected through Tether's connect flow, `tools/list` shows
+//! only `authorize`, whose result (and URL-mode elicitation, for clients that declare it)
+//! carries the link; when Tether reports the connection (long-poll, or the signed webhook at
+//! `/hooks/tether`), the server sends `notifications/tools/list_changed` and `whoami` works
+//! with the session's upstream credential.
 #![allow(dead_code)] // the example binary and the tests each use part of it
 
 use std::sync::Arc;
@@ -28,8 +35,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use secrecy::ExposeSecret;
 use tether::resource_server::{
-    ActiveToken, BearerChallenge, IntrospectionClient, IntrospectionConfig, IntrospectionError, TokenStatus,
-    protected_resource_metadata, resource_metadata_url,
+    ActiveToken, BearerChallenge, ConnectClient, ConnectionState, IntrospectionClient, IntrospectionConfig,
+    IntrospectionError, TokenStatus, protected_resource_metadata, resource_metadata_url,
 };
 
 /// Which scope each tool needs.
@@ -47,13 +54,20 @@ pub struct McpServerConfig {
     pub secret: String,
     /// The upstream API `whoami` calls with the upstream token (GitHub: https://api.github.com/user).
     pub upstream_user_url: String,
+    /// Where the session-mode endpoint is served (`/session-mcp`).
+    pub session_path: String,
+    /// The resource's `connect_webhook_secret` in Tether, to check `/hooks/tether` calls.
+    pub webhook_secret: Option<String>,
 }
 
 struct Shared {
     config: McpServerConfig,
     metadata_url: String,
     tether: IntrospectionClient,
+    connect: ConnectClient,
     http: reqwest::Client,
+    /// Session-mode sessions by id, for the webhook to find.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<SessionState>>>,
 }
 
 pub struct RunningServer {
@@ -78,14 +92,31 @@ pub async fn start(config: McpServerConfig) -> Result<RunningServer, String> {
         config.secret.clone(),
     ))
     .map_err(|e| e.to_string())?;
-    let shared = Arc::new(Shared { config: config.clone(), metadata_url, tether, http: reqwest::Client::new() });
+    let connect = ConnectClient::new(&config.issuer, &config.resource_id, &config.secret).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        metadata_url,
+        tether,
+        connect,
+        http: reqwest::Client::new(),
+        sessions: std::sync::Mutex::default(),
+    });
 
     // rmcp checks the Host header (DNS-rebinding protection): allow the resource's own host
     // besides the loopback names, so the example also works deployed under its real name.
-    let hosts =
-        ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).chain(resource.host_str().map(str::to_owned));
+    let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(resource.host_str().map(str::to_owned))
+        .collect();
     let mcp = StreamableHttpService::new(
         || Ok(Tools::new()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().with_allowed_hosts(hosts.clone()),
+    );
+    let for_sessions = shared.clone();
+    let session_mcp = StreamableHttpService::new(
+        move || Ok(SessionTools::new(for_sessions.clone())),
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default().with_allowed_hosts(hosts),
     );
@@ -95,7 +126,9 @@ pub async fn start(config: McpServerConfig) -> Result<RunningServer, String> {
     let app = Router::new()
         .route(&format!("/.well-known/oauth-protected-resource{mcp_path}"), get(metadata))
         .route("/.well-known/oauth-protected-resource", get(metadata))
+        .route("/hooks/tether", axum::routing::post(webhook))
         .with_state(shared.clone())
+        .nest_service(&config.session_path, session_mcp)
         .merge(protected)
         // Outermost: preflights are answered here and never reach authentication.
         .layer(cors());
@@ -276,4 +309,187 @@ impl ServerHandler for Tools {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_instructions("Example MCP server protected by Tether: whoami, write_note")
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Session mode: the connect flow.
+
+/// One MCP session of the session-mode endpoint.
+struct SessionState {
+    /// This server's id for the session; Tether keys the connection by it.
+    id: String,
+    connected: std::sync::atomic::AtomicBool,
+    peer: std::sync::OnceLock<rmcp::service::Peer<rmcp::RoleServer>>,
+}
+
+impl SessionState {
+    /// Marks the session connected (once) and tells the client its tools changed.
+    async fn connected(&self) {
+        if !self.connected.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(peer) = self.peer.get()
+            && let Err(e) = peer.notify_tool_list_changed().await
+        {
+            tracing::warn!(error = %e, "cannot send tools/list_changed");
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct SessionTools {
+    shared: Arc<Shared>,
+    state: Arc<SessionState>,
+}
+
+impl SessionTools {
+    fn new(shared: Arc<Shared>) -> Self {
+        let state = Arc::new(SessionState {
+            id: uuid::Uuid::new_v4().to_string(),
+            connected: std::sync::atomic::AtomicBool::new(false),
+            peer: std::sync::OnceLock::new(),
+        });
+        let mut sessions = shared.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sessions.retain(|_, s| s.strong_count() > 0);
+        sessions.insert(state.id.clone(), Arc::downgrade(&state));
+        drop(sessions);
+        Self { shared, state }
+    }
+
+    async fn authorize(&self, peer: &rmcp::service::Peer<rmcp::RoleServer>) -> Result<CallToolResult, ErrorData> {
+        if self.state.is_connected() {
+            return Ok(CallToolResult::success(vec![ContentBlock::text("This session is already connected.")]));
+        }
+        let link = match self.shared.connect.start(&self.state.id, None).await {
+            Ok(link) => link,
+            Err(e) => return Ok(CallToolResult::error(vec![ContentBlock::text(format!("Tether: {e}"))])),
+        };
+        // Learn the outcome by long-polling Tether (the webhook may say it first).
+        let (connect, state, id) = (self.shared.connect.clone(), self.state.clone(), link.id.clone());
+        tokio::spawn(async move {
+            loop {
+                match connect.wait(&id, std::time::Duration::from_secs(50)).await {
+                    Ok(ConnectionState::Pending) => continue,
+                    Ok(ConnectionState::Connected) => return state.connected().await,
+                    Ok(other) => return tracing::info!(?other, "the connection did not complete"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "waiting for the connection failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        // MCP URL-mode elicitation, for clients that declare it: they show the link themselves.
+        if peer.supported_elicitation_modes().contains(&rmcp::service::ElicitationMode::Url)
+            && let Ok(url) = url::Url::parse(&link.connect_url)
+        {
+            let (peer, id) = (peer.clone(), link.id.clone());
+            tokio::spawn(async move {
+                let message = "Connect your account to use this server's tools";
+                if let Err(e) = peer.elicit_url_with_timeout(message, url, id, None).await {
+                    tracing::info!(error = %e, "URL elicitation not completed");
+                }
+            });
+        }
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "Open this link to connect your account (valid until {}): {}\nThe tools appear once you have approved.",
+            link.expires_at, link.connect_url
+        ))]))
+    }
+
+    async fn whoami(&self) -> Result<CallToolResult, ErrorData> {
+        let session = match self.shared.connect.resolve(&self.state.id).await {
+            Ok(Some(session)) => session,
+            Ok(None) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text("Not connected: call authorize first.")]));
+            }
+            Err(e) => return Ok(CallToolResult::error(vec![ContentBlock::text(format!("Tether: {e}"))])),
+        };
+        let response = self
+            .shared
+            .http
+            .get(&self.shared.config.upstream_user_url)
+            .bearer_auth(session.upstream.access_token.expose_secret())
+            .header(header::USER_AGENT, "tether-example-mcp")
+            .send()
+            .await
+            .map_err(|_| ErrorData::internal_error("the upstream API is unreachable", None))?;
+        let me: serde_json::Value =
+            response.json().await.map_err(|_| ErrorData::internal_error("upstream answer is not JSON", None))?;
+        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+            "You are {} (id {}) at {}, connected to this session.",
+            me["login"].as_str().unwrap_or("(unknown)"),
+            me["id"],
+            session.upstream.provider
+        ))]))
+    }
+}
+
+fn tool(name: &'static str, description: &'static str) -> rmcp::model::Tool {
+    let schema = serde_json::json!({"type": "object", "properties": {}});
+    let serde_json::Value::Object(schema) = schema else { unreachable!() };
+    rmcp::model::Tool::new(name, description, schema)
+}
+
+impl ServerHandler for SessionTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            .with_instructions("Example MCP server in session mode: call authorize to connect your account")
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, ErrorData> {
+        let _ = self.state.peer.set(context.peer.clone());
+        let tools = if self.state.is_connected() {
+            vec![tool("whoami", "Who you are at the upstream provider, with this session's credential")]
+        } else {
+            vec![tool("authorize", "Connect your upstream account to this session (returns a link to open)")]
+        };
+        Ok(rmcp::model::ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let _ = self.state.peer.set(context.peer.clone());
+        let result = match (request.name.as_ref(), self.state.is_connected()) {
+            ("authorize", _) => self.authorize(&context.peer).await?,
+            ("whoami", true) => self.whoami().await?,
+            (name, _) => CallToolResult::error(vec![ContentBlock::text(format!("no tool `{name}` in this session"))]),
+        };
+        Ok(result.into())
+    }
+}
+
+/// `POST /hooks/tether`: Tether's signed connect-flow events.
+async fn webhook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    let Some(secret) = &shared.config.webhook_secret else { return StatusCode::NOT_FOUND };
+    let signature = headers.get(tether::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let now = tether::clock::Clock::now(&tether::clock::SystemClock);
+    if !tether::webhook::verify(secret, signature, &body, now, 300) {
+        tracing::warn!("webhook with a bad signature refused");
+        return StatusCode::UNAUTHORIZED;
+    }
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else { return StatusCode::BAD_REQUEST };
+    if event["type"] == "connection.connected"
+        && let Some(session) = event["session"].as_str()
+    {
+        let state = shared
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(session)
+            .and_then(std::sync::Weak::upgrade);
+        if let Some(state) = state {
+            state.connected().await;
+        }
+    }
+    StatusCode::NO_CONTENT
 }

@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const children = [];
@@ -174,6 +175,28 @@ async function authorizeInBrowser(authorizationUrl, issuer, expectedState, user)
   return final.searchParams.get("code") ?? fail("no code in the redirect");
 }
 
+/** The connect flow's browser leg: Tether's consent page, the upstream sign-in, back to Tether. */
+async function connectInBrowser(link, issuer, user) {
+  const browser = new Browser();
+  const consentPage = await browser.request(link);
+  check(consentPage.status === 200, "the connect link opens Tether's consent page");
+  const html = await consentPage.text();
+  check(html.includes("Connect Dev Upstream to Demo MCP server?"), "the page names the MCP server and the provider");
+  const consent = html.match(/name="consent" value="([^"]+)"/)?.[1] ?? fail("no consent id on the page");
+  const toUpstream = await browser.submit(new URL("/consent", issuer), { consent, decision: "approve" });
+  check(toUpstream.status === 303, "approving sends the browser upstream");
+  const upstreamUrl = new URL(toUpstream.headers.get("location"));
+  await browser.request(upstreamUrl);
+  const fields = Object.fromEntries(upstreamUrl.searchParams);
+  const back = await browser.submit(new URL(upstreamUrl.pathname, upstreamUrl.origin), { ...fields, username: user, decision: "approve" });
+  const toFinish = await browser.request(back.headers.get("location"));
+  check(toFinish.status === 302 && toFinish.headers.get("location").startsWith(`${issuer}/connect/finish`), "Tether's callback hands over to /connect/finish");
+  const done = await browser.request(toFinish.headers.get("location"));
+  check(done.status === 200 && (await done.text()).includes("Connected"), "the user sees that the session is connected");
+  const replay = await new Browser().request(link);
+  check(replay.status === 400, "the used link is dead");
+}
+
 function text(result) {
   return result.content.map((c) => c.text).join("\n");
 }
@@ -184,6 +207,7 @@ async function main() {
   const upstream = `http://127.0.0.1:${upPort}`;
   const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
   const secret = randomBytes(18).toString("hex");
+  const webhookSecret = randomBytes(18).toString("hex");
 
   start("dev_upstream", "target/debug/examples/dev_upstream", ["--port", String(upPort), "--redirect-uri", `${issuer}/callback`], {});
   start("tether", "target/debug/tether", ["--config", "config/demo.toml", "serve"], {
@@ -194,6 +218,8 @@ async function main() {
     TETHER__PROVIDERS__DEV__USERINFO_URL: `${upstream}/user`,
     TETHER__RESOURCES__DEMO__URI: mcpUrl,
     TETHER__RESOURCES__DEMO__SECRET: secret,
+    TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK: `http://127.0.0.1:${mcpPort}/hooks/tether`,
+    TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK_SECRET: webhookSecret,
     TETHER__LOG__LEVEL: "warn",
   });
   start("mcp_server", "target/debug/examples/mcp_server", [], {
@@ -203,6 +229,7 @@ async function main() {
     MCP_RESOURCE_ID: "demo",
     MCP_RESOURCE_SECRET: secret,
     UPSTREAM_USER_URL: `${upstream}/user`,
+    MCP_WEBHOOK_SECRET: webhookSecret,
   });
   await Promise.all([
     waitFor(`${issuer}/healthz`, "Tether"),
@@ -264,6 +291,45 @@ async function main() {
 
   await client.close();
   console.log("e2e: the MCP TypeScript SDK completed the flow against Tether");
+
+  // 6. Session mode (the connect flow): no OAuth for the client; the server asks the user to
+  //    connect through Tether and unlocks its tools when Tether reports the connection.
+  const session = new Client({ name: "tether-e2e-session", version: "1.0.0" });
+  let toolsChanged;
+  const changed = new Promise((resolve) => (toolsChanged = resolve));
+  session.setNotificationHandler(ToolListChangedNotificationSchema, () => toolsChanged());
+  await session.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${mcpPort}/session-mcp`)));
+  const before = (await session.listTools()).tools.map((t) => t.name);
+  check(before.length === 1 && before[0] === "authorize", `before connecting only authorize is listed (${before.join(", ")})`);
+  const answer = text(await session.callTool({ name: "authorize", arguments: {} }));
+  const link = answer.match(/http:\/\/\S+\/connect\/link\/[A-Za-z0-9_-]+/)?.[0] ?? fail(`no connect link in "${answer}"`);
+  check(link.startsWith(`${issuer}/connect/link/`), "authorize returned Tether's connect link");
+  await connectInBrowser(link, issuer, "session-user");
+  const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("no tools/list_changed within 10 s")), 10_000));
+  await Promise.race([changed, timeout]);
+  check(true, "the server sent notifications/tools/list_changed");
+  const after = (await session.listTools()).tools.map((t) => t.name);
+  check(after.includes("whoami") && !after.includes("authorize"), `after connecting the real tools are listed (${after.join(", ")})`);
+  const whoSession = text(await session.callTool({ name: "whoami", arguments: {} }));
+  check(whoSession.includes("You are session-user"), `whoami works with the session's upstream credential: "${whoSession}"`);
+  await session.close();
+
+  // 7. A client that declares URL-mode elicitation is sent the link as an elicitation too.
+  const eliciting = new Client({ name: "tether-e2e-elicit", version: "1.0.0" }, { capabilities: { elicitation: { url: {} } } });
+  let elicited;
+  const elicitation = new Promise((resolve) => (elicited = resolve));
+  eliciting.setRequestHandler(ElicitRequestSchema, (request) => {
+    elicited(request.params);
+    return { action: "accept" };
+  });
+  await eliciting.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${mcpPort}/session-mcp`)));
+  const offered = text(await eliciting.callTool({ name: "authorize", arguments: {} }));
+  const elicitTimeout = new Promise((_, reject) => setTimeout(() => reject(new Error("no elicitation within 10 s")), 10_000));
+  const params = await Promise.race([elicitation, elicitTimeout]);
+  check(params.mode === "url" && params.url.startsWith(`${issuer}/connect/link/`) && offered.includes(params.url),
+    "the server asked for URL-mode elicitation with the same connect link");
+  await eliciting.close();
+  console.log("e2e: the session-mode flow completed through Tether's connect API");
 }
 
 process.on("exit", stopAll);
