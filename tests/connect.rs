@@ -330,3 +330,27 @@ fn webhook_settings_are_checked() {
     let errors = config_errors(&format!("{base}connect_webhook_secret = \"inline-secret-123456\"\n"));
     assert!(errors.contains("resources.files.connect_webhook_secret: secrets must not be written"), "{errors}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resolve_refreshes_the_upstream_token_and_disconnect_revokes_it_upstream() {
+    let options = Options { upstream_ttl: Some(Duration::from_secs(120)), revoke_upstream: true, ..Options::default() };
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let files = Server::files(&app);
+    let started = files.connect("s-fresh").await;
+    walk(&app, &app.browser(), started["connect_url"].as_str().unwrap(), "hal", "approve").await;
+    let first = files.resolve("s-fresh").await;
+    let calls = app.upstream.token_calls();
+
+    // Within the refresh skew of the upstream token's expiry: resolve refreshes it.
+    app.clock.advance(61);
+    let second = files.resolve("s-fresh").await;
+    assert_eq!(second["connected"], true);
+    assert_ne!(second["upstream"]["access_token"], first["upstream"]["access_token"], "refreshed");
+    assert_eq!(app.upstream.token_calls(), calls + 1, "one upstream refresh");
+    let token = second["upstream"]["access_token"].as_str().unwrap();
+    assert!(app.upstream.accepts(token));
+
+    assert_eq!(files.disconnect("s-fresh").await["disconnected"], true);
+    assert_eq!(app.upstream.counts().revocations, 1, "revoked upstream");
+    assert!(!app.upstream.accepts(token), "the upstream token no longer works");
+}
