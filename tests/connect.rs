@@ -112,17 +112,7 @@ async fn a_server_connects_a_session_and_resolves_it_to_the_upstream_credential(
     assert_eq!(resolved["sub"], app.upstream.user_id("ada").to_string());
     assert_eq!(resolved["upstream"]["provider"], "dev");
     let token = resolved["upstream"]["access_token"].as_str().unwrap();
-    let me: Value = app
-        .api
-        .get(format!("{}/user", app.upstream.base_url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["login"], "ada", "the credential works upstream");
+    assert_eq!(app.upstream_user(token).await["login"], "ada", "the credential works upstream");
 
     // The session is the caller's alone.
     let calendar = Server::calendar(&app);

@@ -178,12 +178,7 @@ pub async fn start(
         resource_name: resource.name.clone(),
         resource_uri: resource.uri.clone(),
         provider_name: provider.display_name().to_owned(),
-        scopes: resource
-            .scopes
-            .iter()
-            .filter(|s| request.scope.contains(&s.name))
-            .map(|s| (s.name.clone(), s.description.clone()))
-            .collect(),
+        scopes: scope::described(resource, &request.scope),
         upstream_scopes,
     }))
 }

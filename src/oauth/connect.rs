@@ -148,7 +148,7 @@ pub async fn open(
     let ttl = ctx.lifetimes.authorization;
     let holder = stores.connect.claim_connection(&id, &binding_digest, ttl).await?;
     if holder != binding_digest {
-        return Err(FlowError::forbidden("This link was opened in another browser. Ask the assistant for a new one."));
+        return Err(other_browser());
     }
     let unavailable = || FlowError::page("This MCP server is no longer configured.");
     let resource = ctx.registry.resource(&record.resource).ok_or_else(unavailable)?;
@@ -181,14 +181,13 @@ pub async fn open(
         resource_name: resource.name.clone(),
         resource_uri: resource.uri.clone(),
         provider_name: provider.display_name().to_owned(),
-        scopes: resource
-            .scopes
-            .iter()
-            .filter(|s| record.scope.contains(&s.name))
-            .map(|s| (s.name.clone(), s.description.clone()))
-            .collect(),
+        scopes: scope::described(resource, &record.scope),
         upstream_scopes: scope::upstream_scopes(&record.scope, resource, provider.base_scopes()),
     })
+}
+
+fn other_browser() -> FlowError {
+    FlowError::forbidden("This link was opened in another browser. Ask the assistant for a new one.")
 }
 
 /// What the finish step tells the browser (and the server, through `settled`).
@@ -216,10 +215,9 @@ pub async fn finish(
     let record = stores.connect.connection(id).await?.ok_or_else(gone)?;
     let ttl = ctx.lifetimes.authorization;
     // The code is only worth something in the browser that claimed the link.
-    let other = || FlowError::forbidden("This link was opened in another browser. Ask the assistant for a new one.");
-    let browser = hash::digest(binding.ok_or_else(other)?);
+    let browser = hash::digest(binding.ok_or_else(other_browser)?);
     if stores.connect.claim_connection(id, &browser, ttl).await? != browser {
-        return Err(FlowError::forbidden("This link was opened in another browser. Ask the assistant for a new one."));
+        return Err(other_browser());
     }
     let settle = |status: ConnectionStatus, reason: Option<&str>| ConnectionOutcome {
         status,
@@ -357,13 +355,7 @@ pub async fn resolve(
         session: session.to_owned(),
         sub: grant.info.subject,
         scope: grant.info.scope.join(" "),
-        upstream: UpstreamCredential {
-            provider: grant.info.provider,
-            access_token: tokens.access_token,
-            token_type: tokens.token_type,
-            expires_at: tokens.expires_at,
-            scope: tokens.scope,
-        },
+        upstream: UpstreamCredential::new(grant.info.provider, tokens),
     }))
 }
 

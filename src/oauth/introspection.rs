@@ -37,6 +37,19 @@ pub struct UpstreamCredential {
     pub scope: Option<String>,
 }
 
+impl UpstreamCredential {
+    /// What the resource gets of the grant's upstream tokens: never the refresh token.
+    pub fn new(provider: String, tokens: crate::upstream::UpstreamTokens) -> Self {
+        Self {
+            provider,
+            access_token: tokens.access_token,
+            token_type: tokens.token_type,
+            expires_at: tokens.expires_at,
+            scope: tokens.scope,
+        }
+    }
+}
+
 /// An active token's answer (RFC 7662 §2.2 members plus `upstream`).
 #[derive(Debug, Serialize)]
 pub struct ActiveToken {
@@ -168,12 +181,6 @@ pub async fn introspect(
         iat: claims.iat,
         jti: claims.jti,
         token_type: "Bearer",
-        upstream: UpstreamCredential {
-            provider: grant.info.provider,
-            access_token: tokens.access_token,
-            token_type: tokens.token_type,
-            expires_at: tokens.expires_at,
-            scope: tokens.scope,
-        },
+        upstream: UpstreamCredential::new(grant.info.provider, tokens),
     })))
 }

@@ -66,6 +66,16 @@ pub fn negotiate(
 }
 
 /// The upstream scopes that back a set of granted MCP scopes.
+/// The resource's offered scopes among `granted`, with their descriptions (consent pages).
+pub fn described(resource: &Resource, granted: &[String]) -> Vec<(String, Option<String>)> {
+    resource
+        .scopes
+        .iter()
+        .filter(|s| granted.contains(&s.name))
+        .map(|s| (s.name.clone(), s.description.clone()))
+        .collect()
+}
+
 pub fn upstream_scopes(granted: &[String], resource: &Resource, provider_scopes: &[String]) -> Vec<String> {
     let mut upstream: Vec<String> = Vec::new();
     let mapped =

@@ -388,6 +388,13 @@ impl TestApp {
     pub fn browser(&self) -> Browser {
         Browser::new()
     }
+
+    /// The stand-in's `/user` answer for an upstream access token.
+    pub async fn upstream_user(&self, upstream_token: &str) -> Value {
+        let response =
+            self.api.get(format!("{}/user", self.upstream.base_url)).bearer_auth(upstream_token).send().await;
+        response.unwrap().json().await.unwrap()
+    }
 }
 
 impl Tether {
@@ -604,17 +611,7 @@ pub async fn core_flow(app: &TestApp, user: &str) {
     let upstream_scope = answer["upstream"]["scope"].as_str().unwrap();
     assert!(upstream_scope.contains("repo:read") && upstream_scope.contains("repo:write"), "{upstream_scope}");
     // ...and the upstream credential really works upstream.
-    let me: Value = app
-        .api
-        .get(format!("{}/user", app.upstream.base_url))
-        .bearer_auth(upstream_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["login"], user);
+    assert_eq!(app.upstream_user(upstream_token).await["login"], user);
 
     // Refresh rotates: a new pair, the old refresh token stops working.
     let response = app.refresh(&client, refresh).await;
