@@ -8,7 +8,7 @@ MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 DEMO_WEBHOOK_SECRET ?= demo-connect-webhook-secret
 
-.PHONY: help run test e2e lint fmt check-config redis build fuzz-smoke fuzz-check chart-check
+.PHONY: help run test e2e lint fmt check-config redis build fuzz-smoke fuzz-check chart-check bench
 CHART_VENV ?= .venv-chart
 PYTHON ?= python3
 
@@ -79,6 +79,12 @@ fmt: ## Format the code
 
 check-config: build ## Validate the demo configuration
 	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) ./target/debug/tether --config config/demo.toml check-config
+
+bench: redis ## Release build, then introspection/healthz/Redis GET figures on this machine; writes bench/RESULTS.md
+	@command -v redis-benchmark >/dev/null || { echo "error: redis-benchmark is missing (apt-get install redis-tools)" >&2; exit 1; }
+	@command -v python3 >/dev/null || { echo "error: bench needs python3 (apt-get install python3)" >&2; exit 1; }
+	$(CARGO) build --release --locked --bin tether --example dev_upstream --example loadgen
+	python3 bench/bench.py
 
 redis: ## Make sure redis-server is installed (the tests start their own on free ports)
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && exit 0; \

@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""`make bench`: Tether's hot paths against the physical limit, on this machine, in one run.
+
+Starts its own Redis (free port), the development upstream and a release build of Tether with
+the Redis store and generated keys, seeds grants through the real authorization flow, then
+drives load with `loadgen` (examples/loadgen.rs, a closed-loop HTTP/1.1 generator) and
+measures, in the same run, the limits: `redis-benchmark -t get` at the same concurrency and
+the HTTP floor (the load generator against /healthz). Prints a markdown table and writes it
+to bench/RESULTS.md. Every process it starts is stopped when it ends, also on failure.
+
+Only the standard library: urllib for the flows, subprocess for the processes.
+"""
+
+import concurrent.futures
+import datetime
+import http.cookiejar
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+DURATION = float(os.environ.get("BENCH_DURATION", "8"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+GRANTS = int(os.environ.get("BENCH_GRANTS", "1000"))
+FLOW_THREADS = int(os.environ.get("BENCH_FLOW_THREADS", "8"))
+REFRESH_CONCURRENCY = 32
+COPIES = int(os.environ.get("BENCH_COPIES", "100000"))
+SCALE = int(os.environ.get("BENCH_SCALE", "1000000"))
+RESOURCE_SECRET = "bench-resource-secret-0123456789"
+
+children = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name, args, env=None, log=None):
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    child = subprocess.Popen(args, cwd=ROOT, env={"PATH": os.environ["PATH"], **(env or {})},
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    children.append((name, child))
+    return child
+
+
+def stop_all():
+    for _, child in children:
+        if child.poll() is None:
+            child.terminate()
+    for _, child in children:
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def wait_http(url, what):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"bench: {what} did not start ({url})")
+
+
+def rss_kib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def browser():
+    jar = http.cookiejar.CookieJar()
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect())
+
+
+def fetch(opener, url, data=None, headers=None):
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        response = opener.open(request, timeout=10)
+        return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def register(issuer):
+    body = json.dumps({"client_name": "bench", "redirect_uris": ["http://127.0.0.1/cb"],
+                       "grant_types": ["authorization_code", "refresh_token"],
+                       "token_endpoint_auth_method": "none"}).encode()
+    status, _, answer = fetch(browser(), f"{issuer}/register", body, {"content-type": "application/json"})
+    assert status == 201, answer
+    return json.loads(answer)["client_id"]
+
+
+def flow(issuer, client_id, user):
+    """One complete authorization: consent, upstream sign-in, callback, code exchange."""
+    import base64
+    import hashlib
+    import secrets
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": "http://127.0.0.1/cb",
+                                    "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
+                                    "resource": os.environ["BENCH_RESOURCE"], "scope": "files:read"})
+    b = browser()
+    status, _, page = fetch(b, f"{issuer}/authorize?{query}")
+    assert status == 200, page
+    consent = re.search(rb'name="consent" value="([^"]+)"', page).group(1).decode()
+    status, headers, _ = fetch(b, f"{issuer}/consent", urllib.parse.urlencode({"consent": consent, "decision": "approve"}).encode())
+    assert status == 303
+    upstream = urllib.parse.urlsplit(headers["Location"])
+    fields = dict(urllib.parse.parse_qsl(upstream.query), username=user, decision="approve")
+    status, headers, _ = fetch(b, f"{upstream.scheme}://{upstream.netloc}{upstream.path}", urllib.parse.urlencode(fields).encode())
+    assert status == 302
+    status, headers, _ = fetch(b, headers["Location"])
+    assert status == 302
+    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers["Location"]).query))["code"]
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1/cb",
+            "code_verifier": verifier, "client_id": client_id, "resource": os.environ["BENCH_RESOURCE"]}
+    status, _, answer = fetch(b, f"{issuer}/token", urllib.parse.urlencode(form).encode())
+    assert status == 200, answer
+    return json.loads(answer)
+
+
+def loadgen(url, concurrency, extra, duration=None):
+    args = [os.path.join(RELEASE, "examples", "loadgen"), "--url", url, "--concurrency", str(concurrency),
+            "--duration", str(duration or DURATION), "--warmup", "1", *extra]
+    run = subprocess.run(args, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"bench: loadgen failed: {run.stderr.strip()}")
+    return json.loads(run.stdout)
+
+
+def median_run(url, concurrency, extra, pid):
+    runs = [loadgen(url, concurrency, extra) for _ in range(RUNS)]
+    middle = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    middle["errors_total"] = sum(r["errors"] for r in runs)
+    middle["first_error"] = next((r["first_error"] for r in runs if r["first_error"]), None)
+    middle["peak_rss_kib"] = rss_kib(pid, "VmHWM")
+    return middle
+
+
+def redis_get(port, concurrency):
+    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "get", "-c", str(concurrency),
+                          "-n", "400000", "-q"], check=True, capture_output=True, text=True).stdout
+    rates = [float(m) for m in re.findall(r"GET: ([0-9.]+) requests per second", out)]
+    return rates[-1] if rates else 0.0
+
+
+class Redis:
+    """Just enough RESP for INFO, SCAN, DUMP and EVAL (binary-safe arguments)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.file = self.sock.makefile("rb")
+
+    def __call__(self, *args):
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(parts))
+        return self.reply()
+
+    def reply(self):
+        line = self.file.readline()
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.file.read(n + 2)[:-2]
+            return data
+        if kind == b"*":
+            return [self.reply() for _ in range(int(rest))]
+        raise RuntimeError(f"unexpected reply {line!r}")
+
+    def used_memory(self):
+        info = self("INFO", "memory").decode()
+        return int(re.search(r"^used_memory:(\d+)", info, re.M).group(1))
+
+    def keys(self):
+        cursor, found = "0", set()
+        while True:
+            cursor, batch = self("SCAN", cursor, "COUNT", 1000)
+            found.update(batch)
+            if cursor == b"0":
+                return found
+
+
+# Copies one grant's keys (DUMP/RESTORE, same TTL, the hash tag suffixed with the copy's number):
+# records the size of real ones for the memory and keyspace figures, without 1,000,000 logins.
+COPY_GRANT = """
+local first, last = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = first, last do
+  for k = 1, #KEYS do
+    local copy = string.gsub(KEYS[k], "}", "-" .. i .. "}", 1)
+    redis.call("RESTORE", copy, ARGV[1 + 2 * k], ARGV[2 + 2 * k], "REPLACE")
+  end
+end
+return last - first + 1
+"""
+
+
+def copy_grant(redis, template, first, count):
+    dumps = []
+    for key in template:
+        ttl = redis("PTTL", key)
+        dumps += [max(ttl, 0), redis("DUMP", key)]
+    batch = 5000
+    for start in range(first, first + count, batch):
+        last = min(start + batch, first + count) - 1
+        redis("EVAL", COPY_GRANT, len(template), *template, start, last, *dumps)
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="tether-bench-")
+    redis_port, upstream_port, tether_port = free_port(), free_port(), free_port()
+    issuer = f"http://127.0.0.1:{tether_port}"
+    os.environ["BENCH_RESOURCE"] = "http://127.0.0.1:9000/mcp"
+    start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", work])
+    start("dev_upstream", [os.path.join(RELEASE, "examples", "dev_upstream"), "--port", str(upstream_port),
+                           "--redirect-uri", f"{issuer}/callback"])
+    keys = subprocess.run([os.path.join(RELEASE, "tether"), "keys", "generate"], check=True, capture_output=True, text=True).stdout
+    env = dict(line.split("=", 1) for line in keys.splitlines() if line.startswith("TETHER__"))
+    env.update({
+        "TETHER__ISSUER": issuer,
+        "TETHER__SERVER__BIND": f"127.0.0.1:{tether_port}",
+        "TETHER__STORE__KIND": "redis",
+        "TETHER__STORE__URL": f"redis://127.0.0.1:{redis_port}",
+        "TETHER__PROVIDERS__DEV__AUTHORIZE_URL": f"http://127.0.0.1:{upstream_port}/authorize",
+        "TETHER__PROVIDERS__DEV__TOKEN_URL": f"http://127.0.0.1:{upstream_port}/token",
+        "TETHER__PROVIDERS__DEV__USERINFO_URL": f"http://127.0.0.1:{upstream_port}/user",
+        "TETHER__RESOURCES__DEMO__URI": os.environ["BENCH_RESOURCE"],
+        "TETHER__RESOURCES__DEMO__SECRET": RESOURCE_SECRET,
+        # All load comes from one address and one resource: the per-address and per-resource
+        # limits would measure themselves (README "Security": size them for the busiest caller).
+        "TETHER__LIMITS__REGISTER_PER_MINUTE": "0",
+        "TETHER__LIMITS__AUTHORIZE_PER_MINUTE": "0",
+        "TETHER__LIMITS__TOKEN_PER_MINUTE": "0",
+        "TETHER__LIMITS__INTROSPECT_PER_SECOND": "0",
+    })
+    tether = start("tether", [os.path.join(RELEASE, "tether"), "--config", "config/demo.toml", "serve"], env,
+                   log=os.path.join(work, "tether.log"))
+    wait_http(f"{issuer}/readyz", "Tether")
+    wait_http(f"http://127.0.0.1:{upstream_port}/user", "the upstream stand-in")
+    time.sleep(0.5)
+    idle_rss = rss_kib(tether.pid)
+    redis = Redis(redis_port)
+    peaks = {}
+
+    # Complete authorization flows (consent, upstream sign-in, callback, code exchange), FLOW_THREADS
+    # browsers at a time.
+    client_id = register(issuer)
+    memory_before, cpu_before, started = redis.used_memory(), cpu_seconds(tether.pid), time.time()
+    with concurrent.futures.ThreadPoolExecutor(FLOW_THREADS) as pool:
+        tokens = list(pool.map(lambda i: flow(issuer, client_id, f"user{i}"), range(GRANTS)))
+    flow_seconds, flow_cpu = time.time() - started, cpu_seconds(tether.pid) - cpu_before
+    real_bytes_per_grant = (redis.used_memory() - memory_before) / GRANTS
+    peaks["flows"] = rss_kib(tether.pid, "VmHWM")
+
+    # One more flow, alone, names the keys one grant keeps.
+    before = redis.keys()
+    tokens.append(flow(issuer, client_id, "template"))
+    template = sorted(k for k in redis.keys() - before if b"{" in k)
+
+    import base64
+    basic = base64.b64encode(f"demo:{RESOURCE_SECRET}".encode()).decode()
+    bodies = os.path.join(work, "introspect.txt")
+    with open(bodies, "w") as f:
+        f.writelines(f"token={t['access_token']}\n" for t in tokens)
+    introspect = ["--method", "POST", "--header", f"authorization: Basic {basic}",
+                  "--header", "content-type: application/x-www-form-urlencoded", "--bodies", bodies,
+                  "--expect", '"active":true']
+    results = {}
+    for c in (32, 256):
+        results[("introspect", c)] = median_run(f"{issuer}/introspect", c, introspect, tether.pid)
+        peaks[f"introspection, {c} connections"] = results[("introspect", c)]["peak_rss_kib"]
+        results[("healthz", c)] = median_run(f"{issuer}/healthz", c, [], tether.pid)
+        results[("redis", c)] = statistics.median(redis_get(redis_port, c) for _ in range(RUNS))
+
+    # Refresh-token grants: every connection rotates its own chains; the runs continue them.
+    chains = os.path.join(work, "refresh.txt")
+    with open(chains, "w") as f:
+        f.writelines(f"grant_type=refresh_token&client_id={client_id}&refresh_token={t['refresh_token']}\n"
+                     for t in tokens)
+    refresh = ["--method", "POST", "--header", "content-type: application/x-www-form-urlencoded",
+               "--bodies", chains, "--chain", "refresh_token", "--chain-out", chains, "--expect", '"access_token"']
+    results["refresh"] = median_run(f"{issuer}/token", REFRESH_CONCURRENCY, refresh, tether.pid)
+    peaks[f"refresh, {REFRESH_CONCURRENCY} connections"] = results["refresh"]["peak_rss_kib"]
+    # Rotation held: every chain's last refresh token still works (once), and its predecessor
+    # chain was not revoked as a replay.
+    rotated = 0
+    with open(chains) as f:
+        for body in f.read().split():
+            status, _, answer = fetch(browser(), f"{issuer}/token", body.encode(),
+                                      {"content-type": "application/x-www-form-urlencoded"})
+            old = dict(urllib.parse.parse_qsl(body))["refresh_token"]
+            rotated += status == 200 and json.loads(answer)["refresh_token"] != old
+    chains_total = len(tokens)
+
+    # Redis memory per grant over COPIES copies of a real grant's keys, then the keyspace at
+    # SCALE grants against the GRANTS real ones.
+    memory_before = redis.used_memory()
+    copy_grant(redis, template, 1, COPIES)
+    copied_bytes_per_grant = (redis.used_memory() - memory_before) / COPIES
+    copy_grant(redis, template, COPIES + 1, SCALE - len(tokens) - COPIES)
+    grants_stored = SCALE
+    results["scale"] = median_run(f"{issuer}/introspect", 32, introspect, tether.pid)
+    redis_total = redis.used_memory()
+
+    rows = []
+    def row(what, value, target="", note=""):
+        rows.append(f"| {what} | {value} | {target} | {note} |")
+    def verdict(ok):
+        return "met" if ok else "**missed**"
+    for c in (32, 256):
+        r, h, g = results[("introspect", c)], results[("healthz", c)], results[("redis", c)]
+        if c == 32:
+            target, ok = "≥ 30,000 req/s, p99 < 5 ms, 0 errors", r["rps"] >= 30000 and r["p99_ms"] < 5 and not r["errors_total"]
+        else:
+            target, ok = "0 errors", not r["errors_total"]
+        row(f"introspection, {c} connections", f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+            f"{r['errors_total']} errors", target,
+            f"{verdict(ok)}; {r['rps'] / g:.0%} of Redis GET (stretch 40%), {r['rps'] / h['rps']:.0%} of /healthz")
+        row(f"/healthz floor, {c} connections", f"{h['rps']:,.0f} req/s, p99 {h['p99_ms']:.2f} ms", "", "same load generator")
+        row(f"redis-benchmark GET, {c} connections", f"{g:,.0f} req/s", "", "same machine, same run")
+    r32, r256 = results[("introspect", 32)], results[("introspect", 256)]
+    row("introspection, 256 vs 32 connections", f"{r256['rps'] / r32['rps']:.0%}", "≥ 80%", verdict(r256["rps"] >= 0.8 * r32["rps"]))
+    rf = results["refresh"]
+    row(f"refresh-token grants, {REFRESH_CONCURRENCY} connections",
+        f"{rf['rps']:,.0f} grants/s, p50 {rf['p50_ms']:.2f} ms, p99 {rf['p99_ms']:.2f} ms, {rf['errors_total']} errors",
+        "≥ 5,000/s (stretch 10,000/s), 0 errors", verdict(rf["rps"] >= 5000 and not rf["errors_total"]))
+    row("rotation under that load", f"{rotated} of {chains_total} chains' last refresh token rotated once more",
+        "all", verdict(rotated == chains_total) + "; every answer carried a new refresh token (loadgen checks)")
+    row(f"authorization flows ({FLOW_THREADS} Python browsers)", f"{GRANTS / flow_seconds:,.0f} flows/s", "",
+        "bounded by the Python client here, not by Tether")
+    row("Tether CPU per complete flow", f"{flow_cpu / GRANTS * 1000:.2f} ms", "< 1 ms", verdict(flow_cpu / GRANTS < 0.001))
+    row("idle RSS", f"{idle_rss / 1024:.1f} MB", "< 30 MB", verdict(idle_rss < 30 * 1024))
+    for what, kib in peaks.items():
+        row(f"peak RSS after {what}", f"{kib / 1024:.1f} MB", "< 150 MB", verdict(kib < 150 * 1024))
+    row(f"Redis memory per grant ({COPIES:,} copies of a real grant's {len(template)} keys)",
+        f"{copied_bytes_per_grant:,.0f} bytes", "< 1 KB", verdict(copied_bytes_per_grant < 1024) +
+        f"; {real_bytes_per_grant:,.0f} bytes per grant over the {GRANTS} real logins")
+    rs = results["scale"]
+    row(f"introspection with {grants_stored:,} stored grants vs {len(tokens):,}, 32 connections",
+        f"{rs['rps']:,.0f} req/s ({rs['rps'] / r32['rps']:.0%}), p99 {rs['p99_ms']:.2f} ms, {rs['errors_total']} errors",
+        "≥ 90%", verdict(rs["rps"] >= 0.9 * r32["rps"]) + f"; Redis used {redis_total / 2**20:,.0f} MB")
+
+    cores = os.cpu_count()
+    header = (f"# Benchmark results\n\n`make bench` on {datetime.date.today()}, {cores} cores; the load generator "
+              f"(examples/loadgen.rs), Redis {redis('INFO', 'server').decode().split('redis_version:')[1].split()[0]} and "
+              f"Tether (release build, Redis store, info logging to a file) share the machine. Median of {RUNS} runs of "
+              f"{DURATION:.0f} s; {len(tokens):,} grants from real logins introspected round-robin. Per-address and "
+              "per-resource rate limits are off (one load generator is every caller); every other setting is the "
+              "default.\n\n| measure | result | target | verdict and note |\n|---|---|---|---|\n")
+    table = header + "\n".join(rows) + "\n"
+    print(table)
+    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
+        f.write(table)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
