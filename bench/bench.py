@@ -13,10 +13,12 @@ Only the standard library: urllib for the flows, subprocess for the processes.
 
 import concurrent.futures
 import datetime
+import glob
 import http.cookiejar
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -250,7 +252,7 @@ def copy_grant(redis, template, first, count):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="tether-bench-")
+    work = tempfile.mkdtemp(prefix=f"tether-bench-{os.getpid()}-")
     redis_port, upstream_port, tether_port = free_port(), free_port(), free_port()
     issuer = f"http://127.0.0.1:{tether_port}"
     os.environ["BENCH_RESOURCE"] = "http://127.0.0.1:9000/mcp"
@@ -402,3 +404,5 @@ if __name__ == "__main__":
         main()
     finally:
         stop_all()
+        for work in glob.glob(os.path.join(tempfile.gettempdir(), f"tether-bench-{os.getpid()}-*")):
+            shutil.rmtree(work, ignore_errors=True)

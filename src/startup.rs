@@ -121,6 +121,7 @@ impl Application {
             store,
             vault: Vault::new(built.keyring),
             signer: built.signing,
+            verified: crate::oauth::tokens::VerifiedTokens::new(built.verified_cache),
             lifetimes: built.lifetimes,
             registration: built.registration,
             documents,

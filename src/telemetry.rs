@@ -160,6 +160,14 @@ fn join_trace(span: &Span, request: &ServiceRequest) {
     }
 }
 
+/// Paths whose successful requests are logged at debug, not info: introspection answers
+/// every MCP tool call of every user and probes and scrapes come every few seconds, so an
+/// info line each would be most of the log (and of the hot path's cost); `/metrics` counts
+/// them. Their failures are logged like any other request's.
+fn routine(path: &str) -> bool {
+    matches!(path, "/introspect" | "/healthz" | "/readyz" | "/metrics")
+}
+
 /// Start time of a request, kept in its extensions for the latency figure.
 #[derive(Clone, Copy)]
 struct Started(Instant);
@@ -206,9 +214,12 @@ impl RootSpanBuilder for RequestSpan {
             span.record("otel.status_code", "ERROR");
         }
         let latency_ms = started.map_or(0.0, |s| s.0.elapsed().as_secs_f64() * 1000.0);
+        let routine = matches!(outcome, Ok(response) if status < 400 && routine(response.request().path()));
         span.in_scope(|| {
             if status >= 500 {
                 tracing::warn!(status, latency_ms, "request finished");
+            } else if routine {
+                tracing::debug!(status, latency_ms, "request finished");
             } else {
                 tracing::info!(status, latency_ms, "request finished");
             }

@@ -15,7 +15,7 @@ use crate::store::{ActivityStore, GrantStatus};
 use super::error::OAuthError;
 use super::refresh::{Freshness, Refresher};
 use super::registry::Resource;
-use super::tokens::{AccessClaims, looks_like_jwt};
+use super::tokens::{AccessClaims, VerifiedTokens, looks_like_jwt};
 
 /// Tokens dated further in the future than this are not Tether's (clock skew between replicas).
 const MAX_FUTURE_IAT: i64 = 60;
@@ -117,6 +117,7 @@ fn inactive(reason: Inactive) -> Introspection {
 #[derive(Clone, Copy)]
 pub struct Introspector<'a> {
     pub signer: &'a SigningKeys,
+    pub verified: &'a VerifiedTokens,
     pub issuer: &'a str,
     pub refresher: Refresher<'a>,
     /// Set when background refresh is on: grants used are recorded for it, for this long.
@@ -129,14 +130,15 @@ pub async fn introspect(
     token: &str,
     now: UnixTime,
 ) -> Result<Introspection, OAuthError> {
-    let Introspector { signer, issuer, refresher, activity } = ctx;
+    let Introspector { signer, verified, issuer, refresher, activity } = ctx;
     let (grants, vault) = (refresher.grants, refresher.vault);
     if !looks_like_jwt(token) {
         return Ok(inactive(Inactive::NotAToken));
     }
-    let Ok(claims) = signer.verify::<AccessClaims>(token, issuer) else {
+    let Some(claims) = verified.verify(signer, token, issuer, now) else {
         return Ok(inactive(Inactive::BadSignature));
     };
+    let claims = AccessClaims::clone(&claims);
     if claims.exp + EXP_LEEWAY_SECS <= now {
         return Ok(inactive(Inactive::Expired));
     }

@@ -42,6 +42,8 @@ pub struct Broker {
     pub store: Arc<dyn Store>,
     pub vault: vault::Vault,
     pub signer: SigningKeys,
+    /// Access tokens introspection has verified (skips repeated signature checks).
+    pub verified: tokens::VerifiedTokens,
     pub lifetimes: tokens::Lifetimes,
     pub registration: RegistrationPolicy,
     /// Client ID Metadata Documents; `None` when disabled.
@@ -95,6 +97,7 @@ impl Broker {
         let activity: &dyn crate::store::ActivityStore = self.store.as_ref();
         introspection::Introspector {
             signer: &self.signer,
+            verified: &self.verified,
             issuer: &self.issuer,
             refresher: self.refresher(),
             activity: self.background.map(|b| (activity, b.window)),

@@ -68,6 +68,8 @@ pub struct Built {
     pub keyring: KeyRing,
     pub signing: SigningKeys,
     pub lifetimes: Lifetimes,
+    /// How many verified access tokens introspection remembers (0: none).
+    pub verified_cache: usize,
     pub registration: RegistrationPolicy,
     pub store: StoreChoice,
     /// `None` when Client ID Metadata Documents are disabled.
@@ -159,6 +161,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 keyring,
                 signing,
                 lifetimes,
+                verified_cache: settings.tokens.verified_cache_entries,
                 registration: RegistrationPolicy {
                     enabled: settings.registration.enabled,
                     caps: ClientCaps {
@@ -239,6 +242,9 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     check("code_ttl_secs", t.code_ttl_secs, 10, 600);
     check("refresh_grace_secs", t.refresh_grace_secs, 0, 3600);
     check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
+    if t.verified_cache_entries > 10_000_000 {
+        errors.push("tokens.verified_cache_entries", "must be at most 10000000 (about 4 GB)");
+    }
     if settings.consent.remember_secs > 31_536_000 {
         errors.push("consent.remember_secs", "must be at most 31536000 (a year)");
     }

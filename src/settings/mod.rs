@@ -113,6 +113,7 @@ pub struct TokenSettings {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
     pub refresh_grace_secs: u64,
+    pub verified_cache_entries: usize,
     pub code_ttl_secs: u64,
     pub authorization_ttl_secs: u64,
 }
