@@ -302,6 +302,15 @@ def main():
     before = redis.keys()
     tokens.append(flow(issuer, client_id, "template"))
     template = sorted(k for k in redis.keys() - before if b"{" in k)
+    for key in template:
+        kind = redis("TYPE", key)
+        if kind == "hash":
+            raw = redis("HGETALL", key)
+            layout = ", ".join(f"{raw[i].decode()} {len(raw[i + 1])}" for i in range(0, len(raw), 2))
+        else:
+            layout = f"{len(redis('GET', key))} bytes of value"
+        print(f"grant key {key.decode().split('{')[0]}{{id}}: {redis('MEMORY', 'USAGE', key, 'SAMPLES', '0')} bytes "
+              f"({kind}: {layout})", file=sys.stderr)
 
     import base64
     basic = base64.b64encode(f"demo:{RESOURCE_SECRET}".encode()).decode()

@@ -9,7 +9,9 @@
 //! for), and meanwhile all of that connection's I/O waits its turn on one worker's thread.
 //!
 //! [`Home`] is the runtime Tether was built on, which lives as long as the process; shared
-//! clients run their calls through [`Home::run`], so what they spawn lands there.
+//! clients run their calls through [`Home::run`], so what they spawn lands there. (A
+//! connection that belongs to one worker alone, such as its own connection to a standalone
+//! Redis, runs on that worker instead and ends with it: see `store::redis_conn`.)
 
 use std::future::Future;
 

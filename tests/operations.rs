@@ -169,9 +169,9 @@ async fn spans_join_the_callers_trace_and_are_exported_over_otlp_without_query_s
     replicas[0].signal(libc::SIGTERM);
     assert!(replicas[0].exited(std::time::Duration::from_secs(15)).await.is_some_and(|s| s.success()));
 
-    // The log lines of the request carry the caller's trace id.
+    // The log lines of a request carry the caller's trace id.
     let log = replicas[0].log();
-    let line = log.lines().find(|l| l.contains(r#""path":"/healthz""#)).expect("a log line for /healthz");
+    let line = log.lines().find(|l| l.contains(r#""path":"/callback""#)).expect("a log line for /callback");
     assert!(line.contains(&format!(r#""trace_id":"{trace}""#)), "{line}");
 
     // The spans were exported (flushed at shutdown) into the same trace, named by route.
@@ -187,22 +187,26 @@ async fn spans_join_the_callers_trace_and_are_exported_over_otlp_without_query_s
 async fn without_export_the_log_lines_still_carry_the_callers_trace_id() {
     let mut replicas = common::process::Replicas::start(1, Options::default()).await;
     let trace = "0af7651916cd43dd8448eb211c80319c";
+    let (metadata, jwks) = ("/.well-known/oauth-authorization-server", "/.well-known/jwks.json");
     let traced = replicas[0]
         .api
-        .get(replicas[0].url("/healthz"))
+        .get(replicas[0].url(metadata))
         .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
         .send()
         .await
         .unwrap();
     assert_eq!(traced.status(), 200);
-    let malformed = replicas[0].api.get(replicas[0].url("/readyz")).header("traceparent", "00-zz-yy-01").send().await;
+    let malformed = replicas[0].api.get(replicas[0].url(jwks)).header("traceparent", "00-zz-yy-01").send().await;
     assert_eq!(malformed.unwrap().status(), 200, "a malformed traceparent is ignored");
+    let probe = replicas[0].api.get(replicas[0].url("/healthz")).send().await;
+    assert_eq!(probe.unwrap().status(), 200);
     replicas[0].signal(libc::SIGTERM);
     assert!(replicas[0].exited(std::time::Duration::from_secs(15)).await.is_some());
     let log = replicas[0].log();
     let line = |path: &str| log.lines().find(|l| l.contains(&format!(r#""path":"{path}""#))).unwrap().to_owned();
-    assert!(line("/healthz").contains(&format!(r#""trace_id":"{trace}""#)), "{log}");
-    assert!(!line("/readyz").contains("trace_id"), "{log}");
+    assert!(line(metadata).contains(&format!(r#""trace_id":"{trace}""#)), "{log}");
+    assert!(!line(jwks).contains("trace_id"), "{log}");
+    assert!(!log.contains(r#""path":"/healthz""#), "a successful probe is logged at debug only: {log}");
     assert!(!log.contains("otel."), "OpenTelemetry fields stay out of the logs: {log}");
 }
 

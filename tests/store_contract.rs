@@ -468,3 +468,65 @@ async fn connections_are_claimed_and_settled_once_and_sessions_point_at_grants(s
     assert_eq!(s.store.session("brief").await.unwrap(), None, "sessions expire");
     assert_eq!(s.store.claim_connection("c2", "browser-b", short).await.unwrap(), "browser-b", "claims expire");
 }
+
+/// Redis connections open from Tether (the cli's own connection left out).
+fn tether_connections(redis: &RedisServer) -> usize {
+    redis.cli(&["CLIENT", "LIST"]).lines().filter(|l| !l.contains("cmd=client")).count()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Each single-threaded runtime (an HTTP worker) talks to a standalone Redis over a connection
+/// of its own; a runtime that ended leaves nothing behind that a later one on the same thread
+/// would trip over, and multi-threaded runtimes share one connection.
+#[test]
+fn a_worker_has_its_own_connection_and_a_new_runtime_on_its_thread_gets_a_working_one() {
+    let redis = RedisServer::start();
+    // Tether's own (multi-threaded) runtime builds the store, as `tether serve` does.
+    let home = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let store = Arc::new(home.block_on(async {
+        RedisStore::connect(&RedisTarget::standalone(&redis.url()), "workers", Duration::from_secs(2)).unwrap()
+    }));
+    let grant = GrantRecord {
+        id: "g1".into(),
+        info: GrantInfo {
+            subject: "user".into(),
+            client_id: "client".into(),
+            resource: "files".into(),
+            provider: "dev".into(),
+            scope: vec!["files:read".into()],
+            offline: true,
+            created_at: 1,
+        },
+        status: GrantStatus::Active,
+        upstream: b"sealed".to_vec(),
+    };
+    let first = current_thread();
+    first.block_on(store.put_grant(&grant, Duration::from_secs(60))).unwrap();
+    assert_eq!(tether_connections(&redis), 1);
+    drop(first);
+    // The first runtime's connection ended with it; the next runtime on this thread connects anew.
+    for _ in 0..3 {
+        let next = current_thread();
+        assert_eq!(next.block_on(store.grant("g1")).unwrap().as_ref(), Some(&grant));
+    }
+    let other = Arc::clone(&store);
+    std::thread::spawn(move || current_thread().block_on(other.grant("g1")).unwrap()).join().unwrap().unwrap();
+    for _ in 0..5 {
+        assert!(home.block_on(store.grant("g1")).unwrap().is_some());
+    }
+    let worker = current_thread();
+    assert!(worker.block_on(store.grant("g1")).unwrap().is_some());
+    assert!(worker.block_on(store.grant("g1")).unwrap().is_some());
+    assert_eq!(tether_connections(&redis), 2, "the live worker's own and the shared one");
+    // A worker's connection closes with its runtime; the shared one stays.
+    drop(worker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while tether_connections(&redis) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(tether_connections(&redis), 1);
+    assert!(home.block_on(store.grant("g1")).unwrap().is_some());
+}

@@ -175,9 +175,15 @@ impl RedisStore {
     /// Runs one Redis exchange under the store deadline.
     async fn run<T>(&self, op: impl AsyncFnOnce(Conn) -> Result<T, RedisError>) -> StoreResult<T> {
         let started = std::time::Instant::now();
-        // The connection's driver and reconnections run on the home runtime, not on the
-        // HTTP worker that happens to ask first (see `crate::home`).
-        let exchange = self.home.run(async { op(self.source.conn().await?).await });
+        // A shared connection's driver and reconnections run on the home runtime, not on the
+        // HTTP worker that happens to ask first (see `crate::home`); a worker's own
+        // connection runs on the worker.
+        let exchange = async {
+            match self.source.local() {
+                Some(conn) => op(conn).await,
+                None => self.home.run(async { op(self.source.conn().await?).await }).await,
+            }
+        };
         let (result, failure) = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(value)) => (Ok(value), None),
             Ok(Err(e)) => {

@@ -174,7 +174,88 @@ impl Conn {
 /// Where connections come from.
 pub(super) enum Source {
     Fixed(Conn),
+    /// A standalone server: one shared connection for the home runtime, and one of its own
+    /// for each single-threaded runtime that asks (an HTTP worker).
+    Standalone(Box<StandaloneSource>),
     Sentinel(Box<SentinelSource>),
+}
+
+/// A standalone server's connections.
+///
+/// An HTTP worker that sends its commands through the shared connection hands every request
+/// and every reply to another thread (where that connection's I/O runs) and back: on a busy
+/// broker those wake-ups cost more than Redis itself. Its own connection keeps a request's
+/// round trip on the worker's thread. It lives as long as the worker's runtime (the worker
+/// finishes its own requests before that ends, see `crate::home`), and its reconnections run
+/// there too.
+pub(super) struct StandaloneSource {
+    shared: ConnectionManager,
+    client: Client,
+    config: ConnectionManagerConfig,
+    /// Alive while this source is: per-thread connections of a dropped source are let go.
+    token: std::sync::Arc<()>,
+}
+
+/// Connection failures seen so far (see [`Source::failed`]).
+static CONNECTION_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A per-thread connection, with what it belongs to.
+struct LocalConn {
+    source: std::sync::Weak<()>,
+    /// `CONNECTION_FAILURES` when it was made: it is retired once that moves on.
+    failures: u64,
+    /// Cleared when the runtime the connection runs on shuts down.
+    runtime_alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conn: ConnectionManager,
+}
+
+impl LocalConn {
+    fn usable(&self) -> bool {
+        self.source.strong_count() > 0
+            && self.runtime_alive.load(std::sync::atomic::Ordering::Acquire)
+            && self.failures == CONNECTION_FAILURES.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Vec<LocalConn>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Clears its flag when dropped: spawned as a task that never ends, it is dropped with the
+/// runtime that holds it.
+struct RuntimeAlive(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for RuntimeAlive {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl StandaloneSource {
+    /// This thread's own connection, when it runs a single-threaded runtime.
+    fn local(&self) -> Option<ConnectionManager> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+            return None;
+        }
+        let token = std::sync::Arc::downgrade(&self.token);
+        LOCAL.with_borrow_mut(|locals| {
+            if let Some(local) = locals.iter().find(|l| l.usable() && l.source.ptr_eq(&token)) {
+                return Some(local.conn.clone());
+            }
+            locals.retain(LocalConn::usable);
+            let failures = CONNECTION_FAILURES.load(std::sync::atomic::Ordering::Acquire);
+            let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()).ok()?;
+            let runtime_alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let guard = RuntimeAlive(runtime_alive.clone());
+            drop(handle.spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            }));
+            locals.push(LocalConn { source: token, failures, runtime_alive, conn: conn.clone() });
+            Some(conn)
+        })
+    }
 }
 
 pub(super) struct SentinelSource {
@@ -195,7 +276,12 @@ impl Source {
             Topology::Standalone => {
                 let url = target.urls.first().ok_or_else(|| invalid("no Redis URL"))?;
                 let client = target.client(target.info(url)?)?;
-                Ok(Source::Fixed(Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)))
+                Ok(Source::Standalone(Box::new(StandaloneSource {
+                    shared: ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
+                    client,
+                    config,
+                    token: std::sync::Arc::new(()),
+                })))
             }
             Topology::Cluster => {
                 let nodes = target.urls.iter().map(|u| target.info(u)).collect::<Result<Vec<_>, _>>()?;
@@ -240,10 +326,20 @@ impl Source {
         }
     }
 
+    /// A connection of the calling thread's own, to be used where it is (outside the home
+    /// runtime): on an HTTP worker, for a standalone server.
+    pub(super) fn local(&self) -> Option<Conn> {
+        match self {
+            Source::Standalone(s) => s.local().map(Conn::Single),
+            Source::Fixed(_) | Source::Sentinel(_) => None,
+        }
+    }
+
     /// A connection to use now (behind Sentinel: to the master the sentinels name).
     pub(super) async fn conn(&self) -> Result<Conn, RedisError> {
         match self {
             Source::Fixed(conn) => Ok(conn.clone()),
+            Source::Standalone(s) => Ok(Conn::Single(s.shared.clone())),
             Source::Sentinel(s) => {
                 if let Some(conn) = s.current.read().unwrap_or_else(|e| e.into_inner()).clone() {
                     return Ok(Conn::Single(conn));
@@ -263,8 +359,10 @@ impl Source {
 
     /// Called when a command failed: behind Sentinel, a master that is gone, demoted or
     /// silent is forgotten so that the next command asks the sentinels again.
+    /// A failure of a connection itself (any thread's) retires every thread's own
+    /// connection: each worker's next command connects afresh, so that once Redis is back
+    /// no worker fails a request on a connection that has not yet noticed the outage.
     pub(super) fn failed(&self, error: Option<&RedisError>) {
-        let Source::Sentinel(s) = self else { return };
         let master_lost = error.is_none_or(|e| {
             e.is_io_error()
                 || e.is_connection_dropped()
@@ -272,6 +370,10 @@ impl Source {
                 || e.is_timeout()
                 || e.code() == Some("READONLY")
         });
+        if master_lost {
+            CONNECTION_FAILURES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        let Source::Sentinel(s) = self else { return };
         if master_lost && s.current.write().unwrap_or_else(|e| e.into_inner()).take().is_some() {
             tracing::warn!("lost the Redis master; asking the sentinels again on the next command");
         }
