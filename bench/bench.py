@@ -14,6 +14,7 @@ Only the standard library: urllib for the flows, subprocess for the processes.
 import concurrent.futures
 import datetime
 import glob
+import http.client
 import http.cookiejar
 import json
 import os
@@ -98,23 +99,46 @@ def cpu_seconds(pid, kernel_only=False):
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+class Browser:
+    """Cookies, no redirects followed, and one kept-alive connection per host, as a browser."""
+
+    def __init__(self):
+        self.jar = http.cookiejar.CookieJar()
+        self.connections = {}
+
+    def fetch(self, url, data=None, headers=None):
+        request = urllib.request.Request(url, data=data, headers=headers or {})
+        self.jar.add_cookie_header(request)
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        fields = dict(request.header_items())
+        if data is not None:
+            fields.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        for attempt in (1, 2):
+            connection = self.connections.get(parts.netloc)
+            if connection is None:
+                connection = self.connections[parts.netloc] = http.client.HTTPConnection(parts.netloc, timeout=10)
+            try:
+                connection.request(request.get_method(), target, body=data, headers=fields)
+                response = connection.getresponse()
+                body = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle kept-alive connection: once more on a new one.
+                connection.close()
+                del self.connections[parts.netloc]
+                if attempt == 2:
+                    raise
+        self.jar.extract_cookies(response, request)
+        return response.status, response.headers, body
 
 
 def browser():
-    jar = http.cookiejar.CookieJar()
-    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect())
+    return Browser()
 
 
-def fetch(opener, url, data=None, headers=None):
-    request = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        response = opener.open(request, timeout=10)
-        return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
+def fetch(browser, url, data=None, headers=None):
+    return browser.fetch(url, data, headers)
 
 
 def register(issuer):
@@ -409,7 +433,7 @@ def main():
         "bounded by the Python client here, not by Tether")
     row("Tether CPU per complete flow", f"{flow_cpu / GRANTS * 1000:.2f} ms", "< 1 ms", verdict(flow_cpu / GRANTS < 0.001) +
         f"; {flow_kernel / flow_cpu:.0%} of it in the kernel; {commands_per_flow:.1f} Redis commands per flow; "
-        "4 browser requests per flow, each on a new connection (Python's urllib), and 2 calls to the upstream")
+        "4 browser requests to Tether per flow over one kept-alive connection, as a browser does, and 2 calls to the upstream")
     row("idle RSS", f"{idle_rss / 1024:.1f} MB", "< 30 MB", verdict(idle_rss < 30 * 1024))
     for what, kib in peaks.items():
         row(f"peak RSS after {what}", f"{kib / 1024:.1f} MB", "< 150 MB", verdict(kib < 150 * 1024))
@@ -444,13 +468,14 @@ def main():
              "is also bounded by the others' CPU."]
     if flow_cpu / GRANTS >= 0.001:
         notes += ["\n## What bounds the missed targets\n",
-                  f"- CPU per flow ({flow_cpu / GRANTS * 1000:.2f} ms): a flow is 4 browser requests to Tether (each on a "
-                  f"new TCP connection here), the upstream code exchange and user lookup (2 outgoing HTTP calls), "
+                  f"- CPU per flow ({flow_cpu / GRANTS * 1000:.2f} ms): a flow is 4 browser requests to Tether (over one "
+                  f"kept-alive connection per browser), the upstream code exchange and user lookup (2 outgoing HTTP calls), "
                   f"{commands_per_flow:.0f} Redis commands (a MULTI/EXEC block counts each of its commands), one ES256 signature and one AES-GCM seal. "
-                  f"{flow_kernel / flow_cpu:.0%} of Tether's CPU during the flows is kernel time (accepting and "
-                  "closing connections, socket reads and writes, epoll); `perf record` over a 3,000-flow run showed "
-                  "no user-space function above 1.5% (ES256 about 3% in all, malloc and memmove about 8%). The "
-                  "cost is spread over the per-request socket and HTTP work, not a hot spot; halving it takes fewer "
+                  f"{flow_kernel / flow_cpu:.0%} of Tether's CPU during the flows is kernel time (socket reads "
+                  "and writes on the browser, upstream and Redis connections, epoll); a `perf record` profile of "
+                  "3,000 flows (taken when each browser request opened its own connection) showed no user-space "
+                  "function above 1.5% (ES256 about 3% in all, malloc and memmove about 8%). The cost is spread "
+                  "over the per-request socket, HTTP and Redis work, not a hot spot; halving it takes fewer "
                   "requests and Redis round trips per login (consent, pending and code records in fewer writes), "
                   "which is a protocol-layout change, not tuning."]
     if copied_bytes_per_grant >= 1024:
