@@ -122,6 +122,7 @@ impl Application {
             vault: Vault::new(built.keyring),
             signer: built.signing,
             verified: crate::oauth::tokens::VerifiedTokens::new(built.verified_cache),
+            touches: crate::oauth::clients::ClientTouches::default(),
             lifetimes: built.lifetimes,
             registration: built.registration,
             documents,

@@ -240,6 +240,33 @@ async fn r07_clients_that_never_obtain_tokens_are_collected_and_answered_invalid
     assert_eq!(app.refresh(&used, tokens["refresh_token"].as_str().unwrap()).await.status(), 200);
 }
 
+/// A client in use stays registered for `registration.client_ttl_secs` after its last token
+/// request, renewed at most once per hundredth of that (here 36 s) rather than on every one.
+#[tokio::test]
+async fn r07_a_client_in_use_is_renewed_at_most_once_per_interval() {
+    let extra = "[registration]\nclient_ttl_secs = 3600\n[tokens]\nrefresh_token_ttl_secs = 3600\n".to_owned();
+    let app = TestApp::spawn_with(Backend::Memory, Options { extra, ..Options::default() }).await;
+    let client = app.register_client("none").await;
+    let tokens = app.tokens_for(&client, "r07-renew").await;
+    let refresh = async |token: &str| -> String {
+        let response = app.refresh(&client, token).await;
+        assert_eq!(response.status(), 200, "the client is still registered");
+        let body: Value = response.json().await.unwrap();
+        body["refresh_token"].as_str().unwrap().to_owned()
+    };
+    // Used at 0, 3000 and 6000: each use renews it, so it outlives 3600 and 6600.
+    app.clock.advance(3000);
+    let token = refresh(tokens["refresh_token"].as_str().unwrap()).await;
+    app.clock.advance(3000);
+    let token = refresh(&token).await;
+    // Used again 20 s later: within the interval, not renewed; it lapses 3600 s after 6000.
+    app.clock.advance(20);
+    let token = refresh(&token).await;
+    app.clock.advance(3581);
+    let lapsed = app.refresh(&client, &token).await;
+    expect_error(lapsed, 401, "invalid_client", "renewed at 6000, not again at 6020").await;
+}
+
 #[tokio::test]
 async fn r11_pre_registered_clients_authenticate_with_their_configured_secret() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ pub async fn post(
     let store = broker.store.as_ref();
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     span.record("client_id", client.client_id.as_str());
-    let stores = TokenStores { clients: store, codes: store, grants: store, refresh: store };
+    let stores = TokenStores { clients: store, codes: store, grants: store, refresh: store, touches: &broker.touches };
     let grant_type = match &request {
         TokenRequest::AuthorizationCode(_) => "authorization_code",
         TokenRequest::RefreshToken(_) => "refresh_token",

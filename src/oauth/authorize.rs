@@ -128,11 +128,17 @@ pub async fn start(
         validate(ctx, &client, &params, redirect_uri.clone(), redirect_uri_sent).map_err(|e| back.error(&e))?;
 
     // One binding per browser, reused across authorizations (and tabs).
-    let binding = binding.filter(|b| is_binding(b)).map_or_else(random::token, str::to_owned);
+    let presented = binding.filter(|b| is_binding(b));
+    let binding = presented.map_or_else(random::token, str::to_owned);
     // Step-up: a new authorization for the same client and resource in this browser widens
     // the earlier grant (asking upstream for the union) instead of replacing it with a
     // narrower one. The callback keeps the union only if the same user signs in upstream.
-    if let Some(earlier) = earlier_grant(stores, &hash::digest(&binding), &request).await? {
+    // A browser that just got its binding has no earlier grant to look up.
+    let earlier = match presented {
+        Some(_) => earlier_grant(stores, &hash::digest(&binding), &request).await?,
+        None => None,
+    };
+    if let Some(earlier) = earlier {
         let union: Vec<String> = resource
             .scopes
             .iter()

@@ -107,10 +107,6 @@ pub async fn complete(
     };
     let upstream = vault.seal(&grant_id, &info, &tokens).map_err(|e| back.error(&e))?;
     let grant = GrantRecord { id: grant_id.clone(), info, status: GrantStatus::Active, upstream };
-    // Until the code is exchanged the grant only needs to outlive the code; the token
-    // endpoint then gives it its real lifetime.
-    let stored = stores.grants.put_grant(&grant, ctx.lifetimes.authorization).await;
-    stored.map_err(|e| back.error(&OAuthError::store(e)))?;
 
     let client_code = random::token();
     let code_record = CodeRecord {
@@ -123,18 +119,23 @@ pub async fn complete(
         grant_id: grant_id.clone(),
         issued_at: now,
     };
-    let stored = stores.codes.put_code(&hash::digest(&client_code), &code_record, ctx.lifetimes.code).await;
-    stored.map_err(|e| back.error(&OAuthError::store(e)))?;
-    let remembered = stores
-        .browsers
-        .remember_grant(
+    // The three writes go out together (one round trip on a pipelining connection): nothing
+    // reads the code before the client is sent it, which happens only once both the grant and
+    // the code are stored. Until the code is exchanged the grant only needs to outlive the
+    // code; the token endpoint then gives it its real lifetime.
+    let code_digest = hash::digest(&client_code);
+    let (grant_stored, code_stored, remembered) = tokio::join!(
+        stores.grants.put_grant(&grant, ctx.lifetimes.authorization),
+        stores.codes.put_code(&code_digest, &code_record, ctx.lifetimes.code),
+        stores.browsers.remember_grant(
             &pending.binding_digest,
             &request.client_id,
             &request.resource,
             &grant_id,
             ctx.lifetimes.refresh_token,
-        )
-        .await;
+        ),
+    );
+    grant_stored.and(code_stored).map_err(|e| back.error(&OAuthError::store(e)))?;
     if let Err(e) = remembered {
         tracing::warn!(error = %e, "cannot remember the grant for this browser; a later step-up will not widen it");
     }

@@ -60,3 +60,86 @@ impl Clients<'_> {
         Ok(self.store.client(client_id).await?)
     }
 }
+
+/// Dynamic clients this process recently kept alive, so a busy client's token requests do
+/// not each rewrite its lifetime (two store writes per token request otherwise).
+///
+/// A client is kept for `registration.client_ttl_secs` after it last obtained tokens; renewing
+/// that at most once per hundredth of it (and at least hourly) keeps every client used within
+/// its lifetime alive, to within that interval, at a cost of one renewal per client, process
+/// and interval. Bounded: forgetting a client only means renewing it again.
+pub struct ClientTouches {
+    cache: quick_cache::sync::Cache<String, UnixTime>,
+}
+
+impl std::fmt::Debug for ClientTouches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTouches").field("entries", &self.cache.len()).finish()
+    }
+}
+
+impl Default for ClientTouches {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
+}
+
+impl ClientTouches {
+    pub fn new(capacity: usize) -> Self {
+        Self { cache: quick_cache::sync::Cache::new(capacity.max(1)) }
+    }
+
+    /// Whether `client_id`'s lifetime of `idle` is due for renewal at `now`.
+    pub fn due(&self, client_id: &str, idle: std::time::Duration, now: UnixTime) -> bool {
+        let interval = Self::interval(idle);
+        self.cache.get(client_id).is_none_or(|at| now.saturating_sub(at) >= interval || at > now)
+    }
+
+    /// Records that `client_id`'s lifetime was renewed at `now`.
+    pub fn renewed(&self, client_id: &str, now: UnixTime) {
+        self.cache.insert(client_id.to_owned(), now);
+    }
+
+    /// Seconds between renewals of one client: a hundredth of its lifetime, at most an hour.
+    fn interval(idle: std::time::Duration) -> UnixTime {
+        let seconds = UnixTime::try_from(idle.as_secs() / 100).unwrap_or(UnixTime::MAX);
+        seconds.min(3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ClientTouches;
+
+    const IDLE: Duration = Duration::from_secs(90 * 86_400);
+
+    #[test]
+    fn a_client_is_renewed_once_per_interval() {
+        let touches = ClientTouches::new(10);
+        assert!(touches.due("a", IDLE, 1_000), "a client never renewed here is due");
+        touches.renewed("a", 1_000);
+        assert!(!touches.due("a", IDLE, 1_000));
+        assert!(!touches.due("a", IDLE, 1_000 + 3_599), "renewed within the hour");
+        assert!(touches.due("a", IDLE, 1_000 + 3_600), "an hour later it is due again");
+        assert!(touches.due("b", IDLE, 1_000), "each client has its own time");
+    }
+
+    #[test]
+    fn a_short_lifetime_is_renewed_at_a_hundredth_of_it() {
+        let touches = ClientTouches::new(10);
+        touches.renewed("a", 1_000);
+        assert!(!touches.due("a", Duration::from_secs(1_000), 1_009));
+        assert!(touches.due("a", Duration::from_secs(1_000), 1_010));
+        // Under 100 s: every request renews.
+        assert!(touches.due("a", Duration::from_secs(99), 1_000));
+    }
+
+    #[test]
+    fn a_clock_that_went_back_renews() {
+        let touches = ClientTouches::new(10);
+        touches.renewed("a", 1_000);
+        assert!(touches.due("a", IDLE, 900));
+    }
+}

@@ -44,6 +44,8 @@ pub struct Broker {
     pub signer: SigningKeys,
     /// Access tokens introspection has verified (skips repeated signature checks).
     pub verified: tokens::VerifiedTokens,
+    /// Dynamic clients whose lifetime this process renewed lately.
+    pub touches: clients::ClientTouches,
     pub lifetimes: tokens::Lifetimes,
     pub registration: RegistrationPolicy,
     /// Client ID Metadata Documents; `None` when disabled.

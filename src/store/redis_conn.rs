@@ -192,69 +192,19 @@ pub(super) struct StandaloneSource {
     shared: ConnectionManager,
     client: Client,
     config: ConnectionManagerConfig,
-    /// Alive while this source is: per-thread connections of a dropped source are let go.
-    token: std::sync::Arc<()>,
+    workers: crate::home::PerWorker<ConnectionManager>,
 }
 
-/// Connection failures seen so far (see [`Source::failed`]).
+/// Connection failures seen so far (see [`Source::failed`]): a worker's connection made
+/// before the latest is retired.
 static CONNECTION_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A per-thread connection, with what it belongs to.
-struct LocalConn {
-    source: std::sync::Weak<()>,
-    /// `CONNECTION_FAILURES` when it was made: it is retired once that moves on.
-    failures: u64,
-    /// Cleared when the runtime the connection runs on shuts down.
-    runtime_alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conn: ConnectionManager,
-}
-
-impl LocalConn {
-    fn usable(&self) -> bool {
-        self.source.strong_count() > 0
-            && self.runtime_alive.load(std::sync::atomic::Ordering::Acquire)
-            && self.failures == CONNECTION_FAILURES.load(std::sync::atomic::Ordering::Acquire)
-    }
-}
-
-thread_local! {
-    static LOCAL: std::cell::RefCell<Vec<LocalConn>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Clears its flag when dropped: spawned as a task that never ends, it is dropped with the
-/// runtime that holds it.
-struct RuntimeAlive(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for RuntimeAlive {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
-    }
-}
 
 impl StandaloneSource {
     /// This thread's own connection, when it runs a single-threaded runtime.
     fn local(&self) -> Option<ConnectionManager> {
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
-            return None;
-        }
-        let token = std::sync::Arc::downgrade(&self.token);
-        LOCAL.with_borrow_mut(|locals| {
-            if let Some(local) = locals.iter().find(|l| l.usable() && l.source.ptr_eq(&token)) {
-                return Some(local.conn.clone());
-            }
-            locals.retain(LocalConn::usable);
-            let failures = CONNECTION_FAILURES.load(std::sync::atomic::Ordering::Acquire);
-            let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()).ok()?;
-            let runtime_alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-            let guard = RuntimeAlive(runtime_alive.clone());
-            drop(handle.spawn(async move {
-                let _guard = guard;
-                std::future::pending::<()>().await;
-            }));
-            locals.push(LocalConn { source: token, failures, runtime_alive, conn: conn.clone() });
-            Some(conn)
-        })
+        let failures = CONNECTION_FAILURES.load(std::sync::atomic::Ordering::Acquire);
+        self.workers
+            .get(failures, || ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()).ok())
     }
 }
 
@@ -280,7 +230,7 @@ impl Source {
                     shared: ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
                     client,
                     config,
-                    token: std::sync::Arc::new(()),
+                    workers: crate::home::PerWorker::default(),
                 })))
             }
             Topology::Cluster => {

@@ -26,66 +26,97 @@ pub enum HttpError {
 }
 
 #[derive(Debug, Clone)]
-pub struct UpstreamHttp {
-    client: reqwest::Client,
-    /// Where the pool's connections live (see `crate::home`).
+pub struct UpstreamHttp(std::sync::Arc<Clients>);
+
+/// The shared pool, whose connections live on the home runtime (see `crate::home`), and one
+/// pool per HTTP worker: a worker's call to the provider then stays on its own thread instead
+/// of handing every request and reply to the home runtime and back.
+#[derive(Debug)]
+struct Clients {
+    shared: reqwest::Client,
     home: crate::home::Home,
+    timeout: Duration,
+    workers: crate::home::PerWorker<reqwest::Client>,
 }
 
 impl UpstreamHttp {
     pub fn new(timeout: Duration) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // SSRF and token leakage: an upstream endpoint never gets to send Tether elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
-        Ok(Self { client, home: crate::home::Home::here() })
+        let shared = build(timeout)?;
+        Ok(Self(std::sync::Arc::new(Clients {
+            shared,
+            home: crate::home::Home::here(),
+            timeout,
+            workers: crate::home::PerWorker::default(),
+        })))
     }
 
+    /// For building requests to [`send`](Self::send) (which may send them through another
+    /// pool of the same settings).
     pub fn client(&self) -> &reqwest::Client {
-        &self.client
+        &self.0.shared
+    }
+
+    /// This worker's pool, if the caller runs on an HTTP worker.
+    fn local(&self) -> Option<reqwest::Client> {
+        self.0.workers.get(0, || build(self.0.timeout).ok())
+    }
+
+    /// Runs `call` with this worker's pool, or with the shared one on the home runtime.
+    async fn with_client<T>(&self, call: impl AsyncFnOnce(&reqwest::Client) -> T) -> T {
+        match self.local() {
+            Some(client) => call(&client).await,
+            None => self.0.home.run(call(&self.0.shared)).await,
+        }
     }
 
     /// Sends a request and reads a bounded body; 5xx and 429 become [`HttpError::Unavailable`].
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), HttpError> {
-        self.home
-            .run(async {
-                let response = request.send().await.map_err(|e| HttpError::Transport(transport(&e)))?;
-                let status = response.status().as_u16();
-                if status >= 500 || status == 429 {
-                    return Err(HttpError::Unavailable(status));
-                }
-                Ok((status, read_capped(response).await?))
-            })
-            .await
+        let request = request.build().map_err(|e| HttpError::Transport(format!("bad request: {}", transport(&e))))?;
+        self.with_client(async move |client| {
+            let response = client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
+            let status = response.status().as_u16();
+            if status >= 500 || status == 429 {
+                return Err(HttpError::Unavailable(status));
+            }
+            Ok((status, read_capped(response).await?))
+        })
+        .await
     }
 
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.home.run(self.exchange(request)).await
+        self.with_client(async move |client| exchange(client, request).await).await
     }
+}
 
-    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let request =
-            reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
-        let response = self.client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
-        let status = response.status();
-        if status.is_server_error() || status.as_u16() == 429 {
-            return Err(HttpError::Unavailable(status.as_u16()));
-        }
-        let headers = response.headers().clone();
-        let body = read_capped(response).await?;
-        // GitHub (and some others) answer token-endpoint errors with 200 and an `error`
-        // member; RFC 6749 §5.2 says 400. Present them as what they are.
-        let status =
-            if status.is_success() && is_error_body(&body) { oauth2::http::StatusCode::BAD_REQUEST } else { status };
-        let mut out = HttpResponse::new(body);
-        *out.status_mut() = status;
-        *out.headers_mut() = headers;
-        Ok(out)
+/// A pool with Tether's settings for upstream calls.
+fn build(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        // SSRF and token leakage: an upstream endpoint never gets to send Tether elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tether/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+async fn exchange(client: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    let request = reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
+    let response = client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
+    let status = response.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(HttpError::Unavailable(status.as_u16()));
     }
+    let headers = response.headers().clone();
+    let body = read_capped(response).await?;
+    // GitHub (and some others) answer token-endpoint errors with 200 and an `error`
+    // member; RFC 6749 §5.2 says 400. Present them as what they are.
+    let status =
+        if status.is_success() && is_error_body(&body) { oauth2::http::StatusCode::BAD_REQUEST } else { status };
+    let mut out = HttpResponse::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
 }
 
 impl<'c> oauth2::AsyncHttpClient<'c> for UpstreamHttp {

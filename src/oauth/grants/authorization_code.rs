@@ -60,7 +60,14 @@ pub async fn exchange(
         .await?
         .filter(|g| g.status == GrantStatus::Active)
         .ok_or_else(|| OAuthError::invalid_grant("the authorization is no longer valid"))?;
-    let (response, _) = mint(stores, minter, registry, &grant.id, &grant.info, &code.scope, now).await?;
-    extend(stores, minter, &grant.id, &grant.info).await?;
+    // Storing the refresh token and giving the grant its lifetime go out together (one round
+    // trip on a pipelining connection), once nothing but a store failure can stop the exchange.
+    super::served(registry, &grant.info)?;
+    let (minted, extended) = tokio::join!(
+        mint(stores, minter, registry, &grant.id, &grant.info, &code.scope, now),
+        extend(stores, minter, &grant.id, &grant.info),
+    );
+    let (response, _) = minted?;
+    extended?;
     Ok(response)
 }

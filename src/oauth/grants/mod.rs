@@ -9,7 +9,7 @@ use crate::store::{
 };
 
 use super::error::{ErrorCode, OAuthError};
-use super::registry::Registry;
+use super::registry::{Registry, Resource};
 use super::tokens::{Minter, TokenResponse, new_refresh_token};
 use super::vault::Vault;
 
@@ -74,6 +74,8 @@ pub struct TokenStores<'a> {
     pub codes: &'a dyn CodeStore,
     pub grants: &'a dyn GrantStore,
     pub refresh: &'a dyn RefreshStore,
+    /// Which clients' lifetimes this process renewed lately.
+    pub touches: &'a crate::oauth::clients::ClientTouches,
 }
 
 /// Runs a token request for an authenticated client.
@@ -95,8 +97,12 @@ pub async fn issue(
         }
     }?;
     // A registered client in use stays registered; one never used is collected.
-    if client.source == ClientSource::Dynamic {
-        stores.clients.touch_client(&client.client_id, minter.lifetimes.client_idle).await?;
+    let idle = minter.lifetimes.client_idle;
+    if client.source == ClientSource::Dynamic
+        && stores.touches.due(&client.client_id, idle, now)
+        && stores.clients.touch_client(&client.client_id, idle).await?
+    {
+        stores.touches.renewed(&client.client_id, now);
     }
     Ok(response)
 }
@@ -113,9 +119,7 @@ async fn mint(
     scope: &[String],
     now: UnixTime,
 ) -> Result<(TokenResponse, Option<String>), OAuthError> {
-    let resource = registry
-        .resource(&grant.resource)
-        .ok_or_else(|| OAuthError::invalid_grant("the grant's resource is no longer served"))?;
+    let resource = served(registry, grant)?;
     let (access_token, expires_in) = minter.access_token(grant_id, grant, &resource.uri, scope, now)?;
     let (refresh_token, refresh_digest) = if grant.offline {
         let (token, digest) = new_refresh_token();
@@ -152,6 +156,13 @@ async fn extend(
     let ttl = if grant.offline { lifetimes.refresh_token } else { lifetimes.access_token };
     stores.grants.set_grant_ttl(grant_id, ttl).await?;
     Ok(())
+}
+
+/// The resource a grant is for, while it is still configured.
+fn served<'r>(registry: &'r Registry, grant: &GrantInfo) -> Result<&'r Resource, OAuthError> {
+    registry
+        .resource(&grant.resource)
+        .ok_or_else(|| OAuthError::invalid_grant("the grant's resource is no longer served"))
 }
 
 /// RFC 8707 §2.2: a `resource` on the token request must be the one the grant is for.
