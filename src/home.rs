@@ -112,14 +112,16 @@ impl<T: Clone + 'static> PerWorker<T> {
         if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
             return None;
         }
-        let owner = std::sync::Arc::downgrade(&self.owner);
+        let owner = std::sync::Arc::as_ptr(&self.owner);
         SLOTS.with_borrow_mut(|slots| {
-            let found = slots.iter().find(|s| s.owner.ptr_eq(&owner) && s.generation == generation && s.usable());
+            // Pointer comparisons: no reference count is touched on the hot path.
+            let found = slots.iter().find(|s| s.owner.as_ptr() == owner && s.generation == generation && s.usable());
             if let Some(value) = found.and_then(|s| s.value.downcast_ref::<T>()) {
                 return Some(value.clone());
             }
-            slots.retain(|s| s.usable() && !(s.owner.ptr_eq(&owner) && s.generation != generation));
+            slots.retain(|s| s.usable() && !(s.owner.as_ptr() == owner && s.generation != generation));
             let value = make()?;
+            let owner = std::sync::Arc::downgrade(&self.owner);
             let runtime_alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
             let guard = RuntimeAlive(runtime_alive.clone());
             drop(handle.spawn(async move {
