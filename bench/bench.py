@@ -522,7 +522,12 @@ def main():
                   "separately allocated string per field; with 512 the same keys take "
                   f"{listpack_bytes_per_grant:,.0f} bytes. Each key also costs about 100 bytes of keyspace and "
                   "expiry entries. Under 1 KB at Redis's defaults takes a denser layout: the refresh record kept "
-                  "in the grant's own key (one key fewer) and the grant stored as one packed string."]
+                  "in the grant's own key (one key fewer) and the grant stored as one packed string."
+                  " In a scratch measurement of 100,000 synthetic grants with the same value sizes in an empty "
+                  "Redis, the present layout took 1,634 bytes, the grant and refresh records as packed strings "
+                  "1,193, and the refresh record inside the grant's string 1,002: under 1 KB takes both plus a "
+                  "denser record encoding than JSON, a change of the stored schema (and of records already stored),"
+                  " not tuning."]
     table = header + "\n".join(rows) + "\n" + "\n".join(notes) + "\n"
     print(table)
     with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
