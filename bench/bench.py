@@ -8,7 +8,8 @@ measures, in the same run, the limits: `redis-benchmark -t get` at the same conc
 the HTTP floor (the load generator against /healthz). Prints a markdown table and writes it
 to bench/RESULTS.md. Every process it starts is stopped when it ends, also on failure.
 
-Only the standard library: urllib for the flows, subprocess for the processes.
+Only the standard library: http.client (kept-alive, as a browser) for the flows, subprocess for
+the processes.
 """
 
 import concurrent.futures
@@ -133,19 +134,11 @@ class Browser:
         return response.status, response.headers, body
 
 
-def browser():
-    return Browser()
-
-
-def fetch(browser, url, data=None, headers=None):
-    return browser.fetch(url, data, headers)
-
-
 def register(issuer):
     body = json.dumps({"client_name": "bench", "redirect_uris": ["http://127.0.0.1/cb"],
                        "grant_types": ["authorization_code", "refresh_token"],
                        "token_endpoint_auth_method": "none"}).encode()
-    status, _, answer = fetch(browser(), f"{issuer}/register", body, {"content-type": "application/json"})
+    status, _, answer = Browser().fetch(f"{issuer}/register", body, {"content-type": "application/json"})
     assert status == 201, answer
     return json.loads(answer)["client_id"]
 
@@ -160,22 +153,22 @@ def flow(issuer, client_id, user):
     query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": "http://127.0.0.1/cb",
                                     "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
                                     "resource": os.environ["BENCH_RESOURCE"], "scope": "files:read"})
-    b = browser()
-    status, _, page = fetch(b, f"{issuer}/authorize?{query}")
+    b = Browser()
+    status, _, page = b.fetch(f"{issuer}/authorize?{query}")
     assert status == 200, page
     consent = re.search(rb'name="consent" value="([^"]+)"', page).group(1).decode()
-    status, headers, _ = fetch(b, f"{issuer}/consent", urllib.parse.urlencode({"consent": consent, "decision": "approve"}).encode())
+    status, headers, _ = b.fetch(f"{issuer}/consent", urllib.parse.urlencode({"consent": consent, "decision": "approve"}).encode())
     assert status == 303
     upstream = urllib.parse.urlsplit(headers["Location"])
     fields = dict(urllib.parse.parse_qsl(upstream.query), username=user, decision="approve")
-    status, headers, _ = fetch(b, f"{upstream.scheme}://{upstream.netloc}{upstream.path}", urllib.parse.urlencode(fields).encode())
+    status, headers, _ = b.fetch(f"{upstream.scheme}://{upstream.netloc}{upstream.path}", urllib.parse.urlencode(fields).encode())
     assert status == 302
-    status, headers, _ = fetch(b, headers["Location"])
+    status, headers, _ = b.fetch(headers["Location"])
     assert status == 302
     code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers["Location"]).query))["code"]
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1/cb",
             "code_verifier": verifier, "client_id": client_id, "resource": os.environ["BENCH_RESOURCE"]}
-    status, _, answer = fetch(b, f"{issuer}/token", urllib.parse.urlencode(form).encode())
+    status, _, answer = b.fetch(f"{issuer}/token", urllib.parse.urlencode(form).encode())
     assert status == 200, answer
     return json.loads(answer)
 
@@ -408,11 +401,11 @@ def main():
     peaks[f"refresh, {REFRESH_CONCURRENCY} connections"] = results["refresh"]["peak_rss_kib"]
     # Rotation held: every chain's last refresh token still works (once), and its predecessor
     # chain was not revoked as a replay.
-    rotated = 0
+    rotated, client = 0, Browser()
     with open(chains) as f:
         for body in f.read().split():
-            status, _, answer = fetch(browser(), f"{issuer}/token", body.encode(),
-                                      {"content-type": "application/x-www-form-urlencoded"})
+            status, _, answer = client.fetch(f"{issuer}/token", body.encode(),
+                                             {"content-type": "application/x-www-form-urlencoded"})
             old = dict(urllib.parse.parse_qsl(body))["refresh_token"]
             rotated += status == 200 and json.loads(answer)["refresh_token"] != old
     chains_total = len(tokens)

@@ -89,14 +89,29 @@ impl ClientTouches {
         Self { cache: quick_cache::sync::Cache::new(capacity.max(1)) }
     }
 
+    /// Keeps a dynamic client registered for `idle` from `now`, unless this process did so
+    /// less than an interval ago.
+    pub async fn keep(
+        &self,
+        store: &dyn ClientStore,
+        client_id: &str,
+        idle: std::time::Duration,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        if self.due(client_id, idle, now) && store.touch_client(client_id, idle).await? {
+            self.renewed(client_id, now);
+        }
+        Ok(())
+    }
+
     /// Whether `client_id`'s lifetime of `idle` is due for renewal at `now`.
-    pub fn due(&self, client_id: &str, idle: std::time::Duration, now: UnixTime) -> bool {
+    fn due(&self, client_id: &str, idle: std::time::Duration, now: UnixTime) -> bool {
         let interval = Self::interval(idle);
         self.cache.get(client_id).is_none_or(|at| now.saturating_sub(at) >= interval || at > now)
     }
 
     /// Records that `client_id`'s lifetime was renewed at `now`.
-    pub fn renewed(&self, client_id: &str, now: UnixTime) {
+    fn renewed(&self, client_id: &str, now: UnixTime) {
         self.cache.insert(client_id.to_owned(), now);
     }
 

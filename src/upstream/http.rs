@@ -1,7 +1,7 @@
 //! The HTTP client Tether uses toward upstream providers.
 //!
-//! One `reqwest` client per provider (its own timeout), rustls only, redirects never
-//! followed, response bodies capped. Responses are classified here so callers can tell a
+//! One `reqwest` client per provider (its own timeout), and a pool of the same settings per
+//! HTTP worker; rustls only, redirects never followed, response bodies capped. Responses are classified here so callers can tell a
 //! refusal (the grant is bad) from an outage (try again later).
 
 use std::future::Future;
@@ -73,12 +73,8 @@ impl UpstreamHttp {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), HttpError> {
         let request = request.build().map_err(|e| HttpError::Transport(format!("bad request: {}", transport(&e))))?;
         self.with_client(async move |client| {
-            let response = client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
-            let status = response.status().as_u16();
-            if status >= 500 || status == 429 {
-                return Err(HttpError::Unavailable(status));
-            }
-            Ok((status, read_capped(response).await?))
+            let response = answered(client, request).await?;
+            Ok((response.status().as_u16(), read_capped(response).await?))
         })
         .await
     }
@@ -100,13 +96,21 @@ fn build(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
+/// The provider's answer to `request`, unless it is an outage: a transport failure, 429, or
+/// 5xx (and anything above, which no working server sends).
+async fn answered(client: &reqwest::Client, request: reqwest::Request) -> Result<reqwest::Response, HttpError> {
+    let response = client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
+    let status = response.status().as_u16();
+    if status >= 500 || status == 429 {
+        return Err(HttpError::Unavailable(status));
+    }
+    Ok(response)
+}
+
 async fn exchange(client: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
     let request = reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
-    let response = client.execute(request).await.map_err(|e| HttpError::Transport(transport(&e)))?;
+    let response = answered(client, request).await?;
     let status = response.status();
-    if status.is_server_error() || status.as_u16() == 429 {
-        return Err(HttpError::Unavailable(status.as_u16()));
-    }
     let headers = response.headers().clone();
     let body = read_capped(response).await?;
     // GitHub (and some others) answer token-endpoint errors with 200 and an `error`

@@ -97,12 +97,8 @@ pub async fn issue(
         }
     }?;
     // A registered client in use stays registered; one never used is collected.
-    let idle = minter.lifetimes.client_idle;
-    if client.source == ClientSource::Dynamic
-        && stores.touches.due(&client.client_id, idle, now)
-        && stores.clients.touch_client(&client.client_id, idle).await?
-    {
-        stores.touches.renewed(&client.client_id, now);
+    if client.source == ClientSource::Dynamic {
+        stores.touches.keep(stores.clients, &client.client_id, minter.lifetimes.client_idle, now).await?;
     }
     Ok(response)
 }
