@@ -73,6 +73,11 @@ contract!(
     refresh_rotation_is_a_compare_and_set,
     the_successor_is_kept_only_for_the_grace_window,
     only_one_of_many_concurrent_rotations_wins,
+    a_family_starts_only_in_an_existing_grant_and_round_trips_with_it,
+    a_family_advances_only_from_its_current_token,
+    a_family_successor_is_kept_only_for_the_grace_window,
+    only_one_of_many_concurrent_family_advances_wins,
+    a_family_of_a_revoked_grant_does_not_advance,
     store_answers_ping,
     locks_are_exclusive_owned_and_expire,
     grant_upstream_tokens_are_replaced_in_place,
@@ -153,6 +158,7 @@ fn grant(id: &str) -> GrantRecord {
         },
         status: GrantStatus::Active,
         upstream: vec![1, 0, 255, 254, 10, 13, 0],
+        family: None,
     }
 }
 
@@ -304,6 +310,123 @@ async fn only_one_of_many_concurrent_rotations_wins(s: Subject) {
     }
     assert_eq!(winners, 1);
     assert!(successors.len() <= 1, "every loser saw the same successor");
+}
+
+fn step<'a>(generation: u64, presented: &'a str, next: &'a str, at: i64, successor: &'a [u8]) -> FamilyStep<'a> {
+    FamilyStep { generation, presented, next, at, successor, grace: TTL }
+}
+
+async fn a_family_starts_only_in_an_existing_grant_and_round_trips_with_it(s: Subject) {
+    assert!(!s.store.start_family("nowhere", "d0").await.unwrap(), "a family must not create a grant");
+    assert_eq!(s.store.grant("nowhere").await.unwrap(), None);
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    assert_eq!(s.store.grant("g").await.unwrap().unwrap().family, None);
+    assert!(s.store.start_family("g", "d0").await.unwrap());
+    let started = RefreshFamily { generation: 0, current: "d0".into(), previous: None, rotated_at: None };
+    assert_eq!(s.store.grant("g").await.unwrap().unwrap().family, Some(started));
+    assert_eq!(s.store.advance_family("g", step(0, "d0", "d1", 77, b"next-1")).await.unwrap(), Advance::Won);
+    let advanced =
+        RefreshFamily { generation: 1, current: "d1".into(), previous: Some("d0".into()), rotated_at: Some(77) };
+    let stored = s.store.grant("g").await.unwrap().unwrap();
+    assert_eq!(stored.family, Some(advanced.clone()));
+    // A grant written whole (as a later schema migration or a restore does) keeps its family.
+    s.store.put_grant(&stored, TTL).await.unwrap();
+    assert_eq!(s.store.grant("g").await.unwrap().unwrap(), stored);
+    // Status and upstream changes leave the family alone.
+    s.store.set_grant_upstream("g", b"other").await.unwrap();
+    assert_eq!(s.store.grant("g").await.unwrap().unwrap().family, Some(advanced));
+    // Restarting (a first-form token rotating into a family) drops the previous generation.
+    assert!(s.store.start_family("g", "e0").await.unwrap());
+    let restarted = RefreshFamily { generation: 0, current: "e0".into(), previous: None, rotated_at: None };
+    assert_eq!(s.store.grant("g").await.unwrap().unwrap().family, Some(restarted));
+}
+
+async fn a_family_advances_only_from_its_current_token(s: Subject) {
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    assert_eq!(s.store.advance_family("g", step(0, "d0", "d1", 5, b"x")).await.unwrap(), Advance::Unknown, "no family");
+    s.store.start_family("g", "d0").await.unwrap();
+    let wrong = [step(0, "forged", "d1", 5, b"x"), step(1, "d0", "d1", 5, b"x"), step(3, "d0", "d1", 5, b"x")];
+    for attempt in wrong {
+        assert_eq!(
+            s.store.advance_family("g", attempt).await.unwrap(),
+            Advance::Elsewhere { generation: 0 },
+            "{attempt:?}"
+        );
+    }
+    assert_eq!(s.store.advance_family("g", step(0, "d0", "d1", 5, b"after-0")).await.unwrap(), Advance::Won);
+    assert_eq!(s.store.advance_family("g", step(1, "d1", "d2", 6, b"after-1")).await.unwrap(), Advance::Won);
+    // The previous token gets the rotation that replaced it and its successor; older ones,
+    // and a wrong digest for the previous generation, only where the family stands.
+    assert_eq!(
+        s.store.advance_family("g", step(1, "d1", "other", 7, b"again")).await.unwrap(),
+        Advance::AlreadyRotated { at: 6, successor: Some(b"after-1".to_vec()) }
+    );
+    assert_eq!(s.store.family_successor("g").await.unwrap(), Some(b"after-1".to_vec()));
+    assert_eq!(
+        s.store.advance_family("g", step(0, "d0", "other", 7, b"again")).await.unwrap(),
+        Advance::Elsewhere { generation: 2 }
+    );
+    assert_eq!(
+        s.store.advance_family("g", step(1, "forged", "other", 7, b"again")).await.unwrap(),
+        Advance::Elsewhere { generation: 2 }
+    );
+    let family = s.store.grant("g").await.unwrap().unwrap().family.unwrap();
+    assert_eq!((family.generation, family.current.as_str()), (2, "d2"), "a refused step changed the family");
+    assert_eq!(s.store.advance_family("none", step(0, "d0", "d1", 5, b"x")).await.unwrap(), Advance::Unknown);
+    assert_eq!(s.store.grant("none").await.unwrap(), None, "CAS must not create a grant");
+}
+
+async fn a_family_successor_is_kept_only_for_the_grace_window(s: Subject) {
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    s.store.start_family("g", "d0").await.unwrap();
+    let short = FamilyStep { grace: Duration::from_secs(1), ..step(0, "d0", "d1", 5, b"next") };
+    assert_eq!(s.store.advance_family("g", short).await.unwrap(), Advance::Won);
+    s.elapse(1).await;
+    assert_eq!(s.store.family_successor("g").await.unwrap(), None);
+    assert_eq!(
+        s.store.advance_family("g", step(0, "d0", "x", 6, b"again")).await.unwrap(),
+        Advance::AlreadyRotated { at: 5, successor: None }
+    );
+    assert!(s.store.grant("g").await.unwrap().is_some(), "the grant outlives the successor");
+}
+
+async fn only_one_of_many_concurrent_family_advances_wins(s: Subject) {
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    s.store.start_family("g", "d0").await.unwrap();
+    let advances = (0..16).map(|i| {
+        let store = s.store.clone();
+        tokio::spawn(async move {
+            let (next, successor) = (format!("d1-{i}"), format!("next-{i}"));
+            store.advance_family("g", step(0, "d0", &next, i, successor.as_bytes())).await.unwrap()
+        })
+    });
+    let mut winners = 0;
+    let mut successors = std::collections::HashSet::new();
+    for a in advances {
+        match a.await.unwrap() {
+            Advance::Won => winners += 1,
+            Advance::AlreadyRotated { successor, .. } => {
+                successors.insert(successor.expect("the winner's successor"));
+            }
+            other => panic!("a racing caller saw {other:?}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    assert!(successors.len() <= 1, "every loser saw the same successor");
+    let family = s.store.grant("g").await.unwrap().unwrap().family.unwrap();
+    assert_eq!(family.generation, 1);
+    if let Some(successor) = successors.into_iter().next() {
+        let winner = String::from_utf8(successor).unwrap().replace("next-", "d1-");
+        assert_eq!(family.current, winner, "the family moved to the winner's token");
+    }
+}
+
+async fn a_family_of_a_revoked_grant_does_not_advance(s: Subject) {
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    s.store.start_family("g", "d0").await.unwrap();
+    s.store.set_grant_status("g", GrantStatus::Revoked).await.unwrap();
+    assert_eq!(s.store.advance_family("g", step(0, "d0", "d1", 5, b"x")).await.unwrap(), Advance::Unknown);
+    assert_eq!(s.store.family_successor("g").await.unwrap(), None);
 }
 
 async fn store_answers_ping(s: Subject) {
@@ -502,6 +625,7 @@ fn a_worker_has_its_own_connection_and_a_new_runtime_on_its_thread_gets_a_workin
         },
         status: GrantStatus::Active,
         upstream: b"sealed".to_vec(),
+        family: None,
     };
     let first = current_thread();
     first.block_on(store.put_grant(&grant, Duration::from_secs(60))).unwrap();

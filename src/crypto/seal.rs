@@ -130,6 +130,18 @@ impl KeyRing {
             .is_some_and(|(_, key)| aws_lc_rs::hmac::verify(key, data, tag).is_ok())
     }
 
+    /// Whether `tag` (at least 128 bits) is the start of the MAC of `data` under any key of
+    /// the ring, for values that carry a truncated MAC and no key id (constant time per key).
+    pub fn verify_mac_prefix(&self, data: &[u8], tag: &[u8]) -> bool {
+        if tag.len() < 16 {
+            return false;
+        }
+        self.macs.iter().any(|(_, key)| {
+            let full = aws_lc_rs::hmac::sign(key, data);
+            full.as_ref().get(..tag.len()).is_some_and(|prefix| super::hash::constant_time_eq(prefix, tag))
+        })
+    }
+
     /// The key id a blob was sealed with, to decide whether it needs re-sealing.
     pub fn sealed_with(blob: &[u8]) -> Option<&str> {
         let id_len = usize::from(*blob.get(1)?);

@@ -106,7 +106,7 @@ pub async fn complete(
         created_at: now,
     };
     let upstream = vault.seal(&grant_id, &info, &tokens).map_err(|e| back.error(&e))?;
-    let grant = GrantRecord { id: grant_id.clone(), info, status: GrantStatus::Active, upstream };
+    let grant = GrantRecord { id: grant_id.clone(), info, status: GrantStatus::Active, upstream, family: None };
 
     let client_code = random::token();
     let code_record = CodeRecord {

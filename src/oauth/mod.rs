@@ -10,6 +10,7 @@ pub mod consent;
 pub mod decide;
 pub mod documents;
 pub mod error;
+pub mod family;
 pub mod flow;
 pub mod grants;
 pub mod introspection;

@@ -11,6 +11,7 @@ use crate::store::{ClientRecord, GrantStatus, GrantStore, RefreshStore};
 use crate::upstream::Providers;
 
 use super::error::OAuthError;
+use super::family::{self, FamilyToken};
 use super::tokens::{AccessClaims, looks_like_jwt};
 use super::vault::Vault;
 
@@ -33,6 +34,8 @@ pub async fn revoke(ctx: Revoker<'_>, client: &ClientRecord, token: &str) -> Res
             Ok(claims) if claims.client_id == client.client_id => Some(claims.gid),
             _ => None,
         }
+    } else if let Some(family_token) = family::parse(token) {
+        issued_family_token(ctx, client, token, &family_token).await?
     } else {
         let digest = hash::digest(token);
         match ctx.refresh.refresh(&digest).await? {
@@ -50,6 +53,24 @@ pub async fn revoke(ctx: Revoker<'_>, client: &ClientRecord, token: &str) -> Res
     tracing::info!(client_id = %client.client_id, grant = %grant_id, "grant revoked");
     revoke_upstream(ctx, &grant_id).await;
     Ok(())
+}
+
+/// The grant of a family token issued to `client`: current, previous, or older but carrying
+/// Tether's MAC (a made-up token naming a grant revokes nothing).
+async fn issued_family_token(
+    ctx: Revoker<'_>,
+    client: &ClientRecord,
+    token: &str,
+    family_token: &FamilyToken<'_>,
+) -> Result<Option<String>, OAuthError> {
+    let Some(grant) = ctx.grants.grant(family_token.grant_id).await? else { return Ok(None) };
+    let Some(family) = grant.family.as_ref().filter(|_| grant.info.client_id == client.client_id) else {
+        return Ok(None);
+    };
+    let digest = hash::digest(token);
+    let known = family.current == digest || family.previous.as_deref() == Some(digest.as_str());
+    let issued = known || (family_token.generation <= family.generation && family_token.is_genuine(ctx.vault.keys()));
+    Ok(issued.then_some(grant.id))
 }
 
 /// Best effort: the Tether grant is already revoked whatever the provider answers.

@@ -1,4 +1,4 @@
-//! Tether's own tokens: JWT access tokens (RFC 9068) and opaque refresh tokens.
+//! Tether's access tokens: JWTs (RFC 9068). Refresh tokens are `oauth::family`'s.
 
 use std::time::Duration;
 
@@ -7,7 +7,6 @@ use sha2::Digest as _;
 
 use crate::clock::UnixTime;
 use crate::crypto::signing::SigningKeys;
-use crate::crypto::{hash, random};
 use crate::store::GrantInfo;
 
 use super::error::OAuthError;
@@ -149,13 +148,6 @@ impl Minter<'_> {
         })?;
         Ok((token, ttl))
     }
-}
-
-/// A fresh refresh token and the digest it is stored under.
-pub fn new_refresh_token() -> (String, String) {
-    let token = random::token();
-    let digest = hash::digest(&token);
-    (token, digest)
 }
 
 /// Whether a presented token is shaped like one of Tether's JWTs (three dot-separated parts).

@@ -188,6 +188,7 @@ mod tests {
             info: info(client),
             status: GrantStatus::Active,
             upstream: sealed.clone(),
+            family: None,
         };
         assert_eq!(vault.open(&grant("g1", "c1")), Some(tokens));
         assert_eq!(vault.open(&grant("g2", "c1")), None);

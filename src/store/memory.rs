@@ -106,6 +106,8 @@ pub struct MemoryStore {
     refresh: TtlMap<RefreshRecord>,
     locks: TtlMap<String>,
     successors: TtlMap<Vec<u8>>,
+    /// The successor of each family's last rotation, by grant id.
+    family_successors: TtlMap<Vec<u8>>,
     browsers: TtlMap<HashMap<String, String>>,
     connections: TtlMap<ConnectionRecord>,
     /// Link digests, claims (browser digests) and sessions (grant ids), by key.
@@ -131,6 +133,7 @@ impl MemoryStore {
             refresh: TtlMap::new(),
             locks: TtlMap::new(),
             successors: TtlMap::new(),
+            family_successors: TtlMap::new(),
             browsers: TtlMap::new(),
             connections: TtlMap::new(),
             connect_links: TtlMap::new(),
@@ -358,6 +361,44 @@ impl MemoryStore {
 
 #[async_trait]
 impl RefreshStore for MemoryStore {
+    async fn start_family(&self, grant_id: &str, current: &str) -> StoreResult<bool> {
+        let family = RefreshFamily { generation: 0, current: current.to_owned(), previous: None, rotated_at: None };
+        Ok(self.grants.update(grant_id, self.now(), |g, _| g.family = Some(family)).is_some())
+    }
+
+    async fn advance_family(&self, grant_id: &str, step: FamilyStep<'_>) -> StoreResult<Advance> {
+        let now = self.now();
+        // One lock over the check and both writes: a racing caller sees all or nothing.
+        let mut grants = self.grants.lock();
+        let Some((grant, _)) = grants.get_mut(grant_id).filter(|(_, exp)| *exp > now) else {
+            return Ok(Advance::Unknown);
+        };
+        let Some(family) = grant.family.as_mut().filter(|_| grant.status == GrantStatus::Active) else {
+            return Ok(Advance::Unknown);
+        };
+        if family.generation == step.generation && family.current == step.presented {
+            *family = RefreshFamily {
+                generation: family.generation + 1,
+                current: step.next.to_owned(),
+                previous: Some(step.presented.to_owned()),
+                rotated_at: Some(step.at),
+            };
+            self.family_successors.insert(grant_id, step.successor.to_vec(), step.grace, now);
+            return Ok(Advance::Won);
+        }
+        if family.generation == step.generation.saturating_add(1) && family.previous.as_deref() == Some(step.presented)
+        {
+            let at = family.rotated_at.unwrap_or(0);
+            drop(grants);
+            return Ok(Advance::AlreadyRotated { at, successor: self.family_successors.get(grant_id, now) });
+        }
+        Ok(Advance::Elsewhere { generation: family.generation })
+    }
+
+    async fn family_successor(&self, grant_id: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.family_successors.get(grant_id, self.now()))
+    }
+
     async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()> {
         self.refresh.insert(key, rt.clone(), ttl, self.now());
         Ok(())

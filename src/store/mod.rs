@@ -192,7 +192,7 @@ pub trait ConnectStore: Send + Sync {
     async fn publish_connection(&self, resource: &str, event: &str) -> StoreResult<()>;
 }
 
-/// What a rotation attempt found.
+/// What a rotation of a first-form refresh token found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
     /// This call rotated the token.
@@ -203,14 +203,55 @@ pub enum Rotation {
     Unknown,
 }
 
-/// Refresh tokens, keyed by digest.
+/// A step of a refresh family: the token presented (its generation and digest) and, if it
+/// is current, the one that replaces it with the sealed response that carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyStep<'a> {
+    pub generation: u64,
+    pub presented: &'a str,
+    pub next: &'a str,
+    pub at: UnixTime,
+    /// The sealed token response handed out for `next`, replayed within `grace`.
+    pub successor: &'a [u8],
+    pub grace: Duration,
+}
+
+/// What advancing a refresh family found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advance {
+    /// This call moved the family to the next generation.
+    Won,
+    /// The presented token is the previous generation's, rotated at `at`; `successor` while
+    /// the grace window lasts.
+    AlreadyRotated { at: UnixTime, successor: Option<Vec<u8>> },
+    /// The presented token is neither the current nor the previous one; the family is at
+    /// `generation`.
+    Elsewhere { generation: u64 },
+    /// No such grant, no family, or the grant is no longer active.
+    Unknown,
+}
+
+/// Refresh tokens. Family tokens live in their grant's record (constant size however often
+/// the grant is refreshed); first-form tokens, issued before families, have a record each,
+/// keyed by digest, until they expire.
 #[async_trait]
 pub trait RefreshStore: Send + Sync {
+    /// Starts (or restarts) the family of an existing grant at generation 0 with the token
+    /// of digest `current`; `false` when there is no such grant.
+    async fn start_family(&self, grant_id: &str, current: &str) -> StoreResult<bool>;
+    /// Compare-and-set rotation: when `step.presented` is the current token of generation
+    /// `step.generation`, the family moves to `step.next` and the successor is kept for the
+    /// grace window. Exactly one of any number of concurrent callers wins; the others see
+    /// the winner's rotation and successor.
+    async fn advance_family(&self, grant_id: &str, step: FamilyStep<'_>) -> StoreResult<Advance>;
+    /// The successor kept by the family's last rotation, while its grace lasts.
+    async fn family_successor(&self, grant_id: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Stores a first-form token (only tests and stores written before families do).
     async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()>;
     async fn refresh(&self, key: &str) -> StoreResult<Option<RefreshRecord>>;
-    /// Compare-and-set rotation: an active token becomes rotated at `at`, and `successor` (the
-    /// sealed response that replaced it) is kept for `grace`. Exactly one of any number of
-    /// concurrent callers wins; the others see the winner's rotation and successor.
+    /// Compare-and-set rotation of a first-form token: an active token becomes rotated at
+    /// `at`, and `successor` (the sealed response that replaced it) is kept for `grace`.
     async fn rotate(&self, key: &str, at: UnixTime, successor: &[u8], grace: Duration) -> StoreResult<Rotation>;
     /// The successor kept by `rotate`, while its grace lasts.
     async fn successor(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;

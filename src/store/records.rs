@@ -162,6 +162,22 @@ pub struct GrantRecord {
     pub status: GrantStatus,
     /// The upstream token set, sealed by `crypto::seal` with this grant as associated data.
     pub upstream: Vec<u8>,
+    /// Where the grant's refresh family stands; `None` until its first refresh token.
+    pub family: Option<RefreshFamily>,
+}
+
+/// A grant's refresh family: one token is current at a time, each rotation moves to the next
+/// generation. Only digests are kept, and only of the current and the previous generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshFamily {
+    /// The generation whose token is current (0 for the token the code exchange issued).
+    pub generation: u64,
+    /// Digest of the current token.
+    pub current: String,
+    /// Digest of the previous generation's token, once the family has rotated.
+    pub previous: Option<String>,
+    /// When the previous token was rotated.
+    pub rotated_at: Option<UnixTime>,
 }
 
 /// The parts of a grant that never change after it is created.
@@ -184,7 +200,9 @@ pub enum RefreshStatus {
     Rotated,
 }
 
-/// A refresh token: which grant it continues, and whether it has been used.
+/// A refresh token of the first form (a record per token, kept after rotation for reuse
+/// detection). Tokens issued since are family tokens (`RefreshFamily`); these records are
+/// only read, rotated and deleted, until the last of them expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshRecord {
     pub grant_id: String,

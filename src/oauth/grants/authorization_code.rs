@@ -8,6 +8,7 @@ use super::super::error::OAuthError;
 use super::super::pkce;
 use super::super::registry::Registry;
 use super::super::tokens::{Minter, TokenResponse};
+use super::super::vault::Vault;
 use super::{TokenStores, check_resource, extend, mint};
 
 #[derive(Debug)]
@@ -22,6 +23,7 @@ pub async fn exchange(
     stores: TokenStores<'_>,
     minter: Minter<'_>,
     registry: &Registry,
+    vault: &Vault,
     client: &ClientRecord,
     req: CodeRequest,
     now: UnixTime,
@@ -60,14 +62,20 @@ pub async fn exchange(
         .await?
         .filter(|g| g.status == GrantStatus::Active)
         .ok_or_else(|| OAuthError::invalid_grant("the authorization is no longer valid"))?;
-    // Storing the refresh token and giving the grant its lifetime go out together (one round
-    // trip on a pipelining connection), once nothing but a store failure can stop the exchange.
-    super::served(registry, &grant.info)?;
-    let (minted, extended) = tokio::join!(
-        mint(stores, minter, registry, &grant.id, &grant.info, &code.scope, now),
-        extend(stores, minter, &grant.id, &grant.info),
-    );
-    let (response, _) = minted?;
+    // Starting the refresh family and giving the grant its lifetime go out together (one
+    // round trip on a pipelining connection), once nothing but a store failure can stop the
+    // exchange.
+    let (response, refresh_digest) = mint(minter, registry, vault, &grant, &code.scope, 0, now)?;
+    let start = async {
+        match &refresh_digest {
+            Some(digest) => stores.refresh.start_family(&grant.id, digest).await,
+            None => Ok(true),
+        }
+    };
+    let (started, extended) = tokio::join!(start, extend(stores, minter, &grant.id, &grant.info));
     extended?;
+    if !started? {
+        return Err(OAuthError::invalid_grant("the authorization is no longer valid"));
+    }
     Ok(response)
 }

@@ -3,14 +3,12 @@
 use serde::Deserialize;
 
 use crate::clock::UnixTime;
-use crate::store::{
-    ClientRecord, ClientSource, ClientStore, CodeStore, GrantInfo, GrantStore, RefreshRecord, RefreshStatus,
-    RefreshStore,
-};
+use crate::store::{ClientRecord, ClientSource, ClientStore, CodeStore, GrantInfo, GrantRecord, GrantStore, RefreshStore};
 
 use super::error::{ErrorCode, OAuthError};
 use super::registry::{Registry, Resource};
-use super::tokens::{Minter, TokenResponse, new_refresh_token};
+use super::family;
+use super::tokens::{Minter, TokenResponse};
 use super::vault::Vault;
 
 pub mod authorization_code;
@@ -90,7 +88,7 @@ pub async fn issue(
 ) -> Result<TokenResponse, OAuthError> {
     let response = match request {
         TokenRequest::AuthorizationCode(req) => {
-            authorization_code::exchange(stores, minter, registry, client, req, now).await
+            authorization_code::exchange(stores, minter, registry, vault, client, req, now).await
         }
         TokenRequest::RefreshToken(req) => {
             refresh_token::refresh(stores, minter, registry, vault, client, req, now).await
@@ -104,29 +102,21 @@ pub async fn issue(
 }
 
 /// Mints the token response for a grant: an access token for `scope` and, when the grant
-/// allows it, a new refresh token, stored before it is handed out. Returns the response and
-/// the digest of the new refresh token.
-async fn mint(
-    stores: TokenStores<'_>,
+/// allows it, the refresh token of `generation` of its family. Nothing is stored: the caller
+/// starts or advances the family. Returns the response and the digest of the refresh token.
+fn mint(
     minter: Minter<'_>,
     registry: &Registry,
-    grant_id: &str,
-    grant: &GrantInfo,
+    vault: &Vault,
+    grant: &GrantRecord,
     scope: &[String],
+    generation: u64,
     now: UnixTime,
 ) -> Result<(TokenResponse, Option<String>), OAuthError> {
-    let resource = served(registry, grant)?;
-    let (access_token, expires_in) = minter.access_token(grant_id, grant, &resource.uri, scope, now)?;
-    let (refresh_token, refresh_digest) = if grant.offline {
-        let (token, digest) = new_refresh_token();
-        let record = RefreshRecord {
-            grant_id: grant_id.to_owned(),
-            client_id: grant.client_id.clone(),
-            issued_at: now,
-            status: RefreshStatus::Active,
-            rotated_at: None,
-        };
-        stores.refresh.put_refresh(&digest, &record, minter.lifetimes.refresh_token).await?;
+    let resource = served(registry, &grant.info)?;
+    let (access_token, expires_in) = minter.access_token(&grant.id, &grant.info, &resource.uri, scope, now)?;
+    let (refresh_token, refresh_digest) = if grant.info.offline {
+        let (token, digest) = family::issue(vault.keys(), &grant.id, generation);
         (Some(token), Some(digest))
     } else {
         (None, None)

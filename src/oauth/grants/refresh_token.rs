@@ -5,12 +5,17 @@
 //! response the first request got, replayed, not a second rotation. After the window, a
 //! rotated token coming back means it leaked: RFC 9700 §4.14.2 — "the authorization server
 //! ... revokes the active refresh token" — Tether revokes the whole grant.
+//!
+//! Tokens name their family (`oauth::family`): the grant's record says which generation is
+//! current, so no record is kept per rotated token. Tokens of the first form (a record each)
+//! keep working, with their reuse detection, until they rotate into a family or expire.
 
 use crate::clock::UnixTime;
 use crate::crypto::hash;
-use crate::store::{ClientRecord, GrantStatus, RefreshStatus, Rotation};
+use crate::store::{Advance, ClientRecord, FamilyStep, GrantRecord, GrantStatus, RefreshStatus, Rotation};
 
 use super::super::error::{ErrorCode, OAuthError};
+use super::super::family::{self, FamilyToken};
 use super::super::registry::Registry;
 use super::super::scope;
 use super::super::tokens::{Minter, TokenResponse};
@@ -24,6 +29,19 @@ pub struct RefreshRequest {
     pub resource: Option<String>,
 }
 
+/// What a refresh runs on.
+struct Refresh<'a> {
+    stores: TokenStores<'a>,
+    minter: Minter<'a>,
+    registry: &'a Registry,
+    vault: &'a Vault,
+    client: &'a ClientRecord,
+    req: &'a RefreshRequest,
+    /// Digest of the presented refresh token.
+    digest: String,
+    now: UnixTime,
+}
+
 pub async fn refresh(
     stores: TokenStores<'_>,
     minter: Minter<'_>,
@@ -34,83 +52,160 @@ pub async fn refresh(
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
     let digest = hash::digest(&req.refresh_token);
-    let invalid = || OAuthError::invalid_grant("refresh token is invalid, expired or revoked");
-    let token = stores.refresh.refresh(&digest).await?.ok_or_else(invalid)?;
-    // RFC 6749 §6: the refresh token is bound to the client it was issued to.
-    if token.client_id != client.client_id {
-        return Err(invalid());
+    let ctx = Refresh { stores, minter, registry, vault, client, req: &req, digest, now };
+    match family::parse(&req.refresh_token) {
+        Some(token) => ctx.family(&token).await,
+        None => ctx.first_form().await,
     }
-    let replay = Replay {
-        stores,
-        vault,
-        grace: minter.lifetimes.refresh_grace,
-        digest: &digest,
-        grant_id: &token.grant_id,
-        now,
-    };
-    if token.status == RefreshStatus::Rotated {
-        let successor = stores.refresh.successor(&digest).await?;
-        return replay.answer(token.rotated_at.unwrap_or(0), successor).await;
+}
+
+fn invalid() -> OAuthError {
+    OAuthError::invalid_grant("refresh token is invalid, expired or revoked")
+}
+
+impl Refresh<'_> {
+    /// A family token: current, the previous one (a duplicate or a reuse), or an older one.
+    async fn family(&self, token: &FamilyToken<'_>) -> Result<TokenResponse, OAuthError> {
+        let grant = self.stores.grants.grant(token.grant_id).await?.ok_or_else(invalid)?;
+        // RFC 6749 §6: the refresh token is bound to the client it was issued to.
+        if grant.info.client_id != self.client.client_id {
+            return Err(invalid());
+        }
+        usable(&grant)?;
+        let family = grant.family.as_ref().ok_or_else(invalid)?;
+        let replay = self.replay(&grant.id);
+        let current = token.generation == family.generation && hash::constant_time_eq(self.digest.as_bytes(), family.current.as_bytes());
+        if !current {
+            if token.generation.saturating_add(1) == family.generation && family.previous.as_deref() == Some(&self.digest) {
+                let successor = self.stores.refresh.family_successor(&grant.id).await?;
+                return replay.answer(family.rotated_at.unwrap_or(0), successor).await;
+            }
+            return self.older(token, family.generation, &replay).await;
+        }
+        let scope = self.continued_scope(&grant)?;
+        let next = token.generation.saturating_add(1);
+        let (response, next_digest) =
+            mint(self.minter, self.registry, self.vault, &grant, &scope, next, self.now)?;
+        let next_digest = next_digest.ok_or_else(invalid)?;
+        let sealed = self.vault.seal_successor(&self.digest, &response)?;
+        let step = FamilyStep {
+            generation: token.generation,
+            presented: &self.digest,
+            next: &next_digest,
+            at: self.now,
+            successor: &sealed,
+            grace: self.minter.lifetimes.refresh_grace,
+        };
+        match self.stores.refresh.advance_family(&grant.id, step).await? {
+            Advance::Won => {
+                extend(self.stores, self.minter, &grant.id, &grant.info).await?;
+                Ok(response)
+            }
+            // Another request rotated it first: ours is not handed out.
+            Advance::AlreadyRotated { at, successor } => replay.answer(at, successor).await,
+            Advance::Elsewhere { generation } => self.older(token, generation, &replay).await,
+            Advance::Unknown => Err(invalid()),
+        }
     }
-    let grant = stores.grants.grant(&token.grant_id).await?.ok_or_else(invalid)?;
+
+    /// A family token that is neither current nor the previous one: reuse if Tether issued
+    /// it for a generation the family has passed, otherwise just invalid (a made-up token
+    /// naming someone's grant must not revoke it).
+    async fn older(&self, token: &FamilyToken<'_>, at: u64, replay: &Replay<'_>) -> Result<TokenResponse, OAuthError> {
+        if token.generation < at && token.is_genuine(self.vault.keys()) {
+            return replay.revoke().await;
+        }
+        Err(invalid())
+    }
+
+    /// A token of the first form: its own record says whether it was rotated. Rotating it
+    /// starts the grant's family with the token handed out now.
+    async fn first_form(&self) -> Result<TokenResponse, OAuthError> {
+        let token = self.stores.refresh.refresh(&self.digest).await?.ok_or_else(invalid)?;
+        if token.client_id != self.client.client_id {
+            return Err(invalid());
+        }
+        let replay = self.replay(&token.grant_id);
+        if token.status == RefreshStatus::Rotated {
+            let successor = self.stores.refresh.successor(&self.digest).await?;
+            return replay.answer(token.rotated_at.unwrap_or(0), successor).await;
+        }
+        let grant = self.stores.grants.grant(&token.grant_id).await?.ok_or_else(invalid)?;
+        usable(&grant)?;
+        let scope = self.continued_scope(&grant)?;
+        let (response, family_digest) =
+            mint(self.minter, self.registry, self.vault, &grant, &scope, 0, self.now)?;
+        let family_digest = family_digest.ok_or_else(invalid)?;
+        let sealed = self.vault.seal_successor(&self.digest, &response)?;
+        match self.stores.refresh.rotate(&self.digest, self.now, &sealed, self.minter.lifetimes.refresh_grace).await? {
+            Rotation::Won => {
+                // The first-form record and the grant live in different hash slots: the
+                // family starts once this request has won the rotation.
+                let (started, extended) = tokio::join!(
+                    self.stores.refresh.start_family(&grant.id, &family_digest),
+                    extend(self.stores, self.minter, &grant.id, &grant.info),
+                );
+                extended?;
+                if !started? {
+                    return Err(invalid());
+                }
+                Ok(response)
+            }
+            Rotation::AlreadyRotated { at, successor } => replay.answer(at, successor).await,
+            Rotation::Unknown => Err(invalid()),
+        }
+    }
+
+    /// The scopes of the refreshed tokens, for the resource the grant is bound to.
+    fn continued_scope(&self, grant: &GrantRecord) -> Result<Vec<String>, OAuthError> {
+        check_resource(self.registry, self.req.resource.as_deref(), &grant.info.resource)?;
+        // RFC 6749 §6: a refresh may narrow the scope, never widen it.
+        let requested = scope::parse(self.req.scope.as_deref())?;
+        if requested.is_empty() {
+            Ok(grant.info.scope.clone())
+        } else if requested.iter().all(|s| grant.info.scope.contains(s)) {
+            Ok(requested)
+        } else {
+            Err(OAuthError::new(ErrorCode::InvalidScope, "a refresh cannot add scopes"))
+        }
+    }
+
+    fn replay<'a>(&'a self, grant_id: &'a str) -> Replay<'a> {
+        Replay { ctx: self, grant_id }
+    }
+}
+
+/// Refuses a grant that no longer issues tokens.
+fn usable(grant: &GrantRecord) -> Result<(), OAuthError> {
     match grant.status {
-        GrantStatus::Active => {}
+        GrantStatus::Active => Ok(()),
         // The upstream provider refused to refresh: the client must send the user through
         // /authorize again, which `invalid_grant` makes MCP clients do.
-        GrantStatus::Dead => {
-            return Err(OAuthError::invalid_grant("the upstream provider ended this authorization; authorize again"));
-        }
-        GrantStatus::Revoked => return Err(invalid()),
-    }
-    check_resource(registry, req.resource.as_deref(), &grant.info.resource)?;
-    // RFC 6749 §6: a refresh may narrow the scope, never widen it.
-    let requested = scope::parse(req.scope.as_deref())?;
-    let scope = if requested.is_empty() {
-        grant.info.scope.clone()
-    } else if requested.iter().all(|s| grant.info.scope.contains(s)) {
-        requested
-    } else {
-        return Err(OAuthError::new(ErrorCode::InvalidScope, "a refresh cannot add scopes"));
-    };
-    // The successor exists (and is stored) before the old token is marked rotated, so a
-    // replayed successor always names a refresh token that works.
-    let (response, new_digest) = mint(stores, minter, registry, &grant.id, &grant.info, &scope, now).await?;
-    let sealed = vault.seal_successor(&digest, &response)?;
-    match stores.refresh.rotate(&digest, now, &sealed, replay.grace).await? {
-        Rotation::Won => {
-            extend(stores, minter, &grant.id, &grant.info).await?;
-            Ok(response)
-        }
-        Rotation::AlreadyRotated { at, successor } => {
-            // Another request rotated it first: ours is not handed out.
-            if let Some(orphan) = new_digest {
-                stores.refresh.delete_refresh(&orphan).await?;
-            }
-            replay.answer(at, successor).await
-        }
-        Rotation::Unknown => Err(invalid()),
+        GrantStatus::Dead => Err(OAuthError::invalid_grant("the upstream provider ended this authorization; authorize again")),
+        GrantStatus::Revoked => Err(invalid()),
     }
 }
 
 /// Answers a rotated refresh token: the same successor within the grace window, otherwise
 /// reuse, which revokes the grant.
 struct Replay<'a> {
-    stores: TokenStores<'a>,
-    vault: &'a Vault,
-    grace: std::time::Duration,
-    digest: &'a str,
+    ctx: &'a Refresh<'a>,
     grant_id: &'a str,
-    now: UnixTime,
 }
 
 impl Replay<'_> {
     async fn answer(&self, rotated_at: UnixTime, successor: Option<Vec<u8>>) -> Result<TokenResponse, OAuthError> {
-        let grace = i64::try_from(self.grace.as_secs()).unwrap_or(i64::MAX);
-        let within = self.now.saturating_sub(rotated_at) <= grace;
-        if within && let Some(response) = successor.and_then(|blob| self.vault.open_successor(self.digest, &blob)) {
+        let ctx = self.ctx;
+        let grace = i64::try_from(ctx.minter.lifetimes.refresh_grace.as_secs()).unwrap_or(i64::MAX);
+        let within = ctx.now.saturating_sub(rotated_at) <= grace;
+        if within && let Some(response) = successor.and_then(|blob| ctx.vault.open_successor(&ctx.digest, &blob)) {
             return Ok(response);
         }
-        self.stores.grants.set_grant_status(self.grant_id, GrantStatus::Revoked).await?;
+        self.revoke().await
+    }
+
+    async fn revoke(&self) -> Result<TokenResponse, OAuthError> {
+        self.ctx.stores.grants.set_grant_status(self.grant_id, GrantStatus::Revoked).await?;
         tracing::warn!(grant = %self.grant_id, "rotated refresh token reused after the grace window; grant revoked");
         Err(OAuthError::invalid_grant("refresh token was already used; the authorization is revoked"))
     }

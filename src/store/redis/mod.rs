@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use super::redis_conn::{Conn, Source};
 use super::*;
 
+mod refresh;
+
 const SCHEMA: &str = "v1";
 
 /// `scan_grants` cursors: primary index above this bit, that primary's SCAN cursor below.
@@ -95,22 +97,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 ";
 
-/// Compare-and-set for refresh rotation: only an active token becomes rotated, and its
-/// successor is kept (KEYS[2], same hash slot) for the grace window. A token already rotated
-/// answers with when, and with its successor if the window has not closed.
-const ROTATE: &str = r"
-local st = redis.call('HGET', KEYS[1], 'st')
-if not st then return {0} end
-if st == 'active' then
-  redis.call('HSET', KEYS[1], 'st', 'rotated', 'rat', ARGV[1])
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-  return {1}
-end
-local successor = redis.call('GET', KEYS[2])
-if successor then return {2, redis.call('HGET', KEYS[1], 'rat'), successor} end
-return {2, redis.call('HGET', KEYS[1], 'rat')}
-";
-
 pub struct RedisStore {
     source: Source,
     home: crate::home::Home,
@@ -120,6 +106,8 @@ pub struct RedisStore {
     take_code: Script,
     hset_if_exists: Script,
     rotate: Script,
+    advance_family: Script,
+    start_family: Script,
     unlock: Script,
     set_once: Script,
     admit_client: Script,
@@ -147,7 +135,9 @@ impl RedisStore {
             timeout,
             take_code: Script::new(TAKE_CODE),
             hset_if_exists: Script::new(HSET_IF_EXISTS),
-            rotate: Script::new(ROTATE),
+            rotate: Script::new(refresh::ROTATE),
+            advance_family: Script::new(refresh::ADVANCE_FAMILY),
+            start_family: Script::new(refresh::START_FAMILY),
             unlock: Script::new(UNLOCK),
             set_once: Script::new(SET_ONCE),
             admit_client: Script::new(ADMIT_CLIENT),
@@ -393,11 +383,14 @@ impl CodeStore for RedisStore {
 #[async_trait]
 impl GrantStore for RedisStore {
     async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
-        let fields = vec![
+        let mut fields = vec![
             ("rec", encode(&grant.info)?),
             ("st", grant.status.as_str().as_bytes().to_vec()),
             ("up", grant.upstream.clone()),
         ];
+        if let Some(family) = &grant.family {
+            fields.extend(refresh::family_fields(family));
+        }
         self.put_hash(self.key("grant", &grant.id), fields, ttl).await
     }
 
@@ -413,6 +406,7 @@ impl GrantStore for RedisStore {
             status: GrantStatus::parse(status)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
             upstream: field(&hash, "up")?.to_vec(),
+            family: refresh::family(&hash)?,
         }))
     }
 
@@ -579,69 +573,6 @@ impl ActivityStore for RedisStore {
             ::redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({before}")).query_async(&mut c).await
         })
         .await
-    }
-}
-
-#[async_trait]
-impl RefreshStore for RedisStore {
-    async fn put_refresh(&self, key: &str, rt: &RefreshRecord, ttl: Duration) -> StoreResult<()> {
-        let status = match rt.status {
-            RefreshStatus::Active => "active",
-            RefreshStatus::Rotated => "rotated",
-        };
-        let fields = vec![("rec", encode(rt)?), ("st", status.as_bytes().to_vec())];
-        self.put_hash(self.key("refresh", key), fields, ttl).await
-    }
-
-    async fn refresh(&self, key: &str) -> StoreResult<Option<RefreshRecord>> {
-        let hash = self.hgetall(self.key("refresh", key)).await?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        let mut rt: RefreshRecord = decode(field(&hash, "rec")?)?;
-        if text(&hash, "st")? == "rotated" {
-            rt.status = RefreshStatus::Rotated;
-            rt.rotated_at = text(&hash, "rat")?.parse().ok();
-        }
-        Ok(Some(rt))
-    }
-
-    async fn rotate(&self, key: &str, at: UnixTime, successor: &[u8], grace: Duration) -> StoreResult<Rotation> {
-        let key = self.key("refresh", key);
-        let successor_key = format!("{key}:next");
-        let script = &self.rotate;
-        let successor = successor.to_vec();
-        let reply: Vec<::redis::Value> = self
-            .run(async move |mut c| {
-                script
-                    .key(&key)
-                    .key(&successor_key)
-                    .arg(at)
-                    .arg(successor)
-                    .arg(millis(grace))
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        let int = |i: usize| reply.get(i).and_then(|v| ::redis::from_redis_value_ref::<i64>(v).ok());
-        match int(0) {
-            Some(1) => Ok(Rotation::Won),
-            Some(2) => Ok(Rotation::AlreadyRotated {
-                at: int(1).unwrap_or(0),
-                successor: reply.get(2).and_then(|v| ::redis::from_redis_value_ref::<Vec<u8>>(v).ok()),
-            }),
-            _ => Ok(Rotation::Unknown),
-        }
-    }
-
-    async fn successor(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        let key = format!("{}:next", self.key("refresh", key));
-        self.run(async move |mut c| ::redis::cmd("GET").arg(&key).query_async(&mut c).await).await
-    }
-
-    async fn delete_refresh(&self, key: &str) -> StoreResult<()> {
-        let key = self.key("refresh", key);
-        self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async(&mut c).await).await
     }
 }
 
