@@ -44,7 +44,8 @@ fn keys(app: &TestApp) -> Vec<String> {
 /// A refresh token of the form Tether issued before families: 256 random bits, a record of
 /// its own, written (and, with `rotated_at`, rotated) by the store code that did so then.
 async fn first_form_token(app: &TestApp, client: &TestClient, grant: &str, rotated_at: Option<i64>) -> String {
-    let store = RedisStore::connect(&RedisTarget::standalone(&redis(app).url()), "test", Duration::from_secs(2)).unwrap();
+    let store =
+        RedisStore::connect(&RedisTarget::standalone(&redis(app).url()), "test", Duration::from_secs(2)).unwrap();
     let token = random::token();
     let record = RefreshRecord {
         grant_id: grant.to_owned(),
@@ -74,14 +75,18 @@ async fn a_grant_refreshed_many_times_keeps_the_same_keys_and_the_same_size() {
     let grant = grant_of(&tokens);
     tokens = refreshed(&app, &client, refresh_token(&tokens)).await;
     let (before, grant_key) = (keys(&app), format!("test:v1:grant:{{{grant}}}"));
-    let size = |app: &TestApp| redis(app).cli(&["MEMORY", "USAGE", &grant_key, "SAMPLES", "0"]).trim().parse::<u64>().unwrap();
+    let size =
+        |app: &TestApp| redis(app).cli(&["MEMORY", "USAGE", &grant_key, "SAMPLES", "0"]).trim().parse::<u64>().unwrap();
     let size_before = size(&app);
     for generation in 2..=200u64 {
         tokens = refreshed(&app, &client, refresh_token(&tokens)).await;
         assert!(refresh_token(&tokens).starts_with(&format!("trt.{grant}.{generation}.")), "{tokens}");
     }
     assert_eq!(keys(&app), before, "199 more refreshes added or removed keys");
-    assert!(before.iter().any(|k| k == &format!("test:v1:next:{{{grant}}}")), "the successor beside the grant: {before:?}");
+    assert!(
+        before.iter().any(|k| k == &format!("test:v1:next:{{{grant}}}")),
+        "the successor beside the grant: {before:?}"
+    );
     assert!(!before.iter().any(|k| k.contains(":refresh:")), "no record per token: {before:?}");
     let size_after = size(&app);
     assert!(size_after <= size_before + 16, "the grant grew from {size_before} to {size_after} bytes");
@@ -126,7 +131,11 @@ async fn a_family_token_is_bound_to_its_client_and_revocable_by_it_in_any_genera
     let latest = refreshed(&app, &client, refresh_token(&second)).await;
     expect_error(app.refresh(&other, refresh_token(&latest)).await, 400, "invalid_grant", "another client").await;
     assert_eq!(app.revoke(&other, refresh_token(&latest)).await.status(), 200);
-    assert_eq!(app.introspect(latest["access_token"].as_str().unwrap()).await["active"], true, "other client revoked it");
+    assert_eq!(
+        app.introspect(latest["access_token"].as_str().unwrap()).await["active"],
+        true,
+        "other client revoked it"
+    );
     // The client revokes with a token two generations old: still its own, so the grant ends.
     assert_eq!(app.revoke(&client, refresh_token(&first)).await.status(), 200);
     assert_eq!(app.introspect(latest["access_token"].as_str().unwrap()).await, json!({"active": false}));
@@ -148,7 +157,8 @@ async fn a_token_issued_before_families_works_rotates_into_one_and_keeps_its_reu
     assert_eq!(refreshed(&app, &client, &old).await, adopted);
     let next = refreshed(&app, &client, refresh_token(&adopted)).await;
     assert!(refresh_token(&next).starts_with(&format!("trt.{grant}.1.")), "{next}");
-    let first_form_records = keys(&app).into_iter().filter(|k| k.contains(":refresh:") && !k.ends_with(":next")).count();
+    let first_form_records =
+        keys(&app).into_iter().filter(|k| k.contains(":refresh:") && !k.ends_with(":next")).count();
     assert_eq!(first_form_records, 1, "the family writes no records of the first form");
     assert_eq!(app.introspect(next["access_token"].as_str().unwrap()).await["active"], true, "nothing revoked");
 

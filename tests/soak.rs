@@ -66,8 +66,14 @@ impl Snapshot {
                 ::redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(redis).await.unwrap();
             for key in batch {
                 let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(redis).await.unwrap();
-                let size: Option<u64> =
-                    ::redis::cmd("MEMORY").arg("USAGE").arg(&key).arg("SAMPLES").arg(0).query_async(redis).await.unwrap();
+                let size: Option<u64> = ::redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&key)
+                    .arg("SAMPLES")
+                    .arg(0)
+                    .query_async(redis)
+                    .await
+                    .unwrap();
                 if ttl != -2 {
                     keys.insert(key, (ttl, size.unwrap_or(0)));
                 }
@@ -137,14 +143,17 @@ async fn phase(replicas: &Arc<Replicas>, client: &TestClient, held: &mut [Value]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
     let replicas = Arc::new(Replicas::start(2, options()).await);
-    let mut redis = ::redis::Client::open(replicas.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut redis =
+        ::redis::Client::open(replicas.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let client = replicas.client(0).await;
     let mut held = Vec::new();
     for k in 0..GRANTS {
         held.push(replicas.flow(&client, &format!("soaked-{k}"), k).await);
     }
-    let soaked: Vec<String> =
-        held.iter().map(|t| jwt_claims(t["access_token"].as_str().unwrap())["gid"].as_str().unwrap().to_owned()).collect();
+    let soaked: Vec<String> = held
+        .iter()
+        .map(|t| jwt_claims(t["access_token"].as_str().unwrap())["gid"].as_str().unwrap().to_owned())
+        .collect();
     let n = refreshes_per_phase();
 
     // The first phase fills what is bounded by design (connection pools, the verified-token
@@ -169,10 +178,18 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
     // The soaked grants: the same keys, the same size.
     for grant in &soaked {
         let theirs = |s: &Snapshot| -> Vec<(String, u64)> {
-            s.keys.iter().filter(|(k, _)| k.contains(&format!("{{{grant}}}"))).map(|(k, (_, size))| (k.clone(), *size)).collect()
+            s.keys
+                .iter()
+                .filter(|(k, _)| k.contains(&format!("{{{grant}}}")))
+                .map(|(k, (_, size))| (k.clone(), *size))
+                .collect()
         };
         let (was, is) = (theirs(&before), theirs(&after));
-        assert_eq!(was.iter().map(|k| &k.0).collect::<Vec<_>>(), is.iter().map(|k| &k.0).collect::<Vec<_>>(), "grant {grant}'s keys");
+        assert_eq!(
+            was.iter().map(|k| &k.0).collect::<Vec<_>>(),
+            is.iter().map(|k| &k.0).collect::<Vec<_>>(),
+            "grant {grant}'s keys"
+        );
         for ((key, then), (_, now)) in was.iter().zip(&is) {
             assert!(now.abs_diff(*then) <= 16, "{key}: {then} -> {now} bytes after {n} refreshes");
         }

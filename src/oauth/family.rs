@@ -57,7 +57,8 @@ pub fn parse(token: &str) -> Option<FamilyToken<'_>> {
         && grant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     // Digits only: `u64::from_str` would also take a leading `+`, which would give one
     // generation two spellings.
-    let generation_ok = !generation.is_empty() && generation.len() <= 20 && generation.bytes().all(|b| b.is_ascii_digit());
+    let generation_ok =
+        !generation.is_empty() && generation.len() <= 20 && generation.bytes().all(|b| b.is_ascii_digit());
     if !grant_ok || !generation_ok {
         return None;
     }

@@ -3,11 +3,13 @@
 use serde::Deserialize;
 
 use crate::clock::UnixTime;
-use crate::store::{ClientRecord, ClientSource, ClientStore, CodeStore, GrantInfo, GrantRecord, GrantStore, RefreshStore};
+use crate::store::{
+    ClientRecord, ClientSource, ClientStore, CodeStore, GrantInfo, GrantRecord, GrantStore, RefreshStore,
+};
 
 use super::error::{ErrorCode, OAuthError};
-use super::registry::{Registry, Resource};
 use super::family;
+use super::registry::{Registry, Resource};
 use super::tokens::{Minter, TokenResponse};
 use super::vault::Vault;
 

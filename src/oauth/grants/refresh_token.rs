@@ -74,9 +74,12 @@ impl Refresh<'_> {
         usable(&grant)?;
         let family = grant.family.as_ref().ok_or_else(invalid)?;
         let replay = self.replay(&grant.id);
-        let current = token.generation == family.generation && hash::constant_time_eq(self.digest.as_bytes(), family.current.as_bytes());
+        let current = token.generation == family.generation
+            && hash::constant_time_eq(self.digest.as_bytes(), family.current.as_bytes());
         if !current {
-            if token.generation.saturating_add(1) == family.generation && family.previous.as_deref() == Some(&self.digest) {
+            if token.generation.saturating_add(1) == family.generation
+                && family.previous.as_deref() == Some(&self.digest)
+            {
                 let successor = self.stores.refresh.family_successor(&grant.id).await?;
                 return replay.answer(family.rotated_at.unwrap_or(0), successor).await;
             }
@@ -84,8 +87,7 @@ impl Refresh<'_> {
         }
         let scope = self.continued_scope(&grant)?;
         let next = token.generation.saturating_add(1);
-        let (response, next_digest) =
-            mint(self.minter, self.registry, self.vault, &grant, &scope, next, self.now)?;
+        let (response, next_digest) = mint(self.minter, self.registry, self.vault, &grant, &scope, next, self.now)?;
         let next_digest = next_digest.ok_or_else(invalid)?;
         let sealed = self.vault.seal_successor(&self.digest, &response)?;
         let step = FamilyStep {
@@ -133,8 +135,7 @@ impl Refresh<'_> {
         let grant = self.stores.grants.grant(&token.grant_id).await?.ok_or_else(invalid)?;
         usable(&grant)?;
         let scope = self.continued_scope(&grant)?;
-        let (response, family_digest) =
-            mint(self.minter, self.registry, self.vault, &grant, &scope, 0, self.now)?;
+        let (response, family_digest) = mint(self.minter, self.registry, self.vault, &grant, &scope, 0, self.now)?;
         let family_digest = family_digest.ok_or_else(invalid)?;
         let sealed = self.vault.seal_successor(&self.digest, &response)?;
         match self.stores.refresh.rotate(&self.digest, self.now, &sealed, self.minter.lifetimes.refresh_grace).await? {
@@ -181,7 +182,9 @@ fn usable(grant: &GrantRecord) -> Result<(), OAuthError> {
         GrantStatus::Active => Ok(()),
         // The upstream provider refused to refresh: the client must send the user through
         // /authorize again, which `invalid_grant` makes MCP clients do.
-        GrantStatus::Dead => Err(OAuthError::invalid_grant("the upstream provider ended this authorization; authorize again")),
+        GrantStatus::Dead => {
+            Err(OAuthError::invalid_grant("the upstream provider ended this authorization; authorize again"))
+        }
         GrantStatus::Revoked => Err(invalid()),
     }
 }

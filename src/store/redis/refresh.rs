@@ -14,8 +14,7 @@ use async_trait::async_trait;
 use super::{RedisStore, decode, encode, field, millis, text};
 use crate::clock::UnixTime;
 use crate::store::{
-    Advance, FamilyStep, RefreshFamily, RefreshRecord, RefreshStatus, RefreshStore, Rotation, StoreError,
-    StoreResult,
+    Advance, FamilyStep, RefreshFamily, RefreshRecord, RefreshStatus, RefreshStore, Rotation, StoreError, StoreResult,
 };
 
 /// Starts a family in an existing grant: generation 0, no previous token.
@@ -109,7 +108,8 @@ impl RefreshStore for RedisStore {
     async fn start_family(&self, grant_id: &str, current: &str) -> StoreResult<bool> {
         let (key, current) = (self.key("grant", grant_id), current.to_owned());
         let script = &self.start_family;
-        let started: i64 = self.run(async move |mut c| script.key(&key).arg(current).invoke_async(&mut c).await).await?;
+        let started: i64 =
+            self.run(async move |mut c| script.key(&key).arg(current).invoke_async(&mut c).await).await?;
         Ok(started == 1)
     }
 
