@@ -11,6 +11,10 @@
 //! with the one the answer's JSON names; an answer that does not rotate it is an error.
 //! `--chain-out FILE` writes the final bodies, so the next run continues the chains.
 //!
+//! `--requests N` makes each connection send exactly N requests (no warm-up) and the run end
+//! when all have, or at `duration`: with `--chain` and one body per connection, each chain is
+//! rotated N times.
+//!
 //! ```text
 //! loadgen --url http://127.0.0.1:8080/introspect --method POST \
 //!   --header 'authorization: Basic ...' --header 'content-type: application/x-www-form-urlencoded' \
@@ -35,6 +39,8 @@ struct Args {
     expect: Option<String>,
     chain: Option<String>,
     chain_out: Option<String>,
+    /// Requests per connection, then it stops.
+    requests: Option<u64>,
     concurrency: usize,
     duration: Duration,
     warmup: Duration,
@@ -44,7 +50,7 @@ fn parse() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut url, mut method, mut headers, mut bodies, mut expect) = (None, "GET".to_owned(), vec![], vec![], None);
     let (mut concurrency, mut duration, mut warmup) = (32, 10.0, 1.0);
-    let (mut chain, mut chain_out) = (None, None);
+    let (mut chain, mut chain_out, mut requests) = (None, None, None);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -60,6 +66,7 @@ fn parse() -> Result<Args, String> {
             "--expect" => expect = Some(value()?),
             "--chain" => chain = Some(value()?),
             "--chain-out" => chain_out = Some(value()?),
+            "--requests" => requests = Some(value()?.parse().map_err(|e| format!("--requests: {e}"))?),
             "--concurrency" => concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?,
             "--duration" => duration = value()?.parse().map_err(|e| format!("--duration: {e}"))?,
             "--warmup" => warmup = value()?.parse().map_err(|e| format!("--warmup: {e}"))?,
@@ -83,6 +90,7 @@ fn parse() -> Result<Args, String> {
         expect,
         chain,
         chain_out,
+        requests,
         concurrency: concurrency.max(1),
         duration: Duration::from_secs_f64(duration),
         warmup: Duration::from_secs_f64(warmup),
@@ -191,7 +199,8 @@ async fn connection(args: Arc<Args>, mut work: Work, measuring: Arc<AtomicBool>,
     };
     let mut stream: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(32 * 1024);
-    while !stop.load(Ordering::Relaxed) {
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) && args.requests.is_none_or(|limit| sent < limit) {
         if stream.is_none() {
             match TcpStream::connect((args.host.as_str(), args.port)).await {
                 Ok(s) => {
@@ -216,6 +225,7 @@ async fn connection(args: Arc<Args>, mut work: Work, measuring: Arc<AtomicBool>,
             }
         };
         next += 1;
+        sent += 1;
         let started = Instant::now();
         let mut outcome = match s.write_all(&request).await {
             Ok(()) => read_response(s, &mut buf).await,
@@ -288,7 +298,9 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     let requests = Arc::new(requests(&args));
-    let (measuring, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    // With a fixed number of requests every one is measured, from the first.
+    let measuring = Arc::new(AtomicBool::new(args.requests.is_some()));
+    let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let work = match &args.chain {
@@ -302,10 +314,21 @@ async fn main() -> std::process::ExitCode {
             tokio::spawn(connection(args.clone(), work, measuring.clone(), stop.clone()))
         })
         .collect();
-    tokio::time::sleep(args.warmup).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(args.duration).await;
+    let started = if args.requests.is_some() {
+        // A fixed amount of work: measured from the first request until the last connection
+        // is done (or the duration runs out).
+        let started = Instant::now();
+        while !tasks.iter().all(tokio::task::JoinHandle::is_finished) && started.elapsed() < args.duration {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        started
+    } else {
+        tokio::time::sleep(args.warmup).await;
+        measuring.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        tokio::time::sleep(args.duration).await;
+        started
+    };
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
