@@ -51,7 +51,7 @@ lint: ## Format check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-FUZZ_TARGETS := form_parsers redirect_uri jwt unseal client_metadata consent_cookie
+FUZZ_TARGETS := form_parsers redirect_uri jwt unseal client_metadata consent_cookie refresh_token
 FUZZ_SECONDS ?= 20
 
 fuzz-smoke: ## Run every fuzz target for FUZZ_SECONDS (20) each; needs nightly, installs cargo-fuzz
