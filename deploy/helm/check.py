@@ -3,12 +3,18 @@
 
 For every values file in the chart's ci/ folder:
   1. `helm lint --strict` (values.schema.json included) for each Kubernetes version;
-  2. render the chart and validate every manifest with kubernetes-validate in strict mode
-     against Kubernetes 1.28 through 1.33 (custom resources such as the ServiceMonitor are
-     checked for their required fields only: no schema for them ships offline);
-  3. run `tether check-config` on the rendered configuration, with the mounted secrets replaced
+  2. render the chart and parse every rendered file as strict YAML, as go-yaml v3 and kyaml
+     (kustomize, Argo CD, Flux, yq) do: a duplicate key, a tab in indentation or an alias
+     without its anchor is an error (PyYAML, which Helm-adjacent Python tools use, would
+     silently keep the last of two keys);
+  3. validate every manifest with kubernetes-validate in strict mode against Kubernetes 1.28
+     through 1.33 (custom resources such as the ServiceMonitor are checked for their required
+     fields only: no schema for them ships offline);
+  4. run `tether check-config` on the rendered configuration, with the mounted secrets replaced
      by generated keys and placeholders, so the chart never renders a file Tether refuses.
-Then every broken value in BROKEN must fail, with a message that names the value.
+Then checkov scans the manifests of every values file (as `helm install --namespace auth`
+applies them) and fails on any finding but the few CHECKOV_SKIPS give a reason for, and every
+broken value in BROKEN must fail, with a message that names the value.
 
 Usage: check.py CHART_DIR TETHER_BINARY
 """
@@ -16,6 +22,7 @@ Usage: check.py CHART_DIR TETHER_BINARY
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -24,12 +31,28 @@ import tempfile
 import helm_python as helm
 import kubernetes_validate
 import yaml
+from ruamel.yaml import YAML
 
 KUBE_VERSIONS = ["1.28.0", "1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
 SECRET_DIR = "/etc/tether/secrets"
 CA_DIR = "/etc/tether/redis-ca"
 RELEASE = "tether"
 NAMESPACE = "auth"
+
+# Checks of checkov's the chart deliberately does not follow, each with its reason. Every
+# other finding fails the check.
+CHECKOV_SKIPS = {
+    "CKV_K8S_11": "CPU limits: the CFS quota throttles a latency-bound service in bursts even when "
+                  "the node is idle; the chart sets CPU requests (scheduling, HPA) and memory limits",
+}
+# Followed only where the values pin images by digest (ci/production-values.yaml is held to
+# them); a tag is the default, because a digest belongs to one published release.
+CHECKOV_UNPINNED_SKIPS = {
+    "CKV_K8S_43": "image digest: image.digest (and redis.bundled.image.digest) pin it; values "
+                  "files without one use a tag",
+    "CKV_K8S_15": "pull policy Always: needed only for a mutable tag; a digest-pinned image is "
+                  "pulled once per node (IfNotPresent)",
+}
 
 # Broken values and a fragment the failure message must contain (the value's name).
 BROKEN = [
@@ -53,7 +76,15 @@ BROKEN = [
     ("environment variable without a name", {"extraEnv": [{"value": "x"}]}, "name"),
     ("memory limit without a unit", {"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ("unknown top-level value", {"replicas": 3}, "replicas"),
+    ("an image digest that is not sha256", {"image": {"digest": "latest"}}, "digest"),
 ]
+
+# Documents a strict parser must refuse: if one of them parses, the strict check itself broke.
+NOT_STRICT_YAML = {
+    "a duplicate key": "metadata:\n  labels:\n    app: a\n    app: a\n",
+    "a tab in indentation": "metadata:\n\tname: a\n",
+    "an alias without its anchor": "metadata:\n  labels: *common\n",
+}
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -66,18 +97,86 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def render(chart: helm.Chart, values: dict) -> list[dict]:
+def render(chart: helm.Chart, values: dict) -> tuple[dict[str, str], list[dict]]:
+    """The rendered files (path: text) and their manifests, in the release namespace."""
     chart.validate_schema(values)
     manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests = {path: text for path, text in manifests.items() if not path.endswith("NOTES.txt")}
     docs = []
     for path, text in sorted(manifests.items()):
-        if path.endswith("NOTES.txt"):
-            continue
         for doc in yaml.safe_load_all(text):
             if doc:
                 doc.setdefault("metadata", {}).setdefault("namespace", NAMESPACE)
                 docs.append(doc)
-    return docs
+    return manifests, docs
+
+
+def strict_parser() -> YAML:
+    parser = YAML(typ="safe", pure=True)
+    parser.allow_duplicate_keys = False
+    return parser
+
+
+def strict(manifests: dict[str, str]) -> list[str]:
+    """Every rendered file as a strict YAML parser reads it."""
+    problems = []
+    for path, text in sorted(manifests.items()):
+        try:
+            list(strict_parser().load_all(text))
+        except Exception as e:  # ruamel's DuplicateKeyError, ScannerError, ComposerError, ...
+            problems.append(f"{path}: not strict YAML: {' '.join(str(e).split())[:400]}")
+    return problems
+
+
+def strict_parser_works() -> list[str]:
+    problems = []
+    for case, text in NOT_STRICT_YAML.items():
+        try:
+            list(strict_parser().load_all(text))
+            problems.append(f"the strict YAML parser accepted {case}")
+        except Exception:
+            pass
+    return problems
+
+
+def checkov(scanned: dict[str, tuple[list[dict], bool]], workdir: pathlib.Path) -> dict[str, tuple[int, list[str], list[str]]]:
+    """Runs checkov once over the manifests of every values file; per values file, the number
+    of checks passed, the findings and the skipped findings. `scanned` maps a values file to
+    its manifests and whether it pins images by digest."""
+    paths = {}
+    for name, (docs, _) in scanned.items():
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        paths[str(path)] = name
+    args = [str(pathlib.Path(sys.executable).with_name("checkov")), "--framework", "kubernetes", "--skip-download",
+            "--compact", "--output", "json"]
+    for path in paths:
+        args += ["--file", path]
+    done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return {name: (0, [f"checkov did not run: {done.stderr.strip()[-600:]}"], []) for name in scanned}
+    reports = report if isinstance(report, list) else [report]
+    outcome = {name: (0, [], []) for name in scanned}
+    for part in reports:
+        results = part.get("results", {})
+        for verdict in ("passed_checks", "failed_checks"):
+            for check in results.get(verdict, []):
+                name = paths.get(str(pathlib.Path(workdir, pathlib.Path(check.get("file_abs_path") or check["file_path"]).name)))
+                if name is None:
+                    continue
+                passed, findings, skipped = outcome[name]
+                pinned = scanned[name][1]
+                finding = f"checkov {check['check_id']} {check['resource']}: {check['check_name']}"
+                if verdict == "passed_checks":
+                    passed += 1
+                elif check["check_id"] in CHECKOV_SKIPS or (not pinned and check["check_id"] in CHECKOV_UNPINNED_SKIPS):
+                    skipped.append(check["check_id"])
+                else:
+                    findings.append(finding)
+                outcome[name] = (passed, findings, skipped)
+    return outcome
 
 
 def lint(chart_dir: pathlib.Path, values: dict) -> list[str]:
@@ -95,6 +194,11 @@ def validate(docs: list[dict]) -> list[str]:
     problems = []
     for doc in docs:
         name = f"{doc.get('kind')}/{doc['metadata'].get('name')}"
+        if doc.get("kind") == "Deployment":
+            selector = doc["spec"]["selector"].get("matchLabels", {})
+            labels = doc["spec"]["template"]["metadata"].get("labels", {})
+            if any(labels.get(k) != v for k, v in selector.items()):
+                problems.append(f"{name}: the pod template's labels {labels} do not match its selector {selector}")
         if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
             if not doc.get("spec", {}).get("endpoints") or not doc["spec"].get("selector"):
                 problems.append(f"{name}: a ServiceMonitor needs endpoints and a selector")
@@ -150,23 +254,36 @@ def files_named(node) -> list[str]:
     return found
 
 
+def pins_images(values: dict) -> bool:
+    """Whether the values pin every image the chart runs by digest."""
+    redis = values.get("redis", {})
+    bundled = redis.get("mode", "bundled") == "bundled"
+    redis_pinned = redis.get("bundled", {}).get("image", {}).get("digest")
+    return bool(values.get("image", {}).get("digest")) and (not bundled or bool(redis_pinned))
+
+
 def main() -> int:
     chart_dir = pathlib.Path(sys.argv[1]).resolve()
     tether = sys.argv[2]
     chart = helm.Chart.load(str(chart_dir))
     failures = 0
+    for problem in strict_parser_works():
+        failures += 1
+        print(f"FAIL {problem}")
     base = None
+    scanned = {}
     for values_file in sorted((chart_dir / "ci").glob("*-values.yaml")):
         values = yaml.safe_load(values_file.read_text()) or {}
         if values_file.name == "defaults-values.yaml":
             base = values
         try:
-            docs = render(chart, values)
+            manifests, docs = render(chart, values)
         except helm.HelmError as e:
             print(f"FAIL {values_file.name}: {e}")
             failures += 1
             continue
-        problems = lint(chart_dir, values) + validate(docs) + check_config(docs, tether)
+        problems = lint(chart_dir, values) + strict(manifests) + validate(docs) + check_config(docs, tether)
+        scanned[values_file.name] = (docs, pins_images(values))
         kinds = sorted({d["kind"] for d in docs})
         if problems:
             failures += 1
@@ -174,8 +291,19 @@ def main() -> int:
             for p in problems:
                 print(f"  {p}")
         else:
-            print(f"ok   {values_file.name}: {len(docs)} manifests ({', '.join(kinds)}) valid on Kubernetes "
+            print(f"ok   {values_file.name}: {len(docs)} manifests ({', '.join(kinds)}) strict YAML, valid on Kubernetes "
                   f"{KUBE_VERSIONS[0]}..{KUBE_VERSIONS[-1]}; Tether accepts the configuration")
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, (passed, findings, skipped) in checkov(scanned, pathlib.Path(workdir)).items():
+            summary = f"checkov {name}: {passed} passed, {len(findings)} failed, {len(skipped)} skipped"
+            summary += f" ({', '.join(sorted(set(skipped)))})" if skipped else ""
+            if findings or not passed:
+                failures += 1
+                print(f"FAIL {summary}")
+                for finding in findings:
+                    print(f"  {finding}")
+            else:
+                print(f"ok   {summary}")
     if base is None:
         print("FAIL ci/defaults-values.yaml is missing: the broken values are applied on top of it")
         return 1

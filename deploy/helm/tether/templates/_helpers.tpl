@@ -16,18 +16,64 @@
 {{- end }}
 {{- end }}
 
+{{/*
+Labels. Each resource's labels are one of the sets below, written once: the selector labels
+(what a Service, PDB or NetworkPolicy selects pods by, never changed after install) plus the
+common ones, with no key in both, so that no manifest repeats a key (YAML forbids it, and
+strict parsers such as go-yaml v3, kustomize's kyaml and ruamel.yaml refuse the document).
+*/}}
 {{- define "tether.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "tether.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: broker
 {{- end }}
 
-{{- define "tether.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- define "tether.redisSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "tether.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{/* What every resource of the release carries besides its selector labels. */}}
+{{- define "tether.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tether
+{{- end }}
+
+{{/* The broker's resources. */}}
+{{- define "tether.labels" -}}
+{{ include "tether.selectorLabels" . }}
+{{ include "tether.commonLabels" . }}
+{{- end }}
+
+{{/* The evaluation Redis's resources. */}}
+{{- define "tether.redisLabels" -}}
+{{ include "tether.redisSelectorLabels" . }}
+{{ include "tether.commonLabels" . }}
+{{- end }}
+
+{{/*
+The broker's labels with operator-supplied ones (`extra`), merged so that each key appears
+once; on a clash the chart's label wins (a pod must keep matching its selector).
+Call with (dict "root" $ "extra" .Values.podLabels).
+*/}}
+{{- define "tether.labelsWith" -}}
+{{- $labels := include "tether.labels" .root | fromYaml -}}
+{{- range $key, $value := (default dict .extra) }}
+{{- if not (hasKey $labels $key) }}{{ $_ := set $labels $key $value }}{{ end }}
+{{- end }}
+{{- toYaml $labels }}
+{{- end }}
+
+{{/* An image reference: `repository@digest` when a digest pins it, else `repository:tag`. */}}
+{{- define "tether.image" -}}
+{{- if .image.digest -}}
+{{ .image.repository }}@{{ .image.digest }}
+{{- else -}}
+{{ .image.repository }}:{{ .image.tag | default .default }}
+{{- end -}}
 {{- end }}
 
 {{- define "tether.serviceAccountName" -}}
