@@ -55,10 +55,12 @@ pub fn parse(token: &str) -> Option<FamilyToken<'_>> {
     let grant_ok = !grant_id.is_empty()
         && grant_id.len() <= MAX_GRANT_LEN
         && grant_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    // Digits only: `u64::from_str` would also take a leading `+`, which would give one
-    // generation two spellings.
-    let generation_ok =
-        !generation.is_empty() && generation.len() <= 20 && generation.bytes().all(|b| b.is_ascii_digit());
+    // Digits only and no leading zero: `u64::from_str` would also take `+7` and `07`, which
+    // would give one generation several spellings.
+    let generation_ok = !generation.is_empty()
+        && generation.len() <= 20
+        && generation.bytes().all(|b| b.is_ascii_digit())
+        && (generation == "0" || !generation.starts_with('0'));
     if !grant_ok || !generation_ok {
         return None;
     }
@@ -155,6 +157,8 @@ mod tests {
             format!("trt.g{{1}}.3.{secret}"),
             format!("trt.{}.3.{secret}", "g".repeat(65)),
             format!("trt.g1.+3.{secret}"),
+            format!("trt.g1.03.{secret}"),
+            format!("trt.g1.00.{secret}"),
             format!("trt.g1.-3.{secret}"),
             format!("trt.g1.99999999999999999999.{secret}"),
             format!("trt.g1.3.{}", &secret[1..]),
