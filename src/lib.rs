@@ -1,8 +1,9 @@
 //! Tether: an OAuth 2.1 authorization server that brokers upstream credentials for MCP servers.
 //!
-//! Layers (imports flow one way): `http` → `oauth` → {`upstream`, `crypto`, `store`}.
+//! Layers (imports flow one way): `http` → `oauth` → {`upstream`, `crypto`, `store`, `audit`}.
 //! `settings`, `startup`, `telemetry` and `cli` assemble them.
 
+pub mod audit;
 pub mod cli;
 pub mod client_metadata;
 pub mod clock;

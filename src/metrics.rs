@@ -41,6 +41,11 @@ struct StoreErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.25 ms .. ~8 s
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
@@ -56,6 +61,7 @@ pub struct Metrics {
     upstream_calls: Family<UpstreamLabels, Counter>,
     store_duration: Histogram,
     store_errors: Family<StoreErrorLabels, Counter>,
+    audit_dropped: Family<SinkLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +86,7 @@ impl Metrics {
         let upstream_calls = Family::<UpstreamLabels, Counter>::default();
         let store_duration = latency_histogram();
         let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        let audit_dropped = Family::<SinkLabels, Counter>::default();
         let mut r = Registry::with_prefix("tether");
         r.register("http_requests", "HTTP requests by route template, method and status", http_requests.clone());
         r.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
@@ -96,6 +103,11 @@ impl Metrics {
         );
         r.register("store_operation_duration_seconds", "Store operation latency", store_duration.clone());
         r.register("store_errors", "Store operations that failed, by kind", store_errors.clone());
+        r.register(
+            "audit_events_dropped",
+            "Audit events that reached the log but not a sink (queue full, stream append failed, webhook busy)",
+            audit_dropped.clone(),
+        );
         Self {
             registry: r,
             http_requests,
@@ -105,7 +117,13 @@ impl Metrics {
             upstream_calls,
             store_duration,
             store_errors,
+            audit_dropped,
         }
+    }
+
+    /// An audit event that did not reach `sink` (`queue`, `stream`, `webhook`).
+    pub fn audit_dropped(&self, sink: &'static str) {
+        self.audit_dropped.get_or_create(&SinkLabels { sink }).inc();
     }
 
     pub fn http_request(&self, labels: HttpLabels, elapsed: Duration) {

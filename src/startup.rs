@@ -114,6 +114,14 @@ impl Application {
             None => None,
         };
         let registration_enabled = built.registration.enabled;
+        let webhooks = crate::webhook::Sender::new().map_err(StartupError::Webhooks)?;
+        let sinks = crate::audit::delivery::Sinks {
+            events: store.clone(),
+            grants: store.clone(),
+            webhooks: webhooks.clone(),
+            clock: clock.clone(),
+        };
+        let audit = crate::audit::Auditor::start(&built.issuer, built.audit, sinks, metrics.clone());
         let broker = Broker {
             issuer: built.issuer,
             registry: built.registry,
@@ -129,7 +137,8 @@ impl Application {
             refresh: built.refresh,
             background: built.background,
             metrics: metrics.clone(),
-            webhooks: crate::webhook::Sender::new().map_err(StartupError::Webhooks)?,
+            webhooks,
+            audit,
         };
         let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
         let state = web::Data::new(AppState::new(broker, clock, limits));

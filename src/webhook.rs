@@ -83,8 +83,33 @@ impl Sender {
 
     /// Delivers `event` (JSON text) to `hook` in the background, retrying transient failures.
     pub fn send(&self, hook: &Webhook, kind: &str, event: String, now: UnixTime) {
+        self.deliver(hook, kind, event, now, None);
+    }
+
+    /// Like [`Sender::send`], holding `permit` until the delivery ends (bounds how many are in
+    /// flight).
+    pub fn send_holding(
+        &self,
+        hook: &Webhook,
+        kind: &str,
+        event: String,
+        now: UnixTime,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        self.deliver(hook, kind, event, now, Some(permit));
+    }
+
+    fn deliver(
+        &self,
+        hook: &Webhook,
+        kind: &str,
+        event: String,
+        now: UnixTime,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let (http, hook, kind) = (self.http.clone(), hook.clone(), kind.to_owned());
         self.home.spawn(async move {
+            let _permit = permit;
             let delivery = uuid::Uuid::new_v4().to_string();
             let signature = sign(hook.secret.expose_secret(), event.as_bytes(), now);
             for pause in std::iter::once(None).chain(RETRIES.into_iter().map(Some)) {

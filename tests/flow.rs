@@ -74,6 +74,9 @@ async fn a05_a_missing_resource_binds_to_the_only_configured_one() {
     assert_eq!(jwt_claims(tokens["access_token"].as_str().unwrap())["aud"], RESOURCE_URI);
 }
 
+/// A stream entry as Redis answers XRANGE: its id and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// Every key and value Tether wrote to Redis, and each key's remaining time to live.
 async fn dump_redis(url: &str) -> Vec<(String, Vec<u8>, i64)> {
     let client = ::redis::Client::open(url).unwrap();
@@ -92,6 +95,12 @@ async fn dump_redis(url: &str) -> Vec<(String, Vec<u8>, i64)> {
                 let members: Vec<Vec<u8>> =
                     ::redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
                 members.concat()
+            }
+            // The audit trail: every event's JSON.
+            "stream" => {
+                let entries: Vec<StreamEntry> =
+                    ::redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+                entries.into_iter().flat_map(|(_, fields)| fields).flat_map(|(_, value)| value).collect()
             }
             other => panic!("unexpected Redis type {other} at {key}"),
         };

@@ -78,6 +78,9 @@ contract!(
     a_family_successor_is_kept_only_for_the_grace_window,
     only_one_of_many_concurrent_family_advances_wins,
     a_family_of_a_revoked_grant_does_not_advance,
+    a_revoked_grant_keeps_its_first_tombstone_and_loses_its_upstream_tokens,
+    grant_use_is_recorded_only_for_grants_that_exist,
+    audit_events_are_read_newest_first_in_pages,
     store_answers_ping,
     locks_are_exclusive_owned_and_expire,
     grant_upstream_tokens_are_replaced_in_place,
@@ -145,9 +148,9 @@ fn code(grant: &str) -> CodeRecord {
 }
 
 fn grant(id: &str) -> GrantRecord {
-    GrantRecord {
-        id: id.into(),
-        info: GrantInfo {
+    GrantRecord::new(
+        id.into(),
+        GrantInfo {
             subject: "42".into(),
             client_id: "c".into(),
             resource: "files".into(),
@@ -156,10 +159,8 @@ fn grant(id: &str) -> GrantRecord {
             offline: true,
             created_at: 1,
         },
-        status: GrantStatus::Active,
-        upstream: vec![1, 0, 255, 254, 10, 13, 0],
-        family: None,
-    }
+        vec![1, 0, 255, 254, 10, 13, 0],
+    )
 }
 
 fn refresh(grant: &str) -> RefreshRecord {
@@ -429,6 +430,59 @@ async fn a_family_of_a_revoked_grant_does_not_advance(s: Subject) {
     assert_eq!(s.store.family_successor("g").await.unwrap(), None);
 }
 
+async fn a_revoked_grant_keeps_its_first_tombstone_and_loses_its_upstream_tokens(s: Subject) {
+    let first = Tombstone { at: 100, by: "admin:ops".into(), reason: "admin".into() };
+    assert!(!s.store.revoke_grant("nowhere", &first, TTL).await.unwrap());
+    assert_eq!(s.store.grant("nowhere").await.unwrap(), None, "revocation must not create a grant");
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    s.store.start_family("g", "d0").await.unwrap();
+    assert!(s.store.revoke_grant("g", &first, Duration::from_secs(2)).await.unwrap());
+    let revoked = s.store.grant("g").await.unwrap().unwrap();
+    assert_eq!((revoked.status, revoked.tombstone.clone()), (GrantStatus::Revoked, Some(first.clone())));
+    assert!(revoked.upstream.is_empty(), "the sealed upstream tokens are deleted");
+    assert!(revoked.family.is_some(), "what the tokens were stays readable for reuse detection");
+    // A second revocation, a refresh racing it and a status change leave the first alone.
+    let second = Tombstone { at: 200, by: "user".into(), reason: "user".into() };
+    assert!(s.store.revoke_grant("g", &second, Duration::from_secs(2)).await.unwrap());
+    assert!(s.store.set_grant_upstream("g", b"refreshed").await.unwrap());
+    assert!(s.store.set_grant_status("g", GrantStatus::Dead).await.unwrap());
+    let still = s.store.grant("g").await.unwrap().unwrap();
+    assert_eq!((still.status, still.tombstone), (GrantStatus::Revoked, Some(first)));
+    assert!(still.upstream.is_empty(), "a refresh brought the upstream tokens back");
+    s.elapse(2).await;
+    assert_eq!(s.store.grant("g").await.unwrap(), None, "the tombstone outlived its time");
+}
+
+async fn grant_use_is_recorded_only_for_grants_that_exist(s: Subject) {
+    s.store.note_use("nowhere", Some(5), "files", 1).await.unwrap();
+    assert_eq!(s.store.grant("nowhere").await.unwrap(), None, "use must not create a grant");
+    s.store.put_grant(&grant("g"), TTL).await.unwrap();
+    s.store.note_use("g", Some(5), "files", 1).await.unwrap();
+    s.store.note_use("g", None, "files", 9).await.unwrap();
+    s.store.note_use("g", Some(7), "calendar", 1).await.unwrap();
+    let usage = s.store.grant("g").await.unwrap().unwrap().usage;
+    assert_eq!(usage, GrantUsage { last_used_at: Some(7), last_used_by: Some("calendar".into()), use_count: 11 });
+}
+
+async fn audit_events_are_read_newest_first_in_pages(s: Subject) {
+    let events: Vec<String> = (0..25).map(|i| format!("{{\"n\":{i}}}")).collect();
+    s.store.append_events(&events[..10], TTL).await.unwrap();
+    s.store.append_events(&events[10..], TTL).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s.store.events(cursor.as_deref(), 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 7);
+        cursor = page.last().map(|e| e.id.clone());
+        seen.extend(page.into_iter().map(|e| e.json));
+    }
+    let expected: Vec<String> = events.iter().rev().cloned().collect();
+    assert_eq!(seen, expected, "every event once, newest first");
+}
+
 async fn store_answers_ping(s: Subject) {
     s.store.ping().await.unwrap();
 }
@@ -448,11 +502,11 @@ async fn locks_are_exclusive_owned_and_expire(s: Subject) {
 
 async fn grant_upstream_tokens_are_replaced_in_place(s: Subject) {
     s.store.put_grant(&grant("g1"), TTL).await.unwrap();
-    s.store.set_grant_status("g1", GrantStatus::Revoked).await.unwrap();
+    s.store.set_grant_status("g1", GrantStatus::Dead).await.unwrap();
     assert!(s.store.set_grant_upstream("g1", &[7, 7, 7]).await.unwrap());
     let updated = s.store.grant("g1").await.unwrap().unwrap();
     assert_eq!(updated.upstream, vec![7, 7, 7]);
-    assert_eq!(updated.status, GrantStatus::Revoked, "a refresh must not undo a revocation");
+    assert_eq!(updated.status, GrantStatus::Dead, "writing tokens leaves the status alone");
     assert!(!s.store.set_grant_upstream("ghost", &[1]).await.unwrap());
     assert_eq!(s.store.grant("ghost").await.unwrap(), None, "must not create a grant");
 }
@@ -612,9 +666,9 @@ fn a_worker_has_its_own_connection_and_a_new_runtime_on_its_thread_gets_a_workin
     let store = Arc::new(home.block_on(async {
         RedisStore::connect(&RedisTarget::standalone(&redis.url()), "workers", Duration::from_secs(2)).unwrap()
     }));
-    let grant = GrantRecord {
-        id: "g1".into(),
-        info: GrantInfo {
+    let grant = GrantRecord::new(
+        "g1".into(),
+        GrantInfo {
             subject: "user".into(),
             client_id: "client".into(),
             resource: "files".into(),
@@ -623,10 +677,8 @@ fn a_worker_has_its_own_connection_and_a_new_runtime_on_its_thread_gets_a_workin
             offline: true,
             created_at: 1,
         },
-        status: GrantStatus::Active,
-        upstream: b"sealed".to_vec(),
-        family: None,
-    };
+        b"sealed".to_vec(),
+    );
     let first = current_thread();
     first.block_on(store.put_grant(&grant, Duration::from_secs(60))).unwrap();
     assert_eq!(tether_connections(&redis), 1);

@@ -51,11 +51,12 @@ async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) ->
     let (binding, consent) = (state.binding(req), state.consent(req));
     let cookies = BrowserCookies { binding: binding.as_deref(), consent: consent.as_deref() };
     let stores = AuthorizeStores { pending: store, grants: store, browsers: store };
-    let (mut response, binding) = match authorize::start(broker.flow(), stores, params, cookies, now).await {
-        Ok(Started::Consent(view)) => (consent_page(&view), view.binding),
-        Ok(Started::Upstream { url, binding }) => (redirect(url.as_str(), StatusCode::FOUND), binding),
-        Err(e) => return flow_error(e),
-    };
+    let (mut response, binding) =
+        match authorize::start(broker.flow(&super::origin(req, state)), stores, params, cookies, now).await {
+            Ok(Started::Consent(view)) => (consent_page(&view), view.binding),
+            Ok(Started::Upstream { url, binding }) => (redirect(url.as_str(), StatusCode::FOUND), binding),
+            Err(e) => return flow_error(e),
+        };
     if let Err(e) = response.add_cookie(&state.binding_cookie(binding)) {
         tracing::error!(error = %e, "cannot set the binding cookie");
     }

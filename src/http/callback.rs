@@ -20,7 +20,16 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let store = broker.store.as_ref();
     let stores = CallbackStores { pending: store, grants: store, codes: store, browsers: store };
     let binding = state.binding(&req);
-    match callback::complete(broker.flow(), stores, &broker.vault, params, binding.as_deref(), now).await {
+    match callback::complete(
+        broker.flow(&super::origin(&req, &state)),
+        stores,
+        &broker.vault,
+        params,
+        binding.as_deref(),
+        now,
+    )
+    .await
+    {
         Ok(url) => redirect(url.as_str(), StatusCode::FOUND),
         Err(e) => flow_error(e),
     }

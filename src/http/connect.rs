@@ -69,8 +69,15 @@ pub async fn start(
     let StartBody { session, scope } = body.into_inner();
     let session = required(session, "session")?;
     let broker = &state.broker;
-    let started =
-        connect::start(broker.flow(), stores(&state), caller, &session, scope.as_deref(), state.clock.now()).await?;
+    let started = connect::start(
+        broker.flow(&super::origin(&req, &state)),
+        stores(&state),
+        caller,
+        &session,
+        scope.as_deref(),
+        state.clock.now(),
+    )
+    .await?;
     Ok(json(StatusCode::CREATED, &started))
 }
 
@@ -112,8 +119,10 @@ pub async fn resolve(
     let caller = super::resource_caller(&req, &state)?;
     let session = required(body.into_inner().session, "session")?;
     let broker = &state.broker;
+    let origin = super::origin(&req, &state);
     let resolved =
-        connect::resolve(broker.refresher(), broker.store.as_ref(), caller, &session, state.clock.now()).await?;
+        connect::resolve(broker.refresher(), broker.store.as_ref(), caller, &session, &origin, state.clock.now())
+            .await?;
     Ok(match resolved {
         Some(resolved) => json(StatusCode::OK, &resolved),
         None => json(StatusCode::OK, &json!({"connected": false, "session": session})),
@@ -130,11 +139,9 @@ pub async fn disconnect(
 ) -> Result<HttpResponse, ApiError> {
     let caller = super::resource_caller(&req, &state)?;
     let broker = &state.broker;
-    let store = broker.store.as_ref();
-    let ended = connect::disconnect(store, store, caller, &session).await?;
-    if let Some(grant_id) = &ended {
-        crate::oauth::revocation::revoke_upstream(broker.revoker(), grant_id).await;
-    }
+    let origin = super::origin(&req, &state);
+    let now = state.clock.now();
+    let ended = connect::disconnect(broker.revoker(), broker.store.as_ref(), caller, &session, &origin, now).await?;
     Ok(json(StatusCode::OK, &json!({"session": session.into_inner(), "disconnected": ended.is_some()})))
 }
 
@@ -143,7 +150,15 @@ pub async fn disconnect(
 pub async fn link(req: HttpRequest, token: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let broker = &state.broker;
     let binding = state.binding(&req);
-    match connect::open(broker.flow(), stores(&state), &token, binding.as_deref(), state.clock.now()).await {
+    match connect::open(
+        broker.flow(&super::origin(&req, &state)),
+        stores(&state),
+        &token,
+        binding.as_deref(),
+        state.clock.now(),
+    )
+    .await
+    {
         Ok(view) => {
             let mut response = consent_page(&view);
             if let Err(e) = response.add_cookie(&state.binding_cookie(view.binding)) {
@@ -164,7 +179,9 @@ pub async fn finish(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
     };
     let binding = state.binding(&req);
     let (broker, now) = (&state.broker, state.clock.now());
-    match connect::finish(broker.flow(), stores(&state), &params, binding.as_deref(), now).await {
+    match connect::finish(broker.flow(&super::origin(&req, &state)), stores(&state), &params, binding.as_deref(), now)
+        .await
+    {
         Ok(done) => {
             if let Some(hook) = broker.registry.resource(&done.resource).and_then(|r| r.webhook.as_ref()) {
                 broker.webhooks.send(

@@ -44,7 +44,16 @@ pub async fn post(
     let (binding, consent_cookie) = (state.binding(&req), state.consent(&req));
     let cookies = BrowserCookies { binding: binding.as_deref(), consent: consent_cookie.as_deref() };
     let broker = &state.broker;
-    match decide::decide(broker.flow(), broker.store.as_ref(), &consent, cookies, approve, now).await {
+    match decide::decide(
+        broker.flow(&super::origin(&req, &state)),
+        broker.store.as_ref(),
+        &consent,
+        cookies,
+        approve,
+        now,
+    )
+    .await
+    {
         Ok(decision) => {
             let mut response = redirect(decision.upstream.as_str(), StatusCode::SEE_OTHER);
             if let Some(value) = decision.consent_cookie

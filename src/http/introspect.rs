@@ -38,7 +38,8 @@ pub async fn post(
         .token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    let outcome = match introspection::introspect(broker.introspector(), caller, &token, now).await {
+    let origin = super::origin(&req, &state);
+    let outcome = match introspection::introspect(broker.introspector(), caller, &token, &origin, now).await {
         Ok(outcome) => outcome,
         Err(e) => {
             broker.metrics.introspection("unavailable", "");

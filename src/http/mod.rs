@@ -195,6 +195,25 @@ fn resource_caller<'a>(
     Ok(caller)
 }
 
+/// The request, as audit events name it: the client's address (see
+/// `server.trusted_proxies`), user agent, request id and the caller's W3C trace id.
+pub fn origin(req: &HttpRequest, state: &AppState) -> crate::audit::Origin {
+    use actix_web::HttpMessage as _;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let user_agent = header("user-agent").map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect());
+    // traceparent: version-traceid-parentid-flags (W3C Trace Context §3.2).
+    let trace_id = header("traceparent")
+        .and_then(|t| t.split('-').nth(1))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned);
+    crate::audit::Origin {
+        ip: state.limits.client_ip(req).map(|ip| ip.to_string()),
+        user_agent,
+        request_id: req.extensions().get::<tracing_actix_web::RequestId>().map(ToString::to_string),
+        trace_id,
+    }
+}
+
 /// The `Authorization` header as text, when present and readable.
 fn authorization_header(req: &HttpRequest) -> Option<String> {
     req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned)

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 use crate::oauth::registration::{self, RegistrationRequest};
 
 use super::error::{ApiError, no_store};
@@ -9,7 +10,11 @@ use super::{AppState, authorization_header};
 
 /// RFC 7591 §3.2.1: 201 with the registered metadata and the issued credentials.
 #[tracing::instrument(skip_all, fields(client_id))]
-pub async fn post(body: web::Json<RegistrationRequest>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn post(
+    req: HttpRequest,
+    body: web::Json<RegistrationRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let broker = &state.broker;
     let unused_ttl = broker.lifetimes.client_unused;
@@ -24,9 +29,31 @@ pub async fn post(body: web::Json<RegistrationRequest>, state: web::Data<AppStat
     .await?;
     tracing::Span::current().record("client_id", response.client_id.as_str());
     tracing::info!(client_id = %response.client_id, method = %response.metadata.token_endpoint_auth_method, "client registered");
+    broker.audit.emit(
+        Event::new(
+            EventType::ClientRegistered,
+            Actor::new(ActorKind::Client, &response.client_id),
+            Outcome::Success,
+            now,
+        )
+        .client(&response.client_id)
+        .detail("token_endpoint_auth_method", response.metadata.token_endpoint_auth_method.clone())
+        .detail("redirect_hosts", redirect_hosts(&response.metadata.redirect_uris))
+        .origin(&super::origin(&req, &state)),
+    );
     let mut created = HttpResponse::Created();
     no_store(&mut created);
     Ok(created.json(response))
+}
+
+/// The hosts a client's redirect URIs point at (what a reviewer checks a self-registered
+/// client by).
+fn redirect_hosts(uris: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> =
+        uris.iter().filter_map(|u| url::Url::parse(u).ok()).filter_map(|u| u.host_str().map(str::to_owned)).collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// The registration access token of an RFC 7592 request (`Authorization: Bearer ...`).
@@ -58,6 +85,12 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     registration::deregister(state.broker.store.as_ref(), &path, bearer(&req).as_deref()).await?;
+    let now = state.clock.now();
+    state.broker.audit.emit(
+        Event::new(EventType::ClientDeleted, Actor::new(ActorKind::Client, path.as_str()), Outcome::Success, now)
+            .client(path.as_str())
+            .origin(&super::origin(&req, &state)),
+    );
     let mut gone = HttpResponse::NoContent();
     no_store(&mut gone);
     Ok(gone.finish())

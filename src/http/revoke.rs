@@ -31,7 +31,7 @@ pub async fn post(
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
     let token = form.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    revocation::revoke(broker.revoker(), &client, &token).await?;
+    revocation::revoke(broker.revoker(), &client, &token, &super::origin(&req, &state), now).await?;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.finish())

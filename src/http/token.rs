@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::oauth::client_auth::{self, Presented};
-use crate::oauth::grants::{self, TokenForm, TokenRequest, TokenStores};
+use crate::oauth::grants::{self, TokenForm, TokenRequest};
 
 use super::error::{ApiError, no_store};
 use super::{AppState, authorization_header};
@@ -27,16 +27,14 @@ pub async fn post(
     };
     let request = TokenRequest::try_from(form)?;
     let broker = &state.broker;
-    let store = broker.store.as_ref();
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
     span.record("client_id", client.client_id.as_str());
-    let stores = TokenStores { clients: store, codes: store, grants: store, refresh: store, touches: &broker.touches };
+    let origin = super::origin(&req, &state);
     let grant_type = match &request {
         TokenRequest::AuthorizationCode(_) => "authorization_code",
         TokenRequest::RefreshToken(_) => "refresh_token",
     };
-    let response =
-        grants::issue(stores, broker.minter(), &broker.registry, &broker.vault, &client, request, now).await?;
+    let response = grants::issue(broker.token_context(&origin), &client, request, now).await?;
     broker.metrics.token_issued(grant_type);
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);

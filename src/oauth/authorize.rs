@@ -57,6 +57,11 @@ pub struct FlowContext<'a> {
     pub registry: &'a Registry,
     pub providers: &'a Providers,
     pub lifetimes: &'a Lifetimes,
+    /// Ends the grants a flow replaces.
+    pub revoker: super::revocation::Revoker<'a>,
+    pub audit: &'a crate::audit::Auditor,
+    /// The request, for audit events.
+    pub origin: &'a crate::audit::Origin,
 }
 
 /// A binding cookie value is a token from `random::token`.

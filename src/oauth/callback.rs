@@ -3,11 +3,10 @@
 
 use serde::Deserialize;
 
+use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
-use crate::store::{
-    BrowserStore, CodeRecord, CodeStore, GrantInfo, GrantRecord, GrantStatus, GrantStore, PendingStore,
-};
+use crate::store::{BrowserStore, CodeRecord, CodeStore, GrantInfo, GrantRecord, GrantStore, PendingStore};
 use crate::upstream::UpstreamError;
 
 use super::authorize::FlowContext;
@@ -106,7 +105,7 @@ pub async fn complete(
         created_at: now,
     };
     let upstream = vault.seal(&grant_id, &info, &tokens).map_err(|e| back.error(&e))?;
-    let grant = GrantRecord { id: grant_id.clone(), info, status: GrantStatus::Active, upstream, family: None };
+    let grant = GrantRecord::new(grant_id.clone(), info, upstream);
 
     let client_code = random::token();
     let code_record = CodeRecord {
@@ -140,6 +139,22 @@ pub async fn complete(
         tracing::warn!(error = %e, "cannot remember the grant for this browser; a later step-up will not widen it");
     }
     tracing::info!(client_id = %request.client_id, resource = %request.resource, provider = %provider.id(), "authorization completed");
+    let user = grant.info.user();
+    let event = |kind| {
+        Event::new(kind, Actor::new(ActorKind::User, &user), Outcome::Success, now)
+            .user(&user)
+            .provider(provider.id())
+            .origin(ctx.origin)
+    };
+    ctx.audit.emit(event(EventType::UserSignedIn));
+    ctx.audit.emit(event(EventType::ConnectionMade).grant(&grant_id).scope(&pending.upstream_scopes));
+    ctx.audit.emit(
+        event(EventType::GrantIssued)
+            .grant(&grant_id)
+            .client(&request.client_id)
+            .resource(&request.resource)
+            .scope(&grant.info.scope),
+    );
     back.success(&client_code)
 }
 

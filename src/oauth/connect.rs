@@ -28,7 +28,9 @@ use super::introspection::UpstreamCredential;
 use super::pkce;
 use super::refresh::{Freshness, Refresher};
 use super::registry::Resource;
+use super::revocation::{self, Report, Revoker, Trigger};
 use super::scope;
+use crate::audit::Origin;
 
 /// Session ids are the server's; Tether only bounds them.
 const MAX_SESSION_LEN: usize = 256;
@@ -227,7 +229,7 @@ pub async fn finish(
     let outcome = match (&params.code, params.error.as_deref()) {
         (_, Some("access_denied")) => settle(ConnectionStatus::Denied, Some("the user declined")),
         (_, Some(_)) => settle(ConnectionStatus::Failed, Some("the sign-in did not complete")),
-        (Some(code), None) => match redeem(ctx, stores, &record, id, code).await {
+        (Some(code), None) => match redeem(ctx, stores, &record, id, code, now).await {
             Ok(()) => settle(ConnectionStatus::Connected, None),
             Err(e @ FlowError::Page { .. }) => return Err(e),
             Err(FlowError::Redirect(_)) => settle(ConnectionStatus::Failed, Some("the sign-in did not complete")),
@@ -268,6 +270,7 @@ async fn redeem(
     record: &ConnectionRecord,
     id: &str,
     code: &str,
+    now: UnixTime,
 ) -> Result<(), FlowError> {
     let invalid = || FlowError::page("This answer is not valid for this connection. Ask the assistant for a new link.");
     let CodeTake::Fresh(taken) = stores.codes.take_code(&hash::digest(code), ctx.lifetimes.code).await? else {
@@ -291,7 +294,14 @@ async fn redeem(
         && before != taken.grant_id
     {
         // Reconnecting a session replaces its account: the old grant ends.
-        stores.grants.set_grant_status(&before, GrantStatus::Revoked).await?;
+        let trigger = Trigger::SessionReplaced { resource: record.resource.clone() };
+        revocation::end(ctx.revoker, &[before], &trigger, true, ctx.origin, now).await.map_err(|e| {
+            tracing::warn!(error = %e.description, "cannot end the session's earlier grant");
+            FlowError::Page {
+                status: super::flow::PageStatus::Unavailable,
+                message: "Tether cannot complete this right now. Please try again shortly.".into(),
+            }
+        })?;
     }
     Ok(())
 }
@@ -340,6 +350,7 @@ pub async fn resolve(
     connect: &dyn ConnectStore,
     caller: &Resource,
     session: &str,
+    origin: &Origin,
     now: UnixTime,
 ) -> Result<Option<Resolved>, OAuthError> {
     check_session(session)?;
@@ -350,6 +361,8 @@ pub async fn resolve(
     }
     let Some(tokens) = refresher.vault.open(&grant) else { return Ok(None) };
     let Freshness::Fresh(tokens) = refresher.ensure_fresh(&grant, tokens, now).await? else { return Ok(None) };
+    let describe = || super::introspection::released(&grant, &caller.id, &tokens.access_token);
+    refresher.audit.credential_released(&grant.id, &caller.id, origin, now, describe);
     Ok(Some(Resolved {
         connected: true,
         session: session.to_owned(),
@@ -359,17 +372,20 @@ pub async fn resolve(
     }))
 }
 
-/// `DELETE /connect/{session}`: forgets the session and ends its grant. `Some(grant id)` when
-/// there was one (the caller may revoke upstream too).
+/// `DELETE /connect/{session}`: forgets the session and ends its grant (upstream too, where
+/// the provider is so configured). The report when there was one.
 pub async fn disconnect(
+    revoker: Revoker<'_>,
     connect: &dyn ConnectStore,
-    grants: &dyn GrantStore,
     caller: &Resource,
     session: &str,
-) -> Result<Option<String>, OAuthError> {
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<Option<Report>, OAuthError> {
     check_session(session)?;
     let Some(grant_id) = connect.take_session(&session_key(&caller.id, session)).await? else { return Ok(None) };
-    grants.set_grant_status(&grant_id, GrantStatus::Revoked).await?;
+    let trigger = Trigger::SessionDisconnected { resource: caller.id.clone() };
+    let report = revocation::end(revoker, &[grant_id], &trigger, true, origin, now).await?;
     tracing::info!(resource = %caller.id, "session disconnected");
-    Ok(Some(grant_id))
+    Ok(Some(report))
 }

@@ -9,6 +9,7 @@ use super::consent::ConsentJar;
 use super::error::{ErrorCode, OAuthError};
 use super::flow::{FlowError, ReturnTo};
 use super::scope;
+use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 
 /// Where the consent form sends the browser, and the consent cookie to set.
 #[derive(Debug)]
@@ -39,6 +40,15 @@ pub async fn decide(
         ));
     }
     let request = record.request;
+    let kind = if approve { EventType::ConsentApproved } else { EventType::ConsentDenied };
+    let outcome = if approve { Outcome::Success } else { Outcome::Denied };
+    ctx.audit.emit(
+        Event::new(kind, Actor { kind: ActorKind::User, id: None }, outcome, now)
+            .client(&request.client_id)
+            .resource(&request.resource)
+            .scope(&request.scope)
+            .origin(ctx.origin),
+    );
     if !approve {
         let back =
             ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };

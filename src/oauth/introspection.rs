@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use std::time::Duration;
 
+use crate::audit::{Auditor, Origin, Released, thumbprint};
 use crate::clock::UnixTime;
 use crate::crypto::signing::SigningKeys;
-use crate::store::{ActivityStore, GrantStatus};
+use crate::store::{ActivityStore, GrantRecord, GrantStatus};
 
 use super::error::OAuthError;
 use super::refresh::{Freshness, Refresher};
@@ -108,6 +109,18 @@ impl Inactive {
     }
 }
 
+/// What the audit trail says of a release of `grant`'s upstream credential to `resource`.
+pub fn released(grant: &GrantRecord, resource: &str, access_token: &str) -> Released {
+    Released {
+        grant_id: grant.id.clone(),
+        resource: resource.to_owned(),
+        client_id: grant.info.client_id.clone(),
+        user: grant.info.user(),
+        provider: grant.info.provider.clone(),
+        thumbprint: thumbprint(access_token),
+    }
+}
+
 fn inactive(reason: Inactive) -> Introspection {
     tracing::debug!(reason = reason.code(), "token inactive");
     Introspection::Inactive(reason)
@@ -122,15 +135,17 @@ pub struct Introspector<'a> {
     pub refresher: Refresher<'a>,
     /// Set when background refresh is on: grants used are recorded for it, for this long.
     pub activity: Option<(&'a dyn ActivityStore, Duration)>,
+    pub audit: &'a Auditor,
 }
 
 pub async fn introspect(
     ctx: Introspector<'_>,
     caller: &Resource,
     token: &str,
+    origin: &Origin,
     now: UnixTime,
 ) -> Result<Introspection, OAuthError> {
-    let Introspector { signer, verified, issuer, refresher, activity } = ctx;
+    let Introspector { signer, verified, issuer, refresher, activity, audit } = ctx;
     let (grants, vault) = (refresher.grants, refresher.vault);
     if !looks_like_jwt(token) {
         return Ok(inactive(Inactive::NotAToken));
@@ -172,6 +187,8 @@ pub async fn introspect(
     {
         tracing::warn!(error = %e, "cannot record grant use for background refresh");
     }
+    audit
+        .credential_released(&grant.id, &caller.id, origin, now, || released(&grant, &caller.id, &tokens.access_token));
     Ok(Introspection::Active(Box::new(ActiveToken {
         active: true,
         iss: claims.iss,

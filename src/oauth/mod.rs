@@ -56,6 +56,8 @@ pub struct Broker {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Delivers connect-flow events to the resources' webhooks.
     pub webhooks: crate::webhook::Sender,
+    /// The audit trail.
+    pub audit: crate::audit::Auditor,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +72,8 @@ impl Broker {
         clients::Clients { registry: &self.registry, store: self.store.as_ref(), documents: self.documents.as_ref() }
     }
 
-    pub fn flow(&self) -> authorize::FlowContext<'_> {
+    /// What the browser flow runs on, for the request `origin`.
+    pub fn flow<'a>(&'a self, origin: &'a crate::audit::Origin) -> authorize::FlowContext<'a> {
         authorize::FlowContext {
             issuer: &self.issuer,
             keys: self.vault.keys(),
@@ -78,6 +81,9 @@ impl Broker {
             registry: &self.registry,
             providers: &self.providers,
             lifetimes: &self.lifetimes,
+            revoker: self.revoker(),
+            audit: &self.audit,
+            origin,
         }
     }
 
@@ -93,6 +99,7 @@ impl Broker {
             providers: &self.providers,
             vault: &self.vault,
             policy: self.refresh,
+            audit: &self.audit,
         }
     }
 
@@ -104,6 +111,7 @@ impl Broker {
             issuer: &self.issuer,
             refresher: self.refresher(),
             activity: self.background.map(|b| (activity, b.window)),
+            audit: &self.audit,
         }
     }
 
@@ -116,6 +124,28 @@ impl Broker {
             issuer: &self.issuer,
             providers: &self.providers,
             vault: &self.vault,
+            audit: &self.audit,
+            tombstone_ttl: self.lifetimes.tombstone,
+        }
+    }
+
+    /// What the token endpoint runs on.
+    pub fn token_context<'a>(&'a self, origin: &'a crate::audit::Origin) -> grants::TokenContext<'a> {
+        let store = self.store.as_ref();
+        grants::TokenContext {
+            stores: grants::TokenStores {
+                clients: store,
+                codes: store,
+                grants: store,
+                refresh: store,
+                touches: &self.touches,
+            },
+            minter: self.minter(),
+            registry: &self.registry,
+            vault: &self.vault,
+            revoker: self.revoker(),
+            audit: &self.audit,
+            origin,
         }
     }
 

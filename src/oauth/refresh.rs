@@ -15,6 +15,7 @@ use crate::upstream::{Providers, UpstreamError, UpstreamTokens};
 
 use super::error::{ErrorCode, OAuthError};
 use super::vault::Vault;
+use crate::audit::{Actor, Event, EventType, Outcome};
 
 /// How eagerly and how patiently upstream tokens are refreshed.
 #[derive(Debug, Clone, Copy)]
@@ -45,13 +46,28 @@ pub struct Refresher<'a> {
     pub providers: &'a Providers,
     pub vault: &'a Vault,
     pub policy: RefreshPolicy,
+    pub audit: &'a crate::audit::Auditor,
 }
 
 fn unavailable() -> OAuthError {
     OAuthError::new(ErrorCode::TemporarilyUnavailable, "the upstream provider is unavailable; retry shortly")
 }
 
+/// An upstream error code, as far as an audit event may repeat it: short, printable.
+fn truncate(error: &str) -> String {
+    error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()
+}
+
 impl Refresher<'_> {
+    fn event(&self, kind: EventType, outcome: Outcome, grant: &GrantRecord, now: UnixTime) -> Event {
+        Event::new(kind, Actor::system(), outcome, now)
+            .grant(&grant.id)
+            .user(grant.info.user())
+            .client(&grant.info.client_id)
+            .resource(&grant.info.resource)
+            .provider(&grant.info.provider)
+    }
+
     /// `tokens` as they are when fresh enough, otherwise refreshed (here or by another replica).
     pub async fn ensure_fresh(
         &self,
@@ -131,10 +147,15 @@ impl Refresher<'_> {
                 let sealed = self.vault.seal(&grant.id, &grant.info, &fresh)?;
                 self.grants.set_grant_upstream(&grant.id, &sealed).await?;
                 tracing::info!(grant = %grant_id, provider = %provider.id(), "upstream token refreshed");
+                self.audit.emit(self.event(EventType::ConnectionRefreshed, Outcome::Success, &grant, now));
                 Ok(Freshness::Fresh(fresh))
             }
             // RFC 6749 §5.2: `invalid_grant` (or any refusal) means this grant is over.
-            Err(UpstreamError::Rejected { error }) => self.bury(grant_id, &error).await,
+            Err(UpstreamError::Rejected { error }) => {
+                let event = self.event(EventType::ConnectionRefreshFailed, Outcome::Failure, &grant, now);
+                self.audit.emit(event.reason("needs_reauth").detail("upstream_error", truncate(&error)));
+                self.bury(grant_id, &error).await
+            }
             Err(e) => {
                 tracing::warn!(grant = %grant_id, provider = %provider.id(), error = %e, "upstream refresh failed; the grant is kept");
                 Err(unavailable())

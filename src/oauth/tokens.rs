@@ -27,6 +27,8 @@ pub struct Lifetimes {
     pub refresh_grace: Duration,
     /// How long a dynamically registered client is kept after it last obtained tokens.
     pub client_idle: Duration,
+    /// How long a revoked grant's tombstone (who, when, why) is kept.
+    pub tombstone: Duration,
 }
 
 /// Claims of an access token. `gid` ties it to its grant, which introspection checks.

@@ -155,7 +155,6 @@ pub async fn reseal_all(grants: &dyn GrantStore, vault: &Vault, dry_run: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::GrantStatus;
 
     fn info(client: &str) -> GrantInfo {
         GrantInfo {
@@ -183,13 +182,7 @@ mod tests {
         };
         let sealed = vault.seal("g1", &info("c1"), &tokens).unwrap();
         assert!(!sealed.windows(10).any(|w| w == b"gho_secret"));
-        let grant = |id: &str, client: &str| GrantRecord {
-            id: id.into(),
-            info: info(client),
-            status: GrantStatus::Active,
-            upstream: sealed.clone(),
-            family: None,
-        };
+        let grant = |id: &str, client: &str| GrantRecord::new(id.into(), info(client), sealed.clone());
         assert_eq!(vault.open(&grant("g1", "c1")), Some(tokens));
         assert_eq!(vault.open(&grant("g2", "c1")), None);
         assert_eq!(vault.open(&grant("g1", "c2")), None);

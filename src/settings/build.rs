@@ -80,6 +80,7 @@ pub struct Built {
     pub rates: Rates,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    pub audit: crate::audit::AuditSettings,
     /// Things that work but an operator should know (ephemeral keys, memory store).
     pub warnings: Vec<String>,
 }
@@ -106,6 +107,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let clients = registries::clients(settings, now, &mut errors);
     let documents = documents(settings, &mut errors);
     let (refresh, background) = upstream(settings, &providers, &mut errors);
+    let audit = super::audit::audit(&settings.audit, production, &mut errors);
     let r = &settings.registration;
     if !(600..=31_536_000).contains(&r.unused_client_ttl_secs) {
         errors.push("registration.unused_client_ttl_secs", "must be between 600 and 31536000 seconds");
@@ -180,6 +182,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                     introspect_per_second: settings.limits.introspect_per_second,
                 },
                 trusted_proxies,
+                audit,
                 warnings,
             })
         }
@@ -242,6 +245,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     check("code_ttl_secs", t.code_ttl_secs, 10, 600);
     check("refresh_grace_secs", t.refresh_grace_secs, 0, 3600);
     check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
+    check("tombstone_ttl_secs", t.tombstone_ttl_secs, 3600, 31_536_000);
     if t.verified_cache_entries > 10_000_000 {
         errors.push("tokens.verified_cache_entries", "must be at most 10000000 (about 4 GB)");
     }
@@ -260,6 +264,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
         refresh_grace: Duration::from_secs(t.refresh_grace_secs),
         consent_memory: Duration::from_secs(settings.consent.remember_secs),
         client_idle: Duration::from_secs(settings.registration.client_ttl_secs),
+        tombstone: Duration::from_secs(t.tombstone_ttl_secs),
     })
 }
 

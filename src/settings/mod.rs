@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::upstream::{ProviderKind, TokenAuth};
 
+mod audit;
 mod build;
 mod registries;
 mod secrets;
@@ -57,6 +58,7 @@ pub struct Settings {
     pub client_metadata: ClientMetadataSettings,
     pub keys: KeySettings,
     pub log: LogSettings,
+    pub audit: audit::AuditConfig,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
     #[serde(default)]
@@ -116,6 +118,7 @@ pub struct TokenSettings {
     pub verified_cache_entries: usize,
     pub code_ttl_secs: u64,
     pub authorization_ttl_secs: u64,
+    pub tombstone_ttl_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,7 +26,7 @@ pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), Conf
             format!("secrets must not be written in a config file; set {} or {key}_file", env_name(&key)),
         );
     };
-    for key in ["keys.encryption", "keys.signing", "store.password"] {
+    for key in ["keys.encryption", "keys.signing", "store.password", "audit.webhook_secret"] {
         if lookup(&doc, key).and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
             refuse(key.to_owned());
         }

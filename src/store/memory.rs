@@ -116,6 +116,8 @@ pub struct MemoryStore {
     connect_outcomes: TtlMap<ConnectionOutcome>,
     sessions: TtlMap<String>,
     activity: Mutex<HashMap<String, UnixTime>>,
+    /// The audit trail, oldest first, and the last sequence number.
+    events: Mutex<(std::collections::VecDeque<TrailEntry>, u64)>,
     /// Admitted dynamic clients and when each lapses; (hour, registrations in it).
     admitted: Mutex<(HashMap<String, UnixTime>, i64, u64)>,
 }
@@ -141,6 +143,7 @@ impl MemoryStore {
             connect_outcomes: TtlMap::new(),
             sessions: TtlMap::new(),
             activity: Mutex::new(HashMap::new()),
+            events: Mutex::new((std::collections::VecDeque::new(), 0)),
             admitted: Mutex::new((HashMap::new(), 0, 0)),
         }
     }
@@ -261,7 +264,13 @@ impl GrantStore for MemoryStore {
     }
 
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
-        Ok(self.grants.update(grant_id, self.now(), |g, _| g.status = status).is_some())
+        // A revocation is final.
+        let set = |g: &mut GrantRecord, _: &mut UnixTime| {
+            if g.status != GrantStatus::Revoked {
+                g.status = status;
+            }
+        };
+        Ok(self.grants.update(grant_id, self.now(), set).is_some())
     }
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
@@ -270,7 +279,37 @@ impl GrantStore for MemoryStore {
     }
 
     async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
-        Ok(self.grants.update(grant_id, self.now(), |g, _| g.upstream = upstream.to_vec()).is_some())
+        // A refresh racing a revocation must not bring back the tokens it deleted.
+        let set = |g: &mut GrantRecord, _: &mut UnixTime| {
+            if g.status != GrantStatus::Revoked {
+                g.upstream = upstream.to_vec();
+            }
+        };
+        Ok(self.grants.update(grant_id, self.now(), set).is_some())
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<bool> {
+        let now = self.now();
+        let revoke = |g: &mut GrantRecord, exp: &mut UnixTime| {
+            if g.tombstone.is_none() {
+                g.tombstone = Some(tombstone.clone());
+            }
+            g.status = GrantStatus::Revoked;
+            g.upstream.clear();
+            *exp = expiry(now, ttl);
+        };
+        Ok(self.grants.update(grant_id, now, revoke).is_some())
+    }
+
+    async fn note_use(&self, grant_id: &str, at: Option<UnixTime>, by: &str, count: u64) -> StoreResult<()> {
+        self.grants.update(grant_id, self.now(), |g, _| {
+            if let Some(at) = at {
+                g.usage.last_used_at = Some(at);
+                g.usage.last_used_by = Some(by.to_owned());
+            }
+            g.usage.use_count = g.usage.use_count.saturating_add(count);
+        });
+        Ok(())
     }
 
     async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
@@ -484,6 +523,49 @@ impl ConnectStore for MemoryStore {
 
     async fn publish_connection(&self, _resource: &str, _event: &str) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+/// An audit event: ((milliseconds, sequence), JSON).
+type TrailEntry = ((i64, u64), String);
+
+/// Audit events kept by the memory store (the oldest leave first).
+const MEMORY_EVENTS: usize = 100_000;
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append_events(&self, events: &[String], retention: Duration) -> StoreResult<()> {
+        let now_ms = self.now().saturating_mul(1000);
+        let oldest = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let mut trail = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for json in events {
+            trail.1 += 1;
+            let id = (now_ms, trail.1);
+            trail.0.push_back((id, json.clone()));
+        }
+        while trail.0.front().is_some_and(|((at, _), _)| *at < oldest) || trail.0.len() > MEMORY_EVENTS {
+            trail.0.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn events(&self, before: Option<&str>, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        let before = match before {
+            None => None,
+            Some(cursor) => match cursor.split_once('-').map(|(a, b)| (a.parse::<i64>(), b.parse::<u64>())) {
+                Some((Ok(at), Ok(seq))) => Some((at, seq)),
+                _ => return Ok(Vec::new()),
+            },
+        };
+        let trail = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(trail
+            .0
+            .iter()
+            .rev()
+            .filter(|(id, _)| before.is_none_or(|b| *id < b))
+            .take(limit)
+            .map(|((at, seq), json)| StoredEvent { id: format!("{at}-{seq}"), json: json.clone() })
+            .collect())
     }
 }
 

@@ -116,6 +116,13 @@ pub trait GrantStore: Send + Sync {
     /// Replaces the sealed upstream tokens only if they are still `expected` (a re-seal under
     /// a new key must not overwrite tokens a concurrent refresh just stored); `false` otherwise.
     async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool>;
+    /// Revokes an existing grant: status `revoked`, the tombstone, the sealed upstream tokens
+    /// deleted, and the whole record kept only `ttl` more. A grant already revoked keeps its
+    /// first tombstone. `false` when there is no such grant.
+    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<bool>;
+    /// Records `count` uses by resource `by`; with `at`, also when it was last used. Does
+    /// nothing to a grant that is gone.
+    async fn note_use(&self, grant_id: &str, at: Option<UnixTime>, by: &str, count: u64) -> StoreResult<()>;
     /// One page of grant ids: pass 0 first, then the returned cursor until it is 0 again.
     /// A grant present for the whole scan is listed at least once.
     async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)>;
@@ -258,6 +265,23 @@ pub trait RefreshStore: Send + Sync {
     async fn delete_refresh(&self, key: &str) -> StoreResult<()>;
 }
 
+/// An audit event as stored: its position in the trail (a cursor) and its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub json: String,
+}
+
+/// The audit trail (Redis: a stream trimmed by age).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends events (CloudEvents JSON) in order; events older than `retention` leave.
+    async fn append_events(&self, events: &[String], retention: Duration) -> StoreResult<()>;
+    /// Up to `limit` events, newest first, older than the cursor `before` (`None`: from the
+    /// newest).
+    async fn events(&self, before: Option<&str>, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+}
+
 /// Everything the broker stores.
 #[async_trait]
 pub trait Store:
@@ -270,6 +294,7 @@ pub trait Store:
     + ActivityStore
     + BrowserStore
     + ConnectStore
+    + AuditStore
     + std::fmt::Debug
 {
     /// Whether the backend answers; `/readyz` reports it.

@@ -164,6 +164,44 @@ pub struct GrantRecord {
     pub upstream: Vec<u8>,
     /// Where the grant's refresh family stands; `None` until its first refresh token.
     pub family: Option<RefreshFamily>,
+    /// When and by which resource it was last used, and how often (coalesced writes).
+    pub usage: GrantUsage,
+    /// Who revoked it, when and why; kept while the revoked grant is.
+    pub tombstone: Option<Tombstone>,
+}
+
+impl GrantRecord {
+    /// A new, active grant: no refresh family yet, never used.
+    pub fn new(id: String, info: GrantInfo, upstream: Vec<u8>) -> Self {
+        Self {
+            id,
+            info,
+            status: GrantStatus::Active,
+            upstream,
+            family: None,
+            usage: GrantUsage::default(),
+            tombstone: None,
+        }
+    }
+}
+
+/// A grant's use by its resource, written at most twice per grant per interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantUsage {
+    pub last_used_at: Option<UnixTime>,
+    /// The resource (id) that last used it.
+    pub last_used_by: Option<String>,
+    pub use_count: u64,
+}
+
+/// What is left to say about a revoked grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub at: UnixTime,
+    /// `admin:<token id>`, `client:<client id>`, `user`, `system`.
+    pub by: String,
+    /// What ended it: `admin`, `client_revocation`, `refresh_reuse`, `code_replay`, ...
+    pub reason: String,
 }
 
 /// A grant's refresh family: one token is current at a time, each rotation moves to the next
@@ -191,6 +229,13 @@ pub struct GrantInfo {
     pub scope: Vec<String>,
     pub offline: bool,
     pub created_at: UnixTime,
+}
+
+impl GrantInfo {
+    /// Who the grant belongs to: the upstream identity, `provider:subject`.
+    pub fn user(&self) -> String {
+        format!("{}:{}", self.provider, self.subject)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

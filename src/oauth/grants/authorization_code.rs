@@ -4,12 +4,14 @@ use crate::clock::UnixTime;
 use crate::crypto::hash;
 use crate::store::{ClientRecord, CodeTake, GrantStatus};
 
+use super::token_event;
+
 use super::super::error::OAuthError;
 use super::super::pkce;
-use super::super::registry::Registry;
-use super::super::tokens::{Minter, TokenResponse};
-use super::super::vault::Vault;
-use super::{TokenStores, check_resource, extend, mint};
+use super::super::revocation::{self, Trigger};
+use super::super::tokens::TokenResponse;
+use super::{TokenContext, check_resource, extend, mint};
+use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 
 #[derive(Debug)]
 pub struct CodeRequest {
@@ -20,22 +22,31 @@ pub struct CodeRequest {
 }
 
 pub async fn exchange(
-    stores: TokenStores<'_>,
-    minter: Minter<'_>,
-    registry: &Registry,
-    vault: &Vault,
+    ctx: TokenContext<'_>,
     client: &ClientRecord,
     req: CodeRequest,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
+    let TokenContext { stores, minter, registry, vault, .. } = ctx;
     let code = match stores.codes.take_code(&hash::digest(&req.code), minter.lifetimes.authorization).await? {
         CodeTake::Fresh(code) => code,
         CodeTake::Reused { grant_id } => {
             // OAuth 2.1 §4.1.3: "If an authorization code is used more than once, the
             // authorization server MUST deny the request and SHOULD revoke (when possible) all
             // tokens previously issued based on that authorization code."
-            stores.grants.set_grant_status(&grant_id, GrantStatus::Revoked).await?;
             tracing::warn!(client_id = %client.client_id, grant = %grant_id, "authorization code replayed; grant revoked");
+            ctx.audit.emit(
+                Event::new(
+                    EventType::CodeReplayed,
+                    Actor::new(ActorKind::Client, &client.client_id),
+                    Outcome::Denied,
+                    now,
+                )
+                .grant(&grant_id)
+                .client(&client.client_id)
+                .origin(ctx.origin),
+            );
+            revocation::end(ctx.revoker, &[grant_id], &Trigger::CodeReplay, true, ctx.origin, now).await?;
             return Err(OAuthError::invalid_grant("authorization code was already used"));
         }
         CodeTake::Unknown => return Err(OAuthError::invalid_grant("authorization code is invalid or expired")),
@@ -77,5 +88,6 @@ pub async fn exchange(
     if !started? {
         return Err(OAuthError::invalid_grant("the authorization is no longer valid"));
     }
+    ctx.audit.emit(token_event(&grant, client, "authorization_code", &code.scope, now).origin(ctx.origin));
     Ok(response)
 }

@@ -78,23 +78,31 @@ pub struct TokenStores<'a> {
     pub touches: &'a crate::oauth::clients::ClientTouches,
 }
 
+/// What the token endpoint runs on.
+#[derive(Clone, Copy)]
+pub struct TokenContext<'a> {
+    pub stores: TokenStores<'a>,
+    pub minter: Minter<'a>,
+    pub registry: &'a Registry,
+    pub vault: &'a Vault,
+    /// Ends grants on reuse and replay.
+    pub revoker: super::revocation::Revoker<'a>,
+    pub audit: &'a crate::audit::Auditor,
+    /// The request, for audit events.
+    pub origin: &'a crate::audit::Origin,
+}
+
 /// Runs a token request for an authenticated client.
 pub async fn issue(
-    stores: TokenStores<'_>,
-    minter: Minter<'_>,
-    registry: &Registry,
-    vault: &Vault,
+    ctx: TokenContext<'_>,
     client: &ClientRecord,
     request: TokenRequest,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
+    let TokenContext { stores, minter, .. } = ctx;
     let response = match request {
-        TokenRequest::AuthorizationCode(req) => {
-            authorization_code::exchange(stores, minter, registry, vault, client, req, now).await
-        }
-        TokenRequest::RefreshToken(req) => {
-            refresh_token::refresh(stores, minter, registry, vault, client, req, now).await
-        }
+        TokenRequest::AuthorizationCode(req) => authorization_code::exchange(ctx, client, req, now).await,
+        TokenRequest::RefreshToken(req) => refresh_token::refresh(ctx, client, req, now).await,
     }?;
     // A registered client in use stays registered; one never used is collected.
     if client.source == ClientSource::Dynamic {
@@ -131,6 +139,26 @@ fn mint(
         scope: (!scope.is_empty()).then(|| scope.join(" ")),
     };
     Ok((response, refresh_digest))
+}
+
+/// The audit event of tokens handed to a client.
+fn token_event(
+    grant: &GrantRecord,
+    client: &ClientRecord,
+    grant_type: &'static str,
+    scope: &[String],
+    now: UnixTime,
+) -> crate::audit::Event {
+    use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
+    Event::new(EventType::TokenIssued, Actor::new(ActorKind::Client, &client.client_id), Outcome::Success, now)
+        .grant(&grant.id)
+        .user(grant.info.user())
+        .client(&client.client_id)
+        .resource(&grant.info.resource)
+        .provider(&grant.info.provider)
+        .scope(scope)
+        .detail("grant_type", grant_type)
+        .detail("refresh_token", grant.info.offline)
 }
 
 /// The grant lives as long as its newest refresh token (or, without one, its access token).

@@ -17,10 +17,12 @@ use crate::store::{Advance, ClientRecord, FamilyStep, GrantRecord, GrantStatus, 
 use super::super::error::{ErrorCode, OAuthError};
 use super::super::family::{self, FamilyToken};
 use super::super::registry::Registry;
+use super::super::revocation::{self, Trigger};
 use super::super::scope;
 use super::super::tokens::{Minter, TokenResponse};
 use super::super::vault::Vault;
-use super::{TokenStores, check_resource, extend, mint};
+use super::{TokenContext, TokenStores, check_resource, extend, mint};
+use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 
 #[derive(Debug)]
 pub struct RefreshRequest {
@@ -31,6 +33,7 @@ pub struct RefreshRequest {
 
 /// What a refresh runs on.
 struct Refresh<'a> {
+    ctx: TokenContext<'a>,
     stores: TokenStores<'a>,
     minter: Minter<'a>,
     registry: &'a Registry,
@@ -43,16 +46,14 @@ struct Refresh<'a> {
 }
 
 pub async fn refresh(
-    stores: TokenStores<'_>,
-    minter: Minter<'_>,
-    registry: &Registry,
-    vault: &Vault,
+    token_ctx: TokenContext<'_>,
     client: &ClientRecord,
     req: RefreshRequest,
     now: UnixTime,
 ) -> Result<TokenResponse, OAuthError> {
     let digest = hash::digest(&req.refresh_token);
-    let ctx = Refresh { stores, minter, registry, vault, client, req: &req, digest, now };
+    let TokenContext { stores, minter, registry, vault, .. } = token_ctx;
+    let ctx = Refresh { ctx: token_ctx, stores, minter, registry, vault, client, req: &req, digest, now };
     match family::parse(&req.refresh_token) {
         Some(token) => ctx.family(&token).await,
         None => ctx.first_form().await,
@@ -101,6 +102,7 @@ impl Refresh<'_> {
         match self.stores.refresh.advance_family(&grant.id, step).await? {
             Advance::Won => {
                 extend(self.stores, self.minter, &grant.id, &grant.info).await?;
+                self.issued(&grant, &scope);
                 Ok(response)
             }
             // Another request rotated it first: ours is not handed out.
@@ -150,6 +152,7 @@ impl Refresh<'_> {
                 if !started? {
                     return Err(invalid());
                 }
+                self.issued(&grant, &scope);
                 Ok(response)
             }
             Rotation::AlreadyRotated { at, successor } => replay.answer(at, successor).await,
@@ -169,6 +172,11 @@ impl Refresh<'_> {
         } else {
             Err(OAuthError::new(ErrorCode::InvalidScope, "a refresh cannot add scopes"))
         }
+    }
+
+    fn issued(&self, grant: &GrantRecord, scope: &[String]) {
+        let event = super::token_event(grant, self.client, "refresh_token", scope, self.now);
+        self.ctx.audit.emit(event.origin(self.ctx.origin));
     }
 
     fn replay<'a>(&'a self, grant_id: &'a str) -> Replay<'a> {
@@ -208,8 +216,22 @@ impl Replay<'_> {
     }
 
     async fn revoke(&self) -> Result<TokenResponse, OAuthError> {
-        self.ctx.stores.grants.set_grant_status(self.grant_id, GrantStatus::Revoked).await?;
+        let ctx = self.ctx;
         tracing::warn!(grant = %self.grant_id, "rotated refresh token reused after the grace window; grant revoked");
+        let client = &ctx.client.client_id;
+        ctx.ctx.audit.emit(
+            Event::new(
+                EventType::RefreshReuseDetected,
+                Actor::new(ActorKind::Client, client),
+                Outcome::Denied,
+                ctx.now,
+            )
+            .grant(self.grant_id)
+            .client(client)
+            .origin(ctx.ctx.origin),
+        );
+        let ids = [self.grant_id.to_owned()];
+        revocation::end(ctx.ctx.revoker, &ids, &Trigger::RefreshReuse, true, ctx.ctx.origin, ctx.now).await?;
         Err(OAuthError::invalid_grant("refresh token was already used; the authorization is revoked"))
     }
 }

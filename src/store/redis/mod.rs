@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use super::redis_conn::{Conn, Source};
 use super::*;
 
+mod audit;
+mod grants;
 mod refresh;
 
 const SCHEMA: &str = "v1";
@@ -34,24 +36,6 @@ end
 local g = redis.call('GET', KEYS[2])
 if g then return {2, g} end
 return {0}
-";
-
-/// Updates a field of a hash only if the hash exists (HSET would create it without a TTL).
-const HSET_IF_EXISTS: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
-/// Sets a hash field only while it still holds the expected value. ARGV: field, expected, new.
-const HSET_IF_EQUAL: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  return 1
-end
-return 0
 ";
 
 /// Admits a dynamic client against the caps: KEYS[1] is a sorted set of live clients scored
@@ -104,7 +88,10 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     take_code: Script,
-    hset_if_exists: Script,
+    set_status: Script,
+    set_upstream: Script,
+    revoke_grant: Script,
+    note_use: Script,
     rotate: Script,
     advance_family: Script,
     start_family: Script,
@@ -134,14 +121,17 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             timeout,
             take_code: Script::new(TAKE_CODE),
-            hset_if_exists: Script::new(HSET_IF_EXISTS),
+            set_status: Script::new(grants::SET_STATUS),
+            set_upstream: Script::new(grants::SET_UPSTREAM),
+            revoke_grant: Script::new(grants::REVOKE),
+            note_use: Script::new(grants::NOTE_USE),
             rotate: Script::new(refresh::ROTATE),
             advance_family: Script::new(refresh::ADVANCE_FAMILY),
             start_family: Script::new(refresh::START_FAMILY),
             unlock: Script::new(UNLOCK),
             set_once: Script::new(SET_ONCE),
             admit_client: Script::new(ADMIT_CLIENT),
-            hset_if_equal: Script::new(HSET_IF_EQUAL),
+            hset_if_equal: Script::new(grants::HSET_IF_EQUAL),
             relapse_client: Script::new(RELAPSE_CLIENT),
         })
     }
@@ -377,93 +367,6 @@ impl CodeStore for RedisStore {
             }),
             _ => Ok(CodeTake::Unknown),
         }
-    }
-}
-
-#[async_trait]
-impl GrantStore for RedisStore {
-    async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
-        let mut fields = vec![
-            ("rec", encode(&grant.info)?),
-            ("st", grant.status.as_str().as_bytes().to_vec()),
-            ("up", grant.upstream.clone()),
-        ];
-        if let Some(family) = &grant.family {
-            fields.extend(refresh::family_fields(family));
-        }
-        self.put_hash(self.key("grant", &grant.id), fields, ttl).await
-    }
-
-    async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
-        let hash = self.hgetall(self.key("grant", grant_id)).await?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        let status = text(&hash, "st")?;
-        Ok(Some(GrantRecord {
-            id: grant_id.to_owned(),
-            info: decode(field(&hash, "rec")?)?,
-            status: GrantStatus::parse(status)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
-            upstream: field(&hash, "up")?.to_vec(),
-            family: refresh::family(&hash)?,
-        }))
-    }
-
-    async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
-        let script = &self.hset_if_exists;
-        self.run(async move |mut c| script.key(&key).arg("st").arg(status.as_str()).invoke_async(&mut c).await).await
-    }
-
-    async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
-        self.expire(self.key("grant", grant_id), ttl).await
-    }
-
-    async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
-        let script = &self.hset_if_exists;
-        let upstream = upstream.to_vec();
-        self.run(async move |mut c| script.key(&key).arg("up").arg(upstream).invoke_async(&mut c).await).await
-    }
-
-    async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
-        let script = &self.hset_if_equal;
-        let (expected, upstream) = (expected.to_vec(), upstream.to_vec());
-        self.run(async move |mut c| script.key(&key).arg("up").arg(expected).arg(upstream).invoke_async(&mut c).await)
-            .await
-    }
-
-    async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)> {
-        // One SCAN per primary, in turn: the top 16 bits of the cursor number the primary
-        // (in sorted order), the rest is that primary's own cursor.
-        let pattern = format!("{}:{SCHEMA}:grant:*", self.prefix);
-        let (node, node_cursor) = ((cursor >> SCAN_NODE_SHIFT) as usize, cursor & SCAN_CURSOR_MASK);
-        let (next, keys): (u64, Vec<String>) = self
-            .run(async move |mut c| {
-                let primaries = c.primaries().await?;
-                let Some(primary) = primaries.get(node) else { return Ok((0, Vec::new())) };
-                let scan =
-                    ::redis::cmd("SCAN").arg(node_cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
-                let (next, keys): (u64, Vec<String>) = ::redis::from_redis_value(c.on_primary(primary, scan).await?)?;
-                if next > SCAN_CURSOR_MASK {
-                    return Err(RedisError::from((::redis::ErrorKind::Client, "SCAN cursor beyond 48 bits")));
-                }
-                let next = match (next, node + 1 < primaries.len()) {
-                    (0, true) => ((node + 1) as u64) << SCAN_NODE_SHIFT,
-                    (0, false) => 0,
-                    (next, _) => ((node as u64) << SCAN_NODE_SHIFT) | next,
-                };
-                Ok((next, keys))
-            })
-            .await?;
-        // `prefix:v1:grant:{id}`: the id is inside the hash tag.
-        let ids = keys
-            .iter()
-            .filter_map(|k| k.rsplit_once(":{").and_then(|(_, id)| id.strip_suffix('}')).map(str::to_owned))
-            .collect();
-        Ok((next, ids))
     }
 }
 

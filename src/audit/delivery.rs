@@ -1,0 +1,239 @@
+//! Getting events to their sinks without slowing anyone down.
+//!
+//! `emit` writes the event to the `tether::audit` log target at once (always on) and queues it
+//! for the Redis Stream and the webhook. One background task drains the queue in batches:
+//! appends each batch to the stream in one round trip, hands matching events to the webhook
+//! sender (bounded in-flight deliveries), writes coalesced grant use, and ends the usage
+//! intervals that are over. A full queue, a failed append or a busy webhook drops events:
+//! they are counted in `tether_audit_events_dropped_total{sink}` and logged, and the log
+//! line of every event is written regardless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::clock::{Clock, UnixTime};
+use crate::metrics::Metrics;
+use crate::store::{AuditStore, GrantStore};
+use crate::webhook::{Sender, Webhook};
+
+use super::usage::{Release, Released, Usage};
+use super::{Actor, ActorKind, Event, EventType, Origin, Outcome};
+
+/// How much the queue holds before events are dropped.
+const QUEUE: usize = 8192;
+/// Events appended to the stream per round trip.
+const BATCH: usize = 256;
+/// Webhook deliveries in flight at once.
+const WEBHOOKS_IN_FLIGHT: usize = 64;
+
+/// Where events go and for how long they are kept.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Events older than this leave the stream.
+    pub retention: Duration,
+    /// Credential releases and grant use are coalesced per grant and resource over this.
+    pub release_interval: Duration,
+    /// The signed webhook and the types it receives (empty: all).
+    pub webhook: Option<(Webhook, Vec<EventType>)>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(30 * 86_400), release_interval: Duration::from_secs(60), webhook: None }
+    }
+}
+
+/// What the background task is handed.
+enum Job {
+    Event {
+        kind: EventType,
+        json: String,
+    },
+    /// A grant was used by a resource `count` times (the first use of an interval has `at`).
+    Use {
+        grant_id: String,
+        by: String,
+        at: Option<UnixTime>,
+        count: u64,
+    },
+}
+
+/// The audit trail's front: cheap to call on any request.
+pub struct Auditor {
+    source: String,
+    queue: mpsc::Sender<Job>,
+    usage: Arc<Usage>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+/// What the background task needs.
+pub struct Sinks {
+    pub events: Arc<dyn AuditStore>,
+    pub grants: Arc<dyn GrantStore>,
+    pub webhooks: Sender,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Auditor {
+    /// Starts the delivery task on the current runtime (Tether's main one: it outlives the
+    /// HTTP workers). `source` is the CloudEvents `source`: the issuer.
+    pub fn start(source: &str, settings: AuditSettings, sinks: Sinks, metrics: Arc<Metrics>) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let interval = i64::try_from(settings.release_interval.as_secs()).unwrap_or(60);
+        let usage = Arc::new(Usage::new(interval));
+        let auditor = Self { source: source.to_owned(), queue, usage: usage.clone(), metrics: metrics.clone() };
+        let webhooks = Arc::new(tokio::sync::Semaphore::new(WEBHOOKS_IN_FLIGHT));
+        let worker = Worker { settings, sinks, metrics, usage, source: source.to_owned(), webhooks };
+        crate::home::Home::here().spawn(worker.run(jobs));
+        auditor
+    }
+
+    /// Records `event`: logged now, streamed and sent soon.
+    pub fn emit(&self, event: Event) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let json = event.envelope(&id, &self.source).to_string();
+        tracing::info!(target: "tether::audit", event_type = event.kind.name(), cloudevent = %json, "audit");
+        self.enqueue(Job::Event { kind: event.kind, json });
+    }
+
+    /// Records that `grant_id`'s upstream credential went to `resource` at `now`: an event
+    /// for the first release of the interval (`describe` names it), a count for the others.
+    pub fn credential_released(
+        &self,
+        grant_id: &str,
+        resource: &str,
+        origin: &Origin,
+        now: UnixTime,
+        describe: impl FnOnce() -> Released,
+    ) {
+        let (Release::First, Some(released)) = self.usage.release(grant_id, resource, now, describe) else { return };
+        self.emit(release_event(&released, now).count(1).origin(origin));
+        let (grant_id, by) = (released.grant_id.clone(), released.resource.clone());
+        self.enqueue(Job::Use { grant_id, by, at: Some(now), count: 1 });
+    }
+
+    fn enqueue(&self, job: Job) {
+        if self.queue.try_send(job).is_err() {
+            self.metrics.audit_dropped("queue");
+            tracing::warn!("audit queue full: an event goes to the log only");
+        }
+    }
+}
+
+fn release_event(released: &Released, now: UnixTime) -> Event {
+    let mut event = Event::new(
+        EventType::CredentialReleased,
+        Actor::new(ActorKind::Resource, &released.resource),
+        Outcome::Success,
+        now,
+    )
+    .grant(&released.grant_id)
+    .client(&released.client_id)
+    .user(&released.user)
+    .resource(&released.resource)
+    .provider(&released.provider);
+    event.data.upstream_token_thumbprint = Some(released.thumbprint.clone());
+    event
+}
+
+struct Worker {
+    settings: AuditSettings,
+    sinks: Sinks,
+    metrics: Arc<Metrics>,
+    usage: Arc<Usage>,
+    source: String,
+    /// Webhook deliveries in flight.
+    webhooks: Arc<tokio::sync::Semaphore>,
+}
+
+impl Worker {
+    async fn run(self, mut jobs: mpsc::Receiver<Job>) {
+        let tick = (self.settings.release_interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(15));
+        let mut ticker = tokio::time::interval(tick);
+        loop {
+            let first = tokio::select! {
+                job = jobs.recv() => job,
+                _ = ticker.tick() => {
+                    self.summarise(false).await;
+                    continue;
+                }
+            };
+            let Some(first) = first else {
+                self.summarise(true).await;
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.deliver(batch).await;
+        }
+    }
+
+    async fn deliver(&self, batch: Vec<Job>) {
+        let mut events = Vec::new();
+        for job in batch {
+            match job {
+                Job::Event { kind, json } => events.push((kind, json)),
+                Job::Use { grant_id, by, at, count } => {
+                    if let Err(e) = self.sinks.grants.note_use(&grant_id, at, &by, count).await {
+                        tracing::warn!(error = %e, "cannot record a grant's use");
+                    }
+                }
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        let texts: Vec<String> = events.iter().map(|(_, json)| json.clone()).collect();
+        if let Err(e) = self.sinks.events.append_events(&texts, self.settings.retention).await {
+            for _ in &texts {
+                self.metrics.audit_dropped("stream");
+            }
+            tracing::warn!(error = %e, events = texts.len(), "cannot append audit events to the stream");
+        }
+        let Some((hook, types)) = &self.settings.webhook else { return };
+        let now = self.sinks.clock.now();
+        for (kind, json) in events {
+            if !types.is_empty() && !types.contains(&kind) {
+                continue;
+            }
+            match self.webhooks.clone().try_acquire_owned() {
+                Ok(permit) => self.sinks.webhooks.send_holding(hook, kind.name(), json, now, permit),
+                Err(_) => {
+                    self.metrics.audit_dropped("webhook");
+                    tracing::warn!(event_type = kind.name(), "audit webhook busy: event not sent");
+                }
+            }
+        }
+    }
+
+    /// Reports the usage intervals that ended (all of them at shutdown).
+    async fn summarise(&self, everything: bool) {
+        let now = self.sinks.clock.now();
+        for summary in self.usage.ended(now, everything) {
+            let event = release_event(&summary.released, summary.until)
+                .count(summary.more)
+                .detail("from", super::rfc3339(summary.from.saturating_mul(1000)))
+                .detail("until", super::rfc3339(summary.until.saturating_mul(1000)));
+            let id = uuid::Uuid::new_v4().to_string();
+            let json = event.envelope(&id, &self.source).to_string();
+            tracing::info!(target: "tether::audit", event_type = event.kind.name(), cloudevent = %json, "audit");
+            let (grant_id, by) = (summary.released.grant_id.clone(), summary.released.resource.clone());
+            let batch =
+                vec![Job::Event { kind: event.kind, json }, Job::Use { grant_id, by, at: None, count: summary.more }];
+            self.deliver(batch).await;
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Grants on Redis: one hash per grant (`grant:{id}`) holding its record (`rec`, JSON), status
+//! (`st`), sealed upstream tokens (`up`), refresh family (`fg fc fp fr`, see `refresh`), use
+//! (`lu` last used at, `lb` by which resource, `uc` count) and, once revoked, its tombstone
+//! (`ra` at, `rb` by, `rr` reason).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::redis::RedisError;
+use async_trait::async_trait;
+
+use super::{RedisStore, SCAN_CURSOR_MASK, SCAN_NODE_SHIFT, SCHEMA, decode, encode, field, millis, text};
+use crate::clock::UnixTime;
+use crate::store::{GrantRecord, GrantStatus, GrantStore, GrantUsage, StoreError, StoreResult, Tombstone};
+
+/// Sets the status of an existing grant that is not revoked (a revocation is final).
+/// ARGV: status.
+pub(super) const SET_STATUS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'st') ~= 'revoked' then redis.call('HSET', KEYS[1], 'st', ARGV[1]) end
+return 1
+";
+
+/// Replaces the sealed upstream tokens of an existing grant that is not revoked (a refresh
+/// racing a revocation must not bring back the tokens it deleted). ARGV: sealed tokens.
+pub(super) const SET_UPSTREAM: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'st') ~= 'revoked' then redis.call('HSET', KEYS[1], 'up', ARGV[1]) end
+return 1
+";
+
+/// Sets a hash field only while it still holds the expected value. ARGV: field, expected, new.
+pub(super) const HSET_IF_EQUAL: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// Revokes an existing grant: status, tombstone (unless it has one), sealed tokens deleted,
+/// kept for the tombstone's life. ARGV: at, by, reason, ttl (ms).
+pub(super) const REVOKE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'st') ~= 'revoked' or redis.call('HEXISTS', KEYS[1], 'ra') == 0 then
+  redis.call('HSET', KEYS[1], 'st', 'revoked', 'ra', ARGV[1], 'rb', ARGV[2], 'rr', ARGV[3])
+end
+redis.call('HDEL', KEYS[1], 'up')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+/// Records use of an existing grant. ARGV: last used at (empty: unchanged), by, count.
+pub(super) const NOTE_USE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'lu', ARGV[1], 'lb', ARGV[2]) end
+redis.call('HINCRBY', KEYS[1], 'uc', ARGV[3])
+return 1
+";
+
+fn usage_fields(usage: &GrantUsage) -> Vec<(&'static str, Vec<u8>)> {
+    let mut fields = Vec::new();
+    if let (Some(at), Some(by)) = (usage.last_used_at, &usage.last_used_by) {
+        fields.push(("lu", at.to_string().into_bytes()));
+        fields.push(("lb", by.as_bytes().to_vec()));
+    }
+    if usage.use_count > 0 {
+        fields.push(("uc", usage.use_count.to_string().into_bytes()));
+    }
+    fields
+}
+
+fn tombstone_fields(tombstone: &Tombstone) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("ra", tombstone.at.to_string().into_bytes()),
+        ("rb", tombstone.by.as_bytes().to_vec()),
+        ("rr", tombstone.reason.as_bytes().to_vec()),
+    ]
+}
+
+fn optional_text(hash: &HashMap<String, Vec<u8>>, name: &str) -> StoreResult<Option<String>> {
+    hash.contains_key(name).then(|| text(hash, name).map(str::to_owned)).transpose()
+}
+
+fn optional_number<T: std::str::FromStr>(hash: &HashMap<String, Vec<u8>>, name: &str) -> StoreResult<Option<T>> {
+    optional_text(hash, name)?
+        .map(|value| value.parse().map_err(|_| StoreError::Corrupt(format!("`{name}` is not a number: `{value}`"))))
+        .transpose()
+}
+
+#[async_trait]
+impl GrantStore for RedisStore {
+    async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
+        let mut fields = vec![
+            ("rec", encode(&grant.info)?),
+            ("st", grant.status.as_str().as_bytes().to_vec()),
+            ("up", grant.upstream.clone()),
+        ];
+        if grant.upstream.is_empty() {
+            fields.retain(|(name, _)| *name != "up");
+        }
+        if let Some(family) = &grant.family {
+            fields.extend(super::refresh::family_fields(family));
+        }
+        fields.extend(usage_fields(&grant.usage));
+        if let Some(tombstone) = &grant.tombstone {
+            fields.extend(tombstone_fields(tombstone));
+        }
+        self.put_hash(self.key("grant", &grant.id), fields, ttl).await
+    }
+
+    async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
+        let hash = self.hgetall(self.key("grant", grant_id)).await?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let status = text(&hash, "st")?;
+        Ok(Some(GrantRecord {
+            id: grant_id.to_owned(),
+            info: decode(field(&hash, "rec")?)?,
+            status: GrantStatus::parse(status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
+            // A revoked grant's sealed tokens are deleted.
+            upstream: hash.get("up").cloned().unwrap_or_default(),
+            family: super::refresh::family(&hash)?,
+            usage: GrantUsage {
+                last_used_at: optional_number(&hash, "lu")?,
+                last_used_by: optional_text(&hash, "lb")?,
+                use_count: optional_number(&hash, "uc")?.unwrap_or(0),
+            },
+            tombstone: match optional_number(&hash, "ra")? {
+                Some(at) => Some(Tombstone {
+                    at,
+                    by: optional_text(&hash, "rb")?.unwrap_or_default(),
+                    reason: optional_text(&hash, "rr")?.unwrap_or_default(),
+                }),
+                None => None,
+            },
+        }))
+    }
+
+    async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        let script = &self.set_status;
+        let found: i64 =
+            self.run(async move |mut c| script.key(&key).arg(status.as_str()).invoke_async(&mut c).await).await?;
+        Ok(found == 1)
+    }
+
+    async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
+        self.expire(self.key("grant", grant_id), ttl).await
+    }
+
+    async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        let script = &self.set_upstream;
+        let upstream = upstream.to_vec();
+        let found: i64 = self.run(async move |mut c| script.key(&key).arg(upstream).invoke_async(&mut c).await).await?;
+        Ok(found == 1)
+    }
+
+    async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        let script = &self.hset_if_equal;
+        let (expected, upstream) = (expected.to_vec(), upstream.to_vec());
+        self.run(async move |mut c| script.key(&key).arg("up").arg(expected).arg(upstream).invoke_async(&mut c).await)
+            .await
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<bool> {
+        let key = self.key("grant", grant_id);
+        let script = &self.revoke_grant;
+        let (by, reason) = (tombstone.by.clone(), tombstone.reason.clone());
+        let found: i64 = self
+            .run(async move |mut c| {
+                script.key(&key).arg(tombstone.at).arg(by).arg(reason).arg(millis(ttl)).invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(found == 1)
+    }
+
+    async fn note_use(&self, grant_id: &str, at: Option<UnixTime>, by: &str, count: u64) -> StoreResult<()> {
+        let key = self.key("grant", grant_id);
+        let script = &self.note_use;
+        let (at, by) = (at.map(|t| t.to_string()).unwrap_or_default(), by.to_owned());
+        let _: i64 =
+            self.run(async move |mut c| script.key(&key).arg(at).arg(by).arg(count).invoke_async(&mut c).await).await?;
+        Ok(())
+    }
+
+    async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)> {
+        // One SCAN per primary, in turn: the top 16 bits of the cursor number the primary
+        // (in sorted order), the rest is that primary's own cursor.
+        let pattern = format!("{}:{SCHEMA}:grant:*", self.prefix);
+        let (node, node_cursor) = ((cursor >> SCAN_NODE_SHIFT) as usize, cursor & SCAN_CURSOR_MASK);
+        let (next, keys): (u64, Vec<String>) = self
+            .run(async move |mut c| {
+                let primaries = c.primaries().await?;
+                let Some(primary) = primaries.get(node) else { return Ok((0, Vec::new())) };
+                let scan =
+                    ::redis::cmd("SCAN").arg(node_cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
+                let (next, keys): (u64, Vec<String>) = ::redis::from_redis_value(c.on_primary(primary, scan).await?)?;
+                if next > SCAN_CURSOR_MASK {
+                    return Err(RedisError::from((::redis::ErrorKind::Client, "SCAN cursor beyond 48 bits")));
+                }
+                let next = match (next, node + 1 < primaries.len()) {
+                    (0, true) => ((node + 1) as u64) << SCAN_NODE_SHIFT,
+                    (0, false) => 0,
+                    (next, _) => ((node as u64) << SCAN_NODE_SHIFT) | next,
+                };
+                Ok((next, keys))
+            })
+            .await?;
+        // `prefix:v1:grant:{id}`: the id is inside the hash tag.
+        let ids = keys
+            .iter()
+            .filter_map(|k| k.rsplit_once(":{").and_then(|(_, id)| id.strip_suffix('}')).map(str::to_owned))
+            .collect();
+        Ok((next, ids))
+    }
+}
