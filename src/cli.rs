@@ -161,7 +161,7 @@ async fn serve((built, log): (Built, settings::LogSettings), clock: Arc<dyn Cloc
     }
     let issuer = built.issuer.clone();
     let app = Application::build(built, clock)?;
-    tracing::info!(%issuer, port = app.port(), "tether listening");
+    tracing::info!(%issuer, port = app.port(), admin_port = app.admin_port(), "tether listening");
     let served = app.run_until_stopped().await;
     tracing::info!("tether stopped");
     telemetry.shutdown().await;

@@ -71,6 +71,9 @@ pub struct Application {
     shutdown_delay: Duration,
     /// `/metrics` on a listener of its own (`metrics.bind`), stopped with the main server.
     metrics_server: Option<Server>,
+    /// The admin API on its listener (`admin.bind`), stopped with the main server.
+    admin_server: Option<Server>,
+    admin_port: Option<u16>,
 }
 
 impl Application {
@@ -142,6 +145,7 @@ impl Application {
         };
         let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
         let state = web::Data::new(AppState::new(broker, clock, limits));
+        let state_for_admin = state.clone();
         let draining = state.draining.clone();
         let shutdown_delay = built.shutdown_delay;
         spawn_upkeep(&state);
@@ -175,6 +179,28 @@ impl Application {
             .listen(listener)
             .map_err(|source| StartupError::Bind { addr: built.bind.to_string(), source })?
             .run();
+        let (admin_server, admin_port) = match built.admin {
+            Some(admin) => {
+                let tokens = web::Data::new(http::admin::AdminTokens(admin.tokens));
+                let state = state_for_admin;
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .wrap(TracingLogger::<RequestSpan>::new())
+                        .app_data(state.clone())
+                        .app_data(tokens.clone())
+                        .configure(http::admin::routes)
+                        .default_service(web::to(http::admin::not_found))
+                })
+                .workers(1)
+                .shutdown_timeout(built.shutdown_timeout.as_secs())
+                .disable_signals()
+                .bind(admin.bind)
+                .map_err(|source| StartupError::Bind { addr: admin.bind.to_string(), source })?;
+                let port = server.addrs().first().map(std::net::SocketAddr::port);
+                (Some(server.run()), port)
+            }
+            None => (None, None),
+        };
         let metrics_server = match built.metrics {
             MetricsChoice::Separate(addr) => Some(
                 HttpServer::new(move || {
@@ -192,11 +218,16 @@ impl Application {
             ),
             _ => None,
         };
-        Ok(Self { port, server, draining, shutdown_delay, metrics_server })
+        Ok(Self { port, server, draining, shutdown_delay, metrics_server, admin_server, admin_port })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin API's port, when it is on.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin_port
     }
 
     /// Handle to stop the server (tests, signal handling).
@@ -210,10 +241,14 @@ impl Application {
     /// `server.shutdown_timeout_secs` to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let signals = tokio::spawn(stop_on_signal(self.server.handle(), self.draining, self.shutdown_delay));
-        let metrics = self.metrics_server.map(|server| (server.handle(), tokio::spawn(server)));
+        let side: Vec<_> = [self.metrics_server, self.admin_server]
+            .into_iter()
+            .flatten()
+            .map(|server| (server.handle(), tokio::spawn(server)))
+            .collect();
         let result = self.server.await;
         signals.abort();
-        if let Some((handle, task)) = metrics {
+        for (handle, task) in side {
             handle.stop(true).await;
             let _ = task.await;
         }

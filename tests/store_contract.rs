@@ -131,6 +131,8 @@ fn request() -> AuthorizationRecord {
         requested_scope: vec!["files:read".into()],
         widens: Some("earlier".into()),
         offline: true,
+        client_name: Some("Name with ünïcödé".into()),
+        client_source: Some(ClientSource::Document),
     }
 }
 
@@ -158,6 +160,7 @@ fn grant(id: &str) -> GrantRecord {
             scope: vec!["files:read".into()],
             offline: true,
             created_at: 1,
+            ..GrantInfo::default()
         },
         vec![1, 0, 255, 254, 10, 13, 0],
     )
@@ -676,6 +679,7 @@ fn a_worker_has_its_own_connection_and_a_new_runtime_on_its_thread_gets_a_workin
             scope: vec!["files:read".into()],
             offline: true,
             created_at: 1,
+            ..GrantInfo::default()
         },
         b"sealed".to_vec(),
     );

@@ -18,7 +18,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     };
     let broker = &state.broker;
     let store = broker.store.as_ref();
-    let stores = CallbackStores { pending: store, grants: store, codes: store, browsers: store };
+    let stores = CallbackStores { pending: store, grants: store, codes: store, browsers: store, index: store };
     let binding = state.binding(&req);
     match callback::complete(
         broker.flow(&super::origin(&req, &state)),

@@ -12,6 +12,7 @@ use limits::{Endpoint, throttle};
 use crate::clock::Clock;
 use crate::oauth::Broker;
 
+pub mod admin;
 mod authorize;
 mod callback;
 mod connect;

@@ -254,6 +254,8 @@ fn validate<'a>(
         scope: scopes.granted,
         widens: None,
         offline: scopes.offline || client.grant_types.iter().any(|g| g == "refresh_token"),
+        client_name: client.client_name.clone(),
+        client_source: Some(client.source),
     };
     Ok(Validated { request, resource, provider, upstream_scopes: scopes.upstream })
 }

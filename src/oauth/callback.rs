@@ -30,6 +30,7 @@ pub struct CallbackStores<'a> {
     pub grants: &'a dyn GrantStore,
     pub codes: &'a dyn CodeStore,
     pub browsers: &'a dyn BrowserStore,
+    pub index: &'a dyn crate::store::GrantIndex,
 }
 
 /// Completes the upstream leg and returns the client's redirect with Tether's code.
@@ -103,6 +104,13 @@ pub async fn complete(
         scope: scope.clone(),
         offline: request.offline,
         created_at: now,
+        account: identity.account,
+        display_name: identity.name,
+        email: identity.email,
+        client_name: request.client_name.clone(),
+        client_source: request.client_source,
+        redirect_host: url::Url::parse(&request.redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned)),
+        upstream_scope: pending.upstream_scopes.clone(),
     };
     let upstream = vault.seal(&grant_id, &info, &tokens).map_err(|e| back.error(&e))?;
     let grant = GrantRecord::new(grant_id.clone(), info, upstream);
@@ -123,6 +131,13 @@ pub async fn complete(
     // the code are stored. Until the code is exchanged the grant only needs to outlive the
     // code; the token endpoint then gives it its real lifetime.
     let code_digest = hash::digest(&client_code);
+    // Listed before it is stored (see `GrantIndex`): an operator can always find it.
+    let listed = ctx.lifetimes.refresh_token + ctx.lifetimes.tombstone;
+    stores
+        .index
+        .index_grant(&grant_id, now, &crate::store::IndexKey::of(&grant.info), listed)
+        .await
+        .map_err(|e| back.error(&OAuthError::store(e)))?;
     let (grant_stored, code_stored, remembered) = tokio::join!(
         stores.grants.put_grant(&grant, ctx.lifetimes.authorization),
         stores.codes.put_code(&code_digest, &code_record, ctx.lifetimes.code),

@@ -166,6 +166,8 @@ pub async fn open(
         requested_scope: record.scope.clone(),
         widens: None,
         offline: true,
+        client_name: Some(format!("{} (connected by the MCP server)", resource.name)),
+        client_source: Some(crate::store::ClientSource::Configured),
     };
     let consent_id = random::token();
     let consent = ConsentRecord { request, binding_digest, client_digest: String::new(), created_at: now };

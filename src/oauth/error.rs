@@ -26,6 +26,10 @@ pub enum ErrorCode {
     /// Over a rate limit or a registration cap: `temporarily_unavailable` on the wire (OAuth
     /// has no code of its own for it), with status 429 and `Retry-After`.
     RateLimited,
+    /// RFC 6750 §3.1: the bearer token is good but lacks the scope the call needs (403).
+    InsufficientScope,
+    /// The admin API: no such grant, user or connection (404).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -47,6 +51,8 @@ impl ErrorCode {
             Self::InvalidClientMetadata => "invalid_client_metadata",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable | Self::RateLimited => "temporarily_unavailable",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::NotFound => "not_found",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The OAuth protocol: requests in, decisions and records out. Knows nothing of HTTP.
 
+pub mod admin;
 pub mod authorize;
 pub mod background;
 pub mod callback;
@@ -138,6 +139,7 @@ impl Broker {
                 codes: store,
                 grants: store,
                 refresh: store,
+                index: store,
                 touches: &self.touches,
             },
             minter: self.minter(),
@@ -146,6 +148,18 @@ impl Broker {
             revoker: self.revoker(),
             audit: &self.audit,
             origin,
+        }
+    }
+
+    /// What the admin API runs on.
+    pub fn admin(&self) -> admin::AdminContext<'_> {
+        let store = self.store.as_ref();
+        admin::AdminContext {
+            grants: store,
+            index: store,
+            events: store,
+            registry: &self.registry,
+            revoker: self.revoker(),
         }
     }
 

@@ -165,6 +165,7 @@ mod tests {
             scope: vec![],
             offline: true,
             created_at: 0,
+            ..GrantInfo::default()
         }
     }
 

@@ -81,6 +81,8 @@ pub struct Built {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     pub audit: crate::audit::AuditSettings,
+    /// `None` when the admin API is off.
+    pub admin: Option<super::admin::AdminSettings>,
     /// Things that work but an operator should know (ephemeral keys, memory store).
     pub warnings: Vec<String>,
 }
@@ -108,6 +110,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let documents = documents(settings, &mut errors);
     let (refresh, background) = upstream(settings, &providers, &mut errors);
     let audit = super::audit::audit(&settings.audit, production, &mut errors);
+    let admin = super::admin::admin(&settings.admin, bind, &mut errors);
     let r = &settings.registration;
     if !(600..=31_536_000).contains(&r.unused_client_ttl_secs) {
         errors.push("registration.unused_client_ttl_secs", "must be between 600 and 31536000 seconds");
@@ -183,6 +186,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 },
                 trusted_proxies,
                 audit,
+                admin,
                 warnings,
             })
         }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::upstream::{ProviderKind, TokenAuth};
 
+pub mod admin;
 mod audit;
 mod build;
 mod registries;
@@ -59,6 +60,7 @@ pub struct Settings {
     pub keys: KeySettings,
     pub log: LogSettings,
     pub audit: audit::AuditConfig,
+    pub admin: admin::AdminConfig,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
     #[serde(default)]

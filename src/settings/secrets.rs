@@ -40,6 +40,13 @@ pub(super) fn refuse_secrets_in_files(files: &config::Config) -> Result<(), Conf
             }
         }
     }
+    if let Some(tokens) = lookup(&doc, "admin.tokens").and_then(Value::as_object) {
+        for (id, token) in tokens {
+            if token.get("token").is_some() {
+                refuse(format!("admin.tokens.{id}.token"));
+            }
+        }
+    }
     if let Some(urls) = lookup(&doc, "store.url").and_then(Value::as_str)
         && urls.split(',').any(|url| url::Url::parse(url.trim()).is_ok_and(|u| u.password().is_some()))
     {

@@ -116,6 +116,8 @@ pub struct MemoryStore {
     connect_outcomes: TtlMap<ConnectionOutcome>,
     sessions: TtlMap<String>,
     activity: Mutex<HashMap<String, UnixTime>>,
+    /// Grant listings: (created at, id) per listing.
+    indexes: Mutex<HashMap<IndexKey, std::collections::BTreeSet<IndexPosition>>>,
     /// The audit trail, oldest first, and the last sequence number.
     events: Mutex<(std::collections::VecDeque<TrailEntry>, u64)>,
     /// Admitted dynamic clients and when each lapses; (hour, registrations in it).
@@ -144,6 +146,7 @@ impl MemoryStore {
             sessions: TtlMap::new(),
             activity: Mutex::new(HashMap::new()),
             events: Mutex::new((std::collections::VecDeque::new(), 0)),
+            indexes: Mutex::new(HashMap::new()),
             admitted: Mutex::new((HashMap::new(), 0, 0)),
         }
     }
@@ -522,6 +525,56 @@ impl ConnectStore for MemoryStore {
     }
 
     async fn publish_connection(&self, _resource: &str, _event: &str) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn index_map(&self) -> MutexGuard<'_, HashMap<IndexKey, std::collections::BTreeSet<IndexPosition>>> {
+        self.indexes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl GrantIndex for MemoryStore {
+    async fn index_grant(
+        &self,
+        grant_id: &str,
+        created_at: UnixTime,
+        keys: &[IndexKey],
+        _ttl: Duration,
+    ) -> StoreResult<()> {
+        let mut indexes = self.index_map();
+        for key in keys {
+            indexes.entry(key.clone()).or_default().insert((created_at, grant_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn keep_indexes(&self, _keys: &[IndexKey], _ttl: Duration) -> StoreResult<()> {
+        // Listings here live as long as the process; entries leave when read dangling.
+        Ok(())
+    }
+
+    async fn indexed(
+        &self,
+        key: &IndexKey,
+        after: Option<&IndexPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<IndexPosition>> {
+        let indexes = self.index_map();
+        let Some(entries) = indexes.get(key) else { return Ok(Vec::new()) };
+        Ok(entries.iter().rev().filter(|entry| after.is_none_or(|a| *entry < a)).take(limit).cloned().collect())
+    }
+
+    async fn index_len(&self, key: &IndexKey) -> StoreResult<u64> {
+        Ok(self.index_map().get(key).map_or(0, |entries| entries.len() as u64))
+    }
+
+    async fn unindex(&self, key: &IndexKey, grant_ids: &[String]) -> StoreResult<()> {
+        if let Some(entries) = self.index_map().get_mut(key) {
+            entries.retain(|(_, id)| !grant_ids.contains(id));
+        }
         Ok(())
     }
 }

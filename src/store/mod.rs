@@ -265,6 +265,85 @@ pub trait RefreshStore: Send + Sync {
     async fn delete_refresh(&self, key: &str) -> StoreResult<()>;
 }
 
+/// A listing of grants: every grant, or those of one user, client, resource, provider or
+/// upstream account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IndexKey {
+    All,
+    /// `provider:subject` (see `GrantInfo::user`).
+    User(String),
+    Client(String),
+    Resource(String),
+    Provider(String),
+    /// `provider:account` (the upstream login).
+    Account(String),
+}
+
+impl IndexKey {
+    /// The listings a grant belongs to.
+    pub fn of(info: &GrantInfo) -> Vec<IndexKey> {
+        let mut keys = vec![
+            Self::All,
+            Self::User(info.user()),
+            Self::Client(info.client_id.clone()),
+            Self::Resource(info.resource.clone()),
+            Self::Provider(info.provider.clone()),
+        ];
+        if let Some(account) = &info.account {
+            keys.push(Self::Account(format!("{}:{account}", info.provider)));
+        }
+        keys
+    }
+
+    /// `(dimension, value)`: how stores name it.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Self::All => ("all", ""),
+            Self::User(v) => ("user", v),
+            Self::Client(v) => ("client", v),
+            Self::Resource(v) => ("resource", v),
+            Self::Provider(v) => ("provider", v),
+            Self::Account(v) => ("account", v),
+        }
+    }
+}
+
+/// Where a listing stands: entries come newest first (created at, then id, descending) and a
+/// page continues after the last entry of the one before.
+pub type IndexPosition = (UnixTime, String);
+
+/// Listings of grants, so that finding a user's, a client's, a resource's, a provider's or an
+/// upstream account's grants is a lookup, never a scan of the keyspace.
+///
+/// An entry is written before its grant (`index_grant`, then `put_grant`): if the grant's write
+/// fails, or the grant later expires, the entry dangles, which is harmless (every reader
+/// reads the grant and skips the entry) and readers remove it (`unindex`). The other order
+/// could leave a grant no listing shows, which an operator could then not find to revoke.
+#[async_trait]
+pub trait GrantIndex: Send + Sync {
+    /// Adds the grant to `keys`, ordered by `created_at`; the listings live at least `ttl`.
+    async fn index_grant(
+        &self,
+        grant_id: &str,
+        created_at: UnixTime,
+        keys: &[IndexKey],
+        ttl: Duration,
+    ) -> StoreResult<()>;
+    /// Keeps `keys` at least `ttl` more (their grant was extended).
+    async fn keep_indexes(&self, keys: &[IndexKey], ttl: Duration) -> StoreResult<()>;
+    /// Up to `limit` entries of `key` after `after` (from the newest without it).
+    async fn indexed(
+        &self,
+        key: &IndexKey,
+        after: Option<&IndexPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<IndexPosition>>;
+    /// How many entries `key` has (dangling ones included).
+    async fn index_len(&self, key: &IndexKey) -> StoreResult<u64>;
+    /// Removes entries whose grant is gone.
+    async fn unindex(&self, key: &IndexKey, grant_ids: &[String]) -> StoreResult<()>;
+}
+
 /// An audit event as stored: its position in the trail (a cursor) and its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -295,6 +374,7 @@ pub trait Store:
     + BrowserStore
     + ConnectStore
     + AuditStore
+    + GrantIndex
     + std::fmt::Debug
 {
     /// Whether the backend answers; `/readyz` reports it.

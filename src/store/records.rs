@@ -82,6 +82,11 @@ pub struct AuthorizationRecord {
     pub widens: Option<String>,
     /// Whether a refresh token may be issued for this authorization.
     pub offline: bool,
+    /// The client as the user was shown it, for the grant's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_source: Option<ClientSource>,
 }
 
 /// An authorization request waiting for the user's decision on the consent page.
@@ -219,7 +224,7 @@ pub struct RefreshFamily {
 }
 
 /// The parts of a grant that never change after it is created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantInfo {
     /// The user's subject at the upstream provider.
     pub subject: String,
@@ -229,6 +234,24 @@ pub struct GrantInfo {
     pub scope: Vec<String>,
     pub offline: bool,
     pub created_at: UnixTime,
+    /// What people know the upstream account by (login, username or email), when the
+    /// provider says; with the user's name and email. Never token material.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The client as the user approved it: its name, how it registered, where it redirects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_source: Option<ClientSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_host: Option<String>,
+    /// The scopes asked of the upstream provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_scope: Vec<String>,
 }
 
 impl GrantInfo {

@@ -60,6 +60,13 @@ pub enum IdTokenError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct IdClaims {
     pub sub: String,
+    /// Display claims (OIDC Core §5.1), kept for people to recognise the account by.
+    #[serde(default, deserialize_with = "super::identity::display")]
+    pub preferred_username: Option<String>,
+    #[serde(default, deserialize_with = "super::identity::display")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "super::identity::display")]
+    pub email: Option<String>,
     iss: String,
     aud: Audience,
     #[serde(default)]

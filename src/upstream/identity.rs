@@ -31,7 +31,27 @@ pub async fn fetch(
     }
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|_| UpstreamError::Invalid("user endpoint did not answer JSON".to_owned()))?;
-    subject(&doc, subject_field).map(|subject| Identity { subject })
+    Ok(Identity {
+        subject: subject(&doc, subject_field)?,
+        account: ["login", "preferred_username", "username", "email"].iter().find_map(|f| text(doc.get(*f))),
+        name: text(doc.get("name")),
+        email: text(doc.get("email")),
+    })
+}
+
+/// A display member people recognise an account by: a short printable string, or nothing
+/// (never an error: the subject is what matters).
+pub fn text(value: Option<&Value>) -> Option<String> {
+    let Some(Value::String(s)) = value else { return None };
+    let clean: String = s.chars().filter(|c| !c.is_control()).take(255).collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
+}
+
+/// `deserialize_with` for display claims of an ID token: a string, or nothing.
+pub fn display<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = <Value as serde::Deserialize>::deserialize(d)?;
+    Ok(text(Some(&value)))
 }
 
 /// The subject member, a non-empty string or an integer (GitHub's `id` is a number).
@@ -52,6 +72,16 @@ mod tests {
     fn reads_string_and_numeric_subjects() {
         assert_eq!(subject(&json!({"sub": "abc"}), "sub").unwrap(), "abc");
         assert_eq!(subject(&json!({"id": 583231, "login": "octocat"}), "id").unwrap(), "583231");
+    }
+
+    #[test]
+    fn display_members_are_short_printable_strings_or_nothing() {
+        assert_eq!(text(Some(&json!("octocat"))), Some("octocat".into()));
+        assert_eq!(text(Some(&json!(" Ada\u{7} Lovelace "))), Some("Ada Lovelace".into()));
+        assert_eq!(text(Some(&json!("x".repeat(300)))).map(|s| s.len()), Some(255));
+        for odd in [json!(""), json!("  "), json!(5), json!(null), json!({"a": 1})] {
+            assert_eq!(text(Some(&odd)), None, "{odd}");
+        }
     }
 
     #[test]

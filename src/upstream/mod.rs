@@ -134,9 +134,13 @@ pub struct Exchanged {
 }
 
 /// Who the user is at the provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub subject: String,
+    /// What people know the account by: the login (`octocat`), preferred username or email.
+    pub account: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +355,12 @@ impl Provider {
                             other => UpstreamError::Invalid(other.to_string()),
                         },
                     )?;
-                    Ok(Identity { subject: claims.sub })
+                    Ok(Identity {
+                        account: claims.preferred_username.clone().or_else(|| claims.email.clone()),
+                        name: claims.name,
+                        email: claims.email,
+                        subject: claims.sub,
+                    })
                 }
                 // OIDC Core §5.3: without an ID token, the userinfo `sub` names the user.
                 _ => userinfo("sub").await,

@@ -67,6 +67,8 @@ pub struct TestApp {
     pub redis: Option<RedisServer>,
     pub clock: ManualClock,
     pub kind: Kind,
+    /// The admin API's base URL, when the configuration turns it on.
+    pub admin: Option<String>,
     handle: actix_web::dev::ServerHandle,
     _dir: tempfile::TempDir,
 }
@@ -376,8 +378,18 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("test configuration is invalid:\n{e}"));
         let app = Application::build_on(built, listener, Arc::new(clock.clone())).unwrap();
         let handle = app.handle();
+        let admin = app.admin_port().map(|port| format!("http://127.0.0.1:{port}"));
         tokio::spawn(app.run_until_stopped());
-        Self { tether: Tether::new(&base, issuer), upstream, redis: None, clock, kind: options.kind, handle, _dir: dir }
+        Self {
+            tether: Tether::new(&base, issuer),
+            upstream,
+            redis: None,
+            clock,
+            kind: options.kind,
+            admin,
+            handle,
+            _dir: dir,
+        }
     }
 
     /// The provider the files resource is bound to.

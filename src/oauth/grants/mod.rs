@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::clock::UnixTime;
 use crate::store::{
-    ClientRecord, ClientSource, ClientStore, CodeStore, GrantInfo, GrantRecord, GrantStore, RefreshStore,
+    ClientRecord, ClientSource, ClientStore, CodeStore, GrantInfo, GrantRecord, GrantStore, IndexKey, RefreshStore,
 };
 
 use super::error::{ErrorCode, OAuthError};
@@ -74,6 +74,7 @@ pub struct TokenStores<'a> {
     pub codes: &'a dyn CodeStore,
     pub grants: &'a dyn GrantStore,
     pub refresh: &'a dyn RefreshStore,
+    pub index: &'a dyn crate::store::GrantIndex,
     /// Which clients' lifetimes this process renewed lately.
     pub touches: &'a crate::oauth::clients::ClientTouches,
 }
@@ -170,7 +171,14 @@ async fn extend(
 ) -> Result<(), OAuthError> {
     let lifetimes = minter.lifetimes;
     let ttl = if grant.offline { lifetimes.refresh_token } else { lifetimes.access_token };
-    stores.grants.set_grant_ttl(grant_id, ttl).await?;
+    // The grant's listings outlive it by a tombstone's life (a revoked grant stays listed).
+    let listings = IndexKey::of(grant);
+    let (extended, kept) = tokio::join!(
+        stores.grants.set_grant_ttl(grant_id, ttl),
+        stores.index.keep_indexes(&listings, ttl + lifetimes.tombstone),
+    );
+    extended?;
+    kept?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use super::*;
 
 mod audit;
 mod grants;
+mod index;
 mod refresh;
 
 const SCHEMA: &str = "v1";

@@ -1,0 +1,595 @@
+//! The operator's view and control of delegations: grants listed by user, client, resource,
+//! provider or upstream account (lookups in the grant listings, never a scan), one grant or a
+//! user in full, and grants ended one by one or by filter through the one revocation path.
+//! Knows nothing of HTTP: `http::admin` authenticates and shapes the answers.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Origin;
+use crate::clock::UnixTime;
+use crate::store::{
+    AuditStore, ClientSource, GrantIndex, GrantRecord, GrantStatus, GrantStore, IndexKey, IndexPosition,
+};
+
+use super::error::{ErrorCode, OAuthError};
+use super::registry::Registry;
+use super::revocation::{self, Report, Revoker, Trigger, UpstreamResult};
+
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 500;
+/// Grants one bulk revocation ends at most (a filter matching more is refused: narrow it).
+pub const MAX_BULK: usize = 100_000;
+
+/// What the admin API runs on.
+#[derive(Clone, Copy)]
+pub struct AdminContext<'a> {
+    pub grants: &'a dyn GrantStore,
+    pub index: &'a dyn GrantIndex,
+    pub events: &'a dyn AuditStore,
+    pub registry: &'a Registry,
+    pub revoker: Revoker<'a>,
+}
+
+/// A grant's state as people read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Active,
+    /// The upstream provider refused a refresh: the user must authorize again.
+    NeedsReauth,
+    Revoked,
+}
+
+impl State {
+    fn of(status: GrantStatus) -> Self {
+        match status {
+            GrantStatus::Active => Self::Active,
+            GrantStatus::Dead => Self::NeedsReauth,
+            GrantStatus::Revoked => Self::Revoked,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "needs_reauth" => Some(Self::NeedsReauth),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// Which grants: each member narrows; none at all is every grant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// `provider:login`, or the login alone with `provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<State>,
+}
+
+impl GrantFilter {
+    /// Whether it selects by who or what (a status alone selects every grant in that state).
+    pub fn selects(&self) -> bool {
+        self.user.is_some()
+            || self.client_id.is_some()
+            || self.resource.is_some()
+            || self.provider.is_some()
+            || self.upstream_account.is_some()
+    }
+
+    fn account(&self) -> Option<String> {
+        let account = self.upstream_account.as_deref()?;
+        Some(match (&self.provider, account.contains(':')) {
+            (Some(provider), false) => format!("{provider}:{account}"),
+            _ => account.to_owned(),
+        })
+    }
+
+    /// The listings that hold every match (the reader walks the smallest).
+    fn listings(&self) -> Vec<IndexKey> {
+        let mut keys = Vec::new();
+        keys.extend(self.user.clone().map(IndexKey::User));
+        keys.extend(self.client_id.clone().map(IndexKey::Client));
+        keys.extend(self.resource.clone().map(IndexKey::Resource));
+        keys.extend(self.provider.clone().map(IndexKey::Provider));
+        keys.extend(self.account().map(IndexKey::Account));
+        if keys.is_empty() {
+            keys.push(IndexKey::All);
+        }
+        keys
+    }
+
+    fn matches(&self, grant: &GrantRecord) -> bool {
+        let info = &grant.info;
+        let account = info.account.as_ref().map(|a| format!("{}:{a}", info.provider));
+        self.user.as_ref().is_none_or(|u| *u == info.user())
+            && self.client_id.as_ref().is_none_or(|c| *c == info.client_id)
+            && self.resource.as_ref().is_none_or(|r| *r == info.resource)
+            && self.provider.as_ref().is_none_or(|p| *p == info.provider)
+            && self.account().is_none_or(|a| Some(a) == account)
+            && self.status.is_none_or(|s| s == State::of(grant.status))
+    }
+
+    /// A short fingerprint, so a page token is only taken with the filter it came from.
+    fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        crate::crypto::hash::digest(&text).chars().take(8).collect()
+    }
+}
+
+/// A grant as the admin API shows it: who, which client, which MCP server, what scopes, when
+/// used. Never token material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrantView {
+    pub id: String,
+    pub status: State,
+    pub user: UserRef,
+    pub client: ClientRef,
+    pub resource: ResourceRef,
+    pub provider: String,
+    pub scope: Vec<String>,
+    pub upstream_scope: Vec<String>,
+    pub refresh_token: bool,
+    pub created_at: UnixTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<UnixTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_by: Option<String>,
+    pub use_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<RevokedRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRef {
+    pub id: String,
+    pub subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientRef {
+    pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `dynamic` (RFC 7591), `metadata_document` (CIMD) or `pre_registered`; `unknown` for
+    /// grants made before Tether recorded it.
+    pub registration: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceRef {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevokedRef {
+    pub at: UnixTime,
+    pub by: String,
+    pub reason: String,
+}
+
+impl GrantView {
+    pub fn of(grant: &GrantRecord, registry: &Registry) -> Self {
+        let info = &grant.info;
+        let resource = registry.resource(&info.resource);
+        Self {
+            id: grant.id.clone(),
+            status: State::of(grant.status),
+            user: UserRef {
+                id: info.user(),
+                subject: info.subject.clone(),
+                upstream_account: info.account.clone(),
+                name: info.display_name.clone(),
+                email: info.email.clone(),
+            },
+            client: ClientRef {
+                client_id: info.client_id.clone(),
+                name: info.client_name.clone(),
+                registration: match info.client_source {
+                    Some(ClientSource::Dynamic) => "dynamic",
+                    Some(ClientSource::Document) => "metadata_document",
+                    Some(ClientSource::Configured) => "pre_registered",
+                    None => "unknown",
+                },
+                redirect_host: info.redirect_host.clone(),
+            },
+            resource: ResourceRef {
+                id: info.resource.clone(),
+                uri: resource.map(|r| r.uri.clone()),
+                name: resource.map(|r| r.name.clone()),
+            },
+            provider: info.provider.clone(),
+            scope: info.scope.clone(),
+            upstream_scope: info.upstream_scope.clone(),
+            refresh_token: info.offline,
+            created_at: info.created_at,
+            last_used_at: grant.usage.last_used_at,
+            last_used_by: grant.usage.last_used_by.clone(),
+            use_count: grant.usage.use_count,
+            revoked: grant.tombstone.as_ref().map(|t| RevokedRef {
+                at: t.at,
+                by: t.by.clone(),
+                reason: t.reason.clone(),
+            }),
+        }
+    }
+}
+
+/// One page of grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page {
+    pub grants: Vec<GrantView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// Where a listing continues: the last entry shown and the filter it belongs to.
+#[derive(Debug, Serialize, Deserialize)]
+struct PageToken {
+    #[serde(rename = "a")]
+    at: UnixTime,
+    #[serde(rename = "g")]
+    grant: String,
+    #[serde(rename = "f")]
+    filter: String,
+}
+
+fn bad_token() -> OAuthError {
+    OAuthError::invalid_request("page_token is not one this listing handed out (or it was made for another filter)")
+}
+
+fn encode_token(position: &IndexPosition, filter: &GrantFilter) -> String {
+    let token = PageToken { at: position.0, grant: position.1.clone(), filter: filter.fingerprint() };
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
+}
+
+fn decode_token(token: &str, filter: &GrantFilter) -> Result<IndexPosition, OAuthError> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad_token())?;
+    let token: PageToken = serde_json::from_slice(&bytes).map_err(|_| bad_token())?;
+    if token.filter != filter.fingerprint() {
+        return Err(bad_token());
+    }
+    Ok((token.at, token.grant))
+}
+
+/// The listing to walk for `filter`: the smallest of those that hold every match.
+async fn listing(ctx: AdminContext<'_>, filter: &GrantFilter) -> Result<IndexKey, OAuthError> {
+    let mut best: Option<(u64, IndexKey)> = None;
+    for key in filter.listings() {
+        let len = ctx.index.index_len(&key).await?;
+        if best.as_ref().is_none_or(|(n, _)| len < *n) {
+            best = Some((len, key));
+        }
+    }
+    Ok(best.map_or(IndexKey::All, |(_, key)| key))
+}
+
+/// Grants matching `filter`, newest first, `page_size` at most, continuing after
+/// `page_token`. Entries whose grant is gone are skipped and removed from the listing.
+pub async fn list(
+    ctx: AdminContext<'_>,
+    filter: &GrantFilter,
+    page_size: usize,
+    page_token: Option<&str>,
+) -> Result<Page, OAuthError> {
+    let page_size = page_size.clamp(1, MAX_PAGE);
+    let mut after = page_token.map(|t| decode_token(t, filter)).transpose()?;
+    let key = listing(ctx, filter).await?;
+    let mut grants = Vec::new();
+    loop {
+        let batch = ctx.index.indexed(&key, after.as_ref(), page_size).await?;
+        let exhausted = batch.len() < page_size;
+        let mut dangling = Vec::new();
+        for position in batch {
+            match ctx.grants.grant(&position.1).await? {
+                None => dangling.push(position.1.clone()),
+                Some(grant) if filter.matches(&grant) && grants.len() < page_size => {
+                    grants.push(GrantView::of(&grant, ctx.registry));
+                }
+                Some(_) => {}
+            }
+            after = Some(position);
+            if grants.len() == page_size {
+                break;
+            }
+        }
+        if !dangling.is_empty() {
+            tracing::debug!(entries = dangling.len(), "removing listing entries whose grant is gone");
+            ctx.index.unindex(&key, &dangling).await?;
+        }
+        if grants.len() == page_size {
+            let next = after.as_ref().map(|p| encode_token(p, filter));
+            return Ok(Page { grants, next_page_token: next });
+        }
+        if exhausted {
+            return Ok(Page { grants, next_page_token: None });
+        }
+    }
+}
+
+/// One grant, live or revoked.
+pub async fn show(ctx: AdminContext<'_>, id: &str) -> Result<GrantView, OAuthError> {
+    match ctx.grants.grant(id).await? {
+        Some(grant) => Ok(GrantView::of(&grant, ctx.registry)),
+        None => Err(OAuthError::new(
+            ErrorCode::NotFound,
+            "no such grant (it never existed, expired, or its tombstone was dropped)",
+        )),
+    }
+}
+
+/// A user, their upstream accounts and their grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserView {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The upstream identities the user's grants spend: provider, subject, account.
+    pub connections: Vec<ConnectionRef>,
+    pub grants: Vec<GrantView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionRef {
+    pub provider: String,
+    pub subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_account: Option<String>,
+    /// Live grants that use it.
+    pub active_grants: usize,
+}
+
+/// Everything about `user` (at most `MAX_PAGE` grants, newest first).
+pub async fn user(ctx: AdminContext<'_>, user: &str) -> Result<UserView, OAuthError> {
+    let filter = GrantFilter { user: Some(user.to_owned()), ..GrantFilter::default() };
+    let page = list(ctx, &filter, MAX_PAGE, None).await?;
+    let Some(first) = page.grants.first() else {
+        return Err(OAuthError::new(ErrorCode::NotFound, "no grants for this user"));
+    };
+    let (name, email) = (first.user.name.clone(), first.user.email.clone());
+    let mut connections: Vec<ConnectionRef> = Vec::new();
+    for grant in &page.grants {
+        let active = usize::from(grant.status == State::Active);
+        match connections.iter_mut().find(|c| c.provider == grant.provider && c.subject == grant.user.subject) {
+            Some(connection) => connection.active_grants += active,
+            None => connections.push(ConnectionRef {
+                provider: grant.provider.clone(),
+                subject: grant.user.subject.clone(),
+                upstream_account: grant.user.upstream_account.clone(),
+                active_grants: active,
+            }),
+        }
+    }
+    Ok(UserView { id: user.to_owned(), name, email, connections, grants: page.grants })
+}
+
+/// Ends one grant (idempotent: a grant already revoked answers the same report).
+pub async fn revoke(
+    ctx: AdminContext<'_>,
+    id: &str,
+    admin: &str,
+    upstream: bool,
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<Report, OAuthError> {
+    if ctx.grants.grant(id).await?.is_none() {
+        return Err(OAuthError::new(ErrorCode::NotFound, "no such grant"));
+    }
+    let trigger = Trigger::Admin { token: admin.to_owned() };
+    revocation::end(ctx.revoker, &[id.to_owned()], &trigger, upstream, origin, now).await
+}
+
+/// What a bulk revocation matched and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BulkReport {
+    pub dry_run: bool,
+    /// Live grants the filter matched.
+    pub matched: usize,
+    /// Their ids (those ended, unless `dry_run`).
+    pub grants: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamResult>,
+}
+
+/// `POST /admin/v1/grants:revoke`: which grants, and how.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevoke {
+    #[serde(default)]
+    pub filter: GrantFilter,
+    /// Required to end every grant when the filter selects nothing.
+    #[serde(default)]
+    pub all: bool,
+    /// Only count and name the grants.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Also revoke at the provider where it is configured to (default true).
+    #[serde(default = "yes")]
+    pub upstream: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Ends every live grant the filter matches ("this person left", "client X is compromised",
+/// "MCP server Y is retired", "this GitHub account is compromised"). An empty filter needs
+/// `all`; `dry_run` only counts.
+pub async fn revoke_matching(
+    ctx: AdminContext<'_>,
+    request: &BulkRevoke,
+    admin: &str,
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<BulkReport, OAuthError> {
+    let BulkRevoke { filter, all, dry_run, upstream } = request;
+    let (dry_run, upstream) = (*dry_run, *upstream);
+    if !filter.selects() && !*all {
+        return Err(OAuthError::invalid_request(
+            "the filter selects every grant: name a user, client_id, resource, provider or upstream_account, or send all: true",
+        ));
+    }
+    // Only live grants are ended; revoked ones keep their tombstone.
+    let live = GrantFilter { status: None, ..filter.clone() };
+    let mut ids = Vec::new();
+    let mut token = None;
+    loop {
+        let page = list(ctx, &live, MAX_PAGE, token.as_deref()).await?;
+        ids.extend(
+            page.grants
+                .iter()
+                .filter(|g| g.status != State::Revoked && filter.status.is_none_or(|s| s == g.status))
+                .map(|g| g.id.clone()),
+        );
+        if ids.len() > MAX_BULK {
+            return Err(OAuthError::invalid_request(format!(
+                "the filter matches more than {MAX_BULK} grants; narrow it"
+            )));
+        }
+        match page.next_page_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    if dry_run {
+        return Ok(BulkReport { dry_run, matched: ids.len(), grants: ids, upstream: None });
+    }
+    let trigger = Trigger::Admin { token: admin.to_owned() };
+    let report = revocation::end(ctx.revoker, &ids, &trigger, upstream, origin, now).await?;
+    Ok(BulkReport { dry_run, matched: ids.len(), grants: report.revoked, upstream: Some(report.upstream.result) })
+}
+
+/// Audit events, newest first, that match a query.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub types: Vec<crate::audit::EventType>,
+    pub user: Option<String>,
+    pub grant_id: Option<String>,
+    pub client_id: Option<String>,
+    /// Only events at or after this time (seconds).
+    pub since: Option<UnixTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventPage {
+    pub events: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// A page of events matching `query`, continuing before `page_token` (a stream position).
+pub async fn events(
+    ctx: AdminContext<'_>,
+    query: &EventQuery,
+    page_size: usize,
+    page_token: Option<&str>,
+) -> Result<EventPage, OAuthError> {
+    let page_size = page_size.clamp(1, MAX_PAGE);
+    if let Some(token) = page_token {
+        let valid = token.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        });
+        if !valid {
+            return Err(OAuthError::invalid_request("page_token is not one this listing handed out"));
+        }
+    }
+    let mut before = page_token.map(str::to_owned);
+    let mut out = Vec::new();
+    // Reads at most this many stored events per call, so a selective query cannot hold the
+    // store for long; the page token lets the caller go on.
+    let mut budget = 20 * MAX_PAGE;
+    loop {
+        let batch = ctx.events.events(before.as_deref(), page_size.max(100)).await?;
+        let exhausted = batch.is_empty();
+        for stored in batch {
+            budget = budget.saturating_sub(1);
+            before = Some(stored.id.clone());
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&stored.json) else { continue };
+            let time = event["time"].as_str().unwrap_or_default().to_owned();
+            if query
+                .since
+                .is_some_and(|since| time.as_str() < crate::audit::rfc3339(since.saturating_mul(1000)).as_str())
+            {
+                return Ok(EventPage { events: out, next_page_token: None });
+            }
+            if matches_event(&event, query) {
+                out.push(event);
+                if out.len() == page_size {
+                    return Ok(EventPage { events: out, next_page_token: before });
+                }
+            }
+            if budget == 0 {
+                return Ok(EventPage { events: out, next_page_token: before });
+            }
+        }
+        if exhausted {
+            return Ok(EventPage { events: out, next_page_token: None });
+        }
+    }
+}
+
+fn matches_event(event: &serde_json::Value, query: &EventQuery) -> bool {
+    let data = &event["data"];
+    let is =
+        |field: &str, want: &Option<String>| want.as_ref().is_none_or(|w| data[field].as_str() == Some(w.as_str()));
+    (query.types.is_empty() || query.types.iter().any(|t| event["type"].as_str() == Some(t.name())))
+        && is("user", &query.user)
+        && is("grant_id", &query.grant_id)
+        && is("client_id", &query.client_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_token_only_works_with_its_own_filter() {
+        let by_client = GrantFilter { client_id: Some("c1".into()), ..GrantFilter::default() };
+        let token = encode_token(&(1_000, "g1".into()), &by_client);
+        assert_eq!(decode_token(&token, &by_client).unwrap(), (1_000, "g1".into()));
+        let other = GrantFilter { client_id: Some("c2".into()), ..GrantFilter::default() };
+        assert!(decode_token(&token, &other).is_err());
+        assert!(decode_token("not-a-token", &by_client).is_err());
+    }
+
+    #[test]
+    fn an_account_filter_may_name_its_provider_apart() {
+        let filter = GrantFilter {
+            provider: Some("gh".into()),
+            upstream_account: Some("octocat".into()),
+            ..GrantFilter::default()
+        };
+        assert!(filter.listings().contains(&IndexKey::Account("gh:octocat".into())));
+        let whole = GrantFilter { upstream_account: Some("gh:octocat".into()), ..GrantFilter::default() };
+        assert_eq!(whole.listings(), [IndexKey::Account("gh:octocat".into())]);
+        assert_eq!(GrantFilter::default().listings(), [IndexKey::All]);
+        assert!(!GrantFilter { status: Some(State::Active), ..GrantFilter::default() }.selects());
+    }
+}

@@ -1,0 +1,117 @@
+//! Grant listings on Redis: a sorted set per listing (`idx:<dimension>:{<value>}`), members
+//! grant ids scored by creation time. Each listing is its own key (its own slot on Cluster);
+//! entries are written before their grant, so a failure between the two leaves an entry
+//! without a grant, which readers skip and remove (see `GrantIndex`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{RedisStore, SCHEMA, millis};
+use crate::clock::UnixTime;
+use crate::store::{GrantIndex, IndexKey, IndexPosition, StoreResult};
+
+/// Entries fetched beyond a page, to step over those sharing the last entry's second.
+const TIES: usize = 32;
+
+impl RedisStore {
+    fn index_key(&self, key: &IndexKey) -> String {
+        match key.parts() {
+            ("all", _) => format!("{}:{SCHEMA}:idx:{{all}}", self.prefix),
+            (dimension, value) => format!("{}:{SCHEMA}:idx:{dimension}:{{{value}}}", self.prefix),
+        }
+    }
+}
+
+#[async_trait]
+impl GrantIndex for RedisStore {
+    async fn index_grant(
+        &self,
+        grant_id: &str,
+        created_at: UnixTime,
+        keys: &[IndexKey],
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let names: Vec<String> = keys.iter().map(|k| self.index_key(k)).collect();
+        let member = grant_id.to_owned();
+        self.run(async move |mut c| {
+            let mut pipe = ::redis::pipe();
+            for name in &names {
+                pipe.cmd("ZADD").arg(name).arg(created_at).arg(&member).ignore();
+                pipe.cmd("PEXPIRE").arg(name).arg(millis(ttl)).arg("GT").ignore();
+                // A new key has no expiry for GT to compare with.
+                pipe.cmd("PEXPIRE").arg(name).arg(millis(ttl)).arg("NX").ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    async fn keep_indexes(&self, keys: &[IndexKey], ttl: Duration) -> StoreResult<()> {
+        let names: Vec<String> = keys.iter().map(|k| self.index_key(k)).collect();
+        self.run(async move |mut c| {
+            let mut pipe = ::redis::pipe();
+            for name in &names {
+                pipe.cmd("PEXPIRE").arg(name).arg(millis(ttl)).arg("GT").ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    async fn indexed(
+        &self,
+        key: &IndexKey,
+        after: Option<&IndexPosition>,
+        limit: usize,
+    ) -> StoreResult<Vec<IndexPosition>> {
+        let name = self.index_key(key);
+        let mut out = Vec::new();
+        let mut offset = 0usize;
+        let max = after.map_or_else(|| "+inf".to_owned(), |(score, _)| score.to_string());
+        loop {
+            let (name, max, want) = (name.clone(), max.clone(), limit + TIES);
+            let batch: Vec<(String, i64)> = self
+                .run(async move |mut c| {
+                    ::redis::cmd("ZREVRANGEBYSCORE")
+                        .arg(&name)
+                        .arg(max)
+                        .arg("-inf")
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(want)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let fetched = batch.len();
+            for (id, score) in batch {
+                // Entries of the last page's second come in descending id order: skip up to it.
+                let past = after.is_none_or(|(at, last)| score < *at || (score == *at && id.as_str() < last.as_str()));
+                if past && out.len() < limit {
+                    out.push((score, id));
+                }
+            }
+            if out.len() >= limit || fetched < limit + TIES {
+                return Ok(out);
+            }
+            offset += fetched;
+        }
+    }
+
+    async fn index_len(&self, key: &IndexKey) -> StoreResult<u64> {
+        let name = self.index_key(key);
+        self.run(async move |mut c| ::redis::cmd("ZCARD").arg(&name).query_async(&mut c).await).await
+    }
+
+    async fn unindex(&self, key: &IndexKey, grant_ids: &[String]) -> StoreResult<()> {
+        if grant_ids.is_empty() {
+            return Ok(());
+        }
+        let (name, members) = (self.index_key(key), grant_ids.to_vec());
+        let _: i64 =
+            self.run(async move |mut c| ::redis::cmd("ZREM").arg(&name).arg(members).query_async(&mut c).await).await?;
+        Ok(())
+    }
+}
