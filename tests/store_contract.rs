@@ -81,6 +81,7 @@ contract!(
     a_revoked_grant_keeps_its_first_tombstone_and_loses_its_upstream_tokens,
     grant_use_is_recorded_only_for_grants_that_exist,
     audit_events_are_read_newest_first_in_pages,
+    listings_page_newest_first_through_ties_and_drop_what_is_removed,
     store_answers_ping,
     locks_are_exclusive_owned_and_expire,
     grant_upstream_tokens_are_replaced_in_place,
@@ -484,6 +485,35 @@ async fn audit_events_are_read_newest_first_in_pages(s: Subject) {
     }
     let expected: Vec<String> = events.iter().rev().cloned().collect();
     assert_eq!(seen, expected, "every event once, newest first");
+}
+
+async fn listings_page_newest_first_through_ties_and_drop_what_is_removed(s: Subject) {
+    let keys = [IndexKey::All, IndexKey::Client("c 1/{x}".into())];
+    // Five grants a second: pages of three end inside seconds.
+    for i in 0..20 {
+        s.store.index_grant(&format!("g{i:02}"), 1_000 + i / 5, &keys, TTL).await.unwrap();
+    }
+    s.store.index_grant("other", 5_000, &[IndexKey::All], TTL).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<IndexPosition> = None;
+    loop {
+        let page = s.store.indexed(&keys[1], after.as_ref(), 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        seen.extend(page.into_iter().map(|(_, id)| id));
+    }
+    let expected: Vec<String> = (0..20).rev().map(|i| format!("g{i:02}")).collect();
+    assert_eq!(seen, expected, "newest first, ties by id descending, each once");
+    assert_eq!(s.store.index_len(&keys[1]).await.unwrap(), 20);
+    assert_eq!(s.store.index_len(&IndexKey::All).await.unwrap(), 21);
+    assert_eq!(s.store.indexed(&IndexKey::All, None, 1).await.unwrap(), [(5_000, "other".to_owned())]);
+    s.store.unindex(&keys[1], &["g19".into(), "g00".into(), "nope".into()]).await.unwrap();
+    let left = s.store.indexed(&keys[1], None, 100).await.unwrap();
+    assert_eq!((left.len(), left[0].1.as_str(), left[17].1.as_str()), (18, "g18", "g01"));
+    assert_eq!(s.store.index_len(&IndexKey::Resource("none".into())).await.unwrap(), 0);
+    s.store.keep_indexes(&keys, TTL).await.unwrap();
 }
 
 async fn store_answers_ping(s: Subject) {

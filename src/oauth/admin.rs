@@ -486,6 +486,38 @@ pub async fn revoke_matching(
     Ok(BulkReport { dry_run, matched: ids.len(), grants: report.revoked, upstream: Some(report.upstream.result) })
 }
 
+/// Puts every stored grant in its listings (`tether store reindex`): grants written before
+/// the listings existed become listable and revocable in bulk. Walks the keyspace with a
+/// cursor (safe while serving, on Cluster too). Returns (grants listed, grants gone when read).
+pub async fn reindex(
+    grants: &dyn GrantStore,
+    index: &dyn GrantIndex,
+    ttl: std::time::Duration,
+) -> Result<(u64, u64), crate::store::StoreError> {
+    let (mut listed, mut gone) = (0, 0);
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = 0;
+    loop {
+        let (next, ids) = grants.scan_grants(cursor).await?;
+        for id in ids {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            match grants.grant(&id).await? {
+                Some(grant) => {
+                    index.index_grant(&id, grant.info.created_at, &IndexKey::of(&grant.info), ttl).await?;
+                    listed += 1;
+                }
+                None => gone += 1,
+            }
+        }
+        if next == 0 {
+            return Ok((listed, gone));
+        }
+        cursor = next;
+    }
+}
+
 /// Audit events, newest first, that match a query.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {

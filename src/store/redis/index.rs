@@ -15,6 +15,19 @@ use crate::store::{GrantIndex, IndexKey, IndexPosition, StoreResult};
 const TIES: usize = 32;
 
 impl RedisStore {
+    /// Runs one pipeline per listing, all at once: each listing is its own slot on Cluster,
+    /// where one pipeline cannot span slots.
+    async fn each(&self, pipes: Vec<::redis::Pipeline>) -> StoreResult<()> {
+        self.run(async move |c| {
+            let runs = pipes.iter().map(|pipe| {
+                let mut c = c.clone();
+                async move { pipe.query_async::<()>(&mut c).await }
+            });
+            futures_util::future::join_all(runs).await.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+        })
+        .await
+    }
+
     fn index_key(&self, key: &IndexKey) -> String {
         match key.parts() {
             ("all", _) => format!("{}:{SCHEMA}:idx:{{all}}", self.prefix),
@@ -32,31 +45,25 @@ impl GrantIndex for RedisStore {
         keys: &[IndexKey],
         ttl: Duration,
     ) -> StoreResult<()> {
-        let names: Vec<String> = keys.iter().map(|k| self.index_key(k)).collect();
-        let member = grant_id.to_owned();
-        self.run(async move |mut c| {
+        let pipes = keys.iter().map(|key| {
+            let name = self.index_key(key);
             let mut pipe = ::redis::pipe();
-            for name in &names {
-                pipe.cmd("ZADD").arg(name).arg(created_at).arg(&member).ignore();
-                pipe.cmd("PEXPIRE").arg(name).arg(millis(ttl)).arg("GT").ignore();
-                // A new key has no expiry for GT to compare with.
-                pipe.cmd("PEXPIRE").arg(name).arg(millis(ttl)).arg("NX").ignore();
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+            pipe.cmd("ZADD").arg(&name).arg(created_at).arg(grant_id).ignore();
+            pipe.cmd("PEXPIRE").arg(&name).arg(millis(ttl)).arg("GT").ignore();
+            // A new key has no expiry for GT to compare with.
+            pipe.cmd("PEXPIRE").arg(&name).arg(millis(ttl)).arg("NX").ignore();
+            pipe
+        });
+        self.each(pipes.collect()).await
     }
 
     async fn keep_indexes(&self, keys: &[IndexKey], ttl: Duration) -> StoreResult<()> {
-        let names: Vec<String> = keys.iter().map(|k| self.index_key(k)).collect();
-        self.run(async move |mut c| {
+        let pipes = keys.iter().map(|key| {
             let mut pipe = ::redis::pipe();
-            for name in &names {
-                pipe.cmd("PEXPIRE").arg(name).arg(millis(ttl)).arg("GT").ignore();
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+            pipe.cmd("PEXPIRE").arg(self.index_key(key)).arg(millis(ttl)).arg("GT").ignore();
+            pipe
+        });
+        self.each(pipes.collect()).await
     }
 
     async fn indexed(

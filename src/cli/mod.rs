@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `keys generate|rotate|reseal`.
+//! The command line: `serve`, `check-config`, `keys generate|rotate|reseal`, `store reindex`,
+//! `admin ...` (the admin API's client).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ use crate::settings::{self, Built, Profile};
 use crate::startup::Application;
 use crate::store::RedisStore;
 use crate::telemetry;
+
+mod admin;
 
 #[derive(Debug, Parser)]
 #[command(name = "tether", version, about = "OAuth 2.1 delegation broker for MCP servers")]
@@ -38,6 +41,13 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The admin API: list and revoke grants, show users, tail the audit trail.
+    Admin(admin::AdminArgs),
+    /// Store maintenance.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
     },
     /// Exit 0 when `url` answers 200 within 2 s (container health checks: the image has no curl).
     Healthcheck {
@@ -75,6 +85,13 @@ pub enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Lists every stored grant in the admin API's listings (grants written by versions
+    /// before the listings existed). Safe while Tether serves; run it once after upgrading.
+    Reindex,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KindArg {
     Signing,
@@ -99,6 +116,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rotate_keys(cli.config.as_deref(), kind, step, key.as_deref(), value_only, clock.now())
         }
         Command::Keys { command: KeysCommand::Reseal { dry_run } } => reseal(cli.config, dry_run, clock.now()).await,
+        Command::Admin(args) => admin::run(args).await,
+        Command::Store { command: StoreCommand::Reindex } => reindex(cli.config, clock.now()).await,
         Command::Healthcheck { url } => {
             let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
             Ok(match client.get(&url).send().await {
@@ -260,6 +279,35 @@ fn rotate_keys(
         ),
     };
     eprintln!("# {next}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Redis store the configuration names, or why there is none to work on.
+fn redis_store(config: Option<PathBuf>, now: i64, command: &str) -> Result<(RedisStore, Built), ExitCode> {
+    let (built, _) = load(config, now).map_err(|message| {
+        eprint!("{message}");
+        ExitCode::from(2)
+    })?;
+    let StoreChoice::Redis { target, prefix, timeout } = &built.store else {
+        eprintln!("tether {command}: the memory store lives inside the server process; nothing to do from outside it.");
+        return Err(ExitCode::from(2));
+    };
+    let store = RedisStore::connect(target, prefix, *timeout).map_err(|e| {
+        eprintln!("tether {command}: {e}");
+        ExitCode::FAILURE
+    })?;
+    Ok((store, built))
+}
+
+#[allow(clippy::print_stdout)] // the report is the command's output
+async fn reindex(config: Option<PathBuf>, now: i64) -> anyhow::Result<ExitCode> {
+    let (store, built) = match redis_store(config, now, "store reindex") {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
+    };
+    let ttl = built.lifetimes.refresh_token + built.lifetimes.tombstone;
+    let report = crate::oauth::admin::reindex(&store, &store, ttl).await?;
+    println!("{} grants listed ({} were gone by the time they were read)", report.0, report.1);
     Ok(ExitCode::SUCCESS)
 }
 
