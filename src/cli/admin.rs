@@ -258,7 +258,10 @@ async fn command(api: &Api, args: &AdminArgs) -> Result<(), String> {
             events.reverse();
             let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
             show_events(json, &events, &mut seen);
-            while *follow {
+            if !*follow {
+                return Ok(());
+            }
+            loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let since = events.last().and_then(|e| e["time"].as_str()).map_or(0, seconds_of);
                 let mut next = query.clone();
