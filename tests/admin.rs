@@ -403,3 +403,42 @@ async fn grants_stored_before_listings_are_listed_after_a_reindex() {
     assert!(out.starts_with("1 grants listed"), "{out}");
     assert_eq!(admin.walk("client_id=old-client").await, ["oldgrant"]);
 }
+
+#[tokio::test]
+async fn the_committed_openapi_description_names_exactly_the_routes_served() {
+    let doc: Value = serde_json::from_str(include_str!("../docs/admin-openapi.json")).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut described = BTreeSet::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let scope = operation["x-required-scope"].as_str().unwrap().to_owned();
+            assert_eq!(operation["security"][0]["adminToken"][0], scope, "{method} {path}");
+            described.insert((method.to_uppercase(), path.clone(), scope));
+        }
+    }
+    let served: BTreeSet<(String, String, String)> = tether::http::admin::ROUTES
+        .iter()
+        .map(|(m, p, s)| ((*m).to_owned(), (*p).to_owned(), (*s).to_owned()))
+        .collect();
+    assert_eq!(described, served, "docs/admin-openapi.json and http::admin::ROUTES differ");
+    // Every reference resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"").skip(1).map(|r| r.split('"').next().unwrap()) {
+        let pointer = reference.trim_start_matches('#');
+        assert!(doc.pointer(pointer).is_some(), "{reference} does not resolve");
+    }
+    // And the router serves each of them (anything else is the admin listener's 404).
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(Backend::Memory, admin_options(dir.path())).await;
+    let admin = Admin::of(&app);
+    for (method, path, _) in &served {
+        let path = path.replace("{id}", "dev:1").replace("{user}", "dev:1");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let body = (method == reqwest::Method::POST).then(|| json!({"filter": {"client_id": "x"}, "dry_run": true}));
+        let response = admin.call(method.clone(), &path, Some(OPS), body).await;
+        let answer: Value = response.json().await.unwrap();
+        assert_ne!(answer["error_description"], "no such admin route", "{method} {path} is not served");
+    }
+    let unknown = admin.call(reqwest::Method::GET, "/admin/v1/nothing", Some(OPS), None).await;
+    expect_error(unknown, 404, "not_found", "an unknown admin route").await;
+}
