@@ -31,6 +31,8 @@ const WEBHOOKS_IN_FLIGHT: usize = 64;
 /// Where events go and for how long they are kept.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
+    /// Off: nothing is recorded anywhere (for measuring what auditing costs; keep it on).
+    pub enabled: bool,
     /// Events older than this leave the stream.
     pub retention: Duration,
     /// Credential releases and grant use are coalesced per grant and resource over this.
@@ -41,7 +43,12 @@ pub struct AuditSettings {
 
 impl Default for AuditSettings {
     fn default() -> Self {
-        Self { retention: Duration::from_secs(30 * 86_400), release_interval: Duration::from_secs(60), webhook: None }
+        Self {
+            enabled: true,
+            retention: Duration::from_secs(30 * 86_400),
+            release_interval: Duration::from_secs(60),
+            webhook: None,
+        }
     }
 }
 
@@ -62,6 +69,7 @@ enum Job {
 
 /// The audit trail's front: cheap to call on any request.
 pub struct Auditor {
+    enabled: bool,
     source: String,
     queue: mpsc::Sender<Job>,
     usage: Arc<Usage>,
@@ -89,7 +97,13 @@ impl Auditor {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let interval = i64::try_from(settings.release_interval.as_secs()).unwrap_or(60);
         let usage = Arc::new(Usage::new(interval));
-        let auditor = Self { source: source.to_owned(), queue, usage: usage.clone(), metrics: metrics.clone() };
+        let auditor = Self {
+            enabled: settings.enabled,
+            source: source.to_owned(),
+            queue,
+            usage: usage.clone(),
+            metrics: metrics.clone(),
+        };
         let webhooks = Arc::new(tokio::sync::Semaphore::new(WEBHOOKS_IN_FLIGHT));
         let worker = Worker { settings, sinks, metrics, usage, source: source.to_owned(), webhooks };
         crate::home::Home::here().spawn(worker.run(jobs));
@@ -98,6 +112,9 @@ impl Auditor {
 
     /// Records `event`: logged now, streamed and sent soon.
     pub fn emit(&self, event: Event) {
+        if !self.enabled {
+            return;
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let json = event.envelope(&id, &self.source).to_string();
         tracing::info!(target: "tether::audit", event_type = event.kind.name(), cloudevent = %json, "audit");
@@ -114,6 +131,9 @@ impl Auditor {
         now: UnixTime,
         describe: impl FnOnce() -> Released,
     ) {
+        if !self.enabled {
+            return;
+        }
         let (Release::First, Some(released)) = self.usage.release(grant_id, resource, now, describe) else { return };
         self.emit(release_event(&released, now).count(1).origin(origin));
         let (grant_id, by) = (released.grant_id.clone(), released.resource.clone());

@@ -14,6 +14,7 @@ use crate::audit::{AuditSettings, EventType};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    pub enabled: bool,
     pub retention_days: u64,
     pub release_interval_secs: u64,
     pub webhook: String,
@@ -25,6 +26,10 @@ pub struct AuditConfig {
 }
 
 pub(super) fn audit(config: &AuditConfig, production: bool, errors: &mut ConfigErrors) -> AuditSettings {
+    if production && !config.enabled {
+        errors
+            .push("audit.enabled", "the production profile keeps the audit trail on (turn it off only to measure it)");
+    }
     if !(1..=3650).contains(&config.retention_days) {
         errors.push("audit.retention_days", "must be between 1 and 3650");
     }
@@ -74,6 +79,7 @@ pub(super) fn audit(config: &AuditConfig, production: bool, errors: &mut ConfigE
         }
     };
     AuditSettings {
+        enabled: config.enabled,
         retention: Duration::from_secs(config.retention_days.saturating_mul(86_400)),
         release_interval: Duration::from_secs(config.release_interval_secs),
         webhook,
