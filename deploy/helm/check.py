@@ -77,6 +77,10 @@ BROKEN = [
     ("memory limit without a unit", {"resources": {"limits": {"memory": "lots"}}}, "memory"),
     ("unknown top-level value", {"replicas": 3}, "replicas"),
     ("an image digest that is not sha256", {"image": {"digest": "latest"}}, "digest"),
+    ("the admin API on without a token", {"admin": {"enabled": True}}, "admin.tokens"),
+    ("an admin token without its value", {"admin": {"enabled": True, "tokens": {"ops": {"scopes": ["grants:read"]}}}}, "secrets.adminTokens.ops"),
+    ("an admin token with an unknown scope", {"admin": {"tokens": {"ops": {"scopes": ["root"]}}}}, "scopes"),
+    ("the admin API on the metrics port", {"admin": {"enabled": True, "port": 9090, "tokens": {"ops": {"scopes": ["grants:read"]}}}, "secrets": {"adminTokens": {"ops": "x" * 32}}}, "admin.port"),
 ]
 
 # Documents a strict parser must refuse: if one of them parses, the strict check itself broke.
@@ -234,7 +238,7 @@ def check_config(docs: list[dict], tether: str) -> list[str]:
             if not pathlib.Path(path).exists():
                 if not path.startswith(str(secrets)):
                     return [f"the configuration names {path}, which no volume mounts"]
-                pathlib.Path(path).write_text("placeholder-secret-value")
+                pathlib.Path(path).write_text("placeholder-secret-value-0123456789abcdef")
         config_path = pathlib.Path(tmp, "tether.json")
         config_path.write_text(json.dumps(config))
         done = subprocess.run([tether, "--config", str(config_path), "check-config"], capture_output=True, text=True)

@@ -101,7 +101,7 @@ Call with (dict "root" $ "extra" .Values.podLabels).
 Refusals with a readable message, for what the schema cannot express.
 */}}
 {{- define "tether.validate" -}}
-{{- range $key := list "profile" "issuer" "store" "keys" "providers" "resources" "clients" "metrics" }}
+{{- range $key := list "profile" "issuer" "store" "keys" "providers" "resources" "clients" "metrics" "admin" }}
 {{- if hasKey $.Values.config $key }}
 {{- fail (printf "config.%s: set by the chart (issuer, redis.*, secrets.*, providers, mcpServers, clients, metrics.port); remove it from config" $key) }}
 {{- end }}
@@ -143,6 +143,11 @@ Refusals with a readable message, for what the schema cannot express.
 {{- fail (printf "secrets.mcpServers.%s: the MCP server's introspection secret is required" $id) }}
 {{- end }}
 {{- end }}
+{{- range $id, $t := .Values.admin.tokens }}
+{{- if not (hasKey $.Values.secrets.adminTokens $id) }}
+{{- fail (printf "secrets.adminTokens.%s: the admin token's value is required (at least 32 characters)" $id) }}
+{{- end }}
+{{- end }}
 {{- range $id, $c := .Values.clients }}
 {{- if and (ne (default "client_secret_basic" $c.token_endpoint_auth_method) "none") (not (hasKey $.Values.secrets.clients $id)) }}
 {{- fail (printf "secrets.clients.%s: the client's secret is required (or set clients.%s.token_endpoint_auth_method=none)" $id $id) }}
@@ -156,6 +161,12 @@ Refusals with a readable message, for what the schema cannot express.
 {{- end }}
 {{- if and .Values.ingress.enabled (ne .Values.ingress.host (trimPrefix "https://" .Values.issuer)) }}
 {{- fail (printf "ingress.host: %q must be the issuer's host (%s)" .Values.ingress.host (trimPrefix "https://" .Values.issuer)) }}
+{{- end }}
+{{- if and .Values.admin.enabled (not .Values.admin.tokens) }}
+{{- fail "admin.tokens: the admin API is enabled but no token may call it (no token, no access)" }}
+{{- end }}
+{{- if and .Values.admin.enabled (or (eq (int .Values.admin.port) 8080) (eq (int .Values.admin.port) (int .Values.metrics.port))) }}
+{{- fail "admin.port: must differ from the HTTP port (8080) and metrics.port" }}
 {{- end }}
 {{- if ge (add (int .Values.shutdownTimeoutSeconds) (int .Values.shutdownDelaySeconds)) (int .Values.terminationGracePeriodSeconds) }}
 {{- fail "shutdownDelaySeconds + shutdownTimeoutSeconds: must be shorter than terminationGracePeriodSeconds, or Kubernetes kills Tether mid-request" }}
@@ -215,5 +226,12 @@ Tether's configuration file (JSON), from .Values.config and the chart's own wiri
 {{- $_ := set $clients $id $c -}}
 {{- end }}
 {{- $_ := set $cfg "clients" $clients -}}
+{{- if .Values.admin.enabled }}
+{{- $tokens := dict -}}
+{{- range $id, $t := .Values.admin.tokens }}
+{{- $_ := set $tokens $id (dict "scopes" $t.scopes "token_file" (printf "%s/admin-%s-token" $secretDir $id)) -}}
+{{- end }}
+{{- $_ := set $cfg "admin" (dict "bind" (printf "0.0.0.0:%d" (int .Values.admin.port)) "tokens" $tokens) -}}
+{{- end }}
 {{- toPrettyJson $cfg }}
 {{- end }}
