@@ -271,3 +271,42 @@ async fn the_webhook_gets_the_chosen_types_signed() {
     kinds.sort();
     assert_eq!(kinds, ["dev.tether.grant.issued", "dev.tether.grant.revoked"], "only the chosen types");
 }
+
+#[tokio::test]
+async fn deleting_a_client_revokes_every_grant_it_holds() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let response = app
+        .register(&serde_json::json!({
+            "client_name": "Leaving", "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"]
+        }))
+        .await;
+    let registration: Value = response.json().await.unwrap();
+    let client = TestClient {
+        client_id: registration["client_id"].as_str().unwrap().to_owned(),
+        client_secret: None,
+        redirect_uri: CLIENT_REDIRECT.to_owned(),
+    };
+    let first = app.tokens_for(&client, "fay").await;
+    let second = app.tokens_for(&client, "gus").await;
+    let other = app.register_client("none").await;
+    let kept = app.tokens_for(&other, "fay").await;
+
+    let uri = registration["registration_client_uri"].as_str().unwrap();
+    let token = registration["registration_access_token"].as_str().unwrap();
+    assert_eq!(app.api.delete(uri).bearer_auth(token).send().await.unwrap().status(), 204);
+    // RFC 7592 §2.3: every grant and active token of the client ends at once.
+    for tokens in [&first, &second] {
+        assert_eq!(app.introspect(tokens["access_token"].as_str().unwrap()).await["active"], false);
+    }
+    assert_eq!(app.introspect(kept["access_token"].as_str().unwrap()).await["active"], true, "another client's grant");
+    let events = events_until(&app, |events| {
+        has(events, "client.deleted") && types(events).iter().filter(|t| *t == "grant.revoked").count() == 2
+    })
+    .await;
+    let revoked: Vec<&Value> = events.iter().filter(|e| e["type"] == "dev.tether.grant.revoked").collect();
+    for event in revoked {
+        assert_eq!(event["data"]["reason"], "client_deleted");
+        assert_eq!(event["data"]["actor"], serde_json::json!({"type": "client", "id": client.client_id}));
+    }
+}

@@ -25,6 +25,10 @@ const CODE_SECS: i64 = 10;
 const AUTHORIZATION_SECS: i64 = 60;
 /// Sliding lifetime of grants, browsers and refresh families (the default, 30 days).
 const REFRESH_SECS: i64 = 2_592_000;
+/// How long a revoked grant's tombstone is kept (the default, 30 days).
+const TOMBSTONE_SECS: i64 = 2_592_000;
+/// How long audit events are kept (the default, 30 days).
+const AUDIT_SECS: i64 = 2_592_000;
 /// How long a dynamic client that obtained tokens is kept (the default, 90 days).
 const CLIENT_SECS: i64 = 7_776_000;
 
@@ -54,6 +58,8 @@ struct Snapshot {
     /// Every key with its time to live (ms; -1 none) and `MEMORY USAGE`.
     keys: BTreeMap<String, (i64, u64)>,
     used_memory: u64,
+    /// Events in the audit trail.
+    stream_len: u64,
     rss_kib: Vec<u64>,
 }
 
@@ -85,7 +91,8 @@ impl Snapshot {
         }
         let info: String = ::redis::cmd("INFO").arg("memory").query_async(redis).await.unwrap();
         let used_memory = info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
-        Self { keys, used_memory, rss_kib: replicas.replicas.iter().map(|r| r.rss_kib()).collect() }
+        let stream_len: u64 = ::redis::cmd("XLEN").arg("test:v1:audit").query_async(redis).await.unwrap();
+        Self { keys, used_memory, stream_len, rss_kib: replicas.replicas.iter().map(|r| r.rss_kib()).collect() }
     }
 
     fn count(&self) -> BTreeMap<String, usize> {
@@ -203,16 +210,34 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
     for key in &new {
         *new_kinds.entry(kind(key)).or_default() += 1;
     }
-    let per_login = ["test:v1:grant:{}", "test:v1:browser:{}", "test:v1:code:{}:used", "test:v1:next:{}"];
+    // A new user also brings their own listings (by user and by upstream account).
+    let per_login = [
+        "test:v1:grant:{}",
+        "test:v1:browser:{}",
+        "test:v1:code:{}:used",
+        "test:v1:next:{}",
+        "test:v1:idx:user:{}",
+        "test:v1:idx:account:{}",
+    ];
     for (k, count) in &new_kinds {
         assert!(per_login.contains(&k.as_str()), "{count} new keys of kind {k} ({GRANTS} grants, {logins} logins)");
         assert!(*count <= logins, "{count} new keys of kind {k} for {logins} logins");
     }
     assert!(!after.count().keys().any(|k| k.contains(":refresh:")), "a record per refresh token: {:?}", after.count());
 
-    // Redis's memory grew by the new keys, not by anything else.
+    // The audit trail grew by the logins' events, not by the refreshes': routine refreshes and
+    // credential releases are one event per grant and interval.
+    let events = |s: &Snapshot| s.stream_len;
+    let added = events(&after) - events(&before);
+    assert!(added <= 10 * logins as u64, "{added} audit events for {logins} logins and {} refreshes", GRANTS * n);
+
+    // Redis's memory grew by the new keys and the trail's new events, not by anything else.
     let new_bytes: u64 = new.iter().map(|k| after.keys[*k].1).sum();
-    let growth = after.used_memory.saturating_sub(before.used_memory);
+    let trail = |s: &Snapshot| s.keys.get("test:v1:audit").map_or(0, |(_, size)| *size);
+    let growth = after
+        .used_memory
+        .saturating_sub(before.used_memory)
+        .saturating_sub(trail(&after).saturating_sub(trail(&before)));
     let allowance = new_bytes + 128 * new.len() as u64 + 256 * 1024;
     assert!(growth <= allowance, "Redis grew {growth} bytes; the {} new keys account for {new_bytes}", new.len());
 
@@ -230,6 +255,9 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
             "test:v1:code:{}:used" | "test:v1:pending:{}" | "test:v1:consent:{}" => AUTHORIZATION_SECS,
             "test:v1:lock:{}" => 30,
             "test:v1:grant:{}" | "test:v1:browser:{}" => REFRESH_SECS,
+            // Listings outlive their newest grant by a tombstone's life.
+            listing if listing.starts_with("test:v1:idx:") => REFRESH_SECS + TOMBSTONE_SECS,
+            "test:v1:audit" => AUDIT_SECS,
             // Dynamic clients in use, and the index of live ones that expires with the last.
             "test:v1:client:{}" => CLIENT_SECS,
             "test:v1:{}:live" => CLIENT_SECS + 1,

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::store::{AuditStore, GrantStore};
 use crate::webhook::{Sender, Webhook};
 
-use super::usage::{Release, Released, Usage};
+use super::usage::{Released, Usage};
 use super::{Actor, ActorKind, Event, EventType, Origin, Outcome};
 
 /// How much the queue holds before events are dropped.
@@ -35,6 +35,8 @@ pub struct AuditSettings {
     pub enabled: bool,
     /// Events older than this leave the stream.
     pub retention: Duration,
+    /// The stream keeps at most about this many events, whatever their age.
+    pub max_events: u64,
     /// Credential releases and grant use are coalesced per grant and resource over this.
     pub release_interval: Duration,
     /// The signed webhook and the types it receives (empty: all).
@@ -46,7 +48,8 @@ impl Default for AuditSettings {
         Self {
             enabled: true,
             retention: Duration::from_secs(30 * 86_400),
-            release_interval: Duration::from_secs(60),
+            max_events: 1_000_000,
+            release_interval: Duration::from_secs(3600),
             webhook: None,
         }
     }
@@ -134,10 +137,22 @@ impl Auditor {
         if !self.enabled {
             return;
         }
-        let (Release::First, Some(released)) = self.usage.release(grant_id, resource, now, describe) else { return };
-        self.emit(release_event(&released, now).count(1).origin(origin));
-        let (grant_id, by) = (released.grant_id.clone(), released.resource.clone());
-        self.enqueue(Job::Use { grant_id, by, at: Some(now), count: 1 });
+        let first =
+            self.usage.count(grant_id, resource, now, || release_event(&describe(), now).count(1).origin(origin));
+        let Some(event) = first else { return };
+        self.emit(event);
+        self.enqueue(Job::Use { grant_id: grant_id.to_owned(), by: resource.to_owned(), at: Some(now), count: 1 });
+    }
+
+    /// Records `event` for `grant_id` on `channel` (a refresh token's use, say): the first of
+    /// the interval at once, the rest as one summary when it ends.
+    pub fn coalesced(&self, grant_id: &str, channel: &str, now: UnixTime, describe: impl FnOnce() -> Event) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(event) = self.usage.count(grant_id, channel, now, || describe().count(1)) {
+            self.emit(event);
+        }
     }
 
     fn enqueue(&self, job: Job) {
@@ -217,7 +232,8 @@ impl Worker {
             return;
         }
         let texts: Vec<String> = events.iter().map(|(_, json)| json.clone()).collect();
-        if let Err(e) = self.sinks.events.append_events(&texts, self.settings.retention).await {
+        let kept = crate::store::Retention { age: self.settings.retention, count: self.settings.max_events };
+        if let Err(e) = self.sinks.events.append_events(&texts, kept).await {
             for _ in &texts {
                 self.metrics.audit_dropped("stream");
             }
@@ -243,16 +259,22 @@ impl Worker {
     async fn summarise(&self, everything: bool) {
         let now = self.sinks.clock.now();
         for summary in self.usage.ended(now, everything) {
-            let event = release_event(&summary.released, summary.until)
+            let mut event = summary.event;
+            event.at_ms = summary.until.saturating_mul(1000);
+            event.data.request = Origin::default();
+            let event = event
                 .count(summary.more)
                 .detail("from", super::rfc3339(summary.from.saturating_mul(1000)))
                 .detail("until", super::rfc3339(summary.until.saturating_mul(1000)));
             let id = uuid::Uuid::new_v4().to_string();
             let json = event.envelope(&id, &self.source).to_string();
             tracing::info!(target: "tether::audit", event_type = event.kind.name(), cloudevent = %json, "audit");
-            let (grant_id, by) = (summary.released.grant_id.clone(), summary.released.resource.clone());
-            let batch =
-                vec![Job::Event { kind: event.kind, json }, Job::Use { grant_id, by, at: None, count: summary.more }];
+            let mut batch = vec![Job::Event { kind: event.kind, json }];
+            if event.kind == EventType::CredentialReleased
+                && let (Some(grant_id), Some(by)) = (event.data.grant_id.clone(), event.data.resource.clone())
+            {
+                batch.push(Job::Use { grant_id, by, at: None, count: summary.more });
+            }
             self.deliver(batch).await;
         }
     }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 use crate::oauth::admin::{self, BulkRevoke, EventQuery, GrantFilter, State};
+use crate::oauth::revocation::Trigger;
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::settings::admin::AdminToken;
 
@@ -206,7 +207,8 @@ pub async fn revoke_matching(
 ) -> Result<HttpResponse, ApiError> {
     let admin_id = authorize(&req, &state)?;
     let origin = super::origin(&req, &state);
-    let report = admin::revoke_matching(state.broker.admin(), &body, &admin_id, &origin, state.clock.now()).await?;
+    let trigger = Trigger::Admin { token: admin_id };
+    let report = admin::revoke_matching(state.broker.admin(), &body, &trigger, &origin, state.clock.now()).await?;
     Ok(ok(&report))
 }
 
@@ -240,7 +242,8 @@ pub async fn disconnect(
         upstream: query.upstream.unwrap_or(true),
         ..BulkRevoke::default()
     };
-    let report = admin::revoke_matching(state.broker.admin(), &request, &admin_id, &origin, state.clock.now()).await?;
+    let trigger = Trigger::Admin { token: admin_id };
+    let report = admin::revoke_matching(state.broker.admin(), &request, &trigger, &origin, state.clock.now()).await?;
     Ok(ok(&report))
 }
 

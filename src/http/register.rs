@@ -3,7 +3,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
+use crate::oauth::admin::{self, BulkRevoke, GrantFilter};
 use crate::oauth::registration::{self, RegistrationRequest};
+use crate::oauth::revocation::Trigger;
 
 use super::error::{ApiError, no_store};
 use super::{AppState, authorization_header};
@@ -86,11 +88,22 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     registration::deregister(state.broker.store.as_ref(), &path, bearer(&req).as_deref()).await?;
     let now = state.clock.now();
+    let origin = super::origin(&req, &state);
     state.broker.audit.emit(
         Event::new(EventType::ClientDeleted, Actor::new(ActorKind::Client, path.as_str()), Outcome::Success, now)
             .client(path.as_str())
-            .origin(&super::origin(&req, &state)),
+            .origin(&origin),
     );
+    // RFC 7592 §2.3: "the authorization server SHOULD immediately invalidate all existing
+    // authorization grants and currently-active tokens associated with this client".
+    let every = BulkRevoke {
+        filter: GrantFilter { client_id: Some(path.clone()), ..GrantFilter::default() },
+        upstream: true,
+        ..BulkRevoke::default()
+    };
+    let trigger = Trigger::ClientDeleted { client_id: path.clone() };
+    let report = admin::revoke_matching(state.broker.admin(), &every, &trigger, &origin, now).await?;
+    tracing::info!(client_id = %path, grants = report.matched, "the deleted client's grants were revoked");
     let mut gone = HttpResponse::NoContent();
     no_store(&mut gone);
     Ok(gone.finish())

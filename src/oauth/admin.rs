@@ -445,7 +445,7 @@ fn yes() -> bool {
 pub async fn revoke_matching(
     ctx: AdminContext<'_>,
     request: &BulkRevoke,
-    admin: &str,
+    trigger: &Trigger,
     origin: &Origin,
     now: UnixTime,
 ) -> Result<BulkReport, OAuthError> {
@@ -481,8 +481,7 @@ pub async fn revoke_matching(
     if dry_run {
         return Ok(BulkReport { dry_run, matched: ids.len(), grants: ids, upstream: None });
     }
-    let trigger = Trigger::Admin { token: admin.to_owned() };
-    let report = revocation::end(ctx.revoker, &ids, &trigger, upstream, origin, now).await?;
+    let report = revocation::end(ctx.revoker, &ids, trigger, upstream, origin, now).await?;
     Ok(BulkReport { dry_run, matched: ids.len(), grants: report.revoked, upstream: Some(report.upstream.result) })
 }
 

@@ -16,6 +16,7 @@ use crate::audit::{AuditSettings, EventType};
 pub struct AuditConfig {
     pub enabled: bool,
     pub retention_days: u64,
+    pub max_events: u64,
     pub release_interval_secs: u64,
     pub webhook: String,
     #[serde(default)]
@@ -33,8 +34,11 @@ pub(super) fn audit(config: &AuditConfig, production: bool, errors: &mut ConfigE
     if !(1..=3650).contains(&config.retention_days) {
         errors.push("audit.retention_days", "must be between 1 and 3650");
     }
-    if !(1..=3600).contains(&config.release_interval_secs) {
-        errors.push("audit.release_interval_secs", "must be between 1 and 3600");
+    if !(1..=86_400).contains(&config.release_interval_secs) {
+        errors.push("audit.release_interval_secs", "must be between 1 and 86400");
+    }
+    if !(1_000..=1_000_000_000).contains(&config.max_events) {
+        errors.push("audit.max_events", "must be between 1000 and 1000000000");
     }
     let secret =
         resolve(config.webhook_secret.as_ref(), config.webhook_secret_file.as_deref(), "audit.webhook_secret", errors);
@@ -81,6 +85,7 @@ pub(super) fn audit(config: &AuditConfig, production: bool, errors: &mut ConfigE
     AuditSettings {
         enabled: config.enabled,
         retention: Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+        max_events: config.max_events,
         release_interval: Duration::from_secs(config.release_interval_secs),
         webhook,
     }

@@ -587,16 +587,17 @@ const MEMORY_EVENTS: usize = 100_000;
 
 #[async_trait]
 impl AuditStore for MemoryStore {
-    async fn append_events(&self, events: &[String], retention: Duration) -> StoreResult<()> {
+    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<()> {
         let now_ms = self.now().saturating_mul(1000);
-        let oldest = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let oldest = now_ms.saturating_sub(i64::try_from(kept.age.as_millis()).unwrap_or(i64::MAX));
+        let cap = usize::try_from(kept.count).unwrap_or(usize::MAX).min(MEMORY_EVENTS);
         let mut trail = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for json in events {
             trail.1 += 1;
             let id = (now_ms, trail.1);
             trail.0.push_back((id, json.clone()));
         }
-        while trail.0.front().is_some_and(|((at, _), _)| *at < oldest) || trail.0.len() > MEMORY_EVENTS {
+        while trail.0.front().is_some_and(|((at, _), _)| *at < oldest) || trail.0.len() > cap {
             trail.0.pop_front();
         }
         Ok(())

@@ -351,11 +351,20 @@ pub struct StoredEvent {
     pub json: String,
 }
 
-/// The audit trail (Redis: a stream trimmed by age).
+/// How long, and how many, audit events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub age: Duration,
+    /// At most about this many (the oldest leave first).
+    pub count: u64,
+}
+
+/// The audit trail (Redis: a stream trimmed by age and length).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends events (CloudEvents JSON) in order; events older than `retention` leave.
-    async fn append_events(&self, events: &[String], retention: Duration) -> StoreResult<()>;
+    /// Appends events (CloudEvents JSON) in order; events older than `kept.age`, and the
+    /// oldest beyond `kept.count`, leave.
+    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<()>;
     /// Up to `limit` events, newest first, older than the cursor `before` (`None`: from the
     /// newest).
     async fn events(&self, before: Option<&str>, limit: usize) -> StoreResult<Vec<StoredEvent>>;

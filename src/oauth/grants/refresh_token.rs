@@ -174,9 +174,11 @@ impl Refresh<'_> {
         }
     }
 
+    /// Refreshes are routine (every few minutes per client): the first of an interval is an
+    /// event, the rest of it one summary with a count (see `audit::usage`).
     fn issued(&self, grant: &GrantRecord, scope: &[String]) {
-        let event = super::token_event(grant, self.client, "refresh_token", scope, self.now);
-        self.ctx.audit.emit(event.origin(self.ctx.origin));
+        let event = || super::token_event(grant, self.client, "refresh_token", scope, self.now).origin(self.ctx.origin);
+        self.ctx.audit.coalesced(&grant.id, "refresh_token", self.now, event);
     }
 
     fn replay<'a>(&'a self, grant_id: &'a str) -> Replay<'a> {

@@ -46,8 +46,8 @@ pub async fn read(
     })
 }
 
-/// RFC 7592 §2.3: deletes the registration. Its refresh tokens stop working (the token
-/// endpoint no longer knows the client); access tokens already issued run out.
+/// RFC 7592 §2.3: deletes the registration (the caller then revokes its grants, which ends
+/// every token issued to it).
 pub async fn deregister(clients: &dyn ClientStore, client_id: &str, token: Option<&str>) -> Result<(), OAuthError> {
     authorized(clients, client_id, token).await?;
     clients.delete_client(client_id).await?;

@@ -1,14 +1,13 @@
 //! The audit trail on Redis: one stream (`audit`), appended with `XADD … MINID ~` so that
 //! entries older than the retention leave as new ones come (and the whole stream when none
-//! come for as long), read newest first with `XREVRANGE`. Stream ids (Redis's clock,
+//! come for as long), capped by length too (`XTRIM MAXLEN ~`), read newest first with
+//! `XREVRANGE`. Stream ids (Redis's clock,
 //! milliseconds and a sequence) are the cursors.
-
-use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{RedisStore, SCHEMA};
-use crate::store::{AuditStore, StoreResult, StoredEvent};
+use crate::store::{AuditStore, Retention, StoreResult, StoredEvent};
 
 impl RedisStore {
     fn audit_key(&self) -> String {
@@ -18,10 +17,10 @@ impl RedisStore {
 
 #[async_trait]
 impl AuditStore for RedisStore {
-    async fn append_events(&self, events: &[String], retention: Duration) -> StoreResult<()> {
+    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<()> {
         let key = self.audit_key();
         let events = events.to_vec();
-        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        let retention_ms = u64::try_from(kept.age.as_millis()).unwrap_or(u64::MAX);
         self.run(async move |mut c| {
             // Trim by Redis's own clock, the one its stream ids are made of.
             let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(&mut c).await?;
@@ -30,6 +29,8 @@ impl AuditStore for RedisStore {
             for event in &events {
                 pipe.cmd("XADD").arg(&key).arg("MINID").arg("~").arg(oldest).arg("*").arg("e").arg(event).ignore();
             }
+            // However busy, never more than about `count` events (MINID trims by age only).
+            pipe.cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(kept.count).ignore();
             // A trail nobody adds to leaves too, like every other key.
             pipe.cmd("PEXPIRE").arg(&key).arg(retention_ms.max(1)).ignore();
             pipe.query_async::<()>(&mut c).await
