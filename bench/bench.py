@@ -402,10 +402,16 @@ def main():
         if kind == "hash":
             raw = redis("HGETALL", key)
             layout = ", ".join(f"{raw[i].decode()} {len(raw[i + 1])}" for i in range(0, len(raw), 2))
+        elif kind == "zset":
+            layout = f"{redis('ZCARD', key)} entries"
         else:
             layout = f"{len(redis('GET', key))} bytes of value"
         print(f"grant key {key.decode().split('{')[0]}{{id}}: {redis('MEMORY', 'USAGE', key, 'SAMPLES', '0')} bytes "
               f"({kind}: {layout}; {redis('OBJECT', 'ENCODING', key)}, expires in {redis('TTL', key)} s)", file=sys.stderr)
+    # Entries in the listings every grant shares (all, client, resource, provider), per grant.
+    shared = [k for k in redis.keys() if re.search(rb":idx:(\{all\}|client:|resource:|provider:)", k)]
+    shared_entries = max(redis("ZCARD", next((k for k in shared if b"{all}" in k), shared[0])), 1) if shared else 1
+    listing_bytes_per_grant = sum(redis("MEMORY", "USAGE", k, "SAMPLES", "0") for k in shared) / shared_entries
     # What a stored grant keeps for its life; keys that expire within the hour (the used code's
     # replay marker) are left out of the per-grant figure and named in its note.
     template = [k for k in new_keys if not 0 <= redis("PTTL", k) < 3_600_000]
@@ -546,7 +552,8 @@ def main():
     row(f"Redis memory per stored grant ({COPIES:,} copies of a real grant's keys in an empty database: {kept})",
         f"{copied_bytes_per_grant:,.0f} bytes", "< 1 KB", verdict(copied_bytes_per_grant < 1024) +
         f"; {listpack_bytes_per_grant:,.0f} bytes with `hash-max-listpack-value 512` in Redis (default 64); "
-        f"left out: {transient_names or 'nothing'} ({transient_bytes} bytes, gone within the hour); "
+        f"left out: {transient_names or 'nothing'} ({transient_bytes} bytes, gone within the hour) and the grant's "
+        f"entries in the listings all grants share ({listing_bytes_per_grant:,.0f} bytes); "
         f"{real_bytes_per_grant:,.0f} bytes per login over the {GRANTS} real logins, their pending and code keys "
         "still held")
     rs = results["scale"]

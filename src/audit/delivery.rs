@@ -130,15 +130,16 @@ impl Auditor {
         &self,
         grant_id: &str,
         resource: &str,
-        origin: &Origin,
+        origin: &dyn Fn() -> Origin,
         now: UnixTime,
         describe: impl FnOnce() -> Released,
     ) {
         if !self.enabled {
             return;
         }
+        // `origin` is asked for only for the event: the hot path allocates nothing.
         let first =
-            self.usage.count(grant_id, resource, now, || release_event(&describe(), now).count(1).origin(origin));
+            self.usage.count(grant_id, resource, now, || release_event(&describe(), now).count(1).origin(&origin()));
         let Some(event) = first else { return };
         self.emit(event);
         self.enqueue(Job::Use { grant_id: grant_id.to_owned(), by: resource.to_owned(), at: Some(now), count: 1 });

@@ -364,7 +364,7 @@ pub async fn resolve(
     let Some(tokens) = refresher.vault.open(&grant) else { return Ok(None) };
     let Freshness::Fresh(tokens) = refresher.ensure_fresh(&grant, tokens, now).await? else { return Ok(None) };
     let describe = || super::introspection::released(&grant, &caller.id, &tokens.access_token);
-    refresher.audit.credential_released(&grant.id, &caller.id, origin, now, describe);
+    refresher.audit.credential_released(&grant.id, &caller.id, &|| origin.clone(), now, describe);
     Ok(Some(Resolved {
         connected: true,
         session: session.to_owned(),

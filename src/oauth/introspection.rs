@@ -142,7 +142,7 @@ pub async fn introspect(
     ctx: Introspector<'_>,
     caller: &Resource,
     token: &str,
-    origin: &Origin,
+    origin: &dyn Fn() -> Origin,
     now: UnixTime,
 ) -> Result<Introspection, OAuthError> {
     let Introspector { signer, verified, issuer, refresher, activity, audit } = ctx;

@@ -11,6 +11,14 @@ use super::{RedisStore, SCHEMA, millis};
 use crate::clock::UnixTime;
 use crate::store::{GrantIndex, IndexKey, IndexPosition, StoreResult};
 
+/// Adds an entry and makes the listing live at least ARGV[3] ms more. KEYS[1] the listing;
+/// ARGV: score, member, ttl (ms).
+pub(super) const INDEX_ADD: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+";
+
 /// Entries fetched beyond a page, to step over those sharing the last entry's second.
 const TIES: usize = 32;
 
@@ -45,16 +53,17 @@ impl GrantIndex for RedisStore {
         keys: &[IndexKey],
         ttl: Duration,
     ) -> StoreResult<()> {
-        let pipes = keys.iter().map(|key| {
-            let name = self.index_key(key);
-            let mut pipe = ::redis::pipe();
-            pipe.cmd("ZADD").arg(&name).arg(created_at).arg(grant_id).ignore();
-            pipe.cmd("PEXPIRE").arg(&name).arg(millis(ttl)).arg("GT").ignore();
-            // A new key has no expiry for GT to compare with.
-            pipe.cmd("PEXPIRE").arg(&name).arg(millis(ttl)).arg("NX").ignore();
-            pipe
-        });
-        self.each(pipes.collect()).await
+        // One script call per listing (each its own slot on Cluster), all at once.
+        let names: Vec<String> = keys.iter().map(|key| self.index_key(key)).collect();
+        let (script, member, ttl) = (&self.index_add, grant_id.to_owned(), millis(ttl));
+        self.run(async move |c| {
+            let calls = names.iter().map(|name| {
+                let (mut c, member) = (c.clone(), member.clone());
+                async move { script.key(name).arg(created_at).arg(member).arg(ttl).invoke_async::<i64>(&mut c).await }
+            });
+            futures_util::future::join_all(calls).await.into_iter().collect::<Result<Vec<i64>, _>>().map(|_| ())
+        })
+        .await
     }
 
     async fn keep_indexes(&self, keys: &[IndexKey], ttl: Duration) -> StoreResult<()> {
