@@ -9,13 +9,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::Origin;
 use crate::clock::UnixTime;
-use crate::store::{
-    AuditStore, ClientSource, GrantIndex, GrantRecord, GrantStatus, GrantStore, IndexKey, IndexPosition,
-};
+use crate::store::{AuditStore, GrantIndex, GrantRecord, GrantStore, IndexKey, IndexPosition};
 
 use super::error::{ErrorCode, OAuthError};
+
+mod events;
+mod view;
+
 use super::registry::Registry;
 use super::revocation::{self, Report, Revoker, Trigger, UpstreamResult};
+pub use events::{EventPage, EventQuery, events};
+pub use view::{ClientRef, ConnectionRef, GrantView, ResourceRef, RevokedRef, State, UserRef, UserView};
 
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 500;
@@ -30,35 +34,6 @@ pub struct AdminContext<'a> {
     pub events: &'a dyn AuditStore,
     pub registry: &'a Registry,
     pub revoker: Revoker<'a>,
-}
-
-/// A grant's state as people read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Active,
-    /// The upstream provider refused a refresh: the user must authorize again.
-    NeedsReauth,
-    Revoked,
-}
-
-impl State {
-    fn of(status: GrantStatus) -> Self {
-        match status {
-            GrantStatus::Active => Self::Active,
-            GrantStatus::Dead => Self::NeedsReauth,
-            GrantStatus::Revoked => Self::Revoked,
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(Self::Active),
-            "needs_reauth" => Some(Self::NeedsReauth),
-            "revoked" => Some(Self::Revoked),
-            _ => None,
-        }
-    }
 }
 
 /// Which grants: each member narrows; none at all is every grant.
@@ -127,116 +102,6 @@ impl GrantFilter {
     fn fingerprint(&self) -> String {
         let text = serde_json::to_string(self).unwrap_or_default();
         crate::crypto::hash::digest(&text).chars().take(8).collect()
-    }
-}
-
-/// A grant as the admin API shows it: who, which client, which MCP server, what scopes, when
-/// used. Never token material.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GrantView {
-    pub id: String,
-    pub status: State,
-    pub user: UserRef,
-    pub client: ClientRef,
-    pub resource: ResourceRef,
-    pub provider: String,
-    pub scope: Vec<String>,
-    pub upstream_scope: Vec<String>,
-    pub refresh_token: bool,
-    pub created_at: UnixTime,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_used_at: Option<UnixTime>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_used_by: Option<String>,
-    pub use_count: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<RevokedRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserRef {
-    pub id: String,
-    pub subject: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_account: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClientRef {
-    pub client_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// `dynamic` (RFC 7591), `metadata_document` (CIMD) or `pre_registered`; `unknown` for
-    /// grants made before Tether recorded it.
-    pub registration: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redirect_host: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ResourceRef {
-    pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uri: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RevokedRef {
-    pub at: UnixTime,
-    pub by: String,
-    pub reason: String,
-}
-
-impl GrantView {
-    pub fn of(grant: &GrantRecord, registry: &Registry) -> Self {
-        let info = &grant.info;
-        let resource = registry.resource(&info.resource);
-        Self {
-            id: grant.id.clone(),
-            status: State::of(grant.status),
-            user: UserRef {
-                id: info.user(),
-                subject: info.subject.clone(),
-                upstream_account: info.account.clone(),
-                name: info.display_name.clone(),
-                email: info.email.clone(),
-            },
-            client: ClientRef {
-                client_id: info.client_id.clone(),
-                name: info.client_name.clone(),
-                registration: match info.client_source {
-                    Some(ClientSource::Dynamic) => "dynamic",
-                    Some(ClientSource::Document) => "metadata_document",
-                    Some(ClientSource::Configured) => "pre_registered",
-                    None => "unknown",
-                },
-                redirect_host: info.redirect_host.clone(),
-            },
-            resource: ResourceRef {
-                id: info.resource.clone(),
-                uri: resource.map(|r| r.uri.clone()),
-                name: resource.map(|r| r.name.clone()),
-            },
-            provider: info.provider.clone(),
-            scope: info.scope.clone(),
-            upstream_scope: info.upstream_scope.clone(),
-            refresh_token: info.offline,
-            created_at: info.created_at,
-            last_used_at: grant.usage.last_used_at,
-            last_used_by: grant.usage.last_used_by.clone(),
-            use_count: grant.usage.use_count,
-            revoked: grant.tombstone.as_ref().map(|t| RevokedRef {
-                at: t.at,
-                by: t.by.clone(),
-                reason: t.reason.clone(),
-            }),
-        }
     }
 }
 
@@ -341,29 +206,6 @@ pub async fn show(ctx: AdminContext<'_>, id: &str) -> Result<GrantView, OAuthErr
             "no such grant (it never existed, expired, or its tombstone was dropped)",
         )),
     }
-}
-
-/// A user, their upstream accounts and their grants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UserView {
-    pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// The upstream identities the user's grants spend: provider, subject, account.
-    pub connections: Vec<ConnectionRef>,
-    pub grants: Vec<GrantView>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConnectionRef {
-    pub provider: String,
-    pub subject: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_account: Option<String>,
-    /// Live grants that use it.
-    pub active_grants: usize,
 }
 
 /// Everything about `user` (at most `MAX_PAGE` grants, newest first).
@@ -515,85 +357,6 @@ pub async fn reindex(
         }
         cursor = next;
     }
-}
-
-/// Audit events, newest first, that match a query.
-#[derive(Debug, Clone, Default)]
-pub struct EventQuery {
-    pub types: Vec<crate::audit::EventType>,
-    pub user: Option<String>,
-    pub grant_id: Option<String>,
-    pub client_id: Option<String>,
-    /// Only events at or after this time (seconds).
-    pub since: Option<UnixTime>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventPage {
-    pub events: Vec<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_page_token: Option<String>,
-}
-
-/// A page of events matching `query`, continuing before `page_token` (a stream position).
-pub async fn events(
-    ctx: AdminContext<'_>,
-    query: &EventQuery,
-    page_size: usize,
-    page_token: Option<&str>,
-) -> Result<EventPage, OAuthError> {
-    let page_size = page_size.clamp(1, MAX_PAGE);
-    if let Some(token) = page_token {
-        let valid = token.split_once('-').is_some_and(|(a, b)| {
-            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-        });
-        if !valid {
-            return Err(OAuthError::invalid_request("page_token is not one this listing handed out"));
-        }
-    }
-    let mut before = page_token.map(str::to_owned);
-    let mut out = Vec::new();
-    // Reads at most this many stored events per call, so a selective query cannot hold the
-    // store for long; the page token lets the caller go on.
-    let mut budget = 20 * MAX_PAGE;
-    loop {
-        let batch = ctx.events.events(before.as_deref(), page_size.max(100)).await?;
-        let exhausted = batch.is_empty();
-        for stored in batch {
-            budget = budget.saturating_sub(1);
-            before = Some(stored.id.clone());
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&stored.json) else { continue };
-            let time = event["time"].as_str().unwrap_or_default().to_owned();
-            if query
-                .since
-                .is_some_and(|since| time.as_str() < crate::audit::rfc3339(since.saturating_mul(1000)).as_str())
-            {
-                return Ok(EventPage { events: out, next_page_token: None });
-            }
-            if matches_event(&event, query) {
-                out.push(event);
-                if out.len() == page_size {
-                    return Ok(EventPage { events: out, next_page_token: before });
-                }
-            }
-            if budget == 0 {
-                return Ok(EventPage { events: out, next_page_token: before });
-            }
-        }
-        if exhausted {
-            return Ok(EventPage { events: out, next_page_token: None });
-        }
-    }
-}
-
-fn matches_event(event: &serde_json::Value, query: &EventQuery) -> bool {
-    let data = &event["data"];
-    let is =
-        |field: &str, want: &Option<String>| want.as_ref().is_none_or(|w| data[field].as_str() == Some(w.as_str()));
-    (query.types.is_empty() || query.types.iter().any(|t| event["type"].as_str() == Some(t.name())))
-        && is("user", &query.user)
-        && is("grant_id", &query.grant_id)
-        && is("client_id", &query.client_id)
 }
 
 #[cfg(test)]
