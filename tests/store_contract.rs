@@ -92,6 +92,10 @@ contract!(
     a_reseal_replaces_upstream_tokens_only_if_unchanged,
     a_scan_lists_every_grant_once_it_has_walked_all_pages,
     connections_are_claimed_and_settled_once_and_sessions_point_at_grants,
+    grants_on_a_connection_read_its_tokens_and_status_in_one_call,
+    a_connection_outlives_its_grants_and_its_tokens_go_with_its_last_live_grant,
+    of_two_grants_revoked_at_once_exactly_one_is_the_last,
+    sign_in_sessions_round_trip_and_end,
 );
 
 const TTL: Duration = Duration::from_secs(60);
@@ -436,18 +440,18 @@ async fn a_family_of_a_revoked_grant_does_not_advance(s: Subject) {
 
 async fn a_revoked_grant_keeps_its_first_tombstone_and_loses_its_upstream_tokens(s: Subject) {
     let first = Tombstone { at: 100, by: "admin:ops".into(), reason: "admin".into() };
-    assert!(!s.store.revoke_grant("nowhere", &first, TTL).await.unwrap());
+    assert_eq!(s.store.revoke_grant("nowhere", &first, TTL).await.unwrap(), Revoked::Missing);
     assert_eq!(s.store.grant("nowhere").await.unwrap(), None, "revocation must not create a grant");
     s.store.put_grant(&grant("g"), TTL).await.unwrap();
     s.store.start_family("g", "d0").await.unwrap();
-    assert!(s.store.revoke_grant("g", &first, Duration::from_secs(2)).await.unwrap());
+    assert_eq!(s.store.revoke_grant("g", &first, Duration::from_secs(2)).await.unwrap(), Revoked::Last);
     let revoked = s.store.grant("g").await.unwrap().unwrap();
     assert_eq!((revoked.status, revoked.tombstone.clone()), (GrantStatus::Revoked, Some(first.clone())));
     assert!(revoked.upstream.is_empty(), "the sealed upstream tokens are deleted");
     assert!(revoked.family.is_some(), "what the tokens were stays readable for reuse detection");
     // A second revocation, a refresh racing it and a status change leave the first alone.
     let second = Tombstone { at: 200, by: "user".into(), reason: "user".into() };
-    assert!(s.store.revoke_grant("g", &second, Duration::from_secs(2)).await.unwrap());
+    assert_eq!(s.store.revoke_grant("g", &second, Duration::from_secs(2)).await.unwrap(), Revoked::Last);
     assert!(s.store.set_grant_upstream("g", b"refreshed").await.unwrap());
     assert!(s.store.set_grant_status("g", GrantStatus::Dead).await.unwrap());
     let still = s.store.grant("g").await.unwrap().unwrap();
@@ -754,4 +758,139 @@ fn a_worker_has_its_own_connection_and_a_new_runtime_on_its_thread_gets_a_workin
     }
     assert_eq!(tether_connections(&redis), 1);
     assert!(home.block_on(store.grant("g1")).unwrap().is_some());
+}
+
+const LINK: &str = "0123456789abcdef01234567";
+
+fn link(tokens: &[u8]) -> LinkRecord {
+    LinkRecord {
+        id: LINK.into(),
+        info: LinkInfo {
+            user: "dev:42".into(),
+            provider: "dev".into(),
+            subject: "42".into(),
+            account: Some("octocat".into()),
+            scope: vec!["repo".into()],
+            created_at: 1,
+            connected_at: 1,
+            ..LinkInfo::default()
+        },
+        status: LinkStatus::Active,
+        upstream: tokens.to_vec(),
+    }
+}
+
+/// A grant on the connection `LINK`, holding no tokens of its own.
+fn linked_grant(n: u32) -> GrantRecord {
+    let mut g = grant(&format!("{LINK}-{n:032x}"));
+    g.upstream = Vec::new();
+    g
+}
+
+async fn grants_on_a_connection_read_its_tokens_and_status_in_one_call(s: Subject) {
+    s.store.put_link(&link(&[0, 1, 255]), TTL).await.unwrap();
+    let (a, b) = (linked_grant(1), linked_grant(2));
+    assert_eq!(connection_of(&a.id), Some(LINK));
+    s.store.put_grant(&a, TTL).await.unwrap();
+    s.store.put_grant(&b, TTL).await.unwrap();
+    let read = s.store.grant(&a.id).await.unwrap().unwrap();
+    assert_eq!((read.status, read.upstream.as_slice()), (GrantStatus::Active, &[0, 1, 255][..]));
+    assert_eq!(s.store.link_grants(LINK).await.unwrap(), vec![a.id.clone(), b.id.clone()]);
+    // A refresh through one grant is the other's too.
+    assert!(s.store.set_grant_upstream(&a.id, b"fresh").await.unwrap());
+    assert_eq!(s.store.grant(&b.id).await.unwrap().unwrap().upstream, b"fresh");
+    assert_eq!(s.store.link(LINK).await.unwrap().unwrap().upstream, b"fresh");
+    // So is a re-seal.
+    assert!(!s.store.reseal_grant_upstream(&b.id, b"stale", b"resealed").await.unwrap());
+    assert!(s.store.reseal_grant_upstream(&b.id, b"fresh", b"resealed").await.unwrap());
+    assert_eq!(s.store.grant(&a.id).await.unwrap().unwrap().upstream, b"resealed");
+    // The provider refusing one grant's refresh leaves every grant on it needing the user.
+    assert!(s.store.set_grant_status(&b.id, GrantStatus::Dead).await.unwrap());
+    assert_eq!(s.store.link(LINK).await.unwrap().unwrap().status, LinkStatus::NeedsReauth);
+    for id in [&a.id, &b.id] {
+        let g = s.store.grant(id).await.unwrap().unwrap();
+        assert_eq!(g.status, GrantStatus::Dead, "{id}");
+        assert!(g.upstream.is_empty(), "no tokens for a grant that needs the user");
+    }
+    // A new sign-in makes it active again, for all.
+    s.store.put_link(&link(b"signed-in-again"), TTL).await.unwrap();
+    assert_eq!(s.store.grant(&a.id).await.unwrap().unwrap().status, GrantStatus::Active);
+    // A grant whose connection is gone has no tokens and is not active.
+    let orphan = GrantRecord { id: format!("{}-{:032x}", "f".repeat(24), 1), ..linked_grant(3) };
+    s.store.put_grant(&orphan, TTL).await.unwrap();
+    assert_eq!(s.store.grant(&orphan.id).await.unwrap().unwrap().status, GrantStatus::Dead);
+    assert_eq!(s.store.link("nowhere").await.unwrap(), None);
+    assert!(s.store.link_grants("nowhere").await.unwrap().is_empty());
+}
+
+async fn a_connection_outlives_its_grants_and_its_tokens_go_with_its_last_live_grant(s: Subject) {
+    s.store.put_link(&link(b"tokens"), Duration::from_secs(1)).await.unwrap();
+    let (a, b) = (linked_grant(1), linked_grant(2));
+    s.store.put_grant(&a, TTL).await.unwrap();
+    s.store.put_grant(&b, TTL).await.unwrap();
+    s.elapse(2).await;
+    assert!(s.store.link(LINK).await.unwrap().is_some(), "kept as long as its grants");
+    let tomb = Tombstone { at: 5, by: "user".into(), reason: "user".into() };
+    assert_eq!(s.store.revoke_grant(&a.id, &tomb, TTL).await.unwrap(), Revoked::Shared);
+    let revoked = s.store.grant(&a.id).await.unwrap().unwrap();
+    assert_eq!(revoked.status, GrantStatus::Revoked);
+    assert!(revoked.upstream.is_empty(), "a revoked grant shows no tokens");
+    assert_eq!(s.store.grant(&b.id).await.unwrap().unwrap().upstream, b"tokens", "the sibling keeps working");
+    // A refresh racing the revocation of the last grant must not bring the tokens back.
+    assert_eq!(s.store.revoke_grant(&b.id, &tomb, TTL).await.unwrap(), Revoked::Last);
+    let ended = s.store.link(LINK).await.unwrap().unwrap();
+    assert_eq!(ended.status, LinkStatus::Ended);
+    assert!(ended.upstream.is_empty(), "the upstream tokens are deleted with the last grant");
+    assert!(s.store.set_grant_upstream(&b.id, b"refreshed").await.unwrap());
+    assert!(s.store.link(LINK).await.unwrap().unwrap().upstream.is_empty());
+    // Revoking again stays Last (idempotent), never resurrects anything.
+    assert_eq!(s.store.revoke_grant(&b.id, &tomb, TTL).await.unwrap(), Revoked::Last);
+    // A grant whose entry dangles (expired) does not keep the tokens alive.
+    s.store.put_link(&link(b"again"), TTL).await.unwrap();
+    let (c, d) = (linked_grant(4), linked_grant(5));
+    s.store.put_grant(&c, Duration::from_secs(1)).await.unwrap();
+    s.store.put_grant(&d, TTL).await.unwrap();
+    s.elapse(2).await;
+    assert_eq!(s.store.revoke_grant(&d.id, &tomb, TTL).await.unwrap(), Revoked::Last);
+}
+
+async fn of_two_grants_revoked_at_once_exactly_one_is_the_last(s: Subject) {
+    for round in 0..5u32 {
+        s.store.put_link(&link(b"tokens"), TTL).await.unwrap();
+        let grants: Vec<GrantRecord> = (0..4).map(|i| linked_grant(round * 10 + i)).collect();
+        for g in &grants {
+            s.store.put_grant(g, TTL).await.unwrap();
+        }
+        let tomb = Tombstone { at: 5, by: "admin:ops".into(), reason: "admin".into() };
+        let revocations = grants.iter().map(|g| {
+            let (store, id, tomb) = (s.store.clone(), g.id.clone(), tomb.clone());
+            tokio::spawn(async move { store.revoke_grant(&id, &tomb, TTL).await.unwrap() })
+        });
+        let mut last = 0;
+        for r in revocations {
+            if r.await.unwrap() == Revoked::Last {
+                last += 1;
+            }
+        }
+        assert_eq!(last, 1, "round {round}");
+        assert!(s.store.link(LINK).await.unwrap().unwrap().upstream.is_empty());
+    }
+}
+
+async fn sign_in_sessions_round_trip_and_end(s: Subject) {
+    let session = SessionRecord {
+        user: "dev:42".into(),
+        binding_digest: "b".into(),
+        display_name: Some("Octo Cat".into()),
+        email: None,
+        created_at: 1,
+    };
+    s.store.put_browser_session("k", &session, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(s.store.browser_session("k").await.unwrap(), Some(session.clone()));
+    assert_eq!(s.store.browser_session("other").await.unwrap(), None);
+    s.store.end_browser_session("k").await.unwrap();
+    assert_eq!(s.store.browser_session("k").await.unwrap(), None);
+    s.store.put_browser_session("k", &session, Duration::from_secs(1)).await.unwrap();
+    s.elapse(2).await;
+    assert_eq!(s.store.browser_session("k").await.unwrap(), None, "a session is short-lived");
 }

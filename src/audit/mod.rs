@@ -28,6 +28,7 @@ pub enum EventType {
     ConsentDenied,
     UserSignedIn,
     ConnectionMade,
+    ConnectionWidened,
     ConnectionRefreshed,
     ConnectionRefreshFailed,
     GrantIssued,
@@ -42,11 +43,12 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 16] = [
         Self::ConsentApproved,
         Self::ConsentDenied,
         Self::UserSignedIn,
         Self::ConnectionMade,
+        Self::ConnectionWidened,
         Self::ConnectionRefreshed,
         Self::ConnectionRefreshFailed,
         Self::GrantIssued,
@@ -66,6 +68,7 @@ impl EventType {
             Self::ConsentDenied => "dev.tether.consent.denied",
             Self::UserSignedIn => "dev.tether.user.signed_in",
             Self::ConnectionMade => "dev.tether.connection.made",
+            Self::ConnectionWidened => "dev.tether.connection.widened",
             Self::ConnectionRefreshed => "dev.tether.connection.refreshed",
             Self::ConnectionRefreshFailed => "dev.tether.connection.refresh_failed",
             Self::GrantIssued => "dev.tether.grant.issued",

@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::oauth::callback::{self, CallbackParams, CallbackStores};
+use crate::oauth::callback::{self, CallbackParams};
 use crate::oauth::flow::PageStatus;
 
 use super::AppState;
@@ -17,12 +17,9 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         return error_page(PageStatus::BadRequest, "The provider's answer is malformed.");
     };
     let broker = &state.broker;
-    let store = broker.store.as_ref();
-    let stores = CallbackStores { pending: store, grants: store, codes: store, browsers: store, index: store };
     let binding = state.binding(&req);
     match callback::complete(
         broker.flow(&super::origin(&req, &state)),
-        stores,
         &broker.vault,
         params,
         binding.as_deref(),
@@ -30,7 +27,15 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     )
     .await
     {
-        Ok(url) => redirect(url.as_str(), StatusCode::FOUND),
+        Ok(done) => {
+            let mut response = redirect(done.redirect.as_str(), StatusCode::FOUND);
+            if let Some(session) = done.session
+                && let Err(e) = response.add_cookie(&state.session_cookie(session))
+            {
+                tracing::error!(error = %e, "cannot set the session cookie");
+            }
+            response
+        }
         Err(e) => flow_error(e),
     }
 }

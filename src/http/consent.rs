@@ -42,7 +42,9 @@ pub async fn post(
         _ => return error_page(crate::oauth::flow::PageStatus::BadRequest, "Unknown decision."),
     };
     let (binding, consent_cookie) = (state.binding(&req), state.consent(&req));
-    let cookies = BrowserCookies { binding: binding.as_deref(), consent: consent_cookie.as_deref() };
+    let session = state.session(&req);
+    let cookies =
+        BrowserCookies { binding: binding.as_deref(), consent: consent_cookie.as_deref(), session: session.as_deref() };
     let broker = &state.broker;
     match decide::decide(
         broker.flow(&super::origin(&req, &state)),

@@ -38,6 +38,7 @@ pub struct AppState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     binding_cookie: &'static str,
     consent_cookie: &'static str,
+    session_cookie: &'static str,
     secure_cookies: bool,
 }
 
@@ -54,6 +55,7 @@ impl AppState {
             // `__Host-` cookies require Secure, which a plain-http development issuer cannot set.
             binding_cookie: if secure { "__Host-tether-binding" } else { "tether-binding" },
             consent_cookie: if secure { "__Host-tether-consent" } else { "tether-consent" },
+            session_cookie: if secure { "__Host-tether-session" } else { "tether-session" },
             secure_cookies: secure,
         }
     }
@@ -61,6 +63,17 @@ impl AppState {
     /// The browser-binding cookie value, if the browser sent one.
     fn binding(&self, req: &HttpRequest) -> Option<String> {
         req.cookie(self.binding_cookie).map(|c| c.value().to_owned())
+    }
+
+    /// The sign-in session cookie value, if the browser sent one.
+    fn session(&self, req: &HttpRequest) -> Option<String> {
+        req.cookie(self.session_cookie).map(|c| c.value().to_owned())
+    }
+
+    /// The sign-in session cookie: same attributes as the binding cookie, short-lived (the
+    /// session record lasts as long; the cookie alone signs no one in).
+    fn session_cookie(&self, value: String) -> Cookie<'static> {
+        self.cookie(self.session_cookie, value, self.broker.lifetimes.session.as_secs())
     }
 
     /// The remembered-consent cookie value, if the browser sent one.

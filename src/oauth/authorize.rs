@@ -45,6 +45,8 @@ pub struct AuthorizeParams {
 pub struct BrowserCookies<'a> {
     pub binding: Option<&'a str>,
     pub consent: Option<&'a str>,
+    /// The sign-in session (see `links`).
+    pub session: Option<&'a str>,
 }
 
 /// What the browser-facing steps share.
@@ -62,6 +64,8 @@ pub struct FlowContext<'a> {
     pub audit: &'a crate::audit::Auditor,
     /// The request, for audit events.
     pub origin: &'a crate::audit::Origin,
+    pub store: &'a dyn crate::store::Store,
+    pub vault: &'a super::vault::Vault,
 }
 
 /// A binding cookie value is a token from `random::token`.
@@ -163,7 +167,7 @@ pub async fn start(
     let binding_digest = hash::digest(&binding);
     if !forced && ConsentJar::read(cookies.consent, ctx.keys, now).covers(&client, &request, now) {
         tracing::info!(client_id = %client.client_id, "consent remembered for this browser");
-        let url = send_upstream(ctx, stores.pending, request, binding_digest, now).await?;
+        let url = send_upstream(ctx, stores.pending, request, binding_digest, cookies.session, now).await?;
         return Ok(Started::Upstream { url, binding });
     }
     let consent_id = random::token();

@@ -8,7 +8,7 @@ use super::authorize::{BrowserCookies, FlowContext};
 use super::consent::ConsentJar;
 use super::error::{ErrorCode, OAuthError};
 use super::flow::{FlowError, ReturnTo};
-use super::scope;
+use super::{links, scope};
 use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 
 /// Where the consent form sends the browser, and the consent cookie to set.
@@ -60,16 +60,20 @@ pub async fn decide(
         jar.approve(&record.client_digest, &request, now.saturating_add(i64::try_from(remember).unwrap_or(i64::MAX)));
         jar.encode(ctx.keys)
     });
-    let upstream = send_upstream(ctx, pending, request, record.binding_digest, now).await?;
+    let upstream = send_upstream(ctx, pending, request, record.binding_digest, cookies.session, now).await?;
     Ok(Decision { upstream, consent_cookie })
 }
 
-/// Parks the approved request under a fresh upstream `state` and returns the provider URL.
+/// Where an approved request goes next: when the browser's session names a user whose
+/// connection to the provider can serve it, straight back to the client with a code (no
+/// second upstream sign-in); otherwise it is parked under a fresh upstream `state` and the
+/// browser goes to the provider.
 pub async fn send_upstream(
     ctx: FlowContext<'_>,
     pending: &dyn PendingStore,
     request: AuthorizationRecord,
     binding_digest: String,
+    session: Option<&str>,
     now: UnixTime,
 ) -> Result<url::Url, FlowError> {
     let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
@@ -78,7 +82,26 @@ pub async fn send_upstream(
     let (Some(resource), Some(provider)) = (resource, provider) else {
         return Err(back.error(&OAuthError::server_error("the resource is no longer configured")));
     };
-    let upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
+    let mut upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
+    let session = links::session(ctx.store, session, &binding_digest).await.map_err(|e| back.error(&e))?;
+    if let Some(session) = &session {
+        let reusable = links::reusable(ctx, ctx.vault, &session.user, provider.id(), &upstream_scopes, now)
+            .await
+            .map_err(|e| back.error(&e))?;
+        if let Some((link, _)) = reusable {
+            tracing::info!(provider = %provider.id(), "connection reused: no upstream sign-in");
+            return links::issue(ctx, &request, &binding_digest, &link, &upstream_scopes, now).await;
+        }
+        // Signing in again for more: ask for what the connection has too, so that the new
+        // tokens still serve the user's other grants on it.
+        if let Some(link) = ctx.store.link(&links::link_id(&session.user, provider.id())).await.map_err(|e| back.error(&e.into()))? {
+            for s in link.info.scope {
+                if !upstream_scopes.contains(&s) {
+                    upstream_scopes.push(s);
+                }
+            }
+        }
+    }
     // MCP security best practices: the upstream `state` is random, single-use, short-lived,
     // and stored only after consent.
     let state = random::token();

@@ -15,6 +15,7 @@ pub mod family;
 pub mod flow;
 pub mod grants;
 pub mod introspection;
+pub mod links;
 pub mod pkce;
 pub mod redirect;
 pub mod refresh;
@@ -85,6 +86,8 @@ impl Broker {
             revoker: self.revoker(),
             audit: &self.audit,
             origin,
+            store: self.store.as_ref(),
+            vault: &self.vault,
         }
     }
 

@@ -96,10 +96,12 @@ impl Refresher<'_> {
         }
         let deadline = Instant::now() + self.policy.wait;
         let owner = random::token();
+        // Grants on one connection share its tokens, so they share the lock.
+        let lock = grant.connection_id().unwrap_or(&grant.id);
         loop {
-            if self.locks.try_lock(&grant.id, &owner, self.policy.lock_ttl).await? {
+            if self.locks.try_lock(lock, &owner, self.policy.lock_ttl).await? {
                 let outcome = self.refresh_holding_lock(&grant.id, now).await;
-                if let Err(e) = self.locks.unlock(&grant.id, &owner).await {
+                if let Err(e) = self.locks.unlock(lock, &owner).await {
                     tracing::warn!(grant = %grant.id, error = %e, "cannot release the refresh lock; it expires by itself");
                 }
                 return outcome;

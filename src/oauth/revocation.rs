@@ -14,7 +14,7 @@ use crate::audit::{Actor, ActorKind, Auditor, Event, EventType, Origin, Outcome}
 use crate::clock::UnixTime;
 use crate::crypto::hash;
 use crate::crypto::signing::SigningKeys;
-use crate::store::{ClientRecord, GrantRecord, GrantStatus, GrantStore, RefreshStore, Tombstone};
+use crate::store::{ClientRecord, GrantRecord, GrantStatus, GrantStore, RefreshStore, Revoked, Tombstone};
 use crate::upstream::Providers;
 
 use super::error::OAuthError;
@@ -149,13 +149,15 @@ pub async fn end(
         let Some(grant) = ctx.grants.grant(id).await? else { continue };
         // The tokens are read before they are deleted, to revoke them upstream.
         let tokens = (upstream && grant.status != GrantStatus::Revoked).then(|| ctx.vault.open(&grant)).flatten();
-        if !ctx.grants.revoke_grant(id, &tombstone, ctx.tombstone_ttl).await? {
-            continue;
-        }
-        let result = match tokens {
-            Some(tokens) => revoke_upstream(ctx, &grant, &tokens).await,
-            None if upstream && grant.status != GrantStatus::Revoked => UpstreamResult::Unsupported,
-            None => UpstreamResult::Skipped,
+        let revoked = ctx.grants.revoke_grant(id, &tombstone, ctx.tombstone_ttl).await?;
+        let result = match (revoked, tokens) {
+            (Revoked::Missing, _) => continue,
+            // Other live grants of the user use the same upstream tokens: revoking them at
+            // the provider (GitHub deletes the whole authorization) would end those too.
+            (Revoked::Shared, _) => UpstreamResult::Skipped,
+            (Revoked::Last, Some(tokens)) => revoke_upstream(ctx, &grant, &tokens).await,
+            (Revoked::Last, None) if upstream && grant.status != GrantStatus::Revoked => UpstreamResult::Unsupported,
+            (Revoked::Last, None) => UpstreamResult::Skipped,
         };
         report.upstream.result = combine(report.upstream.result, result);
         if grant.status != GrantStatus::Revoked {

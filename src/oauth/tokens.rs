@@ -29,6 +29,8 @@ pub struct Lifetimes {
     pub client_idle: Duration,
     /// How long a revoked grant's tombstone (who, when, why) is kept.
     pub tombstone: Duration,
+    /// How long a browser stays signed in to Tether (zero: not at all).
+    pub session: Duration,
 }
 
 /// Claims of an access token. `gid` ties it to its grant, which introspection checks.

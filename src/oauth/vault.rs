@@ -2,7 +2,7 @@
 //! client, so a sealed value copied into another grant does not open.
 
 use crate::crypto::seal::KeyRing;
-use crate::store::{GrantInfo, GrantRecord, GrantStore, StoreError};
+use crate::store::{GrantInfo, GrantRecord, GrantStore, LinkInfo, StoreError, connection_of};
 use crate::upstream::UpstreamTokens;
 
 use super::error::OAuthError;
@@ -13,8 +13,17 @@ pub struct Vault {
     keys: KeyRing,
 }
 
+/// A grant's tokens are bound to the grant, its user and client; a grant on a connection
+/// uses the connection's tokens, bound to the connection and the upstream identity.
 fn aad(grant_id: &str, info: &GrantInfo) -> Vec<u8> {
-    labelled(b"tether/grant/v1", &[grant_id, info.subject.as_str(), info.client_id.as_str()])
+    match connection_of(grant_id) {
+        Some(link) => link_aad(link, &info.provider, &info.subject),
+        None => labelled(b"tether/grant/v1", &[grant_id, info.subject.as_str(), info.client_id.as_str()]),
+    }
+}
+
+fn link_aad(link_id: &str, provider: &str, subject: &str) -> Vec<u8> {
+    labelled(b"tether/link/v1", &[link_id, provider, subject])
 }
 
 /// Length-prefixed parts after a label: no choice of values makes two different lists collide.
@@ -43,6 +52,25 @@ impl Vault {
             tracing::error!(error = %e, "sealing upstream tokens failed");
             OAuthError::server_error("could not store the upstream tokens")
         })
+    }
+
+    /// Seals a connection's upstream tokens.
+    pub fn seal_link(&self, link_id: &str, info: &LinkInfo, tokens: &UpstreamTokens) -> Result<Vec<u8>, OAuthError> {
+        let plaintext =
+            serde_json::to_vec(tokens).map_err(|_| OAuthError::server_error("could not encode upstream tokens"))?;
+        self.keys.seal(&plaintext, &link_aad(link_id, &info.provider, &info.subject)).map_err(|e| {
+            tracing::error!(error = %e, "sealing upstream tokens failed");
+            OAuthError::server_error("could not store the upstream tokens")
+        })
+    }
+
+    /// Opens a connection's upstream tokens (`None` when ended or unreadable).
+    pub fn open_link(&self, link: &crate::store::LinkRecord) -> Option<UpstreamTokens> {
+        if link.upstream.is_empty() {
+            return None;
+        }
+        let bytes = self.keys.open(&link.upstream, &link_aad(&link.id, &link.info.provider, &link.info.subject)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Seals the response that replaced a rotated refresh token, bound to that token.

@@ -250,6 +250,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
     check("refresh_grace_secs", t.refresh_grace_secs, 0, 3600);
     check("authorization_ttl_secs", t.authorization_ttl_secs, 60, 3600);
     check("tombstone_ttl_secs", t.tombstone_ttl_secs, 3600, 31_536_000);
+    check("session_ttl_secs", t.session_ttl_secs, 0, 86_400);
     if t.verified_cache_entries > 10_000_000 {
         errors.push("tokens.verified_cache_entries", "must be at most 10000000 (about 4 GB)");
     }
@@ -269,6 +270,7 @@ fn lifetimes(settings: &Settings, errors: &mut ConfigErrors) -> Option<Lifetimes
         consent_memory: Duration::from_secs(settings.consent.remember_secs),
         client_idle: Duration::from_secs(settings.registration.client_ttl_secs),
         tombstone: Duration::from_secs(t.tombstone_ttl_secs),
+        session: Duration::from_secs(t.session_ttl_secs),
     })
 }
 

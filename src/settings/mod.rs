@@ -121,6 +121,7 @@ pub struct TokenSettings {
     pub code_ttl_secs: u64,
     pub authorization_ttl_secs: u64,
     pub tombstone_ttl_secs: u64,
+    pub session_ttl_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -115,6 +115,12 @@ pub struct MemoryStore {
     connect_claims: TtlMap<String>,
     connect_outcomes: TtlMap<ConnectionOutcome>,
     sessions: TtlMap<String>,
+    /// Connections, the grants made on each, and sign-in sessions.
+    links: TtlMap<LinkRecord>,
+    link_grants: TtlMap<Vec<String>>,
+    logins: TtlMap<SessionRecord>,
+    /// Held across the grant and connection maps where Redis runs one script.
+    link_lock: Mutex<()>,
     activity: Mutex<HashMap<String, UnixTime>>,
     /// Grant listings: (created at, id) per listing.
     indexes: Mutex<HashMap<IndexKey, std::collections::BTreeSet<IndexPosition>>>,
@@ -144,6 +150,10 @@ impl MemoryStore {
             connect_claims: TtlMap::new(),
             connect_outcomes: TtlMap::new(),
             sessions: TtlMap::new(),
+            links: TtlMap::new(),
+            link_grants: TtlMap::new(),
+            logins: TtlMap::new(),
+            link_lock: Mutex::new(()),
             activity: Mutex::new(HashMap::new()),
             events: Mutex::new((std::collections::VecDeque::new(), 0)),
             indexes: Mutex::new(HashMap::new()),
@@ -153,6 +163,17 @@ impl MemoryStore {
 
     fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    fn link_guard(&self) -> MutexGuard<'_, ()> {
+        self.link_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps a connection and its grant list at least `ttl` more.
+    fn keep_link(&self, link_id: &str, ttl: Duration, now: UnixTime) {
+        let at_least = expiry(now, ttl);
+        self.links.update(link_id, now, |_, exp| *exp = (*exp).max(at_least));
+        self.link_grants.update(link_id, now, |_, exp| *exp = (*exp).max(at_least));
     }
 }
 
@@ -258,41 +279,89 @@ impl CodeStore for MemoryStore {
 #[async_trait]
 impl GrantStore for MemoryStore {
     async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
-        self.grants.insert(&grant.id, grant.clone(), ttl, self.now());
+        let now = self.now();
+        let _guard = self.link_guard();
+        if let Some(link) = grant.connection_id() {
+            let mut ids = self.link_grants.get(link, now).unwrap_or_default();
+            if !ids.contains(&grant.id) {
+                ids.push(grant.id.clone());
+            }
+            self.link_grants.insert(link, ids, ttl, now);
+            self.keep_link(link, ttl, now);
+        }
+        self.grants.insert(&grant.id, grant.clone(), ttl, now);
         Ok(())
     }
 
     async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
-        Ok(self.grants.get(grant_id, self.now()))
+        let now = self.now();
+        let Some(mut grant) = self.grants.get(grant_id, now) else { return Ok(None) };
+        if let Some(link_id) = grant.connection_id() {
+            let link = self.links.get(link_id, now);
+            merge_link(&mut grant, link.as_ref().map(|l| (l.status, l.upstream.as_slice())));
+        }
+        Ok(Some(grant))
     }
 
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
+        let now = self.now();
+        if let Some(link) = connection_of(grant_id)
+            && status == GrantStatus::Dead
+        {
+            if self.grants.get(grant_id, now).is_none() {
+                return Ok(false);
+            }
+            self.links.update(link, now, |l, _| {
+                if l.status == LinkStatus::Active {
+                    l.status = LinkStatus::NeedsReauth;
+                }
+            });
+            return Ok(true);
+        }
         // A revocation is final.
         let set = |g: &mut GrantRecord, _: &mut UnixTime| {
             if g.status != GrantStatus::Revoked {
                 g.status = status;
             }
         };
-        Ok(self.grants.update(grant_id, self.now(), set).is_some())
+        Ok(self.grants.update(grant_id, now, set).is_some())
     }
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
         let now = self.now();
-        Ok(self.grants.update(grant_id, now, |_, exp| *exp = expiry(now, ttl)).is_some())
+        let found = self.grants.update(grant_id, now, |_, exp| *exp = expiry(now, ttl)).is_some();
+        if found && let Some(link) = connection_of(grant_id) {
+            self.keep_link(link, ttl, now);
+        }
+        Ok(found)
     }
 
     async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
+        let now = self.now();
         // A refresh racing a revocation must not bring back the tokens it deleted.
+        if let Some(link) = connection_of(grant_id) {
+            let _guard = self.link_guard();
+            if self.grants.get(grant_id, now).is_none() {
+                return Ok(false);
+            }
+            self.links.update(link, now, |l, _| {
+                if l.status != LinkStatus::Ended {
+                    l.upstream = upstream.to_vec();
+                }
+            });
+            return Ok(true);
+        }
         let set = |g: &mut GrantRecord, _: &mut UnixTime| {
             if g.status != GrantStatus::Revoked {
                 g.upstream = upstream.to_vec();
             }
         };
-        Ok(self.grants.update(grant_id, self.now(), set).is_some())
+        Ok(self.grants.update(grant_id, now, set).is_some())
     }
 
-    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<bool> {
+    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<Revoked> {
         let now = self.now();
+        let _guard = self.link_guard();
         let revoke = |g: &mut GrantRecord, exp: &mut UnixTime| {
             if g.tombstone.is_none() {
                 g.tombstone = Some(tombstone.clone());
@@ -301,7 +370,26 @@ impl GrantStore for MemoryStore {
             g.upstream.clear();
             *exp = expiry(now, ttl);
         };
-        Ok(self.grants.update(grant_id, now, revoke).is_some())
+        if self.grants.update(grant_id, now, revoke).is_none() {
+            return Ok(Revoked::Missing);
+        }
+        let Some(link) = connection_of(grant_id) else { return Ok(Revoked::Last) };
+        let live: Vec<String> = self
+            .link_grants
+            .get(link, now)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| self.grants.get(id, now).is_some_and(|g| g.status != GrantStatus::Revoked))
+            .collect();
+        let last = live.is_empty();
+        self.link_grants.update(link, now, |ids, _| ids.retain(|id| id != grant_id));
+        if last {
+            self.links.update(link, now, |l, _| {
+                l.status = LinkStatus::Ended;
+                l.upstream.clear();
+            });
+        }
+        Ok(if last { Revoked::Last } else { Revoked::Shared })
     }
 
     async fn note_use(&self, grant_id: &str, at: Option<UnixTime>, by: &str, count: u64) -> StoreResult<()> {
@@ -317,18 +405,75 @@ impl GrantStore for MemoryStore {
 
     async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
         let mut replaced = false;
-        self.grants.update(grant_id, self.now(), |g, _| {
-            if g.upstream == expected {
-                g.upstream = upstream.to_vec();
+        let now = self.now();
+        let mut swap = |current: &mut Vec<u8>| {
+            if current.as_slice() == expected {
+                *current = upstream.to_vec();
                 replaced = true;
             }
-        });
+        };
+        match connection_of(grant_id) {
+            Some(link) => self.links.update(link, now, |l, _| swap(&mut l.upstream)),
+            None => self.grants.update(grant_id, now, |g, _| swap(&mut g.upstream)),
+        };
         Ok(replaced)
     }
 
     async fn scan_grants(&self, _cursor: u64) -> StoreResult<(u64, Vec<String>)> {
         let now = self.now();
         Ok((0, self.grants.lock().iter().filter(|(_, (_, exp))| *exp > now).map(|(id, _)| id.clone()).collect()))
+    }
+}
+
+/// A grant on a connection as read: the connection's tokens, and `Dead` while the connection
+/// needs re-authorization or is gone.
+pub(super) fn merge_link(grant: &mut GrantRecord, link: Option<(LinkStatus, &[u8])>) {
+    match link {
+        Some((LinkStatus::Active, upstream)) if grant.status != GrantStatus::Revoked => {
+            grant.upstream = upstream.to_vec();
+        }
+        _ if grant.status == GrantStatus::Active => grant.status = GrantStatus::Dead,
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl LinkStore for MemoryStore {
+    async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()> {
+        let now = self.now();
+        let at_least = expiry(now, ttl);
+        let mut map = self.links.lock();
+        let exp = match map.get(&link.id) {
+            Some((_, exp)) if *exp > now => (*exp).max(at_least),
+            _ => at_least,
+        };
+        map.insert(link.id.clone(), (link.clone(), exp));
+        Ok(())
+    }
+
+    async fn link(&self, link_id: &str) -> StoreResult<Option<LinkRecord>> {
+        Ok(self.links.get(link_id, self.now()))
+    }
+
+    async fn link_grants(&self, link_id: &str) -> StoreResult<Vec<String>> {
+        Ok(self.link_grants.get(link_id, self.now()).unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn put_browser_session(&self, key: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()> {
+        self.logins.insert(key, session.clone(), ttl, self.now());
+        Ok(())
+    }
+
+    async fn browser_session(&self, key: &str) -> StoreResult<Option<SessionRecord>> {
+        Ok(self.logins.get(key, self.now()))
+    }
+
+    async fn end_browser_session(&self, key: &str) -> StoreResult<()> {
+        self.logins.remove(key);
+        Ok(())
     }
 }
 

@@ -105,8 +105,12 @@ pub trait CodeStore: Send + Sync {
 #[async_trait]
 pub trait GrantStore: Send + Sync {
     async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()>;
+    /// The grant; for a grant on a connection, with the connection's sealed tokens as its
+    /// `upstream` and `Dead` while the connection needs re-authorization (one round trip:
+    /// the two share a hash slot).
     async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>>;
-    /// Sets the status of an existing grant; `false` when there is no such grant.
+    /// Sets the status of an existing grant; `false` when there is no such grant. For a grant
+    /// on a connection, `Dead` marks the connection `needs_reauth` (every grant on it).
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool>;
     /// Resets the time to live of an existing grant; `false` when there is no such grant.
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool>;
@@ -117,15 +121,38 @@ pub trait GrantStore: Send + Sync {
     /// a new key must not overwrite tokens a concurrent refresh just stored); `false` otherwise.
     async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool>;
     /// Revokes an existing grant: status `revoked`, the tombstone, the sealed upstream tokens
-    /// deleted, and the whole record kept only `ttl` more. A grant already revoked keeps its
-    /// first tombstone. `false` when there is no such grant.
-    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<bool>;
+    /// deleted (a grant on a connection: the connection's, when no other live grant uses
+    /// them), and the whole record kept only `ttl` more. A grant already revoked keeps its
+    /// first tombstone. Atomic: of two grants of one connection revoked at once, exactly one
+    /// is `Last`.
+    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<Revoked>;
     /// Records `count` uses by resource `by`; with `at`, also when it was last used. Does
     /// nothing to a grant that is gone.
     async fn note_use(&self, grant_id: &str, at: Option<UnixTime>, by: &str, count: u64) -> StoreResult<()>;
     /// One page of grant ids: pass 0 first, then the returned cursor until it is 0 again.
     /// A grant present for the whole scan is listed at least once.
     async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)>;
+}
+
+/// Connections: a user's upstream tokens for one provider, shared by the user's grants on it.
+/// A grant on a connection is stored with the connection's id in its own (see
+/// `connection_of`); `put_grant` adds it to the connection's grants.
+#[async_trait]
+pub trait LinkStore: Send + Sync {
+    /// Creates or replaces the connection (new tokens from an upstream sign-in; status
+    /// `active`), keeping it at least `ttl`.
+    async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()>;
+    async fn link(&self, link_id: &str) -> StoreResult<Option<LinkRecord>>;
+    /// The ids of the grants made on the connection (ended ones included until they expire).
+    async fn link_grants(&self, link_id: &str) -> StoreResult<Vec<String>>;
+}
+
+/// Sign-in sessions: who is signed in to Tether in a browser (keyed by the cookie's digest).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn put_browser_session(&self, key: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()>;
+    async fn browser_session(&self, key: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn end_browser_session(&self, key: &str) -> StoreResult<()>;
 }
 
 /// Short leases that let one replica act for all (the upstream refresh of a grant).
@@ -384,6 +411,8 @@ pub trait Store:
     + ConnectStore
     + AuditStore
     + GrantIndex
+    + LinkStore
+    + SessionStore
     + std::fmt::Debug
 {
     /// Whether the backend answers; `/readyz` reports it.

@@ -190,6 +190,117 @@ impl GrantRecord {
     }
 }
 
+impl GrantRecord {
+    /// The upstream connection whose tokens the grant uses; `None` for grants made before
+    /// connections, which hold their own tokens.
+    pub fn connection_id(&self) -> Option<&str> {
+        connection_of(&self.id)
+    }
+}
+
+/// The connection a grant id names: grants on a connection are `<connection>-<random>`
+/// (the connection id is 24 lowercase hex digits), so that the grant's keys and the
+/// connection's share a hash slot (one round trip, one script). Grants made before
+/// connections have 32 hex digits and no `-`.
+pub fn connection_of(grant_id: &str) -> Option<&str> {
+    let (connection, rest) = grant_id.split_once('-')?;
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (connection.len() == LINK_ID_LEN && hex(connection) && !rest.is_empty()).then_some(connection)
+}
+
+/// Length of a connection id.
+pub const LINK_ID_LEN: usize = 24;
+
+/// How a connection stands. (A connection here is a user's link to an upstream provider;
+/// the `Connection*` records above belong to the connect flow, an MCP server's session.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkStatus {
+    Active,
+    /// The provider refused to refresh: every grant on it needs the user to sign in again.
+    NeedsReauth,
+    /// Its last grant ended: the tokens are deleted.
+    Ended,
+}
+
+impl LinkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::NeedsReauth => "needs_reauth",
+            Self::Ended => "ended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "needs_reauth" => Some(Self::NeedsReauth),
+            "ended" => Some(Self::Ended),
+            _ => None,
+        }
+    }
+}
+
+/// What a connection says about itself: who, at which provider, with which scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// The user it belongs to (`provider:subject`, or `login:<login provider>:<sub>`).
+    pub user: String,
+    pub provider: String,
+    /// The upstream account's subject at the provider.
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The upstream scopes its tokens were granted for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    pub created_at: UnixTime,
+    /// When the user last signed in upstream for it (made or widened).
+    #[serde(default)]
+    pub connected_at: UnixTime,
+}
+
+/// A user's connection to one upstream provider: the upstream tokens every grant of that user
+/// on that provider shares, so that a second client does not need a second upstream login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    pub id: String,
+    pub info: LinkInfo,
+    pub status: LinkStatus,
+    /// The upstream token set, sealed with this connection as associated data; empty once ended.
+    pub upstream: Vec<u8>,
+}
+
+/// What revoking a grant did to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// No such grant.
+    Missing,
+    /// Revoked; its upstream tokens are still used by other live grants on its connection.
+    Shared,
+    /// Revoked, and no live grant uses its upstream tokens any more: they are deleted.
+    Last,
+}
+
+/// A person signed in to Tether in one browser (the `__Host-tether-session` cookie).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub user: String,
+    /// Digest of the browser-binding cookie the session was issued with: the session only
+    /// counts together with it.
+    pub binding_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub created_at: UnixTime,
+}
+
 /// A grant's use by its resource, written at most twice per grant per interval.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GrantUsage {
@@ -252,12 +363,16 @@ pub struct GrantInfo {
     /// The scopes asked of the upstream provider.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream_scope: Vec<String>,
+    /// The user, when it is not the upstream identity (a login provider is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl GrantInfo {
-    /// Who the grant belongs to: the upstream identity, `provider:subject`.
+    /// Who the grant belongs to: the signed-in user under a login provider, otherwise the
+    /// upstream identity, `provider:subject`.
     pub fn user(&self) -> String {
-        format!("{}:{}", self.provider, self.subject)
+        self.owner.clone().unwrap_or_else(|| format!("{}:{}", self.provider, self.subject))
     }
 }
 

@@ -10,6 +10,7 @@ use ::redis::RedisError;
 use async_trait::async_trait;
 
 use super::{RedisStore, SCAN_CURSOR_MASK, SCAN_NODE_SHIFT, SCHEMA, decode, encode, field, millis, text};
+use crate::store::{LinkStatus, Revoked};
 use crate::clock::UnixTime;
 use crate::store::{GrantRecord, GrantStatus, GrantStore, GrantUsage, StoreError, StoreResult, Tombstone};
 
@@ -106,41 +107,51 @@ impl GrantStore for RedisStore {
         if let Some(tombstone) = &grant.tombstone {
             fields.extend(tombstone_fields(tombstone));
         }
-        self.put_hash(self.key("grant", &grant.id), fields, ttl).await
+        // On a connection: listed in the connection's grants first (an entry whose grant
+        // write then fails is harmless: it counts as ended), and the connection kept as long.
+        if let Some(link) = grant.connection_id() {
+            self.keep_link(link, Some(&grant.id), ttl).await?;
+        }
+        self.put_hash(self.gkey("grant", &grant.id), fields, ttl).await
     }
 
     async fn grant(&self, grant_id: &str) -> StoreResult<Option<GrantRecord>> {
-        let hash = self.hgetall(self.key("grant", grant_id)).await?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        let status = text(&hash, "st")?;
-        Ok(Some(GrantRecord {
-            id: grant_id.to_owned(),
-            info: decode(field(&hash, "rec")?)?,
-            status: GrantStatus::parse(status)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
-            // A revoked grant's sealed tokens are deleted.
-            upstream: hash.get("up").cloned().unwrap_or_default(),
-            family: super::refresh::family(&hash)?,
-            usage: GrantUsage {
-                last_used_at: optional_number(&hash, "lu")?,
-                last_used_by: optional_text(&hash, "lb")?,
-                use_count: optional_number(&hash, "uc")?.unwrap_or(0),
-            },
-            tombstone: match optional_number(&hash, "ra")? {
-                Some(at) => Some(Tombstone {
-                    at,
-                    by: optional_text(&hash, "rb")?.unwrap_or_default(),
-                    reason: optional_text(&hash, "rr")?.unwrap_or_default(),
-                }),
-                None => None,
-            },
-        }))
+        let Some(link) = crate::store::connection_of(grant_id) else {
+            let hash = self.hgetall(self.gkey("grant", grant_id)).await?;
+            return grant_from(grant_id, &hash);
+        };
+        // One round trip: the grant and its connection's status and tokens (same hash slot).
+        let (grant_key, link_key) = (self.gkey("grant", grant_id), self.key("link", link));
+        let (hash, (status, upstream)): (HashMap<String, Vec<u8>>, (Option<String>, Option<Vec<u8>>)) = self
+            .run(async move |mut c| {
+                ::redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(&grant_key)
+                    .cmd("HMGET")
+                    .arg(&link_key)
+                    .arg("st")
+                    .arg("up")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let Some(mut grant) = grant_from(grant_id, &hash)? else { return Ok(None) };
+        let status = status.as_deref().and_then(LinkStatus::parse);
+        crate::store::memory::merge_link(&mut grant, status.map(|s| (s, upstream.as_deref().unwrap_or_default())));
+        Ok(Some(grant))
     }
 
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
+        if let Some(link) = crate::store::connection_of(grant_id)
+            && status == GrantStatus::Dead
+        {
+            let (grant_key, link_key) = (self.gkey("grant", grant_id), self.key("link", link));
+            let script = &self.link_dead;
+            let found: i64 =
+                self.run(async move |mut c| script.key(&grant_key).key(&link_key).invoke_async(&mut c).await).await?;
+            return Ok(found == 1);
+        }
+        let key = self.gkey("grant", grant_id);
         let script = &self.set_status;
         let found: i64 =
             self.run(async move |mut c| script.key(&key).arg(status.as_str()).invoke_async(&mut c).await).await?;
@@ -148,39 +159,83 @@ impl GrantStore for RedisStore {
     }
 
     async fn set_grant_ttl(&self, grant_id: &str, ttl: Duration) -> StoreResult<bool> {
-        self.expire(self.key("grant", grant_id), ttl).await
+        let found = self.expire(self.gkey("grant", grant_id), ttl).await?;
+        if found && let Some(link) = crate::store::connection_of(grant_id) {
+            self.keep_link(link, None, ttl).await?;
+        }
+        Ok(found)
     }
 
     async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
-        let script = &self.set_upstream;
+        let key = self.gkey("grant", grant_id);
         let upstream = upstream.to_vec();
-        let found: i64 = self.run(async move |mut c| script.key(&key).arg(upstream).invoke_async(&mut c).await).await?;
+        let found: i64 = match crate::store::connection_of(grant_id) {
+            Some(link) => {
+                let (link_key, script) = (self.key("link", link), &self.link_upstream);
+                self.run(async move |mut c| script.key(&key).key(&link_key).arg(upstream).invoke_async(&mut c).await)
+                    .await?
+            }
+            None => {
+                let script = &self.set_upstream;
+                self.run(async move |mut c| script.key(&key).arg(upstream).invoke_async(&mut c).await).await?
+            }
+        };
         Ok(found == 1)
     }
 
     async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
+        let key = match crate::store::connection_of(grant_id) {
+            Some(link) => self.key("link", link),
+            None => self.gkey("grant", grant_id),
+        };
         let script = &self.hset_if_equal;
         let (expected, upstream) = (expected.to_vec(), upstream.to_vec());
         self.run(async move |mut c| script.key(&key).arg("up").arg(expected).arg(upstream).invoke_async(&mut c).await)
             .await
     }
 
-    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<bool> {
-        let key = self.key("grant", grant_id);
-        let script = &self.revoke_grant;
+    async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<Revoked> {
+        let key = self.gkey("grant", grant_id);
         let (by, reason) = (tombstone.by.clone(), tombstone.reason.clone());
-        let found: i64 = self
+        let Some(link) = crate::store::connection_of(grant_id) else {
+            let script = &self.revoke_grant;
+            let found: i64 = self
+                .run(async move |mut c| {
+                    script.key(&key).arg(tombstone.at).arg(by).arg(reason).arg(millis(ttl)).invoke_async(&mut c).await
+                })
+                .await?;
+            return Ok(if found == 1 { Revoked::Last } else { Revoked::Missing });
+        };
+        let (link_key, members) = (self.key("link", link), self.key("link-grants", link));
+        // Sibling grants' keys are `<base><id without the connection>`.
+        let base = format!("{}:{SCHEMA}:grant:{{{link}}}", self.prefix);
+        let (script, id, skip) = (&self.revoke_link_grant, grant_id.to_owned(), link.len());
+        let outcome: i64 = self
             .run(async move |mut c| {
-                script.key(&key).arg(tombstone.at).arg(by).arg(reason).arg(millis(ttl)).invoke_async(&mut c).await
+                script
+                    .key(&key)
+                    .key(&link_key)
+                    .key(&members)
+                    .arg(tombstone.at)
+                    .arg(by)
+                    .arg(reason)
+                    .arg(millis(ttl))
+                    .arg(id)
+                    .arg(base)
+                    .arg(skip)
+                    .invoke_async(&mut c)
+                    .await
             })
             .await?;
-        Ok(found == 1)
+        Ok(match outcome {
+            0 => Revoked::Missing,
+            1 => Revoked::Shared,
+            _ => Revoked::Last,
+        })
     }
 
     async fn note_use(&self, grant_id: &str, at: Option<UnixTime>, by: &str, count: u64) -> StoreResult<()> {
-        let key = self.key("grant", grant_id);
+        let key = self.gkey("grant", grant_id);
         let script = &self.note_use;
         let (at, by) = (at.map(|t| t.to_string()).unwrap_or_default(), by.to_owned());
         let _: i64 =
@@ -214,8 +269,38 @@ impl GrantStore for RedisStore {
         // `prefix:v1:grant:{id}`: the id is inside the hash tag.
         let ids = keys
             .iter()
-            .filter_map(|k| k.rsplit_once(":{").and_then(|(_, id)| id.strip_suffix('}')).map(str::to_owned))
+            .filter_map(|k| k.rsplit_once(":{").map(|(_, id)| id.replacen('}', "", 1)))
             .collect();
         Ok((next, ids))
     }
+}
+
+/// A grant from its hash; `None` for an empty (missing) hash.
+fn grant_from(grant_id: &str, hash: &HashMap<String, Vec<u8>>) -> StoreResult<Option<GrantRecord>> {
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let status = text(&hash, "st")?;
+        Ok(Some(GrantRecord {
+            id: grant_id.to_owned(),
+            info: decode(field(&hash, "rec")?)?,
+            status: GrantStatus::parse(status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
+            // A revoked grant's sealed tokens are deleted.
+            upstream: hash.get("up").cloned().unwrap_or_default(),
+            family: super::refresh::family(&hash)?,
+            usage: GrantUsage {
+                last_used_at: optional_number(&hash, "lu")?,
+                last_used_by: optional_text(&hash, "lb")?,
+                use_count: optional_number(&hash, "uc")?.unwrap_or(0),
+            },
+            tombstone: match optional_number(&hash, "ra")? {
+                Some(at) => Some(Tombstone {
+                    at,
+                    by: optional_text(&hash, "rb")?.unwrap_or_default(),
+                    reason: optional_text(&hash, "rr")?.unwrap_or_default(),
+                }),
+                None => None,
+            },
+        }))
 }

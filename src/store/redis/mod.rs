@@ -18,6 +18,7 @@ use super::*;
 mod audit;
 mod grants;
 mod index;
+mod links;
 mod refresh;
 
 const SCHEMA: &str = "v1";
@@ -102,6 +103,10 @@ pub struct RedisStore {
     admit_client: Script,
     hset_if_equal: Script,
     relapse_client: Script,
+    keep_link: Script,
+    link_dead: Script,
+    link_upstream: Script,
+    revoke_link_grant: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -136,6 +141,10 @@ impl RedisStore {
             admit_client: Script::new(ADMIT_CLIENT),
             hset_if_equal: Script::new(grants::HSET_IF_EQUAL),
             relapse_client: Script::new(RELAPSE_CLIENT),
+            keep_link: Script::new(links::KEEP_LINK),
+            link_dead: Script::new(links::LINK_DEAD),
+            link_upstream: Script::new(links::LINK_UPSTREAM),
+            revoke_link_grant: Script::new(links::REVOKE_LINK_GRANT),
         })
     }
 
@@ -148,6 +157,15 @@ impl RedisStore {
 
     fn key(&self, kind: &str, id: &str) -> String {
         format!("{}:{SCHEMA}:{kind}:{{{id}}}", self.prefix)
+    }
+
+    /// A key of a grant: `{id}` for grants that hold their own tokens, `{connection}-rest`
+    /// for grants on a connection, so that they share the connection's hash slot.
+    fn gkey(&self, kind: &str, grant_id: &str) -> String {
+        match connection_of(grant_id) {
+            Some(link) => format!("{}:{SCHEMA}:{kind}:{{{link}}}{}", self.prefix, &grant_id[link.len()..]),
+            None => self.key(kind, grant_id),
+        }
     }
 
     /// The one sorted set of recently used grants (background refresh).

@@ -99,14 +99,14 @@ fn number<T: std::str::FromStr>(hash: &HashMap<String, Vec<u8>>, name: &str) -> 
 impl RedisStore {
     /// The key of the successor a family's last rotation keeps (the grant's hash slot).
     fn family_successor_key(&self, grant_id: &str) -> String {
-        self.key("next", grant_id)
+        self.gkey("next", grant_id)
     }
 }
 
 #[async_trait]
 impl RefreshStore for RedisStore {
     async fn start_family(&self, grant_id: &str, current: &str) -> StoreResult<bool> {
-        let (key, current) = (self.key("grant", grant_id), current.to_owned());
+        let (key, current) = (self.gkey("grant", grant_id), current.to_owned());
         let script = &self.start_family;
         let started: i64 =
             self.run(async move |mut c| script.key(&key).arg(current).invoke_async(&mut c).await).await?;
@@ -114,7 +114,7 @@ impl RefreshStore for RedisStore {
     }
 
     async fn advance_family(&self, grant_id: &str, step: FamilyStep<'_>) -> StoreResult<Advance> {
-        let (key, successor_key) = (self.key("grant", grant_id), self.family_successor_key(grant_id));
+        let (key, successor_key) = (self.gkey("grant", grant_id), self.family_successor_key(grant_id));
         let script = &self.advance_family;
         let (presented, next, successor) = (step.presented.to_owned(), step.next.to_owned(), step.successor.to_vec());
         let reply: Vec<::redis::Value> = self

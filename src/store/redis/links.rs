@@ -1,0 +1,151 @@
+//! Connections on Redis: one hash per connection (`link:{id}`: `rec` its JSON, `st` status,
+//! `up` the sealed upstream tokens) and the set of grants made on it (`link-grants:{id}`).
+//! A grant on a connection has the connection in its id, so its keys (`grant:{link}-rest`,
+//! `next:{link}-rest`) and the connection's share a hash slot: reading a grant with its
+//! tokens is one pipeline, and revoking the last grant of a connection one script.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{RedisStore, decode, encode, field, millis, text};
+use crate::store::{LinkRecord, LinkStatus, LinkStore, SessionRecord, SessionStore, StoreError, StoreResult};
+
+/// Adds a grant (ARGV[2], unless empty) to the connection's grants and keeps the connection
+/// and the set at least ARGV[1] ms (never shortens them). KEYS: link, link-grants.
+pub(super) const KEEP_LINK: &str = r"
+if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
+local ms = tonumber(ARGV[1])
+for i = 1, 2 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left ~= -2 and left < ms then redis.call('PEXPIRE', KEYS[i], ms) end
+end
+return 1
+";
+
+/// The provider refused a grant's refresh: its connection (and so every grant on it) needs
+/// the user again. KEYS: grant, link.
+pub(super) const LINK_DEAD: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[2], 'st') == 'active' then redis.call('HSET', KEYS[2], 'st', 'needs_reauth') end
+return 1
+";
+
+/// A refresh through a grant stores the connection's new tokens, unless the connection ended
+/// meanwhile (a revocation's deletion stands). KEYS: grant, link; ARGV: sealed tokens.
+pub(super) const LINK_UPSTREAM: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local st = redis.call('HGET', KEYS[2], 'st')
+if st and st ~= 'ended' then redis.call('HSET', KEYS[2], 'up', ARGV[1]) end
+return 1
+";
+
+/// Revokes a grant on a connection (as `grants::REVOKE`), takes it off the connection's
+/// grants, and when no live grant is left there deletes the connection's tokens. Sibling
+/// grants are read by key built from ARGV[6] (their slot is this one). Returns 0: no such
+/// grant, 1: revoked, tokens still used, 2: revoked and the tokens deleted.
+/// KEYS: grant, link, link-grants; ARGV: at, by, reason, ttl (ms), grant id, sibling key
+/// base, connection id length.
+pub(super) const REVOKE_LINK_GRANT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'st') ~= 'revoked' or redis.call('HEXISTS', KEYS[1], 'ra') == 0 then
+  redis.call('HSET', KEYS[1], 'st', 'revoked', 'ra', ARGV[1], 'rb', ARGV[2], 'rr', ARGV[3])
+end
+redis.call('HDEL', KEYS[1], 'up')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SREM', KEYS[3], ARGV[5])
+local skip = tonumber(ARGV[7])
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local st = redis.call('HGET', ARGV[6] .. string.sub(id, skip + 1), 'st')
+  if st and st ~= 'revoked' then return 1 end
+  -- Ended or expired: no longer a user of the tokens.
+  redis.call('SREM', KEYS[3], id)
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HDEL', KEYS[2], 'up')
+  redis.call('HSET', KEYS[2], 'st', 'ended')
+end
+return 2
+";
+
+impl RedisStore {
+    /// Runs `KEEP_LINK` (see there).
+    pub(super) async fn keep_link(&self, link: &str, grant_id: Option<&str>, ttl: Duration) -> StoreResult<()> {
+        let (link_key, members) = (self.key("link", link), self.key("link-grants", link));
+        let (script, id) = (&self.keep_link, grant_id.unwrap_or_default().to_owned());
+        let _: i64 = self
+            .run(async move |mut c| script.key(&link_key).key(&members).arg(millis(ttl)).arg(id).invoke_async(&mut c).await)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LinkStore for RedisStore {
+    async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()> {
+        let key = self.key("link", &link.id);
+        let fields: Vec<(&'static str, Vec<u8>)> = vec![
+            ("rec", encode(&link.info)?),
+            ("st", link.status.as_str().as_bytes().to_vec()),
+            ("up", link.upstream.clone()),
+        ];
+        // Replaced whole (tokens from a new sign-in), then kept at least `ttl`, never less
+        // than it already had: other grants may depend on it for longer.
+        self.run(async move |mut c| {
+            let mut pipe = ::redis::pipe();
+            pipe.atomic().cmd("HDEL").arg(&key).arg("up").ignore();
+            pipe.cmd("HSET").arg(&key);
+            for (name, value) in &fields {
+                pipe.arg(*name).arg(value.as_slice());
+            }
+            pipe.ignore();
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await?;
+        self.keep_link(&link.id, None, ttl).await
+    }
+
+    async fn link(&self, link_id: &str) -> StoreResult<Option<LinkRecord>> {
+        let hash = self.hgetall(self.key("link", link_id)).await?;
+        link_from(link_id, &hash)
+    }
+
+    async fn link_grants(&self, link_id: &str) -> StoreResult<Vec<String>> {
+        let key = self.key("link-grants", link_id);
+        let mut ids: Vec<String> =
+            self.run(async move |mut c| ::redis::cmd("SMEMBERS").arg(&key).query_async(&mut c).await).await?;
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+fn link_from(link_id: &str, hash: &HashMap<String, Vec<u8>>) -> StoreResult<Option<LinkRecord>> {
+    if hash.is_empty() {
+        return Ok(None);
+    }
+    let status = text(hash, "st")?;
+    Ok(Some(LinkRecord {
+        id: link_id.to_owned(),
+        info: decode(field(hash, "rec")?)?,
+        status: LinkStatus::parse(status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown connection status `{status}`")))?,
+        upstream: hash.get("up").cloned().unwrap_or_default(),
+    }))
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn put_browser_session(&self, key: &str, session: &SessionRecord, ttl: Duration) -> StoreResult<()> {
+        self.put_json(self.key("login", key), session, ttl).await
+    }
+
+    async fn browser_session(&self, key: &str) -> StoreResult<Option<SessionRecord>> {
+        self.get_json(self.key("login", key)).await
+    }
+
+    async fn end_browser_session(&self, key: &str) -> StoreResult<()> {
+        let key = self.key("login", key);
+        self.run(async move |mut c| ::redis::cmd("DEL").arg(&key).query_async::<()>(&mut c).await).await
+    }
+}
