@@ -125,7 +125,7 @@ async fn a_revoked_grant_keeps_a_tombstone_and_loses_its_upstream_tokens() {
     let grant = grant_of(&tokens);
     assert_eq!(app.revoke(&client, tokens["access_token"].as_str().unwrap()).await.status(), 200);
     let redis = app.redis.as_ref().unwrap();
-    let key = format!("test:v1:grant:{{{grant}}}");
+    let key = common::grant_key(&grant);
     let fields = redis.cli(&["HGETALL", &key]);
     let fields: Vec<&str> = fields.lines().collect();
     let get = |name: &str| fields.iter().position(|f| *f == name).map(|i| fields[i + 1]);
@@ -134,6 +134,10 @@ async fn a_revoked_grant_keeps_a_tombstone_and_loses_its_upstream_tokens() {
     assert_eq!(get("rb"), Some(format!("client:{}", client.client_id).as_str()));
     assert!(get("ra").is_some_and(|at| at.parse::<i64>().is_ok()), "{fields:?}");
     assert_eq!(get("up"), None, "the sealed upstream tokens are deleted");
+    // Its connection's tokens too: no other grant used them.
+    let link = common::link_key(&grant);
+    assert_eq!(redis.cli(&["HGET", &link, "st"]).trim(), "ended");
+    assert_eq!(redis.cli(&["HEXISTS", &link, "up"]).trim(), "0", "the connection's tokens are deleted");
     let ttl: i64 = redis.cli(&["TTL", &key]).trim().parse().unwrap();
     assert!((2_591_000..=2_592_000).contains(&ttl), "kept for the tombstone's 30 days, {ttl} s left");
     // Revoking again changes nothing: the first tombstone stays.
@@ -202,7 +206,7 @@ async fn releases_are_coalesced_per_interval_and_the_grant_records_its_use() {
     assert_eq!((releases[0]["data"]["count"].as_u64(), releases[1]["data"]["count"].as_u64()), (Some(1), Some(9)));
     assert!(releases[1]["data"]["details"]["from"].is_string() && releases[1]["data"]["details"]["until"].is_string());
 
-    let key = format!("test:v1:grant:{{{}}}", grant_of(&tokens));
+    let key = common::grant_key(&grant_of(&tokens));
     let redis = app.redis.as_ref().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while redis.cli(&["HGET", &key, "uc"]).trim() != "10" {

@@ -96,6 +96,10 @@ async fn dump_redis(url: &str) -> Vec<(String, Vec<u8>, i64)> {
                     ::redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
                 members.concat()
             }
+            "set" => {
+                let members: Vec<Vec<u8>> = ::redis::cmd("SMEMBERS").arg(&key).query_async(&mut conn).await.unwrap();
+                members.concat()
+            }
             // The audit trail: every event's JSON.
             "stream" => {
                 let entries: Vec<StreamEntry> =
@@ -171,6 +175,8 @@ async fn the_github_kind_reads_the_numeric_user_id_and_survives_200_error_answer
 
     // GitHub answers a bad code with 200 and `{"error": "bad_verification_code"}`: that is a
     // refusal, reported to the client as server_error, not a parse failure or a 500.
+    // (Another browser: this one is signed in, and would reuse the connection.)
+    let browser = app.browser();
     let upstream = app.go_upstream(&browser, &app.authorize_url(&client, &Pkce::new(), &[])).await;
     let back = location(&browser.upstream_login(&upstream, "octocat", "approve").await);
     let state = query(&back)["state"].clone();

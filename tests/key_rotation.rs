@@ -78,7 +78,7 @@ async fn sealed_under(cluster: &TestCluster, access_token: &str) -> String {
     let client = ::redis::Client::open(cluster.redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let blob: Vec<u8> =
-        ::redis::cmd("HGET").arg(format!("test:v1:grant:{{{gid}}}")).arg("up").query_async(&mut conn).await.unwrap();
+        ::redis::cmd("HGET").arg(common::link_key(&gid)).arg("up").query_async(&mut conn).await.unwrap();
     tether::crypto::seal::KeyRing::sealed_with(&blob).unwrap().to_owned()
 }
 

@@ -64,7 +64,7 @@ async fn first_form_token(app: &TestApp, client: &TestClient, grant: &str, rotat
 
 /// A grant as a version before families stored it: no family fields.
 fn forget_family(app: &TestApp, grant: &str) {
-    redis(app).cli(&["HDEL", &format!("test:v1:grant:{{{grant}}}"), "fg", "fc", "fp", "fr"]);
+    redis(app).cli(&["HDEL", &common::grant_key(&grant), "fg", "fc", "fp", "fr"]);
 }
 
 #[tokio::test]
@@ -74,7 +74,7 @@ async fn a_grant_refreshed_many_times_keeps_the_same_keys_and_the_same_size() {
     let mut tokens = app.tokens_for(&client, "ada").await;
     let grant = grant_of(&tokens);
     tokens = refreshed(&app, &client, refresh_token(&tokens)).await;
-    let (before, grant_key) = (keys(&app), format!("test:v1:grant:{{{grant}}}"));
+    let (before, grant_key) = (keys(&app), common::grant_key(&grant));
     let size =
         |app: &TestApp| redis(app).cli(&["MEMORY", "USAGE", &grant_key, "SAMPLES", "0"]).trim().parse::<u64>().unwrap();
     let size_before = size(&app);

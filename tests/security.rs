@@ -766,12 +766,13 @@ async fn rfc8725_jwt_alg_confusion_and_forged_headers_are_inactive() {
 // ---------------------------------------------------------------------------------------
 // Records at rest (AEAD, RFC 5116 §2.1 associated data) and what reaches HTTP headers.
 
-/// The sealed upstream tokens (`up`) of the grant behind `access_token`, read or written raw.
+/// The sealed upstream tokens (`up`) behind `access_token` (its grant's connection), read or
+/// written raw.
 async fn grant_field(app: &TestApp, access_token: &str, replace: Option<&[u8]>) -> Vec<u8> {
     let gid = jwt_claims(access_token)["gid"].as_str().unwrap().to_owned();
     let client = ::redis::Client::open(app.redis.as_ref().unwrap().url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("test:v1:grant:{{{gid}}}");
+    let key = common::link_key(&gid);
     if let Some(bytes) = replace {
         let _: () = ::redis::cmd("HSET").arg(&key).arg("up").arg(bytes).query_async(&mut conn).await.unwrap();
     }
@@ -798,8 +799,8 @@ async fn aead_a_tampered_sealed_record_is_refused() {
     assert_eq!(app.introspect(&access).await["active"], true, "the original still opens");
 }
 
-/// A sealed record copied into another grant (another user's, another client's) does not
-/// open there: the associated data binds it to its grant, user and client.
+/// A sealed record copied into another user's connection does not open there: the associated
+/// data binds it to its connection, provider and upstream subject.
 #[tokio::test]
 async fn aead_ciphertext_moved_between_grants_does_not_open() {
     let app = TestApp::spawn(Backend::Redis).await;

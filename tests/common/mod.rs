@@ -765,3 +765,17 @@ pub fn config_errors(toml: &str) -> String {
     std::fs::write(&path, toml).unwrap();
     tether::settings::load_and_build(Some(&path), 0).err().map(|e| e.to_string()).unwrap_or_default()
 }
+
+/// The Redis key of a grant's record (prefix `test`): a grant on a connection shares the
+/// connection's hash tag.
+pub fn grant_key(grant: &str) -> String {
+    match tether::store::connection_of(grant) {
+        Some(link) => format!("test:v1:grant:{{{link}}}{}", &grant[link.len()..]),
+        None => format!("test:v1:grant:{{{grant}}}"),
+    }
+}
+
+/// The Redis key of the connection a grant is on (prefix `test`).
+pub fn link_key(grant: &str) -> String {
+    format!("test:v1:link:{{{}}}", tether::store::connection_of(grant).expect("a grant on a connection"))
+}

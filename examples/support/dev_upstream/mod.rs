@@ -102,6 +102,8 @@ struct Faults {
 /// What Tether asked for.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
+    /// Sign-ins completed at the login page (a person approving).
+    pub logins: u64,
     pub code_exchanges: u64,
     pub refreshes: u64,
     pub jwks_fetches: u64,
@@ -380,7 +382,9 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
     }
     let user = q.username.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| "octocat".into());
     let code = random();
-    shared.db().codes.insert(
+    let mut db = shared.db();
+    db.counts.logins += 1;
+    db.codes.insert(
         code.clone(),
         Code {
             redirect_uri: redirect_uri.clone(),
@@ -392,6 +396,7 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
             expires: Instant::now() + Duration::from_secs(60),
         },
     );
+    drop(db);
     answer(&[("code", &code), ("state", &state)])
 }
 
