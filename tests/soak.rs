@@ -31,6 +31,8 @@ const TOMBSTONE_SECS: i64 = 2_592_000;
 const AUDIT_SECS: i64 = 2_592_000;
 /// How long a dynamic client that obtained tokens is kept (the default, 90 days).
 const CLIENT_SECS: i64 = 7_776_000;
+/// How long a browser stays signed in to Tether (the default, an hour).
+const SESSION_SECS: i64 = 3600;
 
 fn refreshes_per_phase() -> usize {
     std::env::var("SOAK_REFRESHES").ok().and_then(|n| n.parse().ok()).unwrap_or(400)
@@ -48,7 +50,15 @@ fn options() -> Options {
 /// The kind of a key: the key with its hash tag's content left out (`test:v1:code:{}:used`).
 fn kind(key: &str) -> String {
     match (key.find('{'), key.find('}')) {
-        (Some(open), Some(close)) if open < close => format!("{}{{}}{}", &key[..open], &key[close + 1..]),
+        (Some(open), Some(close)) if open < close => {
+            // A grant on a connection: `{connection}-<rest of the grant id>`.
+            let rest = &key[close + 1..];
+            let rest = match rest.strip_prefix('-') {
+                Some(id) => &id[id.find(':').unwrap_or(id.len())..],
+                None => rest,
+            };
+            format!("{}{{}}{rest}", &key[..open])
+        }
         _ => key.to_owned(),
     }
 }
@@ -210,8 +220,12 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
     for key in &new {
         *new_kinds.entry(kind(key)).or_default() += 1;
     }
-    // A new user also brings their own listings (by user and by upstream account).
+    // A new user also brings their own listings (by user and by upstream account), their
+    // connection (tokens and grant list) and a sign-in session.
     let per_login = [
+        "test:v1:link:{}",
+        "test:v1:link-grants:{}",
+        "test:v1:login:{}",
         "test:v1:grant:{}",
         "test:v1:browser:{}",
         "test:v1:code:{}:used",
@@ -255,6 +269,9 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
             "test:v1:code:{}:used" | "test:v1:pending:{}" | "test:v1:consent:{}" => AUTHORIZATION_SECS,
             "test:v1:lock:{}" => 30,
             "test:v1:grant:{}" | "test:v1:browser:{}" => REFRESH_SECS,
+            // A connection lives as long as the grants on it can, tombstones included.
+            "test:v1:link:{}" | "test:v1:link-grants:{}" => REFRESH_SECS + TOMBSTONE_SECS,
+            "test:v1:login:{}" => SESSION_SECS,
             // Listings outlive their newest grant by a tombstone's life.
             listing if listing.starts_with("test:v1:idx:") => REFRESH_SECS + TOMBSTONE_SECS,
             "test:v1:audit" => AUDIT_SECS,

@@ -141,7 +141,9 @@ async fn a_crashed_lock_holder_delays_refresh_only_until_the_lock_expires() {
     let client = app.register_client("none").await;
     let access = app.tokens_for(&client, "ray").await["access_token"].as_str().unwrap().to_owned();
     let gid = jwt_claims(&access)["gid"].as_str().unwrap().to_owned();
-    // A replica took the lock and died: nobody releases it.
+    // A replica took the lock (the grant's connection's: its grants share the tokens) and
+    // died: nobody releases it.
+    let gid = tether::store::connection_of(&gid).unwrap().to_owned();
     let redis = ::redis::Client::open(app.redis.as_ref().unwrap().url()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let _: () = ::redis::cmd("SET")
