@@ -233,17 +233,10 @@ pub async fn disconnect(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let admin_id = authorize(&req, &state)?;
-    if !id.contains(':') {
-        return Err(OAuthError::invalid_request("a connection id is provider:subject").into());
-    }
     let origin = super::origin(&req, &state);
-    let request = BulkRevoke {
-        filter: GrantFilter { user: Some(id.into_inner()), ..GrantFilter::default() },
-        upstream: query.upstream.unwrap_or(true),
-        ..BulkRevoke::default()
-    };
     let trigger = Trigger::Admin { token: admin_id };
-    let report = admin::revoke_matching(state.broker.admin(), &request, &trigger, &origin, state.clock.now()).await?;
+    let upstream = query.upstream.unwrap_or(true);
+    let report = admin::disconnect(state.broker.admin(), &id, &trigger, upstream, &origin, state.clock.now()).await?;
     Ok(ok(&report))
 }
 

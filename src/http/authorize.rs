@@ -50,7 +50,8 @@ async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) ->
     let store = broker.store.as_ref();
     let (binding, consent) = (state.binding(req), state.consent(req));
     let session = state.session(&req);
-    let cookies = BrowserCookies { binding: binding.as_deref(), consent: consent.as_deref(), session: session.as_deref() };
+    let cookies =
+        BrowserCookies { binding: binding.as_deref(), consent: consent.as_deref(), session: session.as_deref() };
     let stores = AuthorizeStores { pending: store, grants: store, browsers: store };
     let (mut response, binding) =
         match authorize::start(broker.flow(&super::origin(req, state)), stores, params, cookies, now).await {

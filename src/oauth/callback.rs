@@ -90,18 +90,10 @@ pub async fn complete(
             .provider(provider.id())
             .origin(ctx.origin),
     );
-    let link = links::connect(
-        ctx,
-        vault,
-        &user,
-        provider.id(),
-        &identity,
-        &exchanged.tokens,
-        &pending.upstream_scopes,
-        now,
-    )
-    .await
-    .map_err(|e| back.error(&e))?;
+    let link =
+        links::connect(ctx, vault, &user, provider.id(), &identity, &exchanged.tokens, &pending.upstream_scopes, now)
+            .await
+            .map_err(|e| back.error(&e))?;
     let session = links::sign_in(ctx, &pending.binding_digest, &user, &identity, now).await;
     let redirect = links::issue(ctx, request, &pending.binding_digest, &link, &pending.upstream_scopes, now).await?;
     Ok(Completed { redirect, session })

@@ -83,7 +83,7 @@ pub async fn send_upstream(
         return Err(back.error(&OAuthError::server_error("the resource is no longer configured")));
     };
     let mut upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
-    let session = links::session(ctx.store, session, &binding_digest).await.map_err(|e| back.error(&e))?;
+    let session = links::session(ctx, session, &binding_digest, now).await.map_err(|e| back.error(&e))?;
     if let Some(session) = &session {
         let reusable = links::reusable(ctx, ctx.vault, &session.user, provider.id(), &upstream_scopes, now)
             .await
@@ -94,7 +94,9 @@ pub async fn send_upstream(
         }
         // Signing in again for more: ask for what the connection has too, so that the new
         // tokens still serve the user's other grants on it.
-        if let Some(link) = ctx.store.link(&links::link_id(&session.user, provider.id())).await.map_err(|e| back.error(&e.into()))? {
+        if let Some(link) =
+            ctx.store.link(&links::link_id(&session.user, provider.id())).await.map_err(|e| back.error(&e.into()))?
+        {
             for s in link.info.scope {
                 if !upstream_scopes.contains(&s) {
                     upstream_scopes.push(s);

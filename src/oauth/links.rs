@@ -15,8 +15,8 @@ use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
 use crate::store::{
-    AuthorizationRecord, CodeRecord, GrantInfo, GrantRecord, IndexKey, LinkInfo, LinkRecord, LinkStatus,
-    SessionRecord, Store,
+    AuthorizationRecord, CodeRecord, GrantInfo, GrantRecord, IndexKey, LinkInfo, LinkRecord, LinkStatus, SessionRecord,
+    Store,
 };
 use crate::upstream::{Identity, UpstreamTokens};
 
@@ -47,15 +47,21 @@ pub fn upstream_user(provider: &str, subject: &str) -> String {
     format!("{provider}:{subject}")
 }
 
-/// The session a browser presents, when it is live and issued to this very browser.
+/// The session a browser presents, when it is live (by the record's age as well as its
+/// time to live in the store) and was issued to this very browser.
 pub async fn session(
-    store: &dyn Store,
+    ctx: FlowContext<'_>,
     cookie: Option<&str>,
     binding_digest: &str,
+    now: UnixTime,
 ) -> Result<Option<SessionRecord>, OAuthError> {
     let Some(cookie) = cookie.filter(|c| super::authorize::is_binding(c)) else { return Ok(None) };
-    let session = store.browser_session(&hash::digest(cookie)).await?;
-    Ok(session.filter(|s| hash::constant_time_eq(s.binding_digest.as_bytes(), binding_digest.as_bytes())))
+    let session = ctx.store.browser_session(&hash::digest(cookie)).await?;
+    let lifetime = i64::try_from(ctx.lifetimes.session.as_secs()).unwrap_or(i64::MAX);
+    Ok(session.filter(|s| {
+        s.created_at.saturating_add(lifetime) > now
+            && hash::constant_time_eq(s.binding_digest.as_bytes(), binding_digest.as_bytes())
+    }))
 }
 
 /// Starts a session for `user` in this browser; the cookie value to set.
@@ -212,7 +218,13 @@ pub async fn issue(
     let (grant_stored, code_stored, remembered) = tokio::join!(
         store.put_grant(&grant, ctx.lifetimes.authorization),
         store.put_code(&code_digest, &code_record, ctx.lifetimes.code),
-        store.remember_grant(binding_digest, &request.client_id, &request.resource, &grant_id, ctx.lifetimes.refresh_token),
+        store.remember_grant(
+            binding_digest,
+            &request.client_id,
+            &request.resource,
+            &grant_id,
+            ctx.lifetimes.refresh_token
+        ),
     );
     grant_stored.and(code_stored).map_err(|e| back.error(&OAuthError::store(e)))?;
     if let Err(e) = remembered {
@@ -235,7 +247,11 @@ pub async fn issue(
 
 /// The scopes of the new grant: the widened set when the user of this sign-in holds the
 /// grant being widened, otherwise only what this request asked for.
-async fn widened_scope(store: &dyn Store, request: &AuthorizationRecord, user: &str) -> Result<Vec<String>, OAuthError> {
+async fn widened_scope(
+    store: &dyn Store,
+    request: &AuthorizationRecord,
+    user: &str,
+) -> Result<Vec<String>, OAuthError> {
     let Some(earlier) = &request.widens else { return Ok(request.scope.clone()) };
     let same_user = store.grant(earlier).await?.is_some_and(|g| g.info.user() == user);
     Ok(if same_user { request.scope.clone() } else { request.requested_scope.clone() })

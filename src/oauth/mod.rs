@@ -163,6 +163,7 @@ impl Broker {
             events: store,
             registry: &self.registry,
             revoker: self.revoker(),
+            links: store,
         }
     }
 

@@ -69,7 +69,8 @@ impl Vault {
         if link.upstream.is_empty() {
             return None;
         }
-        let bytes = self.keys.open(&link.upstream, &link_aad(&link.id, &link.info.provider, &link.info.subject)).ok()?;
+        let bytes =
+            self.keys.open(&link.upstream, &link_aad(&link.id, &link.info.provider, &link.info.subject)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 

@@ -34,6 +34,7 @@ pub struct AdminContext<'a> {
     pub events: &'a dyn AuditStore,
     pub registry: &'a Registry,
     pub revoker: Revoker<'a>,
+    pub links: &'a dyn crate::store::LinkStore,
 }
 
 /// Which grants: each member narrows; none at all is every grant.
@@ -219,17 +220,59 @@ pub async fn user(ctx: AdminContext<'_>, user: &str) -> Result<UserView, OAuthEr
     let mut connections: Vec<ConnectionRef> = Vec::new();
     for grant in &page.grants {
         let active = usize::from(grant.status == State::Active);
-        match connections.iter_mut().find(|c| c.provider == grant.provider && c.subject == grant.user.subject) {
-            Some(connection) => connection.active_grants += active,
-            None => connections.push(ConnectionRef {
-                provider: grant.provider.clone(),
-                subject: grant.user.subject.clone(),
-                upstream_account: grant.user.upstream_account.clone(),
-                active_grants: active,
-            }),
+        let id = grant.connection.clone().unwrap_or_else(|| format!("{}:{}", grant.provider, grant.user.subject));
+        if let Some(connection) = connections.iter_mut().find(|c| c.id == id) {
+            connection.active_grants += active;
+            continue;
         }
+        let link = match &grant.connection {
+            Some(link) => ctx.links.link(link).await?,
+            None => None,
+        };
+        connections.push(ConnectionRef {
+            provider: grant.provider.clone(),
+            subject: grant.user.subject.clone(),
+            upstream_account: grant.user.upstream_account.clone(),
+            status: link.as_ref().map(|l| l.status.as_str()),
+            scope: link.as_ref().map(|l| l.info.scope.clone()).unwrap_or_default(),
+            connected_at: link.as_ref().map(|l| l.info.connected_at),
+            active_grants: active,
+            id,
+        });
     }
     Ok(UserView { id: user.to_owned(), name, email, connections, grants: page.grants })
+}
+
+/// Ends a connection: every grant on it, then (with `upstream`) the upstream authorization,
+/// once no grant uses it. `id` is a connection id; `provider:subject` ends the grants of an
+/// upstream identity made before connections.
+pub async fn disconnect(
+    ctx: AdminContext<'_>,
+    id: &str,
+    trigger: &Trigger,
+    upstream: bool,
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<BulkReport, OAuthError> {
+    if id.contains(':') {
+        let request = BulkRevoke {
+            filter: GrantFilter { user: Some(id.to_owned()), ..GrantFilter::default() },
+            upstream,
+            ..BulkRevoke::default()
+        };
+        return revoke_matching(ctx, &request, trigger, origin, now).await;
+    }
+    if ctx.links.link(id).await?.is_none() {
+        return Err(OAuthError::new(ErrorCode::NotFound, "no such connection"));
+    }
+    let ids = ctx.links.link_grants(id).await?;
+    let report = revocation::end(ctx.revoker, &ids, trigger, upstream, origin, now).await?;
+    Ok(BulkReport {
+        dry_run: false,
+        matched: report.revoked.len(),
+        grants: report.revoked,
+        upstream: Some(report.upstream.result),
+    })
 }
 
 /// Ends one grant (idempotent: a grant already revoked answers the same report).

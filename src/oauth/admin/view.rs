@@ -47,6 +47,10 @@ pub struct GrantView {
     pub client: ClientRef,
     pub resource: ResourceRef,
     pub provider: String,
+    /// The user's connection to the provider whose tokens the grant uses (none for grants
+    /// made before connections, which hold their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     pub scope: Vec<String>,
     pub upstream_scope: Vec<String>,
     pub refresh_token: bool,
@@ -131,6 +135,7 @@ impl GrantView {
                 name: resource.map(|r| r.name.clone()),
             },
             provider: info.provider.clone(),
+            connection: grant.connection_id().map(str::to_owned),
             scope: info.scope.clone(),
             upstream_scope: info.upstream_scope.clone(),
             refresh_token: info.offline,
@@ -160,12 +165,26 @@ pub struct UserView {
     pub grants: Vec<GrantView>,
 }
 
+/// A user's connection to an upstream provider: one upstream sign-in whose tokens the user's
+/// grants on that provider share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnectionRef {
+    /// For `DELETE /admin/v1/connections/{id}`: the connection id, or `provider:subject` for
+    /// grants made before connections.
+    pub id: String,
     pub provider: String,
     pub subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_account: Option<String>,
+    /// `active`, `needs_reauth` (the provider refused a refresh), `ended` (no live grant
+    /// left; its tokens are deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    /// The upstream scopes its tokens were granted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<UnixTime>,
     /// Live grants that use it.
     pub active_grants: usize,
 }

@@ -10,9 +10,9 @@ use ::redis::RedisError;
 use async_trait::async_trait;
 
 use super::{RedisStore, SCAN_CURSOR_MASK, SCAN_NODE_SHIFT, SCHEMA, decode, encode, field, millis, text};
-use crate::store::{LinkStatus, Revoked};
 use crate::clock::UnixTime;
 use crate::store::{GrantRecord, GrantStatus, GrantStore, GrantUsage, StoreError, StoreResult, Tombstone};
+use crate::store::{LinkStatus, Revoked};
 
 /// Sets the status of an existing grant that is not revoked (a revocation is final).
 /// ARGV: status.
@@ -267,40 +267,37 @@ impl GrantStore for RedisStore {
             })
             .await?;
         // `prefix:v1:grant:{id}`: the id is inside the hash tag.
-        let ids = keys
-            .iter()
-            .filter_map(|k| k.rsplit_once(":{").map(|(_, id)| id.replacen('}', "", 1)))
-            .collect();
+        let ids = keys.iter().filter_map(|k| k.rsplit_once(":{").map(|(_, id)| id.replacen('}', "", 1))).collect();
         Ok((next, ids))
     }
 }
 
 /// A grant from its hash; `None` for an empty (missing) hash.
 fn grant_from(grant_id: &str, hash: &HashMap<String, Vec<u8>>) -> StoreResult<Option<GrantRecord>> {
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        let status = text(&hash, "st")?;
-        Ok(Some(GrantRecord {
-            id: grant_id.to_owned(),
-            info: decode(field(&hash, "rec")?)?,
-            status: GrantStatus::parse(status)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
-            // A revoked grant's sealed tokens are deleted.
-            upstream: hash.get("up").cloned().unwrap_or_default(),
-            family: super::refresh::family(&hash)?,
-            usage: GrantUsage {
-                last_used_at: optional_number(&hash, "lu")?,
-                last_used_by: optional_text(&hash, "lb")?,
-                use_count: optional_number(&hash, "uc")?.unwrap_or(0),
-            },
-            tombstone: match optional_number(&hash, "ra")? {
-                Some(at) => Some(Tombstone {
-                    at,
-                    by: optional_text(&hash, "rb")?.unwrap_or_default(),
-                    reason: optional_text(&hash, "rr")?.unwrap_or_default(),
-                }),
-                None => None,
-            },
-        }))
+    if hash.is_empty() {
+        return Ok(None);
+    }
+    let status = text(&hash, "st")?;
+    Ok(Some(GrantRecord {
+        id: grant_id.to_owned(),
+        info: decode(field(&hash, "rec")?)?,
+        status: GrantStatus::parse(status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
+        // A revoked grant's sealed tokens are deleted.
+        upstream: hash.get("up").cloned().unwrap_or_default(),
+        family: super::refresh::family(&hash)?,
+        usage: GrantUsage {
+            last_used_at: optional_number(&hash, "lu")?,
+            last_used_by: optional_text(&hash, "lb")?,
+            use_count: optional_number(&hash, "uc")?.unwrap_or(0),
+        },
+        tombstone: match optional_number(&hash, "ra")? {
+            Some(at) => Some(Tombstone {
+                at,
+                by: optional_text(&hash, "rb")?.unwrap_or_default(),
+                reason: optional_text(&hash, "rr")?.unwrap_or_default(),
+            }),
+            None => None,
+        },
+    }))
 }

@@ -75,7 +75,9 @@ impl RedisStore {
         let (link_key, members) = (self.key("link", link), self.key("link-grants", link));
         let (script, id) = (&self.keep_link, grant_id.unwrap_or_default().to_owned());
         let _: i64 = self
-            .run(async move |mut c| script.key(&link_key).key(&members).arg(millis(ttl)).arg(id).invoke_async(&mut c).await)
+            .run(async move |mut c| {
+                script.key(&link_key).key(&members).arg(millis(ttl)).arg(id).invoke_async(&mut c).await
+            })
             .await?;
         Ok(())
     }
