@@ -64,7 +64,7 @@ async fn first_form_token(app: &TestApp, client: &TestClient, grant: &str, rotat
 
 /// A grant as a version before families stored it: no family fields.
 fn forget_family(app: &TestApp, grant: &str) {
-    redis(app).cli(&["HDEL", &common::grant_key(&grant), "fg", "fc", "fp", "fr"]);
+    redis(app).cli(&["HDEL", &common::grant_key(grant), "fg", "fc", "fp", "fr"]);
 }
 
 #[tokio::test]

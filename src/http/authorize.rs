@@ -49,7 +49,7 @@ async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) ->
     let broker = &state.broker;
     let store = broker.store.as_ref();
     let (binding, consent) = (state.binding(req), state.consent(req));
-    let session = state.session(&req);
+    let session = state.session(req);
     let cookies =
         BrowserCookies { binding: binding.as_deref(), consent: consent.as_deref(), session: session.as_deref() };
     let stores = AuthorizeStores { pending: store, grants: store, browsers: store };

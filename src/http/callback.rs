@@ -18,9 +18,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     };
     let broker = &state.broker;
     let binding = state.binding(&req);
-    match callback::complete(broker.flow(&super::origin(&req, &state)), &broker.vault, params, binding.as_deref(), now)
-        .await
-    {
+    match callback::complete(broker.flow(&super::origin(&req, &state)), params, binding.as_deref(), now).await {
         Ok(done) => {
             let mut response = redirect(done.redirect.as_str(), StatusCode::FOUND);
             if let Some(session) = done.session

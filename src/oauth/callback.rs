@@ -13,7 +13,6 @@ use super::authorize::FlowContext;
 use super::error::{ErrorCode, OAuthError};
 use super::flow::{FlowError, ReturnTo};
 use super::links;
-use super::vault::Vault;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct CallbackParams {
@@ -27,7 +26,6 @@ pub struct CallbackParams {
 /// Completes the upstream leg and returns the client's redirect with Tether's code.
 pub async fn complete(
     ctx: FlowContext<'_>,
-    vault: &Vault,
     params: CallbackParams,
     binding: Option<&str>,
     now: UnixTime,
@@ -90,10 +88,9 @@ pub async fn complete(
             .provider(provider.id())
             .origin(ctx.origin),
     );
-    let link =
-        links::connect(ctx, vault, &user, provider.id(), &identity, &exchanged.tokens, &pending.upstream_scopes, now)
-            .await
-            .map_err(|e| back.error(&e))?;
+    let link = links::connect(ctx, &user, provider.id(), &identity, &exchanged.tokens, &pending.upstream_scopes, now)
+        .await
+        .map_err(|e| back.error(&e))?;
     let session = links::sign_in(ctx, &pending.binding_digest, &user, &identity, now).await;
     let redirect = links::issue(ctx, request, &pending.binding_digest, &link, &pending.upstream_scopes, now).await?;
     Ok(Completed { redirect, session })

@@ -85,7 +85,7 @@ pub async fn send_upstream(
     let mut upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
     let session = links::session(ctx, session, &binding_digest, now).await.map_err(|e| back.error(&e))?;
     if let Some(session) = &session {
-        let reusable = links::reusable(ctx, ctx.vault, &session.user, provider.id(), &upstream_scopes, now)
+        let reusable = links::reusable(ctx, &session.user, provider.id(), &upstream_scopes, now)
             .await
             .map_err(|e| back.error(&e))?;
         if let Some((link, _)) = reusable {

@@ -23,7 +23,6 @@ use crate::upstream::{Identity, UpstreamTokens};
 use super::authorize::FlowContext;
 use super::error::OAuthError;
 use super::flow::{FlowError, ReturnTo};
-use super::vault::Vault;
 
 /// The id of `user`'s connection to `provider`: the same on every replica, so that finding
 /// it is a lookup. 24 hex digits (96 bits of SHA-256).
@@ -98,7 +97,6 @@ pub async fn sign_in(
 /// access token that has not expired), scopes covered.
 pub async fn reusable(
     ctx: FlowContext<'_>,
-    vault: &Vault,
     user: &str,
     provider: &str,
     scopes: &[String],
@@ -108,7 +106,7 @@ pub async fn reusable(
     if link.status != LinkStatus::Active || !scopes.iter().all(|s| link.info.scope.contains(s)) {
         return Ok(None);
     }
-    let Some(tokens) = vault.open_link(&link) else { return Ok(None) };
+    let Some(tokens) = ctx.vault.open_link(&link) else { return Ok(None) };
     let usable = tokens.refresh_token.is_some() || !tokens.expires_within(0, now);
     Ok(usable.then_some((link, tokens)))
 }
@@ -117,7 +115,6 @@ pub async fn reusable(
 /// replaced and widened), and says so in the audit trail.
 pub async fn connect(
     ctx: FlowContext<'_>,
-    vault: &Vault,
     user: &str,
     provider: &str,
     identity: &Identity,
@@ -138,7 +135,7 @@ pub async fn connect(
         created_at: earlier.as_ref().map_or(now, |l| l.info.created_at),
         connected_at: now,
     };
-    let upstream = vault.seal_link(&id, &info, tokens)?;
+    let upstream = ctx.vault.seal_link(&id, &info, tokens)?;
     let link = LinkRecord { id, info, status: LinkStatus::Active, upstream };
     // As long as any grant on it can live.
     ctx.store.put_link(&link, ctx.lifetimes.refresh_token + ctx.lifetimes.tombstone).await?;

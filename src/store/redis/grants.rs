@@ -277,25 +277,25 @@ fn grant_from(grant_id: &str, hash: &HashMap<String, Vec<u8>>) -> StoreResult<Op
     if hash.is_empty() {
         return Ok(None);
     }
-    let status = text(&hash, "st")?;
+    let status = text(hash, "st")?;
     Ok(Some(GrantRecord {
         id: grant_id.to_owned(),
-        info: decode(field(&hash, "rec")?)?,
+        info: decode(field(hash, "rec")?)?,
         status: GrantStatus::parse(status)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
         // A revoked grant's sealed tokens are deleted.
         upstream: hash.get("up").cloned().unwrap_or_default(),
-        family: super::refresh::family(&hash)?,
+        family: super::refresh::family(hash)?,
         usage: GrantUsage {
-            last_used_at: optional_number(&hash, "lu")?,
-            last_used_by: optional_text(&hash, "lb")?,
-            use_count: optional_number(&hash, "uc")?.unwrap_or(0),
+            last_used_at: optional_number(hash, "lu")?,
+            last_used_by: optional_text(hash, "lb")?,
+            use_count: optional_number(hash, "uc")?.unwrap_or(0),
         },
-        tombstone: match optional_number(&hash, "ra")? {
+        tombstone: match optional_number(hash, "ra")? {
             Some(at) => Some(Tombstone {
                 at,
-                by: optional_text(&hash, "rb")?.unwrap_or_default(),
-                reason: optional_text(&hash, "rr")?.unwrap_or_default(),
+                by: optional_text(hash, "rb")?.unwrap_or_default(),
+                reason: optional_text(hash, "rr")?.unwrap_or_default(),
             }),
             None => None,
         },
