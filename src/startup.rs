@@ -142,6 +142,7 @@ impl Application {
             metrics: metrics.clone(),
             webhooks,
             audit,
+            login: built.login,
         };
         let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
         let state = web::Data::new(AppState::new(broker, clock, limits));

@@ -37,8 +37,20 @@ struct Authorized {
 /// Authorizes `client` for `resource` in `browser`: consent, then the upstream sign-in as
 /// `user` if Tether sends the browser there.
 async fn authorize(app: &TestApp, browser: &Browser, client: &TestClient, resource: &str, user: &str) -> Authorized {
+    authorize_scoped(app, browser, client, resource, None, user).await
+}
+
+/// `authorize` asking for `scope` (the resource's default without).
+async fn authorize_scoped(
+    app: &TestApp,
+    browser: &Browser,
+    client: &TestClient,
+    resource: &str,
+    scope: Option<&str>,
+    user: &str,
+) -> Authorized {
     let pkce = Pkce::new();
-    let url = app.authorize_url(client, &pkce, &[("resource", Some(resource)), ("scope", None)]);
+    let url = app.authorize_url(client, &pkce, &[("resource", Some(resource)), ("scope", scope)]);
     let next = app.go_upstream(browser, &url).await;
     let (result, upstream_scope): (HashMap<String, String>, _) = if next.starts_with(&client.redirect_uri) {
         (query(&next), None)
@@ -257,4 +269,116 @@ async fn revoking_one_grant_spares_its_siblings_upstream_and_an_operator_ends_th
     let made: Vec<&Value> = events["events"].as_array().unwrap().iter().collect();
     assert_eq!(made.len(), 1, "{events}");
     assert_eq!(made[0]["data"]["details"]["connection"], link.as_str());
+}
+
+/// `[login]`: people sign in at the company's OpenID provider first; the user is that
+/// identity, and upstream accounts become its connections.
+fn login_options(dir: &std::path::Path) -> Options {
+    let mut options = options(dir);
+    options.kind = Kind::Oidc;
+    options.extra.push_str("[login]\nprovider = \"idp\"\n");
+    options
+}
+
+#[tokio::test]
+async fn under_a_login_provider_the_user_signs_in_there_first_and_owns_the_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(Backend::Redis, login_options(dir.path())).await;
+    let (one, two) = (app.register_client("none").await, app.register_client("none").await);
+    let browser = app.browser();
+
+    // /authorize sends an unknown browser to the login provider before any consent page.
+    let pkce = Pkce::new();
+    let url = app.authorize_url(&one, &pkce, &[("resource", Some(RESOURCE_URI)), ("scope", None)]);
+    let first = browser.get(&url).await;
+    assert_eq!(first.status(), 302);
+    let to_login = location(&first);
+    assert!(to_login.starts_with(&format!("{}/authorize?", app.upstream.base_url)), "{to_login}");
+    assert!(query(&to_login)["scope"].split(' ').any(|s| s == "openid"), "{to_login}");
+    let back = browser.upstream_login(&to_login, "alice", "approve").await;
+    let resumed = browser.get(&location(&back)).await;
+    assert_eq!(resumed.status(), 302, "the login callback resumes the request");
+    let cookies: Vec<String> =
+        resumed.headers().get_all("set-cookie").iter().map(|c| c.to_str().unwrap().to_owned()).collect();
+    assert!(cookies.iter().any(|c| c.starts_with("tether-session=") && c.contains("HttpOnly")), "{cookies:?}");
+    let resume = location(&resumed);
+    assert!(resume.starts_with(&format!("{}/authorize?", app.base)), "{resume}");
+    assert_eq!(query(&resume)["client_id"], one.client_id.as_str());
+
+    // Signed in: the consent page, then the upstream provider of the resource (here the same
+    // OpenID provider, as a connection of its own), as another account.
+    let next = app.go_upstream(&browser, &resume).await;
+    let back = browser.upstream_login(&next, "alice-upstream", "approve").await;
+    let to_client = browser.get(&location(&back)).await;
+    let result = query(&location(&to_client));
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", result["code"].as_str()),
+        ("redirect_uri", one.redirect_uri.as_str()),
+        ("code_verifier", pkce.verifier.as_str()),
+        ("resource", RESOURCE_URI),
+    ];
+    let tokens: Value = app.token(&one, &form).await.json().await.unwrap();
+    let first = Authorized { tokens, signed_in_upstream: true, upstream_scope: None };
+    assert_eq!(app.upstream.counts().logins, 2, "one login, one upstream connection");
+
+    // A second client: consent only.
+    let second = authorize(&app, &browser, &two, RESOURCE_URI, "nobody").await;
+    assert!(!second.signed_in_upstream);
+    assert_eq!(app.upstream.counts().logins, 2, "no second login of either kind");
+    let token = upstream_token(&app, FILES, access(&first)).await.unwrap();
+    assert_eq!(upstream_token(&app, FILES, access(&second)).await.unwrap(), token);
+    assert_eq!(app.upstream_user(&token).await["login"], "alice-upstream", "the connection is the upstream account");
+
+    // The grants belong to the login identity, with the upstream account as the connection.
+    let user = format!("idp:{}", app.upstream.user_id("alice"));
+    let admin = app.admin.clone().unwrap();
+    let shown: Value = reqwest::Client::new()
+        .get(format!("{admin}/admin/v1/users/{user}"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["grants"].as_array().map(Vec::len), Some(2), "{shown}");
+    assert_eq!(shown["grants"][0]["user"]["id"], user.as_str());
+    assert_eq!(shown["connections"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown["connections"][0]["provider"], "idp");
+    assert_eq!(shown["connections"][0]["subject"], app.upstream.user_id("alice-upstream").to_string().as_str());
+    assert_eq!(shown["connections"][0]["active_grants"], 2);
+
+    // Connecting another account at the same provider (asking for more sends the user
+    // upstream again) ends the grants made on the old one: they must not go on as the new one.
+    let widened =
+        authorize_scoped(&app, &browser, &one, RESOURCE_URI, Some("files:read files:write"), "alice-other").await;
+    assert_eq!(widened.upstream_scope.as_deref(), Some("openid repo:read repo:write"));
+    let token = upstream_token(&app, FILES, access(&widened)).await.unwrap();
+    assert_eq!(app.upstream_user(&token).await["login"], "alice-other");
+    for old in [&first, &second] {
+        assert_eq!(app.introspect(access(old)).await, json!({"active": false}), "a grant of the old account");
+    }
+    let events: Value = reqwest::Client::new()
+        .get(format!("{admin}/admin/v1/events?type=grant.revoked&page_size=100"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reasons: Vec<&str> =
+        events["events"].as_array().unwrap().iter().map(|e| e["data"]["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["connection_replaced", "connection_replaced"], "{events}");
+}
+
+#[tokio::test]
+async fn the_login_provider_must_be_an_openid_provider_of_the_registry() {
+    let errors = config_errors("[login]\nprovider = \"nowhere\"\n");
+    assert!(errors.contains("login.provider: `nowhere` is not in [providers]"), "{errors}");
+    let errors = config_errors(
+        "[login]\nprovider = \"plain\"\n[providers.plain]\nkind = \"oauth2\"\nclient_id = \"t\"\nclient_secret = \"s\"\nauthorize_url = \"https://x/a\"\ntoken_url = \"https://x/t\"\nuserinfo_url = \"https://x/u\"\n",
+    );
+    assert!(errors.contains("login.provider: must be an OpenID provider"), "{errors}");
 }

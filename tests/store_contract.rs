@@ -205,6 +205,8 @@ async fn consents_and_pending_requests_are_taken_once(s: Subject) {
     assert_eq!(s.store.take_consent("k").await.unwrap(), Some(consent));
     assert_eq!(s.store.take_consent("k").await.unwrap(), None);
     let pending = PendingRecord {
+        user: None,
+        resume: None,
         request: request(),
         binding_digest: "b".into(),
         provider: "dev".into(),

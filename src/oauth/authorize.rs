@@ -25,7 +25,7 @@ use super::tokens::Lifetimes;
 use super::{pkce, redirect, scope};
 
 /// The authorization request as sent (query for GET, form for POST).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 pub struct AuthorizeParams {
     pub response_type: Option<String>,
     pub client_id: Option<String>,
@@ -66,6 +66,8 @@ pub struct FlowContext<'a> {
     pub origin: &'a crate::audit::Origin,
     pub store: &'a dyn crate::store::Store,
     pub vault: &'a super::vault::Vault,
+    /// The login provider (`[login]`): people sign in there before anything else.
+    pub login: Option<&'a Provider>,
 }
 
 /// A binding cookie value is a token from `random::token`.
@@ -165,6 +167,18 @@ pub async fn start(
     // OIDC `prompt=consent` (and `login`) ask for the page whatever was approved before.
     let forced = params.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == "consent" || v == "login"));
     let binding_digest = hash::digest(&binding);
+    // `[login]`: who the user is comes first; the request resumes after the sign-in.
+    if let Some(login) = ctx.login
+        && super::links::session(ctx, cookies.session, &binding_digest, now)
+            .await
+            .map_err(|e| back.error(&e))?
+            .is_none()
+    {
+        let resume = serde_urlencoded::to_string(&params)
+            .map_err(|_| FlowError::page("The authorization request cannot be resumed after sign-in."))?;
+        let url = super::links::send_to_login(ctx, login, request, resume, binding_digest, now).await?;
+        return Ok(Started::Upstream { url, binding });
+    }
     if !forced && ConsentJar::read(cookies.consent, ctx.keys, now).covers(&client, &request, now) {
         tracing::info!(client_id = %client.client_id, "consent remembered for this browser");
         let url = send_upstream(ctx, stores.pending, request, binding_digest, cookies.session, now).await?;

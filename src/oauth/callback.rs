@@ -80,18 +80,42 @@ pub async fn complete(
         .identity(&exchanged, pending.upstream_nonce.as_deref(), now)
         .await
         .map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
-    // Without a login provider, the user is the upstream identity.
-    let user = links::upstream_user(provider.id(), &identity.subject);
-    ctx.audit.emit(
-        Event::new(EventType::UserSignedIn, Actor::new(ActorKind::User, &user), Outcome::Success, now)
-            .user(&user)
-            .provider(provider.id())
-            .origin(ctx.origin),
-    );
+    let signed_in = |user: &str| {
+        ctx.audit.emit(
+            Event::new(EventType::UserSignedIn, Actor::new(ActorKind::User, user), Outcome::Success, now)
+                .user(user)
+                .provider(provider.id())
+                .origin(ctx.origin),
+        );
+    };
+    // A sign-in at the login provider: the user is who signed in; the request resumes.
+    if let Some(resume) = &pending.resume {
+        let user = links::upstream_user(provider.id(), &identity.subject);
+        signed_in(&user);
+        let session = links::sign_in(ctx, &pending.binding_digest, &user, &identity, now)
+            .await
+            .ok_or_else(|| back.error(&OAuthError::server_error("the sign-in could not be kept")))?;
+        let redirect = url::Url::parse(&format!("{}/authorize?{resume}", ctx.issuer))
+            .map_err(|_| back.error(&OAuthError::server_error("the authorization request cannot be resumed")))?;
+        return Ok(Completed { redirect, session: Some(session) });
+    }
+    // Under a login provider the connection is the signed-in user's; otherwise the user is
+    // the upstream identity, signed in by this very sign-in.
+    let user = match &pending.user {
+        Some(user) => user.clone(),
+        None => {
+            let user = links::upstream_user(provider.id(), &identity.subject);
+            signed_in(&user);
+            user
+        }
+    };
     let link = links::connect(ctx, &user, provider.id(), &identity, &exchanged.tokens, &pending.upstream_scopes, now)
         .await
         .map_err(|e| back.error(&e))?;
-    let session = links::sign_in(ctx, &pending.binding_digest, &user, &identity, now).await;
+    let session = match pending.user {
+        Some(_) => None,
+        None => links::sign_in(ctx, &pending.binding_digest, &user, &identity, now).await,
+    };
     let redirect = links::issue(ctx, request, &pending.binding_digest, &link, &pending.upstream_scopes, now).await?;
     Ok(Completed { redirect, session })
 }

@@ -84,6 +84,10 @@ pub async fn send_upstream(
     };
     let mut upstream_scopes = scope::upstream_scopes(&request.scope, resource, provider.base_scopes());
     let session = links::session(ctx, session, &binding_digest, now).await.map_err(|e| back.error(&e))?;
+    // Under a login provider the connection is the signed-in user's: no session, no flow.
+    if ctx.login.is_some() && session.is_none() {
+        return Err(FlowError::page("Your sign-in to Tether has expired. Start again from your application."));
+    }
     if let Some(session) = &session {
         let reusable = links::reusable(ctx, &session.user, provider.id(), &upstream_scopes, now)
             .await
@@ -128,6 +132,8 @@ pub async fn send_upstream(
         upstream_nonce: nonce,
         upstream_scopes,
         created_at: now,
+        user: session.filter(|_| ctx.login.is_some()).map(|s| s.user),
+        resume: None,
     };
     pending.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
     Ok(url)

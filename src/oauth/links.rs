@@ -15,8 +15,8 @@ use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 use crate::clock::UnixTime;
 use crate::crypto::{hash, random};
 use crate::store::{
-    AuthorizationRecord, CodeRecord, GrantInfo, GrantRecord, IndexKey, LinkInfo, LinkRecord, LinkStatus, SessionRecord,
-    Store,
+    AuthorizationRecord, CodeRecord, GrantInfo, GrantRecord, IndexKey, LinkInfo, LinkRecord, LinkStatus, PendingRecord,
+    SessionRecord, Store,
 };
 use crate::upstream::{Identity, UpstreamTokens};
 
@@ -61,6 +61,41 @@ pub async fn session(
         s.created_at.saturating_add(lifetime) > now
             && hash::constant_time_eq(s.binding_digest.as_bytes(), binding_digest.as_bytes())
     }))
+}
+
+/// Sends the browser to sign in at the login provider, parking the request to resume after.
+pub async fn send_to_login(
+    ctx: FlowContext<'_>,
+    login: &crate::upstream::Provider,
+    request: AuthorizationRecord,
+    resume: String,
+    binding_digest: String,
+    now: UnixTime,
+) -> Result<url::Url, FlowError> {
+    let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+    let (state, verifier) = (random::token(), random::token());
+    let nonce = login.uses_nonce().then(random::token);
+    let scopes = login.base_scopes().to_vec();
+    let url = login.authorize_url(&state, &verifier, nonce.as_deref(), &scopes).await.map_err(|e| {
+        tracing::warn!(provider = %login.id(), error = %e, "cannot start the sign-in at the login provider");
+        back.error(&OAuthError::new(
+            super::error::ErrorCode::TemporarilyUnavailable,
+            "the login provider is unavailable; try again shortly",
+        ))
+    })?;
+    let record = PendingRecord {
+        request,
+        binding_digest,
+        provider: login.id().to_owned(),
+        upstream_verifier: verifier,
+        upstream_nonce: nonce,
+        upstream_scopes: scopes,
+        created_at: now,
+        user: None,
+        resume: Some(resume),
+    };
+    ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
+    Ok(url)
 }
 
 /// Starts a session for `user` in this browser; the cookie value to set.
@@ -123,7 +158,18 @@ pub async fn connect(
     now: UnixTime,
 ) -> Result<LinkRecord, OAuthError> {
     let id = link_id(user, provider);
-    let earlier = ctx.store.link(&id).await?.filter(|l| l.status != LinkStatus::Ended);
+    let mut earlier = ctx.store.link(&id).await?.filter(|l| l.status != LinkStatus::Ended);
+    // Under a login provider a user may connect another account at the same provider: the
+    // grants made on the old one end (and it is revoked upstream where configured) instead
+    // of going on as the new account.
+    if let Some(e) = &earlier
+        && e.info.subject != identity.subject
+    {
+        let grants = ctx.store.link_grants(&id).await?;
+        let trigger = super::revocation::Trigger::ConnectionReplaced;
+        super::revocation::end(ctx.revoker, &grants, &trigger, true, ctx.origin, now).await?;
+        earlier = None;
+    }
     let info = LinkInfo {
         user: user.to_owned(),
         provider: provider.to_owned(),

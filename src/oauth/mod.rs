@@ -60,6 +60,8 @@ pub struct Broker {
     pub webhooks: crate::webhook::Sender,
     /// The audit trail.
     pub audit: crate::audit::Auditor,
+    /// The login provider, when people sign in to Tether there first (`[login]`).
+    pub login: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +90,7 @@ impl Broker {
             origin,
             store: self.store.as_ref(),
             vault: &self.vault,
+            login: self.login.as_deref().and_then(|id| self.providers.get(id)).map(|p| &**p),
         }
     }
 

@@ -41,6 +41,9 @@ pub enum Trigger {
     SessionReplaced { resource: String },
     /// The MCP server disconnected its session.
     SessionDisconnected { resource: String },
+    /// The user connected another upstream account to the same provider: the grants made on
+    /// the old one end rather than silently act as the new one.
+    ConnectionReplaced,
 }
 
 impl Trigger {
@@ -55,6 +58,7 @@ impl Trigger {
             Self::CodeReplay => "code_replay",
             Self::SessionReplaced { .. } => "session_replaced",
             Self::SessionDisconnected { .. } => "session_disconnected",
+            Self::ConnectionReplaced => "connection_replaced",
         }
     }
 
@@ -64,7 +68,7 @@ impl Trigger {
                 Actor::new(ActorKind::Client, client_id)
             }
             Self::Admin { token } => Actor::new(ActorKind::Admin, token),
-            Self::User => Actor { kind: ActorKind::User, id: None },
+            Self::User | Self::ConnectionReplaced => Actor { kind: ActorKind::User, id: None },
             Self::RefreshReuse | Self::CodeReplay => Actor::system(),
             Self::SessionReplaced { resource } | Self::SessionDisconnected { resource } => {
                 Actor::new(ActorKind::Resource, resource)

@@ -83,6 +83,8 @@ pub struct Built {
     pub audit: crate::audit::AuditSettings,
     /// `None` when the admin API is off.
     pub admin: Option<super::admin::AdminSettings>,
+    /// The login provider's id, when people sign in to Tether there first.
+    pub login: Option<String>,
     /// Things that work but an operator should know (ephemeral keys, memory store).
     pub warnings: Vec<String>,
 }
@@ -111,6 +113,10 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let (refresh, background) = upstream(settings, &providers, &mut errors);
     let audit = super::audit::audit(&settings.audit, production, &mut errors);
     let admin = super::admin::admin(&settings.admin, bind, &mut errors);
+    let login = login(settings, &providers, &mut errors);
+    if login.is_some() && settings.tokens.session_ttl_secs == 0 {
+        errors.push("tokens.session_ttl_secs", "must be above 0 with [login]: the sign-in is the session");
+    }
     let r = &settings.registration;
     if !(600..=31_536_000).contains(&r.unused_client_ttl_secs) {
         errors.push("registration.unused_client_ttl_secs", "must be between 600 and 31536000 seconds");
@@ -187,6 +193,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 trusted_proxies,
                 audit,
                 admin,
+                login,
                 warnings,
             })
         }
@@ -527,4 +534,23 @@ fn upstream(
         }
     });
     (policy, background)
+}
+
+/// `[login]`: an OpenID provider of the registry (its ID token names the user).
+fn login(settings: &Settings, providers: &[ProviderConfig], errors: &mut ConfigErrors) -> Option<String> {
+    let login = settings.login.as_ref()?;
+    match providers.iter().find(|p| p.id == login.provider) {
+        Some(p) if matches!(p.kind, crate::upstream::ProviderKind::Oidc | crate::upstream::ProviderKind::Google) => {
+            Some(login.provider.clone())
+        }
+        Some(_) => {
+            errors.push("login.provider", "must be an OpenID provider (kind = \"oidc\" or \"google\")");
+            None
+        }
+        None if settings.providers.contains_key(&login.provider) => None,
+        None => {
+            errors.push("login.provider", format!("`{}` is not in [providers]", login.provider));
+            None
+        }
+    }
 }

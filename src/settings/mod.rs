@@ -61,12 +61,23 @@ pub struct Settings {
     pub log: LogSettings,
     pub audit: audit::AuditConfig,
     pub admin: admin::AdminConfig,
+    /// Sign people in with the company's identity provider before connecting upstream.
+    #[serde(default)]
+    pub login: Option<LoginSettings>,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceSettings>,
     #[serde(default)]
     pub clients: BTreeMap<String, ClientSettings>,
+}
+
+/// `[login]`: the user is who signs in at this OpenID provider (from `[providers]`), and
+/// upstream identities become the user's connections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    pub provider: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -115,6 +115,14 @@ pub struct PendingRecord {
     pub upstream_nonce: Option<String>,
     pub upstream_scopes: Vec<String>,
     pub created_at: UnixTime,
+    /// Under a login provider: the user who is connecting this provider (the callback makes
+    /// the connection theirs, whoever the upstream account is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A sign-in at the login provider rather than an upstream connection: after it, the
+    /// browser resumes the authorization request (these are its parameters, a query string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// An authorization code, bound to everything `/token` must check.
