@@ -52,6 +52,18 @@ fn spawn_upkeep(state: &web::Data<AppState>) {
             limits.limits.shrink();
         }
     });
+    // MCP servers removed from the configuration: their grants end (once, by whichever
+    // replica starts first with the new configuration).
+    let retire = state.clone();
+    runtime.spawn(async move {
+        let broker = &retire.broker;
+        let configured: Vec<String> = broker.registry.resources().iter().map(|r| r.id.clone()).collect();
+        let kept = broker.lifetimes.refresh_token + broker.lifetimes.tombstone;
+        let now = retire.clock.now();
+        if let Err(e) = crate::oauth::admin::retire_removed_resources(broker.admin(), &configured, kept, now).await {
+            tracing::error!(error = %e.description, "cannot check for removed resources; their grants stay until the next start");
+        }
+    });
     if let Some(config) = state.broker.background {
         let state = state.clone();
         runtime.spawn(async move {

@@ -382,3 +382,43 @@ async fn the_login_provider_must_be_an_openid_provider_of_the_registry() {
     );
     assert!(errors.contains("login.provider: must be an OpenID provider"), "{errors}");
 }
+
+#[tokio::test]
+async fn grants_of_a_resource_removed_from_the_configuration_end_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_with(Backend::Redis, options(dir.path())).await;
+    let client = app.register_client("none").await;
+    let browser = app.browser();
+    let files = authorize(&app, &browser, &client, RESOURCE_URI, "dee").await;
+    let calendar = authorize(&app, &browser, &client, OTHER_RESOURCE_URI, "dee").await;
+    let redis = app.redis.as_ref().unwrap();
+    let status = |grant: &str| redis.cli(&["HGET", &grant_key(grant), "st"]).trim().to_owned();
+    let (files_grant, calendar_grant) = (grant_of(&files), grant_of(&calendar));
+
+    // The same configuration again: nothing is removed.
+    let url = redis.url();
+    let same = Options { store: Some(format!("url = \"{url}\"")), ..Options::default() };
+    let restarted = TestApp::spawn_with(Backend::Memory, same).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!((status(&files_grant), status(&calendar_grant)), ("active".into(), "active".into()));
+    drop(restarted);
+
+    // The calendar is retired: its grants end when Tether starts without it; the files grant
+    // (on the same connection) and the upstream authorization stay.
+    let retired = Options { store: Some(format!("url = \"{url}\"")), single_resource: true, ..Options::default() };
+    let _restarted = TestApp::spawn_with(Backend::Memory, retired).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while status(&calendar_grant) != "revoked" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retired resource's grant is still {}",
+            status(&calendar_grant)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(redis.cli(&["HGET", &grant_key(&calendar_grant), "rr"]).trim(), "resource_removed");
+    assert_eq!(redis.cli(&["HGET", &grant_key(&calendar_grant), "rb"]).trim(), "system");
+    assert_eq!(status(&files_grant), "active");
+    assert_eq!(app.introspect(access(&files)).await["active"], true);
+    assert_eq!(app.upstream.counts().revocations, 0, "the files grant still uses the connection");
+}

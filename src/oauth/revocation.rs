@@ -44,6 +44,8 @@ pub enum Trigger {
     /// The user connected another upstream account to the same provider: the grants made on
     /// the old one end rather than silently act as the new one.
     ConnectionReplaced,
+    /// The MCP server was removed from the configuration.
+    ResourceRemoved { resource: String },
 }
 
 impl Trigger {
@@ -59,6 +61,7 @@ impl Trigger {
             Self::SessionReplaced { .. } => "session_replaced",
             Self::SessionDisconnected { .. } => "session_disconnected",
             Self::ConnectionReplaced => "connection_replaced",
+            Self::ResourceRemoved { .. } => "resource_removed",
         }
     }
 
@@ -69,7 +72,7 @@ impl Trigger {
             }
             Self::Admin { token } => Actor::new(ActorKind::Admin, token),
             Self::User | Self::ConnectionReplaced => Actor { kind: ActorKind::User, id: None },
-            Self::RefreshReuse | Self::CodeReplay => Actor::system(),
+            Self::RefreshReuse | Self::CodeReplay | Self::ResourceRemoved { .. } => Actor::system(),
             Self::SessionReplaced { resource } | Self::SessionDisconnected { resource } => {
                 Actor::new(ActorKind::Resource, resource)
             }

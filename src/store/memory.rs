@@ -121,6 +121,8 @@ pub struct MemoryStore {
     logins: TtlMap<SessionRecord>,
     /// Held across the grant and connection maps where Redis runs one script.
     link_lock: Mutex<()>,
+    /// The resources configured when this store was last started with.
+    resources: Mutex<Vec<String>>,
     activity: Mutex<HashMap<String, UnixTime>>,
     /// Grant listings: (created at, id) per listing.
     indexes: Mutex<HashMap<IndexKey, std::collections::BTreeSet<IndexPosition>>>,
@@ -154,6 +156,7 @@ impl MemoryStore {
             link_grants: TtlMap::new(),
             logins: TtlMap::new(),
             link_lock: Mutex::new(()),
+            resources: Mutex::new(Vec::new()),
             activity: Mutex::new(HashMap::new()),
             events: Mutex::new((std::collections::VecDeque::new(), 0)),
             indexes: Mutex::new(HashMap::new()),
@@ -714,6 +717,13 @@ impl GrantIndex for MemoryStore {
 
     async fn index_len(&self, key: &IndexKey) -> StoreResult<u64> {
         Ok(self.index_map().get(key).map_or(0, |entries| entries.len() as u64))
+    }
+
+    async fn swap_resources(&self, configured: &[String], _ttl: Duration) -> StoreResult<Vec<String>> {
+        let mut known = self.resources.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let removed = known.iter().filter(|r| !configured.contains(r)).cloned().collect();
+        *known = configured.to_vec();
+        Ok(removed)
     }
 
     async fn unindex(&self, key: &IndexKey, grant_ids: &[String]) -> StoreResult<()> {

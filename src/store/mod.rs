@@ -369,6 +369,10 @@ pub trait GrantIndex: Send + Sync {
     async fn index_len(&self, key: &IndexKey) -> StoreResult<u64>;
     /// Removes entries whose grant is gone.
     async fn unindex(&self, key: &IndexKey, grant_ids: &[String]) -> StoreResult<()>;
+    /// Records the resources now configured (kept `ttl`) and returns those recorded before
+    /// that are no longer among them (their grants are ended at start-up). Atomic: of two
+    /// replicas starting at once with the same configuration, one sees the removal.
+    async fn swap_resources(&self, configured: &[String], ttl: Duration) -> StoreResult<Vec<String>>;
 }
 
 /// An audit event as stored: its position in the trail (a cursor) and its JSON.

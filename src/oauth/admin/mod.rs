@@ -243,6 +243,31 @@ pub async fn user(ctx: AdminContext<'_>, user: &str) -> Result<UserView, OAuthEr
     Ok(UserView { id: user.to_owned(), name, email, connections, grants: page.grants })
 }
 
+/// Ends the grants of MCP servers removed from the configuration since the store last saw it
+/// (at start-up): a retired server's grants must not outlive it, nor come back with it.
+/// Returns how many grants each removed resource had.
+pub async fn retire_removed_resources(
+    ctx: AdminContext<'_>,
+    configured: &[String],
+    kept: std::time::Duration,
+    now: UnixTime,
+) -> Result<Vec<(String, usize)>, OAuthError> {
+    let removed = ctx.index.swap_resources(configured, kept).await?;
+    let mut report = Vec::new();
+    for resource in removed {
+        let request = BulkRevoke {
+            filter: GrantFilter { resource: Some(resource.clone()), ..GrantFilter::default() },
+            upstream: true,
+            ..BulkRevoke::default()
+        };
+        let trigger = Trigger::ResourceRemoved { resource: resource.clone() };
+        let ended = revoke_matching(ctx, &request, &trigger, &Origin::default(), now).await?;
+        tracing::warn!(%resource, grants = ended.matched, "resource removed from the configuration: its grants are revoked");
+        report.push((resource, ended.matched));
+    }
+    Ok(report)
+}
+
 /// Ends a connection: every grant on it, then (with `upstream`) the upstream authorization,
 /// once no grant uses it. `id` is a connection id; `provider:subject` ends the grants of an
 /// upstream identity made before connections.

@@ -3,6 +3,23 @@
 //! entries are written before their grant, so a failure between the two leaves an entry
 //! without a grant, which readers skip and remove (see `GrantIndex`).
 
+/// Replaces the set of configured resources (KEYS[1]) with ARGV[2..], keeps it ARGV[1] ms,
+/// and returns the members it had that are not among them.
+pub(super) const SWAP_RESOURCES: &str = r"
+local configured = {}
+for i = 2, #ARGV do configured[ARGV[i]] = true end
+local removed = {}
+for _, r in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not configured[r] then table.insert(removed, r) end
+end
+redis.call('DEL', KEYS[1])
+if #ARGV > 1 then
+  redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return removed
+";
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -119,6 +136,14 @@ impl GrantIndex for RedisStore {
     async fn index_len(&self, key: &IndexKey) -> StoreResult<u64> {
         let name = self.index_key(key);
         self.run(async move |mut c| ::redis::cmd("ZCARD").arg(&name).query_async(&mut c).await).await
+    }
+
+    async fn swap_resources(&self, configured: &[String], ttl: Duration) -> StoreResult<Vec<String>> {
+        let key = format!("{}:{}:resources", self.prefix, super::SCHEMA);
+        let configured = configured.to_vec();
+        let script = &self.swap_resources;
+        self.run(async move |mut c| script.key(&key).arg(super::millis(ttl)).arg(configured).invoke_async(&mut c).await)
+            .await
     }
 
     async fn unindex(&self, key: &IndexKey, grant_ids: &[String]) -> StoreResult<()> {

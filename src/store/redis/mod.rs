@@ -107,6 +107,7 @@ pub struct RedisStore {
     link_dead: Script,
     link_upstream: Script,
     revoke_link_grant: Script,
+    swap_resources: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -145,6 +146,7 @@ impl RedisStore {
             link_dead: Script::new(links::LINK_DEAD),
             link_upstream: Script::new(links::LINK_UPSTREAM),
             revoke_link_grant: Script::new(links::REVOKE_LINK_GRANT),
+            swap_resources: Script::new(index::SWAP_RESOURCES),
         })
     }
 
