@@ -100,7 +100,11 @@ async fn a_second_client_and_a_second_resource_reuse_the_connection_without_an_u
     assert!(first.signed_in_upstream);
     assert_eq!(app.upstream.counts().logins, 1);
 
-    // Another client, same resource: the consent page, then straight back to the client.
+    // Another client, same resource: the consent page, which says who is signed in and which
+    // account will act, then straight back to the client.
+    let page = browser.get(&app.authorize_url(&two, &Pkce::new(), &[])).await.text().await.unwrap();
+    assert!(page.contains("Signed in to Tether as"), "{page}");
+    assert!(page.contains("ann</strong>, already connected"), "{page}");
     let second = authorize(&app, &browser, &two, RESOURCE_URI, "ann").await;
     assert!(!second.signed_in_upstream, "a second upstream sign-in for the same connection");
     assert_eq!(app.upstream.counts().logins, 1, "the stand-in saw a second sign-in");

@@ -112,6 +112,9 @@ pub fn consent_page(view: &ConsentView) -> HttpResponse {
             }
             } @else {
             h1 { "Authorize " (name) "?" }
+            @if let Some(who) = &view.signed_in_as {
+            p.muted { "Signed in to Tether as " strong { (who) } "." }
+            }
             div.box {
                 p { strong { (name) } " wants to use " strong { (view.resource_name) } " on your behalf." }
                 p.muted { "MCP server: " code { (view.resource_uri) } }
@@ -120,8 +123,14 @@ pub fn consent_page(view: &ConsentView) -> HttpResponse {
             } @else {
                 p.muted { "Application id: " code { (view.client_id) } }
             }
+                @if let Some(account) = &view.connected_as {
+                p { "It will act as your " strong { (view.provider_name) } " account " strong { (account) }
+                    ", already connected: after you approve, the application's access is sent to "
+                    strong { (view.redirect_host) } "." }
+                } @else {
                 p { "After you approve, you sign in at " strong { (view.provider_name) } " and the application's access is sent to "
                     strong { (view.redirect_host) } "." }
+                }
                 @if !view.scopes.is_empty() {
                     p { "It asks to:" @if view.widening { " (including what you approved for it before)" } }
                     ul { @for (scope, description) in &view.scopes {

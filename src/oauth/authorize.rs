@@ -167,12 +167,11 @@ pub async fn start(
     // OIDC `prompt=consent` (and `login`) ask for the page whatever was approved before.
     let forced = params.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == "consent" || v == "login"));
     let binding_digest = hash::digest(&binding);
+    let session =
+        super::links::session(ctx, cookies.session, &binding_digest, now).await.map_err(|e| back.error(&e))?;
     // `[login]`: who the user is comes first; the request resumes after the sign-in.
     if let Some(login) = ctx.login
-        && super::links::session(ctx, cookies.session, &binding_digest, now)
-            .await
-            .map_err(|e| back.error(&e))?
-            .is_none()
+        && session.is_none()
     {
         let resume = serde_urlencoded::to_string(&params)
             .map_err(|_| FlowError::page("The authorization request cannot be resumed after sign-in."))?;
@@ -192,8 +191,19 @@ pub async fn start(
         created_at: now,
     };
     stores.pending.put_consent(&hash::digest(&consent_id), &record, ctx.lifetimes.authorization).await?;
+    // Who is signed in, and whether their connection serves this without an upstream sign-in:
+    // the page says so, so that a person at someone else's browser notices.
+    let connected_as = match &session {
+        Some(s) => super::links::reusable(ctx, &s.user, provider.id(), &upstream_scopes, now)
+            .await
+            .map_err(|e| back.error(&e))?
+            .map(|(link, _)| link.info.account.unwrap_or(link.info.subject)),
+        None => None,
+    };
 
     Ok(Started::Consent(ConsentView {
+        signed_in_as: session.map(|s| s.display_name.or(s.email).unwrap_or(s.user)),
+        connected_as,
         consent_id,
         binding,
         client_id: client.client_id.clone(),

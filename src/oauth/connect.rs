@@ -173,6 +173,8 @@ pub async fn open(
     let consent = ConsentRecord { request, binding_digest, client_digest: String::new(), created_at: now };
     stores.pending.put_consent(&hash::digest(&consent_id), &consent, ttl).await?;
     Ok(ConsentView {
+        signed_in_as: None,
+        connected_as: None,
         consent_id,
         binding: binding.to_owned(),
         client_id: client_id(&resource.id),

@@ -109,6 +109,10 @@ pub struct ConsentView {
     pub provider_name: String,
     pub scopes: Vec<(String, Option<String>)>,
     pub upstream_scopes: Vec<String>,
+    /// Who is signed in to Tether in this browser (name, email or user id).
+    pub signed_in_as: Option<String>,
+    /// The upstream account whose connection serves the request without a new sign-in.
+    pub connected_as: Option<String>,
 }
 
 #[cfg(test)]
