@@ -426,3 +426,77 @@ async fn grants_of_a_resource_removed_from_the_configuration_end_at_the_next_sta
     assert_eq!(app.introspect(access(&files)).await["active"], true);
     assert_eq!(app.upstream.counts().revocations, 0, "the files grant still uses the connection");
 }
+
+/// A grant as the version before connections wrote it: a 32-hex id, the sealed upstream
+/// tokens in the grant itself (bound to the grant), and a refresh token of that version.
+/// Returns the grant id and the refresh token.
+async fn grant_before_connections(
+    cluster: &TestCluster,
+    keys: &std::path::Path,
+    from: &Authorized,
+    client: &TestClient,
+) -> (String, String) {
+    use tether::store::{GrantRecord, GrantStore, LinkStore, RefreshRecord, RefreshStatus, RefreshStore};
+    let store = tether::store::RedisStore::connect(
+        &tether::store::RedisTarget::standalone(&cluster.redis.url()),
+        "test",
+        std::time::Duration::from_secs(2),
+    )
+    .unwrap();
+    let ring =
+        tether::crypto::seal::KeyRing::parse(&std::fs::read_to_string(keys.join("encryption")).unwrap()).unwrap();
+    let vault = tether::oauth::vault::Vault::new(ring);
+    // The upstream tokens of a real sign-in, and the grant's record as it was.
+    let linked = store.grant(&grant_of(from)).await.unwrap().unwrap();
+    let link = store.link(tether::store::connection_of(&linked.id).unwrap()).await.unwrap().unwrap();
+    let tokens = vault.open_link(&link).unwrap();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let sealed = vault.seal(&id, &linked.info, &tokens).unwrap();
+    store
+        .put_grant(&GrantRecord::new(id.clone(), linked.info.clone(), sealed), std::time::Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    let token = tether::crypto::random::token();
+    let record = RefreshRecord {
+        grant_id: id.clone(),
+        client_id: client.client_id.clone(),
+        issued_at: tether::clock::Clock::now(&cluster.apps[0].clock) - 60,
+        status: RefreshStatus::Active,
+        rotated_at: None,
+    };
+    store
+        .put_refresh(&tether::crypto::hash::digest(&token), &record, std::time::Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    (id, token)
+}
+
+#[tokio::test]
+async fn grants_written_before_connections_keep_working_and_end_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_files();
+    let key_dir = keys.path().to_owned();
+    let cluster = TestCluster::spawn_with_keys(2, options(dir.path()), keys).await;
+    let app = &cluster.apps[0];
+    let client = app.register_client("none").await;
+    let fresh = authorize(app, &app.browser(), &client, RESOURCE_URI, "eve").await;
+    let (old_grant, old_refresh) = grant_before_connections(&cluster, &key_dir, &fresh, &client).await;
+    assert_eq!(tether::store::connection_of(&old_grant), None);
+
+    // Its refresh token works on either replica, and the tokens it gets introspect with the
+    // upstream credential sealed in the grant itself.
+    let refreshed = cluster.apps[1].refresh(&client, &old_refresh).await;
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    let old_access = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(jwt_claims(old_access)["gid"], old_grant.as_str());
+    let upstream = upstream_token(app, FILES, old_access).await.expect("the old grant's upstream credential");
+    assert!(app.upstream.accepts(&upstream));
+    assert_eq!(cluster.redis.cli(&["HEXISTS", &grant_key(&old_grant), "up"]).trim(), "1", "its tokens stay its own");
+
+    // Revoking it ends it alone: the grant made since, on the connection, is untouched.
+    assert_eq!(app.revoke(&client, old_access).await.status(), 200);
+    assert_eq!(app.introspect(old_access).await, json!({"active": false}));
+    assert_eq!(cluster.redis.cli(&["HEXISTS", &grant_key(&old_grant), "up"]).trim(), "0");
+    assert_eq!(app.introspect(access(&fresh)).await["active"], true);
+}
