@@ -404,6 +404,8 @@ def main():
             layout = ", ".join(f"{raw[i].decode()} {len(raw[i + 1])}" for i in range(0, len(raw), 2))
         elif kind == "zset":
             layout = f"{redis('ZCARD', key)} entries"
+        elif kind == "set":
+            layout = f"{redis('SCARD', key)} members"
         else:
             layout = f"{len(redis('GET', key))} bytes of value"
         print(f"grant key {key.decode().split('{')[0]}{{id}}: {redis('MEMORY', 'USAGE', key, 'SAMPLES', '0')} bytes "

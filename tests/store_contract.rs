@@ -817,6 +817,16 @@ async fn grants_on_a_connection_read_its_tokens_and_status_in_one_call(s: Subjec
     // A new sign-in makes it active again, for all.
     s.store.put_link(&link(b"signed-in-again"), TTL).await.unwrap();
     assert_eq!(s.store.grant(&a.id).await.unwrap().unwrap().status, GrantStatus::Active);
+    // Tokens that expire with nothing to refresh them: every grant on it is expired.
+    assert!(s.store.set_grant_status(&a.id, GrantStatus::Expired).await.unwrap());
+    assert_eq!(s.store.link(LINK).await.unwrap().unwrap().status, LinkStatus::Expired);
+    assert_eq!(s.store.grant(&b.id).await.unwrap().unwrap().status, GrantStatus::Expired);
+    s.store.put_link(&link(b"signed-in-again"), TTL).await.unwrap();
+    assert_eq!(s.store.grant(&b.id).await.unwrap().unwrap().status, GrantStatus::Active);
+    // A grant that holds its own tokens keeps its own status.
+    s.store.put_grant(&grant("own"), TTL).await.unwrap();
+    assert!(s.store.set_grant_status("own", GrantStatus::Expired).await.unwrap());
+    assert_eq!(s.store.grant("own").await.unwrap().unwrap().status, GrantStatus::Expired);
     // A grant whose connection is gone has no tokens and is not active.
     let orphan = GrantRecord { id: format!("{}-{:032x}", "f".repeat(24), 1), ..linked_grant(3) };
     s.store.put_grant(&orphan, TTL).await.unwrap();

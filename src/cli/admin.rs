@@ -62,7 +62,7 @@ pub struct Filter {
     /// The upstream login (`provider:login`, or the login with --provider).
     #[arg(long)]
     pub upstream_account: Option<String>,
-    /// active, needs_reauth or revoked.
+    /// active, needs_reauth, expired or revoked.
     #[arg(long)]
     pub status: Option<String>,
 }

@@ -122,7 +122,7 @@ pub struct ListQuery {
 
 fn status(text: Option<&str>) -> Result<Option<State>, OAuthError> {
     text.map(|s| {
-        State::parse(s).ok_or_else(|| OAuthError::invalid_request("status is active, needs_reauth or revoked"))
+        State::parse(s).ok_or_else(|| OAuthError::invalid_request("status is active, needs_reauth, expired or revoked"))
     })
     .transpose()
 }

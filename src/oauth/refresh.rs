@@ -89,7 +89,7 @@ impl Refresher<'_> {
         if tokens.refresh_token.is_none() {
             // Nothing to refresh with: usable until it expires, then the grant is over.
             return if tokens.expires_within(0, now) {
-                self.bury(&grant.id, "expired without a refresh token").await
+                self.bury(&grant.id, GrantStatus::Expired, "expired without a refresh token").await
             } else {
                 Ok(Freshness::Fresh(tokens))
             };
@@ -156,7 +156,7 @@ impl Refresher<'_> {
             Err(UpstreamError::Rejected { error }) => {
                 let event = self.event(EventType::ConnectionRefreshFailed, Outcome::Failure, &grant, now);
                 self.audit.emit(event.reason("needs_reauth").detail("upstream_error", truncate(&error)));
-                self.bury(grant_id, &error).await
+                self.bury(grant_id, GrantStatus::Dead, &error).await
             }
             Err(e) => {
                 tracing::warn!(grant = %grant_id, provider = %provider.id(), error = %e, "upstream refresh failed; the grant is kept");
@@ -165,9 +165,9 @@ impl Refresher<'_> {
         }
     }
 
-    async fn bury(&self, grant_id: &str, why: &str) -> Result<Freshness, OAuthError> {
+    async fn bury(&self, grant_id: &str, status: GrantStatus, why: &str) -> Result<Freshness, OAuthError> {
         tracing::info!(grant = %grant_id, reason = %why, "upstream grant ended; the user must authorize again");
-        self.grants.set_grant_status(grant_id, GrantStatus::Dead).await?;
+        self.grants.set_grant_status(grant_id, status).await?;
         Ok(Freshness::Dead)
     }
 }

@@ -309,14 +309,14 @@ impl GrantStore for MemoryStore {
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
         let now = self.now();
         if let Some(link) = connection_of(grant_id)
-            && status == GrantStatus::Dead
+            && let Some(link_status) = link_status_for(status)
         {
             if self.grants.get(grant_id, now).is_none() {
                 return Ok(false);
             }
             self.links.update(link, now, |l, _| {
                 if l.status == LinkStatus::Active {
-                    l.status = LinkStatus::NeedsReauth;
+                    l.status = link_status;
                 }
             });
             return Ok(true);
@@ -428,15 +428,25 @@ impl GrantStore for MemoryStore {
     }
 }
 
-/// A grant on a connection as read: the connection's tokens, and `Dead` while the connection
-/// needs re-authorization or is gone.
+/// A grant on a connection as read: the connection's tokens; `Dead` while the connection
+/// needs re-authorization or is gone, `Expired` while it is expired.
 pub(super) fn merge_link(grant: &mut GrantRecord, link: Option<(LinkStatus, &[u8])>) {
     match link {
         Some((LinkStatus::Active, upstream)) if grant.status != GrantStatus::Revoked => {
             grant.upstream = upstream.to_vec();
         }
+        Some((LinkStatus::Expired, _)) if grant.status == GrantStatus::Active => grant.status = GrantStatus::Expired,
         _ if grant.status == GrantStatus::Active => grant.status = GrantStatus::Dead,
         _ => {}
+    }
+}
+
+/// What a grant's end upstream makes of its connection (every grant on it shares its fate).
+pub(super) fn link_status_for(status: GrantStatus) -> Option<LinkStatus> {
+    match status {
+        GrantStatus::Dead => Some(LinkStatus::NeedsReauth),
+        GrantStatus::Expired => Some(LinkStatus::Expired),
+        GrantStatus::Active | GrantStatus::Revoked => None,
     }
 }
 

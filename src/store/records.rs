@@ -146,6 +146,9 @@ pub enum GrantStatus {
     Revoked,
     /// The upstream provider refused to refresh: the user must authorize again.
     Dead,
+    /// The upstream access token expired and there is nothing to refresh it with (providers
+    /// that issue no refresh token): the user must authorize again.
+    Expired,
 }
 
 impl GrantStatus {
@@ -154,6 +157,7 @@ impl GrantStatus {
             Self::Active => "active",
             Self::Revoked => "revoked",
             Self::Dead => "dead",
+            Self::Expired => "expired",
         }
     }
 
@@ -162,6 +166,7 @@ impl GrantStatus {
             "active" => Some(Self::Active),
             "revoked" => Some(Self::Revoked),
             "dead" => Some(Self::Dead),
+            "expired" => Some(Self::Expired),
             _ => None,
         }
     }
@@ -227,6 +232,8 @@ pub enum LinkStatus {
     Active,
     /// The provider refused to refresh: every grant on it needs the user to sign in again.
     NeedsReauth,
+    /// Its access token expired with nothing to refresh it: every grant on it is expired.
+    Expired,
     /// Its last grant ended: the tokens are deleted.
     Ended,
 }
@@ -236,6 +243,7 @@ impl LinkStatus {
         match self {
             Self::Active => "active",
             Self::NeedsReauth => "needs_reauth",
+            Self::Expired => "expired",
             Self::Ended => "ended",
         }
     }
@@ -244,6 +252,7 @@ impl LinkStatus {
         match s {
             "active" => Some(Self::Active),
             "needs_reauth" => Some(Self::NeedsReauth),
+            "expired" => Some(Self::Expired),
             "ended" => Some(Self::Ended),
             _ => None,
         }

@@ -15,6 +15,8 @@ pub enum State {
     Active,
     /// The upstream provider refused a refresh: the user must authorize again.
     NeedsReauth,
+    /// The upstream token expired with nothing to refresh it: the user must authorize again.
+    Expired,
     Revoked,
 }
 
@@ -23,6 +25,7 @@ impl State {
         match status {
             GrantStatus::Active => Self::Active,
             GrantStatus::Dead => Self::NeedsReauth,
+            GrantStatus::Expired => Self::Expired,
             GrantStatus::Revoked => Self::Revoked,
         }
     }
@@ -31,6 +34,7 @@ impl State {
         match text {
             "active" => Some(Self::Active),
             "needs_reauth" => Some(Self::NeedsReauth),
+            "expired" => Some(Self::Expired),
             "revoked" => Some(Self::Revoked),
             _ => None,
         }
@@ -176,7 +180,8 @@ pub struct ConnectionRef {
     pub subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_account: Option<String>,
-    /// `active`, `needs_reauth` (the provider refused a refresh), `ended` (no live grant
+    /// `active`, `needs_reauth` (the provider refused a refresh), `expired` (its token
+    /// expired with no refresh token), `ended` (no live grant
     /// left; its tokens are deleted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'static str>,

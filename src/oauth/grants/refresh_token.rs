@@ -195,6 +195,7 @@ fn usable(grant: &GrantRecord) -> Result<(), OAuthError> {
         GrantStatus::Dead => {
             Err(OAuthError::invalid_grant("the upstream provider ended this authorization; authorize again"))
         }
+        GrantStatus::Expired => Err(OAuthError::invalid_grant("the upstream authorization expired; authorize again")),
         GrantStatus::Revoked => Err(invalid()),
     }
 }

@@ -143,12 +143,15 @@ impl GrantStore for RedisStore {
 
     async fn set_grant_status(&self, grant_id: &str, status: GrantStatus) -> StoreResult<bool> {
         if let Some(link) = crate::store::connection_of(grant_id)
-            && status == GrantStatus::Dead
+            && let Some(link_status) = crate::store::memory::link_status_for(status)
         {
             let (grant_key, link_key) = (self.gkey("grant", grant_id), self.key("link", link));
             let script = &self.link_dead;
-            let found: i64 =
-                self.run(async move |mut c| script.key(&grant_key).key(&link_key).invoke_async(&mut c).await).await?;
+            let found: i64 = self
+                .run(async move |mut c| {
+                    script.key(&grant_key).key(&link_key).arg(link_status.as_str()).invoke_async(&mut c).await
+                })
+                .await?;
             return Ok(found == 1);
         }
         let key = self.gkey("grant", grant_id);

@@ -24,11 +24,12 @@ end
 return 1
 ";
 
-/// The provider refused a grant's refresh: its connection (and so every grant on it) needs
-/// the user again. KEYS: grant, link.
+/// The provider refused a grant's refresh (ARGV[1] `needs_reauth`), or its token expired
+/// with nothing to refresh it (`expired`): its connection, and so every grant on it, needs the
+/// user again. KEYS: grant, link.
 pub(super) const LINK_DEAD: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HGET', KEYS[2], 'st') == 'active' then redis.call('HSET', KEYS[2], 'st', 'needs_reauth') end
+if redis.call('HGET', KEYS[2], 'st') == 'active' then redis.call('HSET', KEYS[2], 'st', ARGV[1]) end
 return 1
 ";
 
