@@ -87,7 +87,7 @@ pub struct AuthorizeStores<'a> {
 #[derive(Debug)]
 pub enum Started {
     /// The consent page.
-    Consent(ConsentView),
+    Consent(Box<ConsentView>),
     /// Straight upstream: this browser already approved this client for this much.
     Upstream { url: url::Url, binding: String },
 }
@@ -201,7 +201,7 @@ pub async fn start(
         None => None,
     };
 
-    Ok(Started::Consent(ConsentView {
+    Ok(Started::Consent(Box::new(ConsentView {
         signed_in_as: session.map(|s| s.display_name.or(s.email).unwrap_or(s.user)),
         connected_as,
         consent_id,
@@ -219,7 +219,7 @@ pub async fn start(
         provider_name: provider.display_name().to_owned(),
         scopes: scope::described(resource, &request.scope),
         upstream_scopes,
-    }))
+    })))
 }
 
 /// A request that passed every check, with what it resolved to.
