@@ -288,6 +288,24 @@ fn login_options(dir: &std::path::Path) -> Options {
 async fn under_a_login_provider_the_user_signs_in_there_first_and_owns_the_connections() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn_with(Backend::Redis, login_options(dir.path())).await;
+    login_mode(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_login_mode_runs_on_a_three_primary_redis_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let options = Options {
+        store: Some(format!("topology = \"cluster\"\nurl = \"{}\"", cluster.url())),
+        ..login_options(dir.path())
+    };
+    let app = TestApp::spawn_with(Backend::Memory, options).await;
+    login_mode(&app).await;
+}
+
+/// The login mode's whole flow: sign-in, consent, connection, a second client without any
+/// login, the user's view, and another account replacing the connection.
+async fn login_mode(app: &TestApp) {
     let (one, two) = (app.register_client("none").await, app.register_client("none").await);
     let browser = app.browser();
 

@@ -272,6 +272,8 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
             // A connection lives as long as the grants on it can, tombstones included.
             "test:v1:link:{}" | "test:v1:link-grants:{}" => REFRESH_SECS + TOMBSTONE_SECS,
             "test:v1:login:{}" => SESSION_SECS,
+            // The resources configured, to notice one removed (renewed at every start).
+            "test:v1:resources" => REFRESH_SECS + TOMBSTONE_SECS,
             // Listings outlive their newest grant by a tombstone's life.
             listing if listing.starts_with("test:v1:idx:") => REFRESH_SECS + TOMBSTONE_SECS,
             "test:v1:audit" => AUDIT_SECS,

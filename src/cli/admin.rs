@@ -35,10 +35,15 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: GrantsCommand,
     },
-    /// Users: their upstream accounts and grants.
+    /// Users: their connections (upstream accounts) and grants.
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Connections: a user's upstream sign-in at a provider, shared by their grants there.
+    Connections {
+        #[command(subcommand)]
+        command: ConnectionsCommand,
     },
     /// The audit trail.
     Events {
@@ -112,6 +117,17 @@ pub enum GrantsCommand {
         #[arg(long)]
         dry_run: bool,
         /// Leave the grants at the provider alone.
+        #[arg(long)]
+        no_upstream: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Ends a connection (its id from `users show`): every grant on it, then upstream.
+    Revoke {
+        id: String,
+        /// Leave the upstream authorization alone.
         #[arg(long)]
         no_upstream: bool,
     },
@@ -224,6 +240,12 @@ async fn command(api: &Api, args: &AdminArgs) -> Result<(), String> {
             };
             print(json, &report, || revoke_table(&report));
         }
+        AdminCommand::Connections { command: ConnectionsCommand::Revoke { id, no_upstream } } => {
+            let query = [("upstream", (!no_upstream).to_string())];
+            let report =
+                api.call(Method::DELETE, &format!("/admin/v1/connections/{}", segment(id)), &query, None).await?;
+            print(json, &report, || revoke_table(&report));
+        }
         AdminCommand::Users { command: UsersCommand::Show { user } } => {
             let view = api.call(Method::GET, &format!("/admin/v1/users/{}", segment(user)), &[], None).await?;
             print(json, &view, || {
@@ -236,10 +258,12 @@ async fn command(api: &Api, args: &AdminArgs) -> Result<(), String> {
                 out.push('\n');
                 for c in view["connections"].as_array().into_iter().flatten() {
                     out.push_str(&format!(
-                        "connection {}:{} ({}) with {} active grant(s)\n",
+                        "connection {} at {} as {} ({}): {} with {} active grant(s)\n",
+                        c["id"].as_str().unwrap_or_default(),
                         c["provider"].as_str().unwrap_or_default(),
+                        c["upstream_account"].as_str().or(c["subject"].as_str()).unwrap_or("account unknown"),
                         c["subject"].as_str().unwrap_or_default(),
-                        c["upstream_account"].as_str().unwrap_or("account unknown"),
+                        c["status"].as_str().unwrap_or("active"),
                         c["active_grants"]
                     ));
                 }
