@@ -364,6 +364,21 @@ async fn the_cli_lists_shows_and_revokes_and_says_why_when_refused() {
     let (code, out, _) = tether(&["admin", "events", "tail", "--type", "grant.revoked"], &ops).await;
     assert_eq!(code, 0);
     assert!(out.contains("grant.revoked") && out.contains(&grant) && out.contains("admin:ops"), "{out}");
+
+    // A user's connections, and ending one with every grant on it.
+    let again = app.tokens_for(&client, "dora").await;
+    let link = tether::store::connection_of(&grant_of(&again)).unwrap().to_owned();
+    let user = format!("dev:{}", app.upstream.user_id("dora"));
+    let (code, out, err) = tether(&["admin", "users", "show", &user], &ops).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("connection {link} at dev as dora")) && out.contains("active with 1 active grant(s)"),
+        "{out}"
+    );
+    let (code, out, err) = tether(&["admin", "connections", "revoke", &link, "--no-upstream"], &ops).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().next(), Some("ended 1 grant(s); upstream: skipped"), "{out}");
+    assert_eq!(app.introspect(again["access_token"].as_str().unwrap()).await["active"], false);
     let (code, _, err) = tether(
         &["admin", "grants", "list"],
         &[("TETHER_ADMIN_URL", "http://127.0.0.1:9"), ("TETHER_ADMIN_TOKEN", OPS)],
