@@ -112,11 +112,16 @@ pub async fn complete(
     let link = links::connect(ctx, &user, provider.id(), &identity, &exchanged.tokens, &pending.upstream_scopes, now)
         .await
         .map_err(|e| back.error(&e))?;
-    let session = match pending.user {
-        Some(_) => None,
-        None => links::sign_in(ctx, &pending.binding_digest, &user, &identity, now).await,
+    // The session and the grant go out together.
+    let session = async {
+        match pending.user {
+            Some(_) => None,
+            None => links::sign_in(ctx, &pending.binding_digest, &user, &identity, now).await,
+        }
     };
-    let redirect = links::issue(ctx, request, &pending.binding_digest, &link, &pending.upstream_scopes, now).await?;
+    let issued = links::issue(ctx, request, &pending.binding_digest, &link, &pending.upstream_scopes, now);
+    let (session, redirect) = tokio::join!(session, issued);
+    let redirect = redirect?;
     Ok(Completed { redirect, session })
 }
 

@@ -107,10 +107,10 @@ impl GrantStore for RedisStore {
         if let Some(tombstone) = &grant.tombstone {
             fields.extend(tombstone_fields(tombstone));
         }
-        // On a connection: listed in the connection's grants first (an entry whose grant
-        // write then fails is harmless: it counts as ended), and the connection kept as long.
+        // On a connection: one script stores it, lists it among the connection's grants and
+        // keeps the connection as long.
         if let Some(link) = grant.connection_id() {
-            self.keep_link(link, Some(&grant.id), ttl).await?;
+            return self.put_link_grant(link, &grant.id, fields, ttl).await;
         }
         self.put_hash(self.gkey("grant", &grant.id), fields, ttl).await
     }

@@ -24,6 +24,35 @@ end
 return 1
 ";
 
+/// Stores a connection (ARGV[2..]: field, value pairs) and keeps it and its grant list at
+/// least ARGV[1] ms (never shortens them: other grants may depend on it for longer).
+/// KEYS: link, link-grants.
+pub(super) const PUT_LINK: &str = r"
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local ms = tonumber(ARGV[1])
+for i = 1, 2 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left ~= -2 and left < ms then redis.call('PEXPIRE', KEYS[i], ms) end
+end
+return 1
+";
+
+/// Stores a grant on a connection (replacing it whole: ARGV[3..] field, value pairs, kept
+/// ARGV[1] ms), adds it (ARGV[2]) to the connection's grants and keeps the connection and
+/// the list at least as long. KEYS: grant, link, link-grants.
+pub(super) const PUT_LINK_GRANT: &str = r"
+local ms = tonumber(ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ms)
+redis.call('SADD', KEYS[3], ARGV[2])
+for i = 2, 3 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left ~= -2 and left < ms then redis.call('PEXPIRE', KEYS[i], ms) end
+end
+return 1
+";
+
 /// The provider refused a grant's refresh (ARGV[1] `needs_reauth`), or its token expired
 /// with nothing to refresh it (`expired`): its connection, and so every grant on it, needs the
 /// user again. KEYS: grant, link.
@@ -71,6 +100,29 @@ return 2
 ";
 
 impl RedisStore {
+    /// Runs `PUT_LINK_GRANT` (see there): one script for the grant and its connection.
+    pub(super) async fn put_link_grant(
+        &self,
+        link: &str,
+        grant_id: &str,
+        fields: Vec<(&'static str, Vec<u8>)>,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let keys = [self.gkey("grant", grant_id), self.key("link", link), self.key("link-grants", link)];
+        let (script, id) = (&self.put_link_grant, grant_id.to_owned());
+        let _: i64 = self
+            .run(async move |mut c| {
+                let mut call = script.key(&keys[0]);
+                call.key(&keys[1]).key(&keys[2]).arg(millis(ttl)).arg(id);
+                for (name, value) in &fields {
+                    call.arg(*name).arg(value.as_slice());
+                }
+                call.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Runs `KEEP_LINK` (see there).
     pub(super) async fn keep_link(&self, link: &str, grant_id: Option<&str>, ttl: Duration) -> StoreResult<()> {
         let (link_key, members) = (self.key("link", link), self.key("link-grants", link));
@@ -87,26 +139,19 @@ impl RedisStore {
 #[async_trait]
 impl LinkStore for RedisStore {
     async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()> {
-        let key = self.key("link", &link.id);
-        let fields: Vec<(&'static str, Vec<u8>)> = vec![
-            ("rec", encode(&link.info)?),
-            ("st", link.status.as_str().as_bytes().to_vec()),
-            ("up", link.upstream.clone()),
-        ];
-        // Replaced whole (tokens from a new sign-in), then kept at least `ttl`, never less
-        // than it already had: other grants may depend on it for longer.
-        self.run(async move |mut c| {
-            let mut pipe = ::redis::pipe();
-            pipe.atomic().cmd("HDEL").arg(&key).arg("up").ignore();
-            pipe.cmd("HSET").arg(&key);
-            for (name, value) in &fields {
-                pipe.arg(*name).arg(value.as_slice());
-            }
-            pipe.ignore();
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await?;
-        self.keep_link(&link.id, None, ttl).await
+        let (key, members) = (self.key("link", &link.id), self.key("link-grants", &link.id));
+        let (rec, status, upstream) = (encode(&link.info)?, link.status.as_str(), link.upstream.clone());
+        let script = &self.put_link;
+        let _: i64 = self
+            .run(async move |mut c| {
+                let mut call = script.key(&key);
+                call.key(&members).arg(millis(ttl)).arg("rec").arg(rec).arg("st").arg(status);
+                // Every field is written (a connection is replaced whole); one ended has no tokens.
+                call.arg("up").arg(upstream);
+                call.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(())
     }
 
     async fn link(&self, link_id: &str) -> StoreResult<Option<LinkRecord>> {
