@@ -345,11 +345,11 @@ async fn login_mode(app: &TestApp) {
     assert_eq!(app.upstream.counts().logins, 2, "one login, one upstream connection");
 
     // A second client: consent only.
-    let second = authorize(&app, &browser, &two, RESOURCE_URI, "nobody").await;
+    let second = authorize(app, &browser, &two, RESOURCE_URI, "nobody").await;
     assert!(!second.signed_in_upstream);
     assert_eq!(app.upstream.counts().logins, 2, "no second login of either kind");
-    let token = upstream_token(&app, FILES, access(&first)).await.unwrap();
-    assert_eq!(upstream_token(&app, FILES, access(&second)).await.unwrap(), token);
+    let token = upstream_token(app, FILES, access(&first)).await.unwrap();
+    assert_eq!(upstream_token(app, FILES, access(&second)).await.unwrap(), token);
     assert_eq!(app.upstream_user(&token).await["login"], "alice-upstream", "the connection is the upstream account");
 
     // The grants belong to the login identity, with the upstream account as the connection.
@@ -374,9 +374,9 @@ async fn login_mode(app: &TestApp) {
     // Connecting another account at the same provider (asking for more sends the user
     // upstream again) ends the grants made on the old one: they must not go on as the new one.
     let widened =
-        authorize_scoped(&app, &browser, &one, RESOURCE_URI, Some("files:read files:write"), "alice-other").await;
+        authorize_scoped(app, &browser, &one, RESOURCE_URI, Some("files:read files:write"), "alice-other").await;
     assert_eq!(widened.upstream_scope.as_deref(), Some("openid repo:read repo:write"));
-    let token = upstream_token(&app, FILES, access(&widened)).await.unwrap();
+    let token = upstream_token(app, FILES, access(&widened)).await.unwrap();
     assert_eq!(app.upstream_user(&token).await["login"], "alice-other");
     for old in [&first, &second] {
         assert_eq!(app.introspect(access(old)).await, json!({"active": false}), "a grant of the old account");
