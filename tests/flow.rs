@@ -214,6 +214,7 @@ fn provider(kind: tether::upstream::ProviderKind, base: &str, timeout_ms: u64) -
         callback_url: url("/callback"),
         revoke_upstream: false,
         github_api_url: None,
+        account_url: None,
     })
     .unwrap()
 }

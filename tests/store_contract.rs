@@ -207,6 +207,7 @@ async fn consents_and_pending_requests_are_taken_once(s: Subject) {
     let pending = PendingRecord {
         user: None,
         resume: None,
+        account: false,
         request: request(),
         binding_digest: "b".into(),
         provider: "dev".into(),

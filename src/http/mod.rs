@@ -12,6 +12,7 @@ use limits::{Endpoint, throttle};
 use crate::clock::Clock;
 use crate::oauth::Broker;
 
+mod account;
 pub mod admin;
 mod authorize;
 mod callback;
@@ -74,6 +75,11 @@ impl AppState {
     /// session record lasts as long; the cookie alone signs no one in).
     fn session_cookie(&self, value: String) -> Cookie<'static> {
         self.cookie(self.session_cookie, value, self.broker.lifetimes.session.as_secs())
+    }
+
+    /// Removes the sign-in session cookie (signing out).
+    fn session_cookie_removal(&self) -> Cookie<'static> {
+        self.cookie(self.session_cookie, String::new(), 0)
     }
 
     /// The remembered-consent cookie value, if the browser sent one.
@@ -171,6 +177,35 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
                 .route(web::delete().to(connect::disconnect))
                 .default_service(not_allowed()),
         )
+        .service(web::resource("/account").route(web::get().to(account::page)).default_service(not_allowed()))
+        .service(
+            web::resource("/account/sign-in").route(web::get().to(account::sign_in)).default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/account/remove")
+                .route(web::get().to(account::confirm_remove))
+                .route(web::post().to(account::remove))
+                .default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/account/remove-all")
+                .route(web::get().to(account::confirm_remove_all))
+                .route(web::post().to(account::remove_all))
+                .default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/account/disconnect")
+                .route(web::get().to(account::confirm_disconnect))
+                .route(web::post().to(account::disconnect))
+                .default_service(not_allowed()),
+        )
+        .service(
+            web::resource("/account/logout")
+                .route(web::get().to(account::confirm_logout))
+                .route(web::post().to(account::logout))
+                .default_service(not_allowed()),
+        )
+        .service(web::resource("/assets/tether.css").route(web::get().to(pages::stylesheet)))
         .service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)));
     if registration_enabled {

@@ -47,15 +47,17 @@ pub async fn complete(
     }
     let request = &pending.request;
     let back = ReturnTo { redirect_uri: &request.redirect_uri, state: request.state.as_deref(), issuer: ctx.issuer };
+    // A sign-in to the account page has no client to return to: its failures are pages.
+    let fail = |e: &OAuthError| if pending.account { account_failure(e) } else { back.error(e) };
     let provider = ctx
         .providers
         .get(&pending.provider)
-        .ok_or_else(|| back.error(&OAuthError::server_error("the provider is no longer configured")))?;
+        .ok_or_else(|| fail(&OAuthError::server_error("the provider is no longer configured")))?;
     // Before anything in the response is believed, success or error (RFC 9207 §2.4).
     provider
         .check_response_issuer(params.iss.as_deref())
         .await
-        .map_err(|e| back.error(&upstream_failure("issuer check (mix-up defence)", provider.id(), e)))?;
+        .map_err(|e| fail(&upstream_failure("issuer check (mix-up defence)", provider.id(), e)))?;
 
     if let Some(error) = params.error.as_deref() {
         // The upstream error text is not forwarded: it is attacker-controllable input.
@@ -65,21 +67,21 @@ pub async fn complete(
             tracing::warn!(upstream_error = %truncate(error), "upstream authorization failed");
             OAuthError::server_error("the upstream provider refused the authorization")
         };
-        return Err(back.error(&mapped));
+        return Err(fail(&mapped));
     }
     let code = params
         .code
         .as_deref()
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| back.error(&OAuthError::server_error("the upstream provider sent no code")))?;
+        .ok_or_else(|| fail(&OAuthError::server_error("the upstream provider sent no code")))?;
     let exchanged = provider
         .exchange_code(code, &pending.upstream_verifier, now)
         .await
-        .map_err(|e| back.error(&upstream_failure("code exchange", provider.id(), e)))?;
+        .map_err(|e| fail(&upstream_failure("code exchange", provider.id(), e)))?;
     let identity = provider
         .identity(&exchanged, pending.upstream_nonce.as_deref(), now)
         .await
-        .map_err(|e| back.error(&upstream_failure("identity", provider.id(), e)))?;
+        .map_err(|e| fail(&upstream_failure("identity", provider.id(), e)))?;
     let signed_in = |user: &str| {
         ctx.audit.emit(
             Event::new(EventType::UserSignedIn, Actor::new(ActorKind::User, user), Outcome::Success, now)
@@ -88,15 +90,26 @@ pub async fn complete(
                 .origin(ctx.origin),
         );
     };
+    // A sign-in to the account page: the user is who signed in; the browser goes to the page.
+    if pending.account {
+        let user = links::upstream_user(provider.id(), &identity.subject);
+        signed_in(&user);
+        let session = links::sign_in(ctx, &pending.binding_digest, &user, &identity, now)
+            .await
+            .ok_or_else(|| FlowError::page("The sign-in could not be kept. Try again in a moment."))?;
+        let redirect = url::Url::parse(&format!("{}/account", ctx.issuer))
+            .map_err(|_| FlowError::page("The account page's address cannot be built."))?;
+        return Ok(Completed { redirect, session: Some(session) });
+    }
     // A sign-in at the login provider: the user is who signed in; the request resumes.
     if let Some(resume) = &pending.resume {
         let user = links::upstream_user(provider.id(), &identity.subject);
         signed_in(&user);
         let session = links::sign_in(ctx, &pending.binding_digest, &user, &identity, now)
             .await
-            .ok_or_else(|| back.error(&OAuthError::server_error("the sign-in could not be kept")))?;
+            .ok_or_else(|| fail(&OAuthError::server_error("the sign-in could not be kept")))?;
         let redirect = url::Url::parse(&format!("{}/authorize?{resume}", ctx.issuer))
-            .map_err(|_| back.error(&OAuthError::server_error("the authorization request cannot be resumed")))?;
+            .map_err(|_| fail(&OAuthError::server_error("the authorization request cannot be resumed")))?;
         return Ok(Completed { redirect, session: Some(session) });
     }
     // Under a login provider the connection is the signed-in user's; otherwise the user is
@@ -111,7 +124,7 @@ pub async fn complete(
     };
     let link = links::connect(ctx, &user, provider.id(), &identity, &exchanged.tokens, &pending.upstream_scopes, now)
         .await
-        .map_err(|e| back.error(&e))?;
+        .map_err(|e| fail(&e))?;
     // The session and the grant go out together.
     let session = async {
         match pending.user {
@@ -142,6 +155,18 @@ fn upstream_failure(step: &str, provider: &str, err: UpstreamError) -> OAuthErro
         ),
         UpstreamError::Rejected { .. } => OAuthError::server_error("the upstream provider refused the sign-in"),
         UpstreamError::Invalid(_) => OAuthError::server_error("the upstream provider answered unexpectedly"),
+    }
+}
+
+/// A failed account-page sign-in, as a page (there is no client to send the error to).
+fn account_failure(error: &OAuthError) -> FlowError {
+    match error.code {
+        ErrorCode::AccessDenied => FlowError::page("You cancelled the sign-in at the provider."),
+        ErrorCode::TemporarilyUnavailable => FlowError::Page {
+            status: super::flow::PageStatus::Unavailable,
+            message: "The provider is unavailable. Try again in a moment.".into(),
+        },
+        _ => FlowError::page(format!("The sign-in failed: {}.", error.description)),
     }
 }
 

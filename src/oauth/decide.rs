@@ -134,6 +134,7 @@ pub async fn send_upstream(
         created_at: now,
         user: session.filter(|_| ctx.login.is_some()).map(|s| s.user),
         resume: None,
+        account: false,
     };
     pending.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
     Ok(url)

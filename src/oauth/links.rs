@@ -93,6 +93,7 @@ pub async fn send_to_login(
         created_at: now,
         user: None,
         resume: Some(resume),
+        account: false,
     };
     ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
     Ok(url)

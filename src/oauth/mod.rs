@@ -1,5 +1,6 @@
 //! The OAuth protocol: requests in, decisions and records out. Knows nothing of HTTP.
 
+pub mod account;
 pub mod admin;
 pub mod authorize;
 pub mod background;

@@ -29,8 +29,8 @@ pub enum Trigger {
     ClientRevocation { client_id: String },
     /// An operator, through the admin API (the admin token's id).
     Admin { token: String },
-    /// The user (the account page).
-    User,
+    /// The user themselves, on the account page (their user id).
+    User { user: String },
     /// The client was deleted (RFC 7592 or by an operator).
     ClientDeleted { client_id: String },
     /// A rotated refresh token came back after the grace window (RFC 9700 §4.14.2).
@@ -54,7 +54,7 @@ impl Trigger {
         match self {
             Self::ClientRevocation { .. } => "client_revocation",
             Self::Admin { .. } => "admin",
-            Self::User => "user",
+            Self::User { .. } => "user",
             Self::ClientDeleted { .. } => "client_deleted",
             Self::RefreshReuse => "refresh_reuse",
             Self::CodeReplay => "code_replay",
@@ -71,7 +71,8 @@ impl Trigger {
                 Actor::new(ActorKind::Client, client_id)
             }
             Self::Admin { token } => Actor::new(ActorKind::Admin, token),
-            Self::User | Self::ConnectionReplaced => Actor { kind: ActorKind::User, id: None },
+            Self::User { user } => Actor::new(ActorKind::User, user),
+            Self::ConnectionReplaced => Actor { kind: ActorKind::User, id: None },
             Self::RefreshReuse | Self::CodeReplay | Self::ResourceRemoved { .. } => Actor::system(),
             Self::SessionReplaced { resource } | Self::SessionDisconnected { resource } => {
                 Actor::new(ActorKind::Resource, resource)
@@ -289,7 +290,7 @@ mod tests {
         assert_eq!(Trigger::Admin { token: "ops".into() }.by(), "admin:ops");
         assert_eq!(Trigger::ClientRevocation { client_id: "c1".into() }.by(), "client:c1");
         assert_eq!(Trigger::RefreshReuse.by(), "system");
-        assert_eq!(Trigger::User.by(), "user");
+        assert_eq!(Trigger::User { user: "dev:42".into() }.by(), "user:dev:42");
         assert_eq!(Trigger::SessionDisconnected { resource: "files".into() }.by(), "resource:files");
     }
 }

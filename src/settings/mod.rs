@@ -222,6 +222,9 @@ pub struct ProviderSettings {
     /// Revoke the upstream grant when Tether's grant is revoked.
     #[serde(default)]
     pub revoke_upstream: bool,
+    /// The provider's own page where people see and remove the apps they authorized (linked
+    /// from Tether's account page). GitHub and Google have defaults.
+    pub account_url: Option<String>,
     // kind = "oauth2"
     pub authorize_url: Option<String>,
     pub token_url: Option<String>,

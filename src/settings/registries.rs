@@ -109,6 +109,10 @@ pub(super) fn providers(
             callback_url: callback_url.clone(),
             revoke_upstream: p.revoke_upstream,
             github_api_url: kind.github_api_url,
+            account_url: match p.account_url.as_deref() {
+                Some(url) => endpoint(Some(url), &format!("providers.{id}.account_url"), production, errors),
+                None => kind.account_url,
+            },
         });
     }
     out
@@ -122,6 +126,8 @@ struct KindSettings {
     default_scopes: &'static [&'static str],
     default_params: &'static [(&'static str, &'static str)],
     github_api_url: Option<Url>,
+    /// Where people see the apps they authorized at the provider, when it is well known.
+    account_url: Option<Url>,
 }
 
 /// Google issues a refresh token only with `access_type=offline`, and again on a repeated
@@ -130,6 +136,8 @@ struct KindSettings {
 const GOOGLE_PARAMS: &[(&str, &str)] =
     &[("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")];
 const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+/// Google's "Third-party apps with account access".
+const GOOGLE_ACCOUNT_URL: &str = "https://myaccount.google.com/connections";
 
 fn kind_settings(
     id: &str,
@@ -166,6 +174,7 @@ fn kind_settings(
                 default_scopes: &[],
                 default_params: &[],
                 github_api_url: None,
+                account_url: None,
             })
         }
         ProviderKind::Github => {
@@ -204,6 +213,7 @@ fn kind_settings(
                 default_scopes: &[],
                 default_params: &[],
                 github_api_url: Some(api),
+                account_url: github::with_trailing_slash(&web).join("settings/applications").ok(),
             })
         }
         ProviderKind::Google | ProviderKind::Oidc => {
@@ -240,6 +250,7 @@ fn kind_settings(
                 default_scopes: if google { &["openid", "email"] } else { &["openid"] },
                 default_params: if google { GOOGLE_PARAMS } else { &[] },
                 github_api_url: None,
+                account_url: google.then(|| Url::parse(GOOGLE_ACCOUNT_URL).ok()).flatten(),
             })
         }
     }

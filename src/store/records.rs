@@ -123,6 +123,10 @@ pub struct PendingRecord {
     /// browser resumes the authorization request (these are its parameters, a query string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
+    /// A sign-in to the account page: no client waits for it; after it the browser goes to
+    /// `/account` and errors are shown as pages (`request` is a placeholder).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub account: bool,
 }
 
 /// An authorization code, bound to everything `/token` must check.

@@ -17,7 +17,7 @@ pub fn endpoints(web_url: &Url, api_url: &Url) -> Result<(Url, Url, Url), url::P
     Ok((web.join("login/oauth/authorize")?, web.join("login/oauth/access_token")?, api.join("user")?))
 }
 
-fn with_trailing_slash(url: &Url) -> Url {
+pub fn with_trailing_slash(url: &Url) -> Url {
     let mut url = url.clone();
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());

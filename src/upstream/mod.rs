@@ -84,6 +84,8 @@ pub struct ProviderConfig {
     pub revoke_upstream: bool,
     /// GitHub's API base, for application grant deletion.
     pub github_api_url: Option<Url>,
+    /// The provider's page listing the apps a person authorized there.
+    pub account_url: Option<Url>,
 }
 
 /// The upstream token set, as sealed into a grant.
@@ -238,6 +240,11 @@ impl Provider {
     /// OpenID providers get a `nonce` in the authorization request, checked in the ID token.
     pub fn uses_nonce(&self) -> bool {
         self.config.subject == SubjectSource::IdToken
+    }
+
+    /// The provider's own page where people see and remove authorized apps.
+    pub fn account_url(&self) -> Option<&Url> {
+        self.config.account_url.as_ref()
     }
 
     pub fn revokes_upstream(&self) -> bool {

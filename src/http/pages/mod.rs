@@ -1,7 +1,8 @@
-//! The HTML Tether shows people: the consent page and error pages.
+//! The HTML Tether shows people: the consent page, error pages and the account page, in one
+//! layout with one stylesheet (served by Tether itself, `/assets/tether.css`).
 //!
 //! Every client-supplied string (names, URIs, scopes) is escaped by `maud`. Pages carry no
-//! script, refuse to be framed, and are never cached.
+//! script, load nothing from elsewhere, refuse to be framed, and are never cached.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -10,14 +11,12 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::oauth::flow::{ConsentView, PageStatus};
 
-const CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;color:#1d1d1f}\
-h1{font-size:1.4rem}code{background:#f2f2f2;padding:0 .2rem;border-radius:3px}\
-.box{border:1px solid #ddd;border-radius:8px;padding:1rem 1.2rem;margin:1rem 0}\
-button{font-size:1rem;padding:.5rem 1.2rem;margin-right:.5rem;border-radius:6px;border:1px solid #888;cursor:pointer}\
-button.approve{background:#1f6feb;color:#fff;border-color:#1f6feb}.muted{color:#666;font-size:.9rem}.warning{background:#fff4e5;border-left:4px solid #f0a020;padding:.5rem .8rem}";
+pub mod account;
 
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The stylesheet every page links; its path carries a digest of its content, so it can be
+/// cached for good and a new version is fetched at once.
+pub const STYLESHEET: &str = include_str!("tether.css");
 /// Headers every page and browser redirect carries (MCP security best practices, RFC 9700 §4.16).
 pub fn browser_headers(response: &mut HttpResponseBuilder) {
     response.insert_header((header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)));
@@ -27,7 +26,33 @@ pub fn browser_headers(response: &mut HttpResponseBuilder) {
     response.insert_header((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
 }
 
-fn page(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
+/// `/assets/tether.css?v=<digest>`: changes whenever the stylesheet does.
+pub fn stylesheet_path() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let digest = crate::crypto::hash::digest(STYLESHEET);
+        format!("/assets/tether.css?v={}", &digest[..12])
+    })
+}
+
+/// `GET /assets/tether.css`.
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .content_type("text/css; charset=utf-8")
+        .body(STYLESHEET)
+}
+
+/// The frame every page shares: Tether's name, who is signed in (with the sign-out button),
+/// and the page's own content as the main landmark.
+pub struct Frame<'a> {
+    pub title: &'a str,
+    /// The signed-in person's name and the form token for signing out.
+    pub signed_in: Option<(&'a str, &'a str)>,
+}
+
+pub fn render(status: StatusCode, frame: &Frame<'_>, body: Markup) -> HttpResponse {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -35,15 +60,33 @@ fn page(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="no-referrer";
-                title { (title) " · Tether" }
-                style { (maud::PreEscaped(STYLE)) }
+                title { (frame.title) " · Tether" }
+                link rel="stylesheet" href=(stylesheet_path());
             }
-            body { (body) }
+            body {
+                header.top {
+                    a.brand href="/account" { "Tether" }
+                    @if let Some((who, token)) = frame.signed_in {
+                        div.who {
+                            span { "Signed in as " strong { (who) } }
+                            form method="post" action="/account/logout" {
+                                input type="hidden" name="form_token" value=(token);
+                                button.link type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
         }
     };
     let mut response = HttpResponse::build(status);
     browser_headers(&mut response);
     response.content_type("text/html; charset=utf-8").body(markup.into_string())
+}
+
+fn page(status: StatusCode, title: &str, body: Markup) -> HttpResponse {
+    render(status, &Frame { title, signed_in: None }, body)
 }
 
 /// A browser form body that could not be read (too large, cut off): a page with its status.
@@ -86,7 +129,8 @@ pub fn message_page(status: StatusCode, title: &str, message: &str) -> HttpRespo
         html! {
             h1 { (title) }
             p { (message) }
-            p.muted { "You can close this window." }
+            p.muted { "You can close this window. You can see and remove what you connected at any time on "
+                a href="/account" { "your connected apps page" } "." }
         },
     )
 }
@@ -152,11 +196,12 @@ pub fn consent_page(view: &ConsentView) -> HttpResponse {
         } @else {
             p.muted { "Only approve if you started this from " (name) " and expected to be sent here." }
         }
-            form method="post" action="/consent" {
+            form.actions method="post" action="/consent" {
                 input type="hidden" name="consent" value=(view.consent_id);
-                button.approve type="submit" name="decision" value="approve" { "Approve" }
+                button.primary type="submit" name="decision" value="approve" { "Approve" }
                 button type="submit" name="decision" value="deny" { "Deny" }
             }
+            p.muted { "You can see and remove this access later on " a href="/account" { "your connected apps page" } "." }
         },
     )
 }
