@@ -8,7 +8,7 @@ MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 DEMO_WEBHOOK_SECRET ?= demo-connect-webhook-secret
 
-.PHONY: help run test e2e lint fmt check-config redis build fuzz-smoke fuzz-check chart-check bench
+.PHONY: help run test e2e screenshots chromium lint fmt check-config redis build fuzz-smoke fuzz-check chart-check bench
 CHART_VENV ?= .venv-chart
 PYTHON ?= python3
 
@@ -33,6 +33,7 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 	TETHER__PROVIDERS__DEV__AUTHORIZE_URL=http://127.0.0.1:$(UPSTREAM_PORT)/authorize \
 	TETHER__PROVIDERS__DEV__TOKEN_URL=http://127.0.0.1:$(UPSTREAM_PORT)/token \
 	TETHER__PROVIDERS__DEV__USERINFO_URL=http://127.0.0.1:$(UPSTREAM_PORT)/user \
+	TETHER__PROVIDERS__DEV__REVOCATION_URL=http://127.0.0.1:$(UPSTREAM_PORT)/revoke \
 	TETHER__RESOURCES__DEMO__URI=http://127.0.0.1:$(MCP_PORT)/mcp \
 	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) TETHER__LOG__FORMAT=pretty \
 	TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK=http://127.0.0.1:$(MCP_PORT)/hooks/tether \
@@ -42,10 +43,24 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 test: redis ## Run every test (unit, integration, Redis contract suite); installs redis-server if missing
 	$(CARGO) test --locked --all-targets
 
-e2e: build ## End-to-end with the official MCP TypeScript SDK client (npm, versions pinned in package-lock.json)
+e2e: build chromium ## End-to-end: the official MCP TypeScript SDK client, then the account page in headless Chromium (npm versions pinned)
 	@command -v node >/dev/null || { echo "error: e2e needs Node.js >= 20 (apt-get install nodejs npm)" >&2; exit 1; }
 	cd tests/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 	node tests/e2e/sdk-flow.mjs
+	node tests/e2e/account.mjs
+
+screenshots: build chromium ## Run the browser test and write its screenshots to docs/screenshots (shown in the README)
+	cd tests/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+	SCREENSHOTS=docs/screenshots node tests/e2e/account.mjs
+
+chromium: ## Make sure Debian's chromium is installed (the browser tests drive it; nothing downloads a browser)
+	@command -v chromium >/dev/null 2>&1 && exit 0; \
+	echo "chromium is missing; installing it with apt-get (Debian package chromium)"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	else echo "error: chromium is not installed and I cannot install it: run 'apt-get install chromium' as root" >&2; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "error: no apt-get here: install Chromium and set CHROMIUM=/path/to/it" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	command -v chromium >/dev/null || { echo "error: chromium still missing after apt-get install" >&2; exit 1; }
 
 lint: ## Format check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

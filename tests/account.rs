@@ -239,3 +239,25 @@ async fn the_stylesheet_is_tethers_own_and_pages_allow_nothing_else() {
     assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
     assert!(css.text().await.unwrap().contains(".card"));
 }
+
+#[test]
+fn providers_link_their_own_page_of_authorized_apps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    let toml = "[providers.gh]\nkind = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+        [providers.ghe]\nkind = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\nweb_url = \"https://git.corp.example/prefix\"\n\
+        [providers.corp]\nkind = \"oauth2\"\nclient_id = \"c\"\nclient_secret = \"s\"\nauthorize_url = \"https://x/a\"\n\
+        token_url = \"https://x/t\"\nuserinfo_url = \"https://x/u\"\naccount_url = \"https://x/apps\"\n";
+    std::fs::write(dir.path().join("secret"), "s3cret").unwrap();
+    let file = format!("client_secret_file = \"{}\"", dir.path().join("secret").display());
+    let toml = toml.replace("client_secret = \"s\"", &file);
+    std::fs::write(&path, &toml).unwrap();
+    let (built, _) = tether::settings::load_and_build(Some(&path), 0).unwrap();
+    let page =
+        |id: &str| built.providers.iter().find(|p| p.id == id).unwrap().account_url.as_ref().map(ToString::to_string);
+    assert_eq!(page("gh").as_deref(), Some("https://github.com/settings/applications"));
+    assert_eq!(page("ghe").as_deref(), Some("https://git.corp.example/prefix/settings/applications"));
+    assert_eq!(page("corp").as_deref(), Some("https://x/apps"));
+    let errors = config_errors(&toml.replace("https://x/apps", "ftp://x/apps"));
+    assert!(errors.contains("providers.corp.account_url"), "{errors}");
+}

@@ -100,13 +100,15 @@ pub async fn sign_in(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     }
 }
 
-/// Only forms of Tether's own pages: the browser's `Sec-Fetch-Site` and `Origin`, when sent,
-/// must say so (the form token is the check that does not depend on the browser).
+/// Only forms of Tether's own pages: the browser's `Sec-Fetch-Site`, when sent, must say so,
+/// and so must `Origin`, when it names one (Tether's pages send no referrer, so a browser may
+/// send `Origin: null` for them). The form token is the check that does not depend on the
+/// browser.
 fn same_origin(req: &HttpRequest, state: &AppState) -> bool {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let site_ok = header("sec-fetch-site").is_none_or(|s| s == "same-origin" || s == "none");
     let issuer = url::Url::parse(&state.broker.issuer).map(|u| u.origin().ascii_serialization());
-    let origin_ok = header("origin").is_none_or(|o| issuer.as_deref().is_ok_and(|i| i == o));
+    let origin_ok = header("origin").filter(|o| *o != "null").is_none_or(|o| issuer.as_deref().is_ok_and(|i| i == o));
     site_ok && origin_ok
 }
 

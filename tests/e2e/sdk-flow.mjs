@@ -4,77 +4,14 @@
 //
 // Run with `make e2e` (builds the binaries first). Every process started here is stopped at
 // the end, whether the run passes or fails.
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import net from "node:net";
-import { fileURLToPath } from "node:url";
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 
-const root = fileURLToPath(new URL("../..", import.meta.url));
-const children = [];
-let failed = false;
-
-function fail(message) {
-  throw new Error(message);
-}
-
-function check(condition, message) {
-  if (!condition) fail(message);
-  console.log(`  ok  ${message}`);
-}
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-function start(name, command, args, env) {
-  const child = spawn(command, args, {
-    cwd: root,
-    env: { PATH: process.env.PATH, ...env },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let log = "";
-  child.stderr.on("data", (chunk) => (log += chunk));
-  child.on("exit", (code) => {
-    if (code !== null && code !== 0 && !child.stopping) {
-      console.error(`${name} exited with ${code}:\n${log}`);
-    }
-  });
-  children.push({ name, child, log: () => log });
-  return child;
-}
-
-function stopAll() {
-  for (const { child } of children) {
-    child.stopping = true;
-    child.kill("SIGTERM");
-  }
-}
-
-async function waitFor(url, what) {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    try {
-      const response = await fetch(url);
-      if (response.status < 500) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  fail(`${what} did not start within 30 s (${url})`);
-}
+import { check, fail, freePort, run, start, startTether, waitFor } from "./harness.mjs";
 
 /** An MCP host's credential store, in memory, as the SDK's OAuthClientProvider. */
 class MemoryProvider {
@@ -202,25 +139,17 @@ function text(result) {
 }
 
 async function main() {
-  const [upPort, tetherPort, mcpPort, callbackPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-  const issuer = `http://127.0.0.1:${tetherPort}`;
-  const upstream = `http://127.0.0.1:${upPort}`;
+  const [mcpPort, callbackPort] = await Promise.all([freePort(), freePort()]);
   const mcpUrl = `http://127.0.0.1:${mcpPort}/mcp`;
   const secret = randomBytes(18).toString("hex");
   const webhookSecret = randomBytes(18).toString("hex");
-
-  start("dev_upstream", "target/debug/examples/dev_upstream", ["--port", String(upPort), "--redirect-uri", `${issuer}/callback`], {});
-  start("tether", "target/debug/tether", ["--config", "config/demo.toml", "serve"], {
-    TETHER__ISSUER: issuer,
-    TETHER__SERVER__BIND: `127.0.0.1:${tetherPort}`,
-    TETHER__PROVIDERS__DEV__AUTHORIZE_URL: `${upstream}/authorize`,
-    TETHER__PROVIDERS__DEV__TOKEN_URL: `${upstream}/token`,
-    TETHER__PROVIDERS__DEV__USERINFO_URL: `${upstream}/user`,
-    TETHER__RESOURCES__DEMO__URI: mcpUrl,
-    TETHER__RESOURCES__DEMO__SECRET: secret,
-    TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK: `http://127.0.0.1:${mcpPort}/hooks/tether`,
-    TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK_SECRET: webhookSecret,
-    TETHER__LOG__LEVEL: "warn",
+  const { issuer, upstream } = await startTether({
+    resourceUri: mcpUrl,
+    secret,
+    env: {
+      TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK: `http://127.0.0.1:${mcpPort}/hooks/tether`,
+      TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK_SECRET: webhookSecret,
+    },
   });
   start("mcp_server", "target/debug/examples/mcp_server", [], {
     MCP_BIND: `127.0.0.1:${mcpPort}`,
@@ -231,11 +160,7 @@ async function main() {
     UPSTREAM_USER_URL: `${upstream}/user`,
     MCP_WEBHOOK_SECRET: webhookSecret,
   });
-  await Promise.all([
-    waitFor(`${issuer}/healthz`, "Tether"),
-    waitFor(`${upstream}/user`, "the upstream stand-in"),
-    waitFor(`http://127.0.0.1:${mcpPort}/.well-known/oauth-protected-resource/mcp`, "the MCP server"),
-  ]);
+  await waitFor(`http://127.0.0.1:${mcpPort}/.well-known/oauth-protected-resource/mcp`, "the MCP server");
   console.log(`Tether ${issuer}, MCP server ${mcpUrl}, upstream ${upstream}`);
 
   const provider = new MemoryProvider(`http://127.0.0.1:${callbackPort}/callback`);
@@ -332,18 +257,4 @@ async function main() {
   console.log("e2e: the session-mode flow completed through Tether's connect API");
 }
 
-process.on("exit", stopAll);
-for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(1));
-
-try {
-  await main();
-} catch (error) {
-  failed = true;
-  console.error(`e2e FAILED: ${error.stack ?? error}`);
-  for (const { name, log } of children) {
-    if (log()) console.error(`--- ${name} stderr ---\n${log()}`);
-  }
-} finally {
-  stopAll();
-  process.exitCode = failed ? 1 : 0;
-}
+await run(main);

@@ -76,7 +76,7 @@ fn client_name(card: &ClientCard) -> &str {
 fn client_card(card: &ClientCard) -> Markup {
     let heading = format!("client-{}", crate::crypto::hash::digest(&card.client_id).get(..10).unwrap_or_default());
     html! {
-        section.card aria-labelledby=(heading) {
+        section.card.client aria-labelledby=(heading) {
             header {
                 h3 id=(heading) { (client_name(card)) }
                 (chip(card.status))
@@ -125,7 +125,7 @@ fn urlencode(value: &str) -> String {
 
 fn connection_card(connection: &ConnectionCard) -> Markup {
     html! {
-        section.card {
+        section.card.connection {
             header {
                 h3 { (connection.provider_name) @if let Some(account) = &connection.account { ": " (account) } }
                 (connection_chip(connection.status))
