@@ -261,3 +261,40 @@ fn providers_link_their_own_page_of_authorized_apps() {
     let errors = config_errors(&toml.replace("https://x/apps", "ftp://x/apps"));
     assert!(errors.contains("providers.corp.account_url"), "{errors}");
 }
+
+/// `[login]`: the page signs people in at the login provider only; their grants (made on
+/// their connections) are listed, and "Remove all" ends every one of them.
+#[tokio::test]
+async fn under_a_login_provider_the_page_signs_in_there_and_removes_all() {
+    let mut options = Options { kind: Kind::Oidc, ..options() };
+    options.extra.push_str("[login]\nprovider = \"idp\"\n");
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let browser = app.browser();
+    let (_, html) = page(&browser, &app.url("/account")).await;
+    assert_eq!(html.matches("/account/sign-in?provider=").count(), 1, "{html}");
+    let response = browser.get(&app.url("/account/sign-in?provider=dev")).await;
+    assert_eq!(response.status(), 400, "a provider other than the login provider");
+    let to_login = location(&browser.get(&app.url("/account/sign-in?provider=idp")).await);
+    let back = browser.upstream_login(&to_login, "alice", "approve").await;
+    assert_eq!(location(&browser.get(&location(&back)).await), app.url("/account"));
+
+    // Signed in at the login provider, the browser authorizes two clients (one connection).
+    let one = named_client(&app, "First", "http://127.0.0.1/callback").await;
+    let two = named_client(&app, "Second", "http://127.0.0.1/callback").await;
+    let first = tokens(&app, &browser, &one, "alice-upstream").await;
+    let second = tokens(&app, &browser, &two, "alice-upstream").await;
+    let (_, html) = page(&browser, &app.url("/account")).await;
+    assert!(html.contains(">First</h3>") && html.contains(">Second</h3>"), "{html}");
+    assert!(html.contains("as your idp account <strong>"), "the connection, not the login: {html}");
+
+    let (status, confirm) = page(&browser, &app.url("/account/remove-all")).await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("<li>First</li>") && confirm.contains("<li>Second</li>"), "{confirm}");
+    let token = field(&confirm, "form_token").to_owned();
+    let (status, html) = post(&browser, &app.url("/account/remove-all"), &[("form_token", &token)]).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("2 authorizations ended") && html.contains("was revoked too"), "{html}");
+    assert!(!active(&app, &first).await && !active(&app, &second).await);
+    let (_, html) = page(&browser, &app.url("/account")).await;
+    assert!(html.contains("No application has access"), "{html}");
+}
