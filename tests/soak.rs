@@ -221,11 +221,12 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
         *new_kinds.entry(kind(key)).or_default() += 1;
     }
     // A new user also brings their own listings (by user and by upstream account), their
-    // connection (tokens and grant list) and a sign-in session.
+    // connection (tokens and grant list), a sign-in session and their recent-activity list.
     let per_login = [
         "test:v1:link:{}",
         "test:v1:link-grants:{}",
         "test:v1:login:{}",
+        "test:v1:activity:{}",
         "test:v1:grant:{}",
         "test:v1:browser:{}",
         "test:v1:code:{}:used",
@@ -276,7 +277,8 @@ async fn thousands_of_refreshes_leave_redis_and_tether_where_they_were() {
             "test:v1:resources" => REFRESH_SECS + TOMBSTONE_SECS,
             // Listings outlive their newest grant by a tombstone's life.
             listing if listing.starts_with("test:v1:idx:") => REFRESH_SECS + TOMBSTONE_SECS,
-            "test:v1:audit" => AUDIT_SECS,
+            // The trail, and each person's list of their recent events in it.
+            "test:v1:audit" | "test:v1:activity:{}" => AUDIT_SECS,
             // Dynamic clients in use, and the index of live ones that expires with the last.
             "test:v1:client:{}" => CLIENT_SECS,
             "test:v1:{}:live" => CLIENT_SECS + 1,

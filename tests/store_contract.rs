@@ -81,6 +81,7 @@ contract!(
     a_revoked_grant_keeps_its_first_tombstone_and_loses_its_upstream_tokens,
     grant_use_is_recorded_only_for_grants_that_exist,
     audit_events_are_read_newest_first_in_pages,
+    a_persons_recent_events_are_theirs_newest_first_and_few,
     listings_page_newest_first_through_ties_and_drop_what_is_removed,
     store_answers_ping,
     locks_are_exclusive_owned_and_expire,
@@ -473,6 +474,35 @@ async fn grant_use_is_recorded_only_for_grants_that_exist(s: Subject) {
     s.store.note_use("g", Some(7), "calendar", 1).await.unwrap();
     let usage = s.store.grant("g").await.unwrap().unwrap().usage;
     assert_eq!(usage, GrantUsage { last_used_at: Some(7), last_used_by: Some("calendar".into()), use_count: 11 });
+}
+
+async fn a_persons_recent_events_are_theirs_newest_first_and_few(s: Subject) {
+    let kept = Retention { age: TTL, count: 10_000 };
+    let events: Vec<String> = (0..30).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let ids = s.store.append_events(&events, kept).await.unwrap();
+    assert_eq!(ids.len(), 30, "an id per event");
+    let mine: Vec<String> = ids.iter().step_by(2).cloned().collect();
+    let theirs: Vec<String> = ids.iter().skip(1).step_by(2).take(2).cloned().collect();
+    s.store.note_user_events("dev:ann", &mine[..5], kept).await.unwrap();
+    s.store.note_user_events("dev:ann", &mine[5..], kept).await.unwrap();
+    s.store.note_user_events("dev:bob", &theirs, kept).await.unwrap();
+    let read: Vec<String> = s.store.user_events("dev:ann").await.unwrap().into_iter().map(|e| e.json).collect();
+    let expected: Vec<String> = events.iter().step_by(2).rev().cloned().collect();
+    assert_eq!(read, expected, "ann's, newest first");
+    let bob: Vec<String> = s.store.user_events("dev:bob").await.unwrap().into_iter().map(|e| e.json).collect();
+    assert_eq!(bob, ["{\"n\":3}", "{\"n\":1}"]);
+    assert!(s.store.user_events("dev:carol").await.unwrap().is_empty());
+    // Only the newest few are remembered.
+    let more: Vec<String> = (0..40).map(|i| format!("{{\"m\":{i}}}")).collect();
+    let more_ids = s.store.append_events(&more, kept).await.unwrap();
+    s.store.note_user_events("dev:ann", &more_ids, kept).await.unwrap();
+    let read = s.store.user_events("dev:ann").await.unwrap();
+    assert_eq!(read.len(), tether::store::USER_EVENTS);
+    assert_eq!(read[0].json, "{\"m\":39}");
+    // An id whose event left the trail (or never made it) is skipped.
+    s.store.note_user_events("dev:dan", &["1-0".to_owned(), ids[0].clone()], kept).await.unwrap();
+    let dan: Vec<String> = s.store.user_events("dev:dan").await.unwrap().into_iter().map(|e| e.json).collect();
+    assert_eq!(dan, ["{\"n\":0}"]);
 }
 
 async fn audit_events_are_read_newest_first_in_pages(s: Subject) {

@@ -60,14 +60,11 @@ enum Job {
     Event {
         kind: EventType,
         json: String,
+        /// The person whose recent activity it is part of (account page), if any.
+        user: Option<String>,
     },
     /// A grant was used by a resource `count` times (the first use of an interval has `at`).
-    Use {
-        grant_id: String,
-        by: String,
-        at: Option<UnixTime>,
-        count: u64,
-    },
+    Use { grant_id: String, by: String, at: Option<UnixTime>, count: u64 },
 }
 
 /// The audit trail's front: cheap to call on any request.
@@ -121,7 +118,7 @@ impl Auditor {
         let id = uuid::Uuid::new_v4().to_string();
         let json = event.envelope(&id, &self.source).to_string();
         tracing::info!(target: "tether::audit", event_type = event.kind.name(), cloudevent = %json, "audit");
-        self.enqueue(Job::Event { kind: event.kind, json });
+        self.enqueue(Job::Event { kind: event.kind, json, user: activity_of(&event) });
     }
 
     /// Records that `grant_id`'s upstream credential went to `resource` at `now`: an event
@@ -162,6 +159,11 @@ impl Auditor {
             tracing::warn!("audit queue full: an event goes to the log only");
         }
     }
+}
+
+/// The person an event is recent activity of, for the types the account page shows.
+fn activity_of(event: &Event) -> Option<String> {
+    super::ACTIVITY.contains(&event.kind).then(|| event.data.user.clone()).flatten()
 }
 
 fn release_event(released: &Released, now: UnixTime) -> Event {
@@ -221,7 +223,7 @@ impl Worker {
         let mut events = Vec::new();
         for job in batch {
             match job {
-                Job::Event { kind, json } => events.push((kind, json)),
+                Job::Event { kind, json, user } => events.push((kind, json, user)),
                 Job::Use { grant_id, by, at, count } => {
                     if let Err(e) = self.sinks.grants.note_use(&grant_id, at, &by, count).await {
                         tracing::warn!(error = %e, "cannot record a grant's use");
@@ -232,17 +234,20 @@ impl Worker {
         if events.is_empty() {
             return;
         }
-        let texts: Vec<String> = events.iter().map(|(_, json)| json.clone()).collect();
+        let texts: Vec<String> = events.iter().map(|(_, json, _)| json.clone()).collect();
         let kept = crate::store::Retention { age: self.settings.retention, count: self.settings.max_events };
-        if let Err(e) = self.sinks.events.append_events(&texts, kept).await {
-            for _ in &texts {
-                self.metrics.audit_dropped("stream");
+        match self.sinks.events.append_events(&texts, kept).await {
+            Ok(ids) => self.note_activity(&events, &ids, kept).await,
+            Err(e) => {
+                for _ in &texts {
+                    self.metrics.audit_dropped("stream");
+                }
+                tracing::warn!(error = %e, events = texts.len(), "cannot append audit events to the stream");
             }
-            tracing::warn!(error = %e, events = texts.len(), "cannot append audit events to the stream");
         }
         let Some((hook, types)) = &self.settings.webhook else { return };
         let now = self.sinks.clock.now();
-        for (kind, json) in events {
+        for (kind, json, _) in events {
             if !types.is_empty() && !types.contains(&kind) {
                 continue;
             }
@@ -252,6 +257,28 @@ impl Worker {
                     self.metrics.audit_dropped("webhook");
                     tracing::warn!(event_type = kind.name(), "audit webhook busy: event not sent");
                 }
+            }
+        }
+    }
+
+    /// Remembers, per person, which of the stored events are their recent activity.
+    async fn note_activity(
+        &self,
+        events: &[(EventType, String, Option<String>)],
+        ids: &[String],
+        kept: crate::store::Retention,
+    ) {
+        let mut per_user: Vec<(&str, Vec<String>)> = Vec::new();
+        for ((_, _, user), id) in events.iter().zip(ids) {
+            let Some(user) = user.as_deref() else { continue };
+            match per_user.iter_mut().find(|(u, _)| *u == user) {
+                Some((_, list)) => list.push(id.clone()),
+                None => per_user.push((user, vec![id.clone()])),
+            }
+        }
+        for (user, ids) in per_user {
+            if let Err(e) = self.sinks.events.note_user_events(user, &ids, kept).await {
+                tracing::warn!(error = %e, "cannot remember a person's recent activity");
             }
         }
     }
@@ -270,7 +297,7 @@ impl Worker {
             let id = uuid::Uuid::new_v4().to_string();
             let json = event.envelope(&id, &self.source).to_string();
             tracing::info!(target: "tether::audit", event_type = event.kind.name(), cloudevent = %json, "audit");
-            let mut batch = vec![Job::Event { kind: event.kind, json }];
+            let mut batch = vec![Job::Event { kind: event.kind, json, user: activity_of(&event) }];
             if event.kind == EventType::CredentialReleased
                 && let (Some(grant_id), Some(by)) = (event.data.grant_id.clone(), event.data.resource.clone())
             {

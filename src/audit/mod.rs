@@ -91,6 +91,19 @@ impl EventType {
     }
 }
 
+/// What a person's recent activity (the account page) is made of: events about them, never
+/// their every token use (`token.issued` is left out; releases are coalesced).
+pub const ACTIVITY: [EventType; 8] = [
+    EventType::UserSignedIn,
+    EventType::ConnectionMade,
+    EventType::ConnectionWidened,
+    EventType::ConnectionRefreshed,
+    EventType::ConnectionRefreshFailed,
+    EventType::GrantIssued,
+    EventType::CredentialReleased,
+    EventType::GrantRevoked,
+];
+
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Actor {

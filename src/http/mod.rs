@@ -179,7 +179,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
         )
         .service(web::resource("/account").route(web::get().to(account::page)).default_service(not_allowed()))
         .service(
-            web::resource("/account/sign-in").route(web::get().to(account::sign_in)).default_service(not_allowed()),
+            // Each sign-in stores a pending record, like /authorize: the same limit.
+            web::resource("/account/sign-in")
+                .wrap(from_fn(|req, next| throttle(Endpoint::Authorize, req, next)))
+                .route(web::get().to(account::sign_in))
+                .default_service(not_allowed()),
         )
         .service(
             web::resource("/account/remove")

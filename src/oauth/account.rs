@@ -19,7 +19,7 @@ use crate::crypto::seal::KeyRing;
 use crate::crypto::{hash, random};
 use crate::store::{AuthorizationRecord, PendingRecord, SessionRecord};
 
-use super::admin::{self, AdminContext, BulkRevoke, EventQuery, GrantFilter, GrantView, State};
+use super::admin::{self, AdminContext, BulkRevoke, GrantFilter, GrantView, State};
 use super::authorize::FlowContext;
 use super::error::{ErrorCode, OAuthError};
 use super::flow::{FlowError, PageStatus};
@@ -359,24 +359,15 @@ async fn activity(
     user: &str,
     clients: &BTreeMap<String, String>,
 ) -> Vec<Activity> {
-    let query = EventQuery {
-        types: vec![
-            EventType::UserSignedIn,
-            EventType::ConnectionMade,
-            EventType::ConnectionWidened,
-            EventType::ConnectionRefreshed,
-            EventType::ConnectionRefreshFailed,
-            EventType::GrantIssued,
-            EventType::CredentialReleased,
-            EventType::GrantRevoked,
-        ],
-        user: Some(user.to_owned()),
-        ..EventQuery::default()
-    };
-    match admin::events(admin, &query, ACTIVITY, None).await {
-        Ok(page) => page.events.iter().filter_map(|e| describe(ctx, e, clients)).collect(),
+    match admin.events.user_events(user).await {
+        Ok(events) => events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.json).ok())
+            .filter_map(|e| describe(ctx, &e, clients))
+            .take(ACTIVITY)
+            .collect(),
         Err(e) => {
-            tracing::warn!(error = %e.description, "cannot read the audit trail for the account page");
+            tracing::warn!(error = %e, "cannot read the recent activity for the account page");
             Vec::new()
         }
     }
@@ -482,17 +473,7 @@ pub async fn connection(
     session: &SessionRecord,
     id: &str,
 ) -> Result<Option<ConnectionCard>, OAuthError> {
-    Ok(view_connections(ctx, admin, session).await?.into_iter().find(|c| c.id == id))
-}
-
-async fn view_connections(
-    ctx: FlowContext<'_>,
-    admin: AdminContext<'_>,
-    session: &SessionRecord,
-) -> Result<Vec<ConnectionCard>, OAuthError> {
-    // The activity list is not needed here; the view is cheap without it when no events.
-    let mut view = view(ctx, admin, session).await?;
-    Ok(std::mem::take(&mut view.connections))
+    Ok(view(ctx, admin, session).await?.connections.into_iter().find(|c| c.id == id))
 }
 
 /// Ends one of the user's connections: every grant on it, and with `upstream` the

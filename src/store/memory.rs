@@ -128,6 +128,8 @@ pub struct MemoryStore {
     indexes: Mutex<HashMap<IndexKey, std::collections::BTreeSet<IndexPosition>>>,
     /// The audit trail, oldest first, and the last sequence number.
     events: Mutex<(std::collections::VecDeque<TrailEntry>, u64)>,
+    /// Per user, the ids of their recent events (newest first).
+    user_events: Mutex<HashMap<String, std::collections::VecDeque<String>>>,
     /// Admitted dynamic clients and when each lapses; (hour, registrations in it).
     admitted: Mutex<(HashMap<String, UnixTime>, i64, u64)>,
 }
@@ -159,6 +161,7 @@ impl MemoryStore {
             resources: Mutex::new(Vec::new()),
             activity: Mutex::new(HashMap::new()),
             events: Mutex::new((std::collections::VecDeque::new(), 0)),
+            user_events: Mutex::default(),
             indexes: Mutex::new(HashMap::new()),
             admitted: Mutex::new((HashMap::new(), 0, 0)),
         }
@@ -752,20 +755,49 @@ const MEMORY_EVENTS: usize = 100_000;
 
 #[async_trait]
 impl AuditStore for MemoryStore {
-    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<()> {
+    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<Vec<String>> {
         let now_ms = self.now().saturating_mul(1000);
         let oldest = now_ms.saturating_sub(i64::try_from(kept.age.as_millis()).unwrap_or(i64::MAX));
         let cap = usize::try_from(kept.count).unwrap_or(usize::MAX).min(MEMORY_EVENTS);
         let mut trail = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut ids = Vec::with_capacity(events.len());
         for json in events {
             trail.1 += 1;
             let id = (now_ms, trail.1);
+            ids.push(format!("{now_ms}-{}", trail.1));
             trail.0.push_back((id, json.clone()));
         }
         while trail.0.front().is_some_and(|((at, _), _)| *at < oldest) || trail.0.len() > cap {
             trail.0.pop_front();
         }
+        Ok(ids)
+    }
+
+    async fn note_user_events(&self, user: &str, ids: &[String], _kept: Retention) -> StoreResult<()> {
+        let mut all = self.user_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = all.entry(user.to_owned()).or_default();
+        for id in ids {
+            list.push_front(id.clone());
+        }
+        list.truncate(crate::store::USER_EVENTS);
         Ok(())
+    }
+
+    async fn user_events(&self, user: &str) -> StoreResult<Vec<StoredEvent>> {
+        let ids: Vec<String> = {
+            let all = self.user_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            all.get(user).map(|l| l.iter().cloned().collect()).unwrap_or_default()
+        };
+        let trail = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| {
+                let (at, seq) = id.split_once('-')?;
+                let key = (at.parse::<i64>().ok()?, seq.parse::<u64>().ok()?);
+                let at = trail.0.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
+                Some(StoredEvent { id, json: trail.0[at].1.clone() })
+            })
+            .collect())
     }
 
     async fn events(&self, before: Option<&str>, limit: usize) -> StoreResult<Vec<StoredEvent>> {

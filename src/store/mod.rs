@@ -390,15 +390,25 @@ pub struct Retention {
     pub count: u64,
 }
 
+/// Events remembered per user for the account page's recent activity.
+pub const USER_EVENTS: usize = 20;
+
 /// The audit trail (Redis: a stream trimmed by age and length).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Appends events (CloudEvents JSON) in order; events older than `kept.age`, and the
     /// oldest beyond `kept.count`, leave.
-    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<()>;
+    /// Returns their ids (cursors), in the same order.
+    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<Vec<String>>;
     /// Up to `limit` events, newest first, older than the cursor `before` (`None`: from the
     /// newest).
     async fn events(&self, before: Option<&str>, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// Remembers that the events `ids` concern `user` (the person's recent activity, for the
+    /// account page): the newest `USER_EVENTS` per user, kept as long as the trail keeps events.
+    /// Only ids are kept; an id whose event left the trail is skipped when read.
+    async fn note_user_events(&self, user: &str, ids: &[String], kept: Retention) -> StoreResult<()>;
+    /// `user`'s remembered events still in the trail, newest first.
+    async fn user_events(&self, user: &str) -> StoreResult<Vec<StoredEvent>>;
 }
 
 /// Everything the broker stores.

@@ -3,21 +3,36 @@
 //! come for as long), capped by length too (`XTRIM MAXLEN ~`), read newest first with
 //! `XREVRANGE`. Stream ids (Redis's clock,
 //! milliseconds and a sequence) are the cursors.
+//!
+//! A person's recent events (the account page) are a short list of stream ids per user
+//! (`activity:{<user>}`, `LPUSH` + `LTRIM`, expiring with the trail's retention), read with one
+//! `XRANGE id id` each. The list and the stream are written in two steps (they live in
+//! different Cluster slots): an id whose event is gone, or never made it, is skipped.
 
 use async_trait::async_trait;
 
 use super::{RedisStore, SCHEMA};
-use crate::store::{AuditStore, Retention, StoreResult, StoredEvent};
+use crate::store::{AuditStore, Retention, StoreResult, StoredEvent, USER_EVENTS};
 
 impl RedisStore {
     fn audit_key(&self) -> String {
         format!("{}:{SCHEMA}:audit", self.prefix)
     }
+
+    fn activity_key(&self, user: &str) -> String {
+        format!("{}:{SCHEMA}:activity:{{{user}}}", self.prefix)
+    }
+}
+
+fn stored(entries: Vec<(String, Vec<(String, String)>)>) -> impl Iterator<Item = StoredEvent> {
+    entries.into_iter().filter_map(|(id, fields)| {
+        fields.into_iter().find(|(name, _)| name == "e").map(|(_, json)| StoredEvent { id, json })
+    })
 }
 
 #[async_trait]
 impl AuditStore for RedisStore {
-    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<()> {
+    async fn append_events(&self, events: &[String], kept: Retention) -> StoreResult<Vec<String>> {
         let key = self.audit_key();
         let events = events.to_vec();
         let retention_ms = u64::try_from(kept.age.as_millis()).unwrap_or(u64::MAX);
@@ -27,15 +42,66 @@ impl AuditStore for RedisStore {
             let oldest = (secs * 1000 + micros / 1000).saturating_sub(retention_ms);
             let mut pipe = ::redis::pipe();
             for event in &events {
-                pipe.cmd("XADD").arg(&key).arg("MINID").arg("~").arg(oldest).arg("*").arg("e").arg(event).ignore();
+                pipe.cmd("XADD").arg(&key).arg("MINID").arg("~").arg(oldest).arg("*").arg("e").arg(event);
             }
             // However busy, never more than about `count` events (MINID trims by age only).
             pipe.cmd("XTRIM").arg(&key).arg("MAXLEN").arg("~").arg(kept.count).ignore();
             // A trail nobody adds to leaves too, like every other key.
             pipe.cmd("PEXPIRE").arg(&key).arg(retention_ms.max(1)).ignore();
-            pipe.query_async::<()>(&mut c).await
+            pipe.query_async::<Vec<String>>(&mut c).await
         })
         .await
+    }
+
+    async fn note_user_events(&self, user: &str, ids: &[String], kept: Retention) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.activity_key(user);
+        let ids = ids.to_vec();
+        let retention_ms = u64::try_from(kept.age.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run(async move |mut c| {
+            ::redis::pipe()
+                .cmd("LPUSH")
+                .arg(&key)
+                .arg(&ids)
+                .ignore()
+                .cmd("LTRIM")
+                .arg(&key)
+                .arg(0)
+                .arg(USER_EVENTS - 1)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(retention_ms)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn user_events(&self, user: &str) -> StoreResult<Vec<StoredEvent>> {
+        let key = self.activity_key(user);
+        let ids: Vec<String> = self
+            .run(async move |mut c| {
+                ::redis::cmd("LRANGE").arg(&key).arg(0).arg(USER_EVENTS - 1).query_async(&mut c).await
+            })
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let trail = self.audit_key();
+        let found: Vec<Vec<(String, Vec<(String, String)>)>> = self
+            .run(async move |mut c| {
+                let mut pipe = ::redis::pipe();
+                for id in &ids {
+                    pipe.cmd("XRANGE").arg(&trail).arg(id).arg(id);
+                }
+                pipe.query_async(&mut c).await
+            })
+            .await?;
+        Ok(found.into_iter().flat_map(stored).collect())
     }
 
     async fn events(&self, before: Option<&str>, limit: usize) -> StoreResult<Vec<StoredEvent>> {
@@ -46,11 +112,6 @@ impl AuditStore for RedisStore {
                 ::redis::cmd("XREVRANGE").arg(&key).arg(end).arg("-").arg("COUNT").arg(limit).query_async(&mut c).await
             })
             .await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(id, fields)| {
-                fields.into_iter().find(|(name, _)| name == "e").map(|(_, json)| StoredEvent { id, json })
-            })
-            .collect())
+        Ok(stored(entries).collect())
     }
 }
