@@ -1,7 +1,8 @@
 // End-to-end in a real headless Chromium (Debian's package, driven by playwright-core; no
 // browser is downloaded): a person approves two MCP clients, opens "Connected apps", sees one
 // card per client with the right badge and host, removes one with the keyboard (its tokens
-// die, the other client's live on), disconnects the upstream account, and signs out. Every
+// die, the other client's live on), disconnects the upstream account, signs out and signs in
+// again at the provider from the page. Every
 // page is checked with axe-core (loaded by the test, not the page) for serious or critical
 // findings, and screenshots of the consent, account (desktop and 360 px) and error pages are
 // saved to $SCREENSHOTS (default target/e2e-screenshots; `make screenshots` writes docs/).
@@ -214,6 +215,12 @@ async function main() {
     await page.goto(`${issuer}/account`);
     check(await page.getByRole("link", { name: "Sign in with Dev Upstream" }).isVisible(), "signed out, the page offers the sign-in");
     await accessible(page, "the sign-in page");
+    await page.getByRole("link", { name: "Sign in with Dev Upstream" }).click();
+    await page.getByLabel("User name").fill("ann");
+    await page.getByRole("button", { name: "Authorize" }).click();
+    await page.waitForURL(`${issuer}/account`);
+    check((await page.locator("h1").textContent()) === "Connected apps", "signing in at the provider lands on the page");
+    check((await page.locator("ol.activity").textContent()).includes("You signed in with Dev Upstream"), "the sign-in is in the activity list");
 
     check(violations.length === 0, `no console errors (CSP or otherwise): ${violations.join("; ")}`);
 
