@@ -100,6 +100,12 @@ async fn dump_redis(url: &str) -> Vec<(String, Vec<u8>, i64)> {
                 let members: Vec<Vec<u8>> = ::redis::cmd("SMEMBERS").arg(&key).query_async(&mut conn).await.unwrap();
                 members.concat()
             }
+            // A person's recent activity: ids of their events in the trail.
+            "list" => {
+                let items: Vec<Vec<u8>> =
+                    ::redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+                items.concat()
+            }
             // The audit trail: every event's JSON.
             "stream" => {
                 let entries: Vec<StreamEntry> =
@@ -215,6 +221,7 @@ fn provider(kind: tether::upstream::ProviderKind, base: &str, timeout_ms: u64) -
         revoke_upstream: false,
         github_api_url: None,
         account_url: None,
+        quirks: Default::default(),
     })
     .unwrap()
 }
@@ -230,6 +237,7 @@ async fn upstream_failures_are_classified_as_refusals_or_outages() {
         obtained_at: None,
         refresh_expires_at: None,
         scope: None,
+        extra: Default::default(),
     };
     for github in [false, true] {
         let app = TestApp::spawn_with(

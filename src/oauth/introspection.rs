@@ -36,6 +36,10 @@ pub struct UpstreamCredential {
     pub expires_at: Option<UnixTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// What an API caller needs beside the token (Salesforce `instance_url`, the API base and
+    /// headers the provider wants); absent for providers that need nothing.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl UpstreamCredential {
@@ -47,6 +51,7 @@ impl UpstreamCredential {
             token_type: tokens.token_type,
             expires_at: tokens.expires_at,
             scope: tokens.scope,
+            extra: tokens.extra,
         }
     }
 }

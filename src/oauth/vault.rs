@@ -209,6 +209,7 @@ mod tests {
             obtained_at: None,
             refresh_expires_at: None,
             scope: None,
+            extra: Default::default(),
         };
         let sealed = vault.seal("g1", &info("c1"), &tokens).unwrap();
         assert!(!sealed.windows(10).any(|w| w == b"gho_secret"));

@@ -47,6 +47,11 @@ pub struct UpstreamCredential {
     pub expires_at: Option<UnixTime>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Values the provider's API needs beside the token: `api_base_url`, `api_headers` (an
+    /// object of headers to send), and values from the provider's token answer such as
+    /// Salesforce's `instance_url`. Empty for providers that need nothing.
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for UpstreamCredential {

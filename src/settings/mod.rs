@@ -231,11 +231,50 @@ pub struct ProviderSettings {
     pub userinfo_url: Option<String>,
     pub revocation_url: Option<String>,
     pub subject_field: Option<String>,
+    // Departures from plain OAuth 2.0 (kind = "oauth2"; see config/default.toml).
+    pub token_body: Option<TokenBody>,
+    pub token_path: Option<String>,
+    pub success_field: Option<String>,
+    pub default_expires_in: Option<u64>,
+    #[serde(default)]
+    pub extra_values: BTreeMap<String, String>,
+    pub scope_separator: Option<String>,
+    pub scope_param: Option<String>,
+    pub refresh_url: Option<String>,
+    #[serde(default)]
+    pub refresh_params: BTreeMap<String, String>,
+    pub api_base_url: Option<String>,
+    #[serde(default)]
+    pub api_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub userinfo_headers: BTreeMap<String, String>,
+    pub identity: Option<IdentitySource>,
+    pub account_field: Option<String>,
+    pub name_field: Option<String>,
+    pub email_field: Option<String>,
     // kind = "github"
     pub web_url: Option<String>,
     pub api_url: Option<String>,
     // kind = "oidc" (required) and "google" (defaults to https://accounts.google.com)
     pub issuer: Option<String>,
+}
+
+/// How the token request's parameters are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenBody {
+    Form,
+    Json,
+}
+
+/// Where the user's identity is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentitySource {
+    /// The user endpoint (`userinfo_url`, `subject_field`).
+    Userinfo,
+    /// The token answer (`subject_field` and the other fields are paths in it).
+    TokenResponse,
 }
 
 #[derive(Debug, Deserialize)]

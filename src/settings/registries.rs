@@ -1,6 +1,6 @@
 //! Validation of the three registries: providers, resources and pre-registered clients.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -15,7 +15,8 @@ use crate::oauth::registration::{AUTH_METHODS, GRANT_TYPES};
 use crate::oauth::registry::{OfferedScope, Resource};
 use crate::oauth::{redirect, resource, scope};
 use crate::store::{ClientRecord, ClientSource};
-use crate::upstream::{EndpointSource, ProviderConfig, ProviderKind, StaticEndpoints, SubjectSource, github};
+use crate::upstream::shape::{IdentityPaths, TokenShape};
+use crate::upstream::{EndpointSource, ProviderConfig, ProviderKind, Quirks, StaticEndpoints, SubjectSource, github};
 
 /// Parameters Tether sets itself on the upstream authorization request.
 const RESERVED_PARAMS: [&str; 7] =
@@ -109,6 +110,7 @@ pub(super) fn providers(
             callback_url: callback_url.clone(),
             revoke_upstream: p.revoke_upstream,
             github_api_url: kind.github_api_url,
+            quirks: quirks(id, p, production, errors),
             account_url: match p.account_url.as_deref() {
                 Some(url) => endpoint(Some(url), &format!("providers.{id}.account_url"), production, errors),
                 None => kind.account_url,
@@ -158,18 +160,24 @@ fn kind_settings(
             unused(errors, &[("issuer", &p.issuer), ("web_url", &p.web_url), ("api_url", &p.api_url)]);
             let a = endpoint(p.authorize_url.as_deref(), &key("authorize_url"), production, errors);
             let t = endpoint(p.token_url.as_deref(), &key("token_url"), production, errors);
-            let u = endpoint(p.userinfo_url.as_deref(), &key("userinfo_url"), production, errors);
+            let from_token = p.identity == Some(super::IdentitySource::TokenResponse);
+            // The user endpoint is needed unless the token answer names the user.
+            let u = match (from_token, p.userinfo_url.as_deref()) {
+                (true, None) => None,
+                (_, url) => Some(endpoint(url, &key("userinfo_url"), production, errors)?),
+            };
             let r =
                 p.revocation_url.as_deref().and_then(|r| endpoint(Some(r), &key("revocation_url"), production, errors));
-            let (authorize_url, token_url, userinfo_url) = (a?, t?, u?);
+            let (authorize_url, token_url) = (a?, t?);
+            let subject_field = p.subject_field.clone().unwrap_or_else(|| "sub".to_owned());
             Some(KindSettings {
                 endpoints: EndpointSource::Static(Box::new(StaticEndpoints {
                     authorize_url,
                     token_url,
-                    userinfo_url: Some(userinfo_url),
+                    userinfo_url: u,
                     revocation_url: r,
                 })),
-                subject: SubjectSource::Userinfo(p.subject_field.clone().unwrap_or_else(|| "sub".to_owned())),
+                subject: if from_token { SubjectSource::TokenResponse } else { SubjectSource::Userinfo(subject_field) },
                 display_name: id.to_owned(),
                 default_scopes: &[],
                 default_params: &[],
@@ -253,6 +261,104 @@ fn kind_settings(
                 account_url: google.then(|| Url::parse(GOOGLE_ACCOUNT_URL).ok()).flatten(),
             })
         }
+    }
+}
+
+/// The departures from plain OAuth 2.0 a provider is configured with (kind = "oauth2" only).
+fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut ConfigErrors) -> Quirks {
+    let key = |member: &str| format!("providers.{id}.{member}");
+    let set: Vec<&str> = [
+        ("token_body", p.token_body.is_some()),
+        ("token_path", p.token_path.is_some()),
+        ("success_field", p.success_field.is_some()),
+        ("default_expires_in", p.default_expires_in.is_some()),
+        ("extra_values", !p.extra_values.is_empty()),
+        ("scope_separator", p.scope_separator.is_some()),
+        ("scope_param", p.scope_param.is_some()),
+        ("refresh_url", p.refresh_url.is_some()),
+        ("refresh_params", !p.refresh_params.is_empty()),
+        ("userinfo_headers", !p.userinfo_headers.is_empty()),
+        ("identity", p.identity.is_some()),
+        ("account_field", p.account_field.is_some()),
+        ("name_field", p.name_field.is_some()),
+        ("email_field", p.email_field.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if p.kind != ProviderKind::Oauth2 {
+        for name in set {
+            errors.push(key(name), format!("does not apply to kind = \"{}\" (only to \"oauth2\")", kind_name(p.kind)));
+        }
+    }
+    let from_token = p.identity == Some(super::IdentitySource::TokenResponse);
+    if !from_token {
+        for (name, value) in
+            [("account_field", &p.account_field), ("name_field", &p.name_field), ("email_field", &p.email_field)]
+        {
+            if value.is_some() {
+                errors.push(key(name), "applies with identity = \"token_response\" only");
+            }
+        }
+    }
+    for name in p.extra_values.keys() {
+        if !valid_id(name) || name.starts_with("api_") {
+            errors.push(
+                key("extra_values"),
+                format!("`{name}`: names are 1-64 characters of a-z 0-9 _ -, not starting with api_"),
+            );
+        }
+    }
+    for (name, value) in [("scope_separator", &p.scope_separator), ("scope_param", &p.scope_param)] {
+        if value.as_deref().is_some_and(|v| v.is_empty() || v.len() > 32) {
+            errors.push(key(name), "must be 1-32 characters");
+        }
+    }
+    if p.scope_param.as_deref().is_some_and(|v| RESERVED_PARAMS.contains(&v) && v != "scope") {
+        errors.push(key("scope_param"), "names a parameter Tether sets itself");
+    }
+    let mut hints = BTreeMap::new();
+    if let Some(base) = &p.api_base_url {
+        match Url::parse(base) {
+            Ok(url) if url.scheme() == "https" || (!production && url.scheme() == "http") => {
+                hints.insert("api_base_url".to_owned(), serde_json::Value::from(base.clone()));
+            }
+            _ => errors.push(key("api_base_url"), format!("`{base}` must be an https URL")),
+        }
+    }
+    if !p.api_headers.is_empty() {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            p.api_headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect();
+        hints.insert("api_headers".to_owned(), serde_json::Value::Object(headers));
+    }
+    for (name, value) in p.api_headers.iter().chain(&p.userinfo_headers) {
+        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            && reqwest::header::HeaderValue::from_str(value).is_ok()
+            && !name.eq_ignore_ascii_case("authorization");
+        if !valid {
+            errors.push(key("api_headers"), format!("`{name}` is not a header Tether can pass on"));
+        }
+    }
+    Quirks {
+        shape: TokenShape {
+            json_body: p.token_body == Some(super::TokenBody::Json),
+            token_path: p.token_path.clone(),
+            success_field: p.success_field.clone(),
+            default_expires_in: p.default_expires_in,
+            extra: p.extra_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            identity: from_token.then(|| IdentityPaths {
+                subject: p.subject_field.clone().unwrap_or_else(|| "sub".to_owned()),
+                account: p.account_field.clone(),
+                name: p.name_field.clone(),
+                email: p.email_field.clone(),
+            }),
+        },
+        scope_separator: p.scope_separator.clone(),
+        scope_param: p.scope_param.clone(),
+        refresh_url: p.refresh_url.as_deref().and_then(|u| endpoint(Some(u), &key("refresh_url"), production, errors)),
+        refresh_params: p.refresh_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        api_hints: hints,
+        userinfo_headers: p.userinfo_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 

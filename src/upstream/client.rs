@@ -26,6 +26,35 @@ pub struct ExtraFields {
     /// GitHub Apps with expiring user tokens: the refresh token's own lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token_expires_in: Option<u64>,
+    /// Values for API callers, read from the answer by `shape`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tether_extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The user named in the answer, read by `shape`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tether_identity: Option<AnsweredIdentity>,
+}
+
+/// The identity a token answer carried (see `shape::IdentityPaths`).
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct AnsweredIdentity {
+    pub subject: Option<String>,
+    pub account: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+impl AnsweredIdentity {
+    /// The identity, when the answer named a subject.
+    pub fn identity(self) -> Option<super::Identity> {
+        let clean = |v: Option<String>| super::identity::text(v.map(serde_json::Value::String).as_ref());
+        let subject = self.subject.filter(|s| !s.is_empty() && s.len() <= 255)?;
+        Some(super::Identity {
+            subject,
+            account: clean(self.account),
+            name: clean(self.name),
+            email: clean(self.email),
+        })
+    }
 }
 
 impl std::fmt::Debug for ExtraFields {
@@ -71,11 +100,23 @@ pub fn build(config: &ProviderConfig, authorize_url: &Url, token_url: &Url) -> O
 
 /// The token set of a response. On a refresh (`previous` given), a provider that sends no new
 /// refresh token keeps the old one valid (RFC 6749 §6), so the old one and its expiry are kept.
+/// Values for API callers: the provider's static hints, then what the previous answer carried,
+/// then what this one carries (Salesforce sends `instance_url` again on every refresh).
 pub fn tokens_from(
     response: &UpstreamTokenResponse,
     previous: Option<&UpstreamTokens>,
+    hints: &std::collections::BTreeMap<String, serde_json::Value>,
     now: UnixTime,
 ) -> UpstreamTokens {
+    let mut extra = hints.clone();
+    if let Some(previous) = previous {
+        extra.extend(
+            previous.extra.iter().filter(|(k, _)| !hints.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())),
+        );
+    }
+    if let Some(answered) = &response.extra_fields().tether_extra {
+        extra.extend(answered.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     let after = |secs: u64| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
     let (refresh_token, refresh_expires_at) = match response.refresh_token() {
         Some(new) => (Some(new.secret().clone()), response.extra_fields().refresh_token_expires_in.map(after)),
@@ -93,6 +134,7 @@ pub fn tokens_from(
         expires_at: response.expires_in().map(|d| after(d.as_secs())),
         obtained_at: Some(now),
         scope: response.scopes().map(|s| s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(" ")),
+        extra,
     }
 }
 

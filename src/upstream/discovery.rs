@@ -21,6 +21,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Endpoints {
     pub client: OAuthClient,
+    /// For providers with a separate refresh endpoint.
+    pub refresh_client: Option<OAuthClient>,
     pub userinfo_url: Option<Url>,
     pub revocation_url: Option<Url>,
     /// For OpenID providers: the issuer ID tokens must name, and its keys.
@@ -74,6 +76,7 @@ impl EndpointState {
         match &config.endpoints {
             EndpointSource::Static(s) => Self::Ready(Arc::new(Endpoints {
                 client: build(config, &s.authorize_url, &s.token_url),
+                refresh_client: config.quirks.refresh_url.as_ref().map(|r| build(config, &s.authorize_url, r)),
                 userinfo_url: s.userinfo_url.clone(),
                 revocation_url: s.revocation_url.clone(),
                 issuer: None,
@@ -129,6 +132,7 @@ async fn discover(config: &ProviderConfig, http: &UpstreamHttp, issuer: &str) ->
     }
     Ok(Endpoints {
         client: build(config, &doc.authorization_endpoint, &doc.token_endpoint),
+        refresh_client: config.quirks.refresh_url.as_ref().map(|r| build(config, &doc.authorization_endpoint, r)),
         userinfo_url: doc.userinfo_endpoint,
         revocation_url: doc.revocation_endpoint,
         issuer: Some(doc.issuer),

@@ -80,7 +80,12 @@ impl UpstreamHttp {
     }
 
     async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.with_client(async move |client| exchange(client, request).await).await
+        self.with_client(async move |client| exchange(client, request, true).await).await
+    }
+
+    /// `execute` without turning 200-status errors into 400 (`Shaped` reads them itself).
+    async fn execute_raw(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.with_client(async move |client| exchange(client, request, false).await).await
     }
 }
 
@@ -107,7 +112,7 @@ async fn answered(client: &reqwest::Client, request: reqwest::Request) -> Result
     Ok(response)
 }
 
-async fn exchange(client: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+async fn exchange(client: &reqwest::Client, request: HttpRequest, fix_errors: bool) -> Result<HttpResponse, HttpError> {
     let request = reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(format!("bad request: {e}")))?;
     let response = answered(client, request).await?;
     let status = response.status();
@@ -115,8 +120,11 @@ async fn exchange(client: &reqwest::Client, request: HttpRequest) -> Result<Http
     let body = read_capped(response).await?;
     // GitHub (and some others) answer token-endpoint errors with 200 and an `error`
     // member; RFC 6749 §5.2 says 400. Present them as what they are.
-    let status =
-        if status.is_success() && is_error_body(&body) { oauth2::http::StatusCode::BAD_REQUEST } else { status };
+    let status = if fix_errors && status.is_success() && is_error_body(&body) {
+        oauth2::http::StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
     let mut out = HttpResponse::new(body);
     *out.status_mut() = status;
     *out.headers_mut() = headers;
@@ -129,6 +137,44 @@ impl<'c> oauth2::AsyncHttpClient<'c> for UpstreamHttp {
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
         Box::pin(self.execute(request))
+    }
+}
+
+/// The token endpoint of a provider whose answers `shape` brings back to RFC 6749.
+pub struct Shaped<'a> {
+    pub http: &'a UpstreamHttp,
+    pub shape: &'a super::shape::TokenShape,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Shaped<'_> {
+    type Error = HttpError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>>;
+
+    fn call(&'c self, mut request: HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            if self.shape.is_plain() {
+                return self.http.execute(request).await;
+            }
+            if let Some(body) = self.shape.request_body(request.body()) {
+                *request.body_mut() = body;
+                request.headers_mut().insert(
+                    oauth2::http::header::CONTENT_TYPE,
+                    oauth2::http::HeaderValue::from_static("application/json"),
+                );
+            }
+            let response = self.http.execute_raw(request).await?;
+            let (status, body) = self.shape.normalize(response.status().as_u16(), response.body());
+            let mut out = HttpResponse::new(body);
+            *out.status_mut() =
+                oauth2::http::StatusCode::from_u16(status).unwrap_or(oauth2::http::StatusCode::BAD_GATEWAY);
+            *out.headers_mut() = response.headers().clone();
+            out.headers_mut()
+                .insert(oauth2::http::header::CONTENT_TYPE, oauth2::http::HeaderValue::from_static("application/json"));
+            if status >= 500 || status == 429 {
+                return Err(HttpError::Unavailable(status));
+            }
+            Ok(out)
+        })
     }
 }
 

@@ -12,13 +12,17 @@ pub async fn fetch(
     http: &UpstreamHttp,
     userinfo_url: &Url,
     subject_field: &str,
+    headers: &[(String, String)],
     access_token: &str,
 ) -> Result<Identity, UpstreamError> {
-    let request = http
+    let mut request = http
         .client()
         .get(userinfo_url.clone())
         .bearer_auth(access_token)
         .header(reqwest::header::ACCEPT, "application/json");
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
     let (status, body) = http.send(request).await.map_err(|e| match e {
         HttpError::TooLarge => UpstreamError::Invalid(e.to_string()),
         other => UpstreamError::Unavailable(other.to_string()),
@@ -54,9 +58,10 @@ pub fn display<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>,
     Ok(text(Some(&value)))
 }
 
-/// The subject member, a non-empty string or an integer (GitHub's `id` is a number).
+/// The subject member (a dotted path), a non-empty string or an integer (GitHub's `id` is a
+/// number).
 fn subject(doc: &Value, field: &str) -> Result<String, UpstreamError> {
-    match doc.get(field) {
+    match super::shape::at(doc, field) {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(s.clone()),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
         _ => Err(UpstreamError::Invalid(format!("user endpoint has no usable `{field}` member"))),

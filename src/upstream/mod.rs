@@ -24,6 +24,7 @@ pub mod http;
 pub mod id_token;
 pub mod identity;
 pub mod revoke;
+pub mod shape;
 
 use self::client::{classify, tokens_from};
 pub use self::discovery::{EndpointSource, StaticEndpoints};
@@ -59,6 +60,8 @@ pub enum SubjectSource {
     /// The verified ID token's `sub` (OpenID Connect), with `userinfo` as the fallback when the
     /// token response carries no ID token.
     IdToken,
+    /// The token answer itself names the user (Slack `authed_user.id`): see `shape`.
+    TokenResponse,
 }
 
 /// Everything needed to talk to one provider, already validated.
@@ -86,6 +89,26 @@ pub struct ProviderConfig {
     pub github_api_url: Option<Url>,
     /// The provider's page listing the apps a person authorized there.
     pub account_url: Option<Url>,
+    /// How the provider bends OAuth (token answers, scopes, refresh requests).
+    pub quirks: Quirks,
+}
+
+/// A provider's departures from plain OAuth 2.0, and what API callers need beside the token.
+#[derive(Debug, Clone, Default)]
+pub struct Quirks {
+    pub shape: shape::TokenShape,
+    /// Between scopes in the authorization request (`,` for Slack and Linear).
+    pub scope_separator: Option<String>,
+    /// The authorization parameter that carries the scopes (`user_scope` for Slack).
+    pub scope_param: Option<String>,
+    /// Refresh requests go here rather than to the token endpoint (Figma).
+    pub refresh_url: Option<Url>,
+    /// Added to every refresh request.
+    pub refresh_params: Vec<(String, String)>,
+    /// Static values for API callers (`api_base_url`, `api_headers`), merged into `extra`.
+    pub api_hints: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Headers the user endpoint needs (`Notion-Version`).
+    pub userinfo_headers: Vec<(String, String)>,
 }
 
 /// The upstream token set, as sealed into a grant.
@@ -105,6 +128,11 @@ pub struct UpstreamTokens {
     pub refresh_expires_at: Option<UnixTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// What an API caller needs beside the token (Salesforce `instance_url`, Slack `team_id`,
+    /// the API base and headers the provider wants): handed to the MCP server as
+    /// `upstream.extra`. Never a secret the provider gave for Tether alone.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl std::fmt::Debug for UpstreamTokens {
@@ -133,6 +161,8 @@ impl UpstreamTokens {
 pub struct Exchanged {
     pub tokens: UpstreamTokens,
     pub id_token: Option<String>,
+    /// The identity the token answer carried, for providers that name the user there.
+    pub identity: Option<Identity>,
 }
 
 /// Who the user is at the provider.
@@ -270,10 +300,15 @@ impl Provider {
         scopes: &[String],
     ) -> Result<Url, UpstreamError> {
         let endpoints = self.endpoints().await?;
-        let mut request = endpoints
-            .client
-            .authorize_url(|| CsrfToken::new(state.to_owned()))
-            .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
+        let quirks = &self.config.quirks;
+        let plain_scopes = quirks.scope_separator.is_none() && quirks.scope_param.is_none();
+        let mut request = endpoints.client.authorize_url(|| CsrfToken::new(state.to_owned()));
+        if plain_scopes {
+            request = request.add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
+        } else if !scopes.is_empty() {
+            let joined = scopes.join(quirks.scope_separator.as_deref().unwrap_or(" "));
+            request = request.add_extra_param(quirks.scope_param.clone().unwrap_or_else(|| "scope".to_owned()), joined);
+        }
         if self.config.pkce {
             let verifier = PkceCodeVerifier::new(pkce_verifier.to_owned());
             request = request.set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier));
@@ -315,9 +350,12 @@ impl Provider {
         if self.config.pkce {
             request = request.set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
         }
-        let response = request.request_async(&self.http).await.map_err(classify)?;
+        let http = http::Shaped { http: &self.http, shape: &self.config.quirks.shape };
+        let response = request.request_async(&http).await.map_err(classify)?;
         let id_token = response.extra_fields().id_token.clone();
-        Ok(Exchanged { tokens: tokens_from(&response, None, now), id_token })
+        let identity = response.extra_fields().tether_identity.clone().and_then(|i| i.identity());
+        let tokens = tokens_from(&response, None, &self.config.quirks.api_hints, now);
+        Ok(Exchanged { tokens, id_token, identity })
     }
 
     /// Uses the refresh token of `tokens`; a refusal means the upstream grant is gone.
@@ -330,9 +368,15 @@ impl Provider {
         }
         let endpoints = self.endpoints().await?;
         let token = RefreshToken::new(refresh_token.clone());
-        let response =
-            endpoints.client.exchange_refresh_token(&token).request_async(&self.http).await.map_err(classify)?;
-        Ok(tokens_from(&response, Some(tokens), now))
+        let quirks = &self.config.quirks;
+        let client = endpoints.refresh_client.as_ref().unwrap_or(&endpoints.client);
+        let mut request = client.exchange_refresh_token(&token);
+        for (name, value) in &quirks.refresh_params {
+            request = request.add_extra_param(name.clone(), value.clone());
+        }
+        let http = http::Shaped { http: &self.http, shape: &quirks.shape };
+        let response = request.request_async(&http).await.map_err(classify)?;
+        Ok(tokens_from(&response, Some(tokens), &quirks.api_hints, now))
     }
 
     /// The user's stable id: from the verified ID token, or from the user endpoint.
@@ -349,11 +393,15 @@ impl Provider {
             let field = field.to_owned();
             async move {
                 let url = url.ok_or_else(|| UpstreamError::Invalid("the provider has no user endpoint".to_owned()))?;
-                identity::fetch(&self.http, &url, &field, access_token).await
+                identity::fetch(&self.http, &url, &field, &self.config.quirks.userinfo_headers, access_token).await
             }
         };
         match &self.config.subject {
             SubjectSource::Userinfo(field) => userinfo(field).await,
+            SubjectSource::TokenResponse => exchanged
+                .identity
+                .clone()
+                .ok_or_else(|| UpstreamError::Invalid("the token answer does not name the user".to_owned())),
             SubjectSource::IdToken => match (&exchanged.id_token, &endpoints.jwks, &endpoints.issuer) {
                 (Some(id_token), Some(jwks), Some(issuer)) => {
                     let claims = jwks.verify(id_token, issuer, &self.config.client_id, nonce, now).await.map_err(
@@ -419,6 +467,7 @@ mod tests {
             obtained_at,
             refresh_expires_at: None,
             scope: None,
+            extra: Default::default(),
         }
     }
 

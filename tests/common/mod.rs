@@ -93,6 +93,8 @@ async fn stand_in(callbacks: &[String], options: &Options) -> DevUpstream {
         client_secret: Some(UPSTREAM_SECRET.into()),
         redirect_uris: callbacks.to_vec(),
         profile: options.kind.profile(),
+        // Slack (without the opt-in) and Notion take no PKCE.
+        require_pkce: !matches!(options.kind, Kind::Slack | Kind::Notion),
         access_token_ttl: options.upstream_ttl.unwrap_or(defaults.access_token_ttl),
         ..defaults
     })
@@ -184,6 +186,8 @@ pub struct Options {
     pub upstream_ttl: Option<Duration>,
     /// Environment variables of `tether serve` processes (`process::Replicas`).
     pub env: Vec<(String, String)>,
+    /// The quirk kinds' provider table, instead of the built-in one (a preset, say).
+    pub provider: Option<String>,
     /// Publish an https issuer (cookies become `__Host-` and `Secure`); browser flows over the
     /// plain-http test listener then lose their cookies, so only for inspecting responses.
     pub https_issuer: bool,
@@ -198,6 +202,10 @@ pub enum Kind {
     GitHubOAuthApp,
     Oidc,
     Google,
+    /// The quirk profiles, configured with the `oauth2` kind's knobs (or a preset).
+    Slack,
+    Notion,
+    Salesforce,
 }
 
 impl Kind {
@@ -208,6 +216,9 @@ impl Kind {
             Kind::GitHubOAuthApp => Profile::GitHub { expiring: false },
             Kind::Oidc => Profile::Oidc,
             Kind::Google => Profile::Google,
+            Kind::Slack => Profile::Slack,
+            Kind::Notion => Profile::Notion,
+            Kind::Salesforce => Profile::Salesforce,
         }
     }
 
@@ -218,6 +229,9 @@ impl Kind {
             Kind::GitHubApp | Kind::GitHubOAuthApp => "gh",
             Kind::Oidc => "idp",
             Kind::Google => "gg",
+            Kind::Slack => "slack",
+            Kind::Notion => "notion",
+            Kind::Salesforce => "sf",
         }
     }
 }
@@ -252,6 +266,17 @@ default = true"#
         Kind::Google => format!(
             "[providers.gg]\nkind = \"google\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\nissuer = \"{upstream}\"\ntimeout_secs = 2\nrevoke_upstream = {revoke}"
         ),
+        Kind::Slack | Kind::Notion | Kind::Salesforce => options.provider.clone().unwrap_or_else(|| {
+            let id = options.kind.provider_id();
+            let knobs = match options.kind {
+                Kind::Slack => "pkce = false\nscope_separator = \",\"\nscope_param = \"user_scope\"\ntoken_path = \"authed_user\"\nsuccess_field = \"ok\"\nidentity = \"token_response\"\nsubject_field = \"team.id+authed_user.id\"\nextra_values = { team_id = \"team.id\" }\napi_base_url = \"https://slack.com/api\"",
+                Kind::Notion => "pkce = false\ntoken_auth = \"client_secret_basic\"\ntoken_body = \"json\"\nextra_authorize_params = { owner = \"user\" }\nidentity = \"token_response\"\nsubject_field = \"owner.user.id\"\nname_field = \"owner.user.name\"\nemail_field = \"owner.user.person.email\"\nextra_values = { workspace_id = \"workspace_id\", workspace_name = \"workspace_name\" }\napi_base_url = \"https://api.notion.com/v1\"\napi_headers = { Notion-Version = \"2022-06-28\" }",
+                _ => "token_auth = \"client_secret_post\"\ndefault_expires_in = 120\nidentity = \"token_response\"\nsubject_field = \"id\"\nextra_values = { instance_url = \"instance_url\" }",
+            };
+            format!(
+                "[providers.{id}]\nkind = \"oauth2\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\nauthorize_url = \"{upstream}/authorize\"\ntoken_url = \"{upstream}/token\"\ntimeout_secs = 2\n{knobs}"
+            )
+        }),
     };
     let files_provider = options.kind.provider_id();
     let dev_revocation = if revoke && options.kind == Kind::OAuth2 {

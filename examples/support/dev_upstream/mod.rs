@@ -43,6 +43,25 @@ pub enum Profile {
     /// Google: OpenID (RS256) that issues a refresh token only with `access_type=offline`
     /// and never rotates it.
     Google,
+    /// Slack-shaped (OAuth v2 with token rotation on): user scopes in `user_scope`, comma
+    /// separated; the user's token nested under `authed_user` beside a bot token; errors are
+    /// status 200 with `ok: false`; refresh tokens rotate; no PKCE (the app has not opted in).
+    Slack,
+    /// Notion-shaped: `owner=user` required, no scopes, no PKCE; the token endpoint takes only
+    /// HTTP Basic and a JSON body; the answer names the user (`owner.user`) and has no
+    /// `expires_in`; refresh tokens rotate.
+    Notion,
+    /// Salesforce-shaped: no `expires_in` (the org's session timeout), `instance_url` and the
+    /// identity URL `id` in every answer, `issued_at` as a string of milliseconds; refresh
+    /// tokens are kept (the refresh answer has none).
+    Salesforce,
+}
+
+impl Profile {
+    /// The profiles whose token endpoint bends RFC 6749 (answered by `quirk_token`).
+    fn quirky(self) -> bool {
+        matches!(self, Self::Slack | Self::Notion | Self::Salesforce)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -272,6 +291,8 @@ struct AuthorizeQuery {
     code_challenge_method: Option<String>,
     nonce: Option<String>,
     access_type: Option<String>,
+    user_scope: Option<String>,
+    owner: Option<String>,
     username: Option<String>,
     decision: Option<String>,
 }
@@ -297,6 +318,23 @@ fn check_request(shared: &Shared, q: &AuthorizeQuery) -> Result<(), &'static str
     }
     if shared.oidc.is_some() && !q.scope.as_deref().unwrap_or("").split(' ').any(|s| s == "openid") {
         return Err("invalid_scope");
+    }
+    match shared.config.profile {
+        // Slack: user scopes in `user_scope`, comma-separated; PKCE only for apps that opted in.
+        Profile::Slack => {
+            let spaced = |v: &Option<String>| v.as_deref().is_some_and(|s| s.contains(' '));
+            if q.user_scope.as_deref().is_none_or(str::is_empty) || spaced(&q.user_scope) || spaced(&q.scope) {
+                return Err("invalid_scope");
+            }
+            if q.code_challenge.is_some() {
+                return Err("invalid_request");
+            }
+            return Ok(());
+        }
+        Profile::Notion => {
+            return if q.owner.as_deref() == Some("user") { Ok(()) } else { Err("invalid_request") };
+        }
+        _ => {}
     }
     match (&q.code_challenge, q.code_challenge_method.as_deref()) {
         (Some(_), Some("S256")) => Ok(()),
@@ -389,7 +427,10 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
         Code {
             redirect_uri: redirect_uri.clone(),
             challenge: q.code_challenge.clone(),
-            scope: q.scope.clone().unwrap_or_default(),
+            scope: match shared.config.profile {
+                Profile::Slack => q.user_scope.clone().unwrap_or_default(),
+                _ => q.scope.clone().unwrap_or_default(),
+            },
             user,
             nonce: q.nonce.clone(),
             offline: q.access_type.as_deref() == Some("offline"),
@@ -456,6 +497,9 @@ async fn apply_faults(shared: &Shared) -> Option<HttpResponse> {
 }
 
 async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    if shared.config.profile.quirky() {
+        return quirk_token(&req, &body, &shared).await;
+    }
     let form = serde_urlencoded::from_bytes::<TokenForm>(&body).ok();
     {
         let mut db = shared.db();
@@ -501,7 +545,7 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
             let refresh = match profile {
                 Profile::Google => code.offline,
                 Profile::GitHub { expiring } => expiring,
-                Profile::OAuth2 | Profile::Oidc => true,
+                Profile::OAuth2 | Profile::Oidc | Profile::Slack | Profile::Notion | Profile::Salesforce => true,
             };
             (code.user, code.scope, id_token, refresh)
         }
@@ -542,6 +586,127 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
     if let Some(id_token) = id_token {
         body["id_token"] = json!(id_token);
     }
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
+}
+
+/// The token endpoint of the Slack-, Notion- and Salesforce-shaped profiles: as strict as
+/// the real ones about what they are known to refuse, answering in their shapes.
+async fn quirk_token(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpResponse {
+    let profile = shared.config.profile;
+    let json_body = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let error = |status: u16, error: &str| match profile {
+        Profile::Slack => HttpResponse::Ok().json(json!({"ok": false, "error": error})),
+        _ => HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+            .json(json!({"error": error, "error_description": format!("dev upstream: {error}")})),
+    };
+    let form = if profile == Profile::Notion {
+        // Notion: JSON only, client credentials only by HTTP Basic.
+        if !json_body || !req.headers().contains_key("authorization") {
+            return error(400, "invalid_request");
+        }
+        serde_json::from_slice::<TokenForm>(body).ok()
+    } else if json_body {
+        None
+    } else {
+        serde_urlencoded::from_bytes::<TokenForm>(body).ok()
+    };
+    {
+        let mut db = shared.db();
+        match form.as_ref().and_then(|f| f.grant_type.as_deref()) {
+            Some("refresh_token") => db.counts.refreshes += 1,
+            _ => db.counts.code_exchanges += 1,
+        }
+    }
+    // Slack reports its rate limit as it reports everything: status 200, `ok: false`.
+    if profile == Profile::Slack && shared.db().faults.token_status == Some(429) {
+        return error(429, "ratelimited");
+    }
+    if let Some(response) = apply_faults(shared).await {
+        return response;
+    }
+    let Some(form) = form else { return error(400, "invalid_request") };
+    if !client_ok(shared, req, form.client_id.as_deref(), form.client_secret.as_deref()) {
+        return error(401, "invalid_client");
+    }
+    let mut db = shared.db();
+    let refreshing = form.grant_type.as_deref() == Some("refresh_token");
+    let (user, scope) = match form.grant_type.as_deref() {
+        Some("authorization_code") => {
+            let Some(code) = form.code.as_deref().and_then(|c| db.codes.remove(c)) else {
+                return error(400, if profile == Profile::Slack { "invalid_code" } else { "invalid_grant" });
+            };
+            let verifier_ok = match (&code.challenge, &form.code_verifier) {
+                (Some(challenge), Some(verifier)) => {
+                    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) == *challenge
+                }
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if code.expires < Instant::now()
+                || form.redirect_uri.as_deref() != Some(code.redirect_uri.as_str())
+                || !verifier_ok
+            {
+                return error(400, if profile == Profile::Slack { "invalid_code" } else { "invalid_grant" });
+            }
+            (code.user, code.scope)
+        }
+        Some("refresh_token") => {
+            let presented = form.refresh_token.clone().unwrap_or_default();
+            // Salesforce keeps its refresh token; Slack and Notion rotate theirs.
+            let old = if profile == Profile::Salesforce {
+                db.refresh.get(&presented).map(|r| Refresh { user: r.user.clone(), scope: r.scope.clone() })
+            } else {
+                db.refresh.remove(&presented)
+            };
+            let Some(old) = old else {
+                return error(400, if profile == Profile::Slack { "invalid_refresh_token" } else { "invalid_grant" });
+            };
+            (old.user, old.scope)
+        }
+        _ => return error(400, "unsupported_grant_type"),
+    };
+    let id = user_id(&mut db, &user);
+    let access = format!("dev_at_{}", random());
+    let ttl = shared.config.access_token_ttl;
+    db.access.insert(access.clone(), Access { user: user.clone(), expires: Some(Instant::now() + ttl) });
+    let refresh = (!(refreshing && profile == Profile::Salesforce)).then(|| {
+        let refresh = format!("dev_rt_{}", random());
+        db.refresh.insert(refresh.clone(), Refresh { user: user.clone(), scope: scope.clone() });
+        refresh
+    });
+    drop(db);
+    let base = &shared.base_url;
+    let body = match profile {
+        Profile::Slack => json!({
+            "ok": true, "app_id": "A0DEV", "access_token": format!("xoxb-{}", random()), "token_type": "bot",
+            "scope": "commands", "bot_user_id": "B0DEV", "team": {"id": "T0DEV", "name": "Dev Team"},
+            "enterprise": null, "is_enterprise_install": false,
+            "authed_user": {"id": format!("U{id}"), "scope": scope.replace(' ', ","), "access_token": access,
+                "token_type": "user", "refresh_token": refresh, "expires_in": ttl.as_secs()},
+        }),
+        Profile::Notion => json!({
+            "access_token": access, "token_type": "bearer", "refresh_token": refresh, "bot_id": format!("bot-{id}"),
+            "workspace_id": "ws-dev", "workspace_name": "Dev Workspace", "workspace_icon": null,
+            "owner": {"type": "user", "user": {"object": "user", "id": format!("nu-{id}"), "name": format!("Dev User {user}"),
+                "person": {"email": format!("{user}@dev.example")}}},
+            "duplicated_template_id": null, "request_id": random(),
+        }),
+        _ => {
+            let mut body = json!({
+                "access_token": access, "token_type": "Bearer", "scope": scope,
+                "instance_url": format!("{base}/sf-instance"), "id": format!("{base}/id/00Dorg/005{id}"),
+                "issued_at": (unix_now() * 1000).to_string(), "signature": "c2ln",
+            });
+            if let Some(refresh) = refresh {
+                body["refresh_token"] = json!(refresh);
+            }
+            body
+        }
+    };
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
 }
 

@@ -1,0 +1,167 @@
+//! Providers that bend OAuth, configured with the `oauth2` kind's knobs, each through the
+//! whole flow against a stand-in shaped like it (see `examples/support/dev_upstream`):
+//! the authorization request it needs, the code exchange, who the user is, the values the MCP
+//! server gets beside the token (`upstream.extra`), upstream refresh with rotation or without,
+//! and refusals told from outages.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Upstream tokens live two minutes: Tether refreshes them within a minute of expiry.
+fn options(kind: Kind) -> Options {
+    Options { kind, upstream_ttl: Some(Duration::from_secs(120)), single_resource: true, ..Options::default() }
+}
+
+struct Flow {
+    app: TestApp,
+    access: String,
+    upstream: HashMap<String, String>,
+}
+
+/// Authorizes a client as `user` and exchanges the code; returns the upstream request.
+async fn authorize(kind: Kind, user: &str) -> Flow {
+    let app = TestApp::spawn_with(Backend::Redis, options(kind)).await;
+    let client = app.register_client("none").await;
+    let pkce = Pkce::new();
+    let browser = app.browser();
+    let url = app.authorize_url(&client, &pkce, &[("scope", Some("files:read files:write"))]);
+    let upstream_url = app.go_upstream(&browser, &url).await;
+    let upstream = query(&upstream_url);
+    let back = browser.upstream_login(&upstream_url, user, "approve").await;
+    let to_client = browser.get(&location(&back)).await;
+    assert_eq!(to_client.status(), 302, "{}", to_client.text().await.unwrap());
+    let done = query(&location(&to_client));
+    let code = done.get("code").unwrap_or_else(|| panic!("no code: {done:?}"));
+    let response = app.exchange_code(&client, code, &pkce.verifier).await;
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.json().await.unwrap();
+    Flow { access: tokens["access_token"].as_str().unwrap().to_owned(), app, upstream }
+}
+
+async fn upstream_of(flow: &Flow) -> Value {
+    let answer = flow.app.introspect(&flow.access).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    answer["upstream"].clone()
+}
+
+/// Refreshes upstream twice (the second proves the first stored what the provider wants
+/// kept or rotated), survives an outage, and ends the grant when the provider refuses.
+async fn refresh_rotation_outage_refusal(flow: &Flow, outage: u16) {
+    let app = &flow.app;
+    let first = upstream_of(flow).await;
+    for round in 1..=2 {
+        app.clock.advance(61);
+        let now = upstream_of(flow).await;
+        assert_ne!(now["access_token"], first["access_token"], "round {round}: refreshed");
+        assert!(app.upstream.accepts(now["access_token"].as_str().unwrap()), "round {round}: works upstream");
+        assert_eq!(now["extra"], first["extra"], "round {round}: the extra values stay");
+        assert_eq!(app.upstream.counts().refreshes, round);
+    }
+    app.clock.advance(61);
+    app.upstream.fail_token_endpoint(Some(outage));
+    let response = app.introspect_as(RESOURCE_ID, RESOURCE_SECRET, &flow.access).await;
+    expect_error(response, 503, "temporarily_unavailable", "an outage keeps the grant").await;
+    app.upstream.fail_token_endpoint(None);
+    upstream_of(flow).await;
+    app.clock.advance(61);
+    app.upstream.revoke_all_refresh_tokens();
+    assert_eq!(app.introspect(&flow.access).await, json!({"active": false}), "a refusal ends the grant");
+}
+
+#[tokio::test]
+async fn slack_user_tokens_with_rotation() {
+    let flow = authorize(Kind::Slack, "sam").await;
+    assert_eq!(flow.upstream.get("user_scope").map(String::as_str), Some("repo:read,repo:write"));
+    assert!(!flow.upstream.contains_key("scope"), "{:?}", flow.upstream);
+    assert!(!flow.upstream.contains_key("code_challenge"), "no PKCE for an app that did not opt in");
+    let id = flow.app.upstream.user_id("sam");
+    let answer = flow.app.introspect(&flow.access).await;
+    assert_eq!(answer["sub"], format!("T0DEV:U{id}"), "a Slack user id is qualified by its workspace");
+    let upstream = &answer["upstream"];
+    assert!(upstream["access_token"].as_str().unwrap().starts_with("dev_at_"), "the user token, not the bot's");
+    assert_eq!(upstream["token_type"], "bearer");
+    assert_eq!(upstream["extra"], json!({"team_id": "T0DEV", "api_base_url": "https://slack.com/api"}));
+    assert_eq!(upstream["expires_at"].as_i64().unwrap() - flow.app.clock.now_secs(), 120);
+    // Slack's rate limit is `ok: false` with status 200: an outage all the same.
+    refresh_rotation_outage_refusal(&flow, 429).await;
+}
+
+#[tokio::test]
+async fn notion_json_basic_token_requests_and_the_user_in_the_answer() {
+    let flow = authorize(Kind::Notion, "nia").await;
+    assert_eq!(flow.upstream.get("owner").map(String::as_str), Some("user"));
+    assert!(!flow.upstream.contains_key("code_challenge"));
+    let id = flow.app.upstream.user_id("nia");
+    let answer = flow.app.introspect(&flow.access).await;
+    assert_eq!(answer["sub"], format!("nu-{id}"));
+    let extra = &answer["upstream"]["extra"];
+    assert_eq!(extra["workspace_id"], "ws-dev");
+    assert_eq!(extra["api_headers"], json!({"Notion-Version": "2022-06-28"}));
+    assert_eq!(extra["api_base_url"], "https://api.notion.com/v1");
+    // No `expires_in`, and no default configured: the token does not expire for Tether.
+    assert!(answer["upstream"].get("expires_at").is_none(), "{answer}");
+    assert_eq!(flow.app.upstream.counts().code_exchanges, 1, "one exchange, accepted as JSON with Basic");
+}
+
+#[tokio::test]
+async fn salesforce_instance_url_and_a_refresh_token_that_is_kept() {
+    let flow = authorize(Kind::Salesforce, "sue").await;
+    assert!(flow.upstream.contains_key("code_challenge"), "Salesforce takes PKCE");
+    let id = flow.app.upstream.user_id("sue");
+    let answer = flow.app.introspect(&flow.access).await;
+    let base = &flow.app.upstream.base_url;
+    assert_eq!(answer["sub"], format!("{base}/id/00Dorg/005{id}"));
+    assert_eq!(answer["upstream"]["extra"], json!({"instance_url": format!("{base}/sf-instance")}));
+    let expires = answer["upstream"]["expires_at"].as_i64().unwrap() - flow.app.clock.now_secs();
+    assert_eq!(expires, 120, "no expires_in: the configured default (default_expires_in)");
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[test]
+fn knobs_are_checked_by_name_and_kind() {
+    let base = "[providers.p]\nclient_id = \"c\"\n";
+    let oauth2 = format!("{base}kind = \"oauth2\"\nauthorize_url = \"https://x/a\"\ntoken_url = \"https://x/t\"\n");
+    let github = format!("{base}kind = \"github\"\n");
+    for (toml, key, says) in [
+        (format!("{github}token_path = \"authed_user\"\n"), "providers.p.token_path", "only to \"oauth2\""),
+        (
+            format!("{oauth2}userinfo_url = \"https://x/u\"\nname_field = \"n\"\n"),
+            "providers.p.name_field",
+            "token_response",
+        ),
+        (
+            format!("{oauth2}identity = \"token_response\"\nextra_values = {{ api_x = \"a\" }}\n"),
+            "providers.p.extra_values",
+            "api_",
+        ),
+        (
+            format!("{oauth2}identity = \"token_response\"\napi_base_url = \"ftp://x\"\n"),
+            "providers.p.api_base_url",
+            "https",
+        ),
+        (
+            format!("{oauth2}identity = \"token_response\"\napi_headers = {{ Authorization = \"x\" }}\n"),
+            "providers.p.api_headers",
+            "header",
+        ),
+        (
+            format!("{oauth2}identity = \"token_response\"\nscope_param = \"state\"\n"),
+            "providers.p.scope_param",
+            "sets itself",
+        ),
+        (format!("{oauth2}token_body = \"xml\"\n"), "token_body", "xml"),
+        (format!("{oauth2}\n"), "providers.p.userinfo_url", "required"),
+    ] {
+        let errors = config_errors(&toml);
+        assert!(errors.contains(key) && errors.contains(says), "{key}: {errors}");
+    }
+    // The token answer naming the user makes the user endpoint unnecessary.
+    let errors = config_errors(&format!("{oauth2}identity = \"token_response\"\nsubject_field = \"a.b\"\n"));
+    assert!(!errors.contains("providers.p"), "{errors}");
+}
