@@ -165,3 +165,37 @@ fn knobs_are_checked_by_name_and_kind() {
     let errors = config_errors(&format!("{oauth2}identity = \"token_response\"\nsubject_field = \"a.b\"\n"));
     assert!(!errors.contains("providers.p"), "{errors}");
 }
+
+#[tokio::test]
+async fn the_gitlab_preset_from_its_base_url_alone() {
+    let app = TestApp::spawn_with(Backend::Redis, options(Kind::GitLab)).await;
+    let client = app.register_client("none").await;
+    let to = app.go_upstream(&app.browser(), &app.authorize_url(&client, &Pkce::new(), &[])).await;
+    assert!(to.starts_with(&format!("{}/oauth/authorize?", app.upstream.base_url)), "{to}");
+    let access = app.tokens_for(&client, "gil").await["access_token"].as_str().unwrap().to_owned();
+    let extra = &app.introspect(&access).await["upstream"]["extra"];
+    assert_eq!(extra["api_base_url"], format!("{}/api/v4", app.upstream.base_url));
+    core_flow(&app, "gus").await;
+}
+
+#[test]
+fn presets_are_checked_by_name_and_their_variables_by_name() {
+    let base = "[providers.p]\nclient_id = \"c\"\n";
+    for (extra, key, says) in [
+        ("preset = \"nowhere\"\n", "providers.p.preset", "tether providers list"),
+        ("preset = \"gitlab\"\nvariables = { tenant = \"x\" }\n", "providers.p.variables.tenant", "has: base_url"),
+        ("kind = \"oauth2\"\nvariables = { tenant = \"x\" }\n", "providers.p.variables", "preset only"),
+        (
+            "preset = \"gitlab\"\nvariables = { base_url = \"ftp://git.example\" }\n",
+            "providers.p.authorize_url",
+            "https",
+        ),
+        ("preset = \"slack\"\ntoken_pathh = \"x\"\n", "token_pathh", "unknown field"),
+    ] {
+        let errors = config_errors(&format!("{base}{extra}"));
+        assert!(errors.contains(key) && errors.contains(says), "{key}: {errors}");
+    }
+    let errors =
+        config_errors(&format!("{base}preset = \"salesforce\"\nvariables = {{ host = \"test.salesforce.com\" }}\n"));
+    assert!(!errors.contains("providers.p"), "{errors}");
+}

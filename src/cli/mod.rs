@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// The provider catalogue: presets for `[providers.<id>] preset = "..."`.
+    Providers {
+        #[command(subcommand)]
+        command: ProvidersCommand,
+    },
     /// Exit 0 when `url` answers 200 within 2 s (container health checks: the image has no curl).
     Healthcheck {
         #[arg(default_value = "http://127.0.0.1:8080/healthz")]
@@ -92,6 +97,15 @@ pub enum StoreCommand {
     Reindex,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Every preset with its variables and setup notes (or one, by name).
+    List {
+        /// Only this preset.
+        name: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KindArg {
     Signing,
@@ -108,6 +122,35 @@ pub enum StepArg {
     Retire,
 }
 
+/// `tether providers list [name]`.
+#[allow(clippy::print_stdout)] // the command's output
+fn list_presets(only: Option<&str>) -> ExitCode {
+    let presets: Vec<_> =
+        crate::settings::presets::all().into_iter().filter(|p| only.is_none_or(|n| n == p.name)).collect();
+    if presets.is_empty() {
+        eprintln!("no preset named {}", only.unwrap_or_default());
+        return ExitCode::FAILURE;
+    }
+    for preset in presets {
+        println!("{} ({})", preset.name, preset.display_name);
+        println!(
+            "  [providers.<id>]\n  preset = \"{}\"\n  client_id = \"...\"\n  client_secret_file = \"...\"",
+            preset.name
+        );
+        for (name, variable) in &preset.variables {
+            match &variable.default {
+                Some(default) => println!("  variables.{name} = \"{default}\"   (default) {}", variable.description),
+                None => println!("  variables.{name} = \"...\"   (required) {}", variable.description),
+            }
+        }
+        for line in preset.notes.trim().lines() {
+            println!("  | {line}");
+        }
+        println!();
+    }
+    ExitCode::SUCCESS
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
@@ -118,6 +161,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command: KeysCommand::Reseal { dry_run } } => reseal(cli.config, dry_run, clock.now()).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Store { command: StoreCommand::Reindex } => reindex(cli.config, clock.now()).await,
+        Command::Providers { command: ProvidersCommand::List { name } } => Ok(list_presets(name.as_deref())),
         Command::Healthcheck { url } => {
             let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
             Ok(match client.get(&url).send().await {

@@ -13,6 +13,7 @@ use crate::upstream::{ProviderKind, TokenAuth};
 pub mod admin;
 mod audit;
 mod build;
+pub mod presets;
 mod registries;
 mod secrets;
 
@@ -204,6 +205,13 @@ pub struct LogSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
+    /// A provider of the catalogue (`tether providers list`): fills in everything below that
+    /// is not set here.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// The preset's variables (tenant, instance host, ...).
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
     pub kind: ProviderKind,
     pub display_name: Option<String>,
     pub client_id: String,
@@ -386,7 +394,32 @@ fn load_layers(files: config::Config) -> Result<Settings, ConfigErrors> {
         .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))
         .build()
         .map_err(|e| ConfigErrors::single("(environment)", e.to_string()))?;
+    let merged = with_presets(merged)?;
     merged.try_deserialize::<Settings>().map_err(|e| ConfigErrors::single(error_key(&e), e.to_string()))
+}
+
+/// Fills in the providers that name a preset (see `presets`), before anything is typed.
+fn with_presets(merged: config::Config) -> Result<config::Config, ConfigErrors> {
+    let providers = merged.get_table("providers").unwrap_or_default();
+    let named = providers
+        .values()
+        .any(|p| p.clone().into_table().is_ok_and(|t| t.contains_key("preset") || t.contains_key("variables")));
+    if !named {
+        return Ok(merged);
+    }
+    let mut tree: serde_json::Value =
+        merged.try_deserialize().map_err(|e| ConfigErrors::single(error_key(&e), e.to_string()))?;
+    let mut errors = ConfigErrors::default();
+    if let Some(providers) = tree.get_mut("providers").and_then(serde_json::Value::as_object_mut) {
+        presets::apply(providers, &mut errors);
+    }
+    if !errors.0.is_empty() {
+        return Err(errors);
+    }
+    config::Config::builder()
+        .add_source(config::File::from_str(&tree.to_string(), config::FileFormat::Json))
+        .build()
+        .map_err(|e| ConfigErrors::single("(providers)", e.to_string()))
 }
 
 /// The file layers alone (defaults and the optional file), without the environment.

@@ -206,6 +206,8 @@ pub enum Kind {
     Slack,
     Notion,
     Salesforce,
+    /// The `gitlab` preset against the plain (rotating) stand-in at GitLab's paths.
+    GitLab,
 }
 
 impl Kind {
@@ -219,6 +221,7 @@ impl Kind {
             Kind::Slack => Profile::Slack,
             Kind::Notion => Profile::Notion,
             Kind::Salesforce => Profile::Salesforce,
+            Kind::GitLab => Profile::OAuth2,
         }
     }
 
@@ -232,6 +235,7 @@ impl Kind {
             Kind::Slack => "slack",
             Kind::Notion => "notion",
             Kind::Salesforce => "sf",
+            Kind::GitLab => "gitlab",
         }
     }
 }
@@ -266,15 +270,21 @@ default = true"#
         Kind::Google => format!(
             "[providers.gg]\nkind = \"google\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\nissuer = \"{upstream}\"\ntimeout_secs = 2\nrevoke_upstream = {revoke}"
         ),
-        Kind::Slack | Kind::Notion | Kind::Salesforce => options.provider.clone().unwrap_or_else(|| {
+        // The catalogue's presets, pointed at the stand-in: the endpoints are overridden
+        // (operator values win) where the preset names the real provider's host.
+        Kind::Slack | Kind::Notion | Kind::Salesforce | Kind::GitLab => options.provider.clone().unwrap_or_else(|| {
             let id = options.kind.provider_id();
+            let here = format!("authorize_url = \"{upstream}/authorize\"\ntoken_url = \"{upstream}/token\"");
             let knobs = match options.kind {
-                Kind::Slack => "pkce = false\nscope_separator = \",\"\nscope_param = \"user_scope\"\ntoken_path = \"authed_user\"\nsuccess_field = \"ok\"\nidentity = \"token_response\"\nsubject_field = \"team.id+authed_user.id\"\nextra_values = { team_id = \"team.id\" }\napi_base_url = \"https://slack.com/api\"",
-                Kind::Notion => "pkce = false\ntoken_auth = \"client_secret_basic\"\ntoken_body = \"json\"\nextra_authorize_params = { owner = \"user\" }\nidentity = \"token_response\"\nsubject_field = \"owner.user.id\"\nname_field = \"owner.user.name\"\nemail_field = \"owner.user.person.email\"\nextra_values = { workspace_id = \"workspace_id\", workspace_name = \"workspace_name\" }\napi_base_url = \"https://api.notion.com/v1\"\napi_headers = { Notion-Version = \"2022-06-28\" }",
-                _ => "token_auth = \"client_secret_post\"\ndefault_expires_in = 120\nidentity = \"token_response\"\nsubject_field = \"id\"\nextra_values = { instance_url = \"instance_url\" }",
+                Kind::Slack => format!("preset = \"slack\"\n{here}"),
+                Kind::Notion => format!("preset = \"notion\"\n{here}\nrevocation_url = \"{upstream}/revoke\""),
+                Kind::Salesforce => format!(
+                    "preset = \"salesforce\"\n{here}\nrevocation_url = \"{upstream}/revoke\"\ndefault_expires_in = 120\nscopes = []"
+                ),
+                _ => format!("preset = \"gitlab\"\nvariables = {{ base_url = \"{upstream}\" }}\nscopes = [\"user\"]\nrevoke_upstream = {revoke}"),
             };
             format!(
-                "[providers.{id}]\nkind = \"oauth2\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\nauthorize_url = \"{upstream}/authorize\"\ntoken_url = \"{upstream}/token\"\ntimeout_secs = 2\n{knobs}"
+                "[providers.{id}]\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\ntimeout_secs = 2\n{knobs}"
             )
         }),
     };

@@ -191,6 +191,12 @@ impl DevUpstream {
                 .route("/.well-known/openid-configuration", web::get().to(discovery))
                 .route("/jwks", web::get().to(jwks))
                 .route("/revoke", web::post().to(revoke))
+                // GitLab's paths (a GitLab preset pointed at the stand-in).
+                .route("/oauth/authorize", web::get().to(authorize_page))
+                .route("/oauth/authorize", web::post().to(authorize_decision))
+                .route("/oauth/token", web::post().to(token))
+                .route("/oauth/revoke", web::post().to(revoke))
+                .route("/api/v4/user", web::get().to(user))
                 .route("/applications/{client_id}/grant", web::delete().to(revoke))
         })
         .workers(1)
