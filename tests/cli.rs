@@ -262,3 +262,19 @@ fn keys_rotate_prints_the_next_list_and_what_to_do_then_without_echoing_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("memory store"), "{out:?}");
 }
+
+#[test]
+fn providers_list_prints_each_preset_with_its_variables_and_notes() {
+    let out = tether(&["providers", "list"], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for preset in ["slack (Slack)", "notion (Notion)", "salesforce (Salesforce)", "gitlab (GitLab)"] {
+        assert!(text.contains(preset), "{preset}: {text}");
+    }
+    assert!(text.contains("variables.host = \"login.salesforce.com\"   (default)"), "{text}");
+    assert!(text.contains("{issuer}/callback"), "setup notes: {text}");
+    let one = tether(&["providers", "list", "gitlab"], &[]);
+    let one = String::from_utf8(one.stdout).unwrap();
+    assert!(one.contains("variables.base_url") && !one.contains("slack"), "{one}");
+    assert!(!tether(&["providers", "list", "nowhere"], &[]).status.success());
+}
