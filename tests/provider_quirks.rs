@@ -131,9 +131,14 @@ fn knobs_are_checked_by_name_and_kind() {
     for (toml, key, says) in [
         (format!("{github}token_path = \"authed_user\"\n"), "providers.p.token_path", "only to \"oauth2\""),
         (
-            format!("{oauth2}userinfo_url = \"https://x/u\"\nname_field = \"n\"\n"),
-            "providers.p.name_field",
-            "token_response",
+            format!("{oauth2}userinfo_url = \"https://x/u\"\nuserinfo_body = \"{{}}\"\n"),
+            "providers.p.userinfo_body",
+            "post",
+        ),
+        (
+            format!("{oauth2}userinfo_url = \"https://x/u\"\nuserinfo_method = \"post\"\nuserinfo_body = \"{{x\"\n"),
+            "providers.p.userinfo_body",
+            "JSON",
         ),
         (
             format!("{oauth2}identity = \"token_response\"\nextra_values = {{ api_x = \"a\" }}\n"),
@@ -198,4 +203,36 @@ fn presets_are_checked_by_name_and_their_variables_by_name() {
     let errors =
         config_errors(&format!("{base}preset = \"salesforce\"\nvariables = {{ host = \"test.salesforce.com\" }}\n"));
     assert!(!errors.contains("providers.p"), "{errors}");
+}
+
+#[tokio::test]
+async fn figma_refreshes_at_its_own_endpoint_and_keeps_the_refresh_token() {
+    let flow = authorize(Kind::Figma, "fig").await;
+    assert!(!flow.upstream.contains_key("code_challenge"));
+    let id = flow.app.upstream.user_id("fig");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], format!("fu-{id}"));
+    // The stand-in refuses refresh at the token endpoint: two refreshes prove the refresh URL
+    // is used and the kept refresh token still works.
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn dropbox_offline_access_and_the_user_from_a_post_endpoint() {
+    let flow = authorize(Kind::Dropbox, "dot").await;
+    assert_eq!(flow.upstream.get("token_access_type").map(String::as_str), Some("offline"));
+    let id = flow.app.upstream.user_id("dot");
+    let answer = flow.app.introspect(&flow.access).await;
+    assert_eq!(answer["sub"], format!("dbid:{id}"));
+    assert_eq!(answer["upstream"]["extra"]["api_base_url"], "https://api.dropboxapi.com/2");
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn linear_comma_scopes_and_the_user_from_graphql() {
+    let flow = authorize(Kind::Linear, "lin").await;
+    assert_eq!(flow.upstream.get("scope").map(String::as_str), Some("read,repo:read,repo:write"));
+    assert_eq!(flow.upstream.get("prompt").map(String::as_str), Some("consent"));
+    let id = flow.app.upstream.user_id("lin");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], format!("lin-{id}"));
+    refresh_rotation_outage_refusal(&flow, 503).await;
 }

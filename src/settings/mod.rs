@@ -256,6 +256,8 @@ pub struct ProviderSettings {
     pub api_headers: BTreeMap<String, String>,
     #[serde(default)]
     pub userinfo_headers: BTreeMap<String, String>,
+    pub userinfo_method: Option<UserinfoMethod>,
+    pub userinfo_body: Option<String>,
     pub identity: Option<IdentitySource>,
     pub account_field: Option<String>,
     pub name_field: Option<String>,
@@ -273,6 +275,15 @@ pub struct ProviderSettings {
 pub enum TokenBody {
     Form,
     Json,
+}
+
+/// How the user endpoint is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserinfoMethod {
+    Get,
+    /// Dropbox (`users/get_current_account`), GraphQL APIs (Linear) with `userinfo_body`.
+    Post,
 }
 
 /// Where the user's identity is read.

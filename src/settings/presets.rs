@@ -11,7 +11,10 @@ use super::ConfigErrors;
 
 /// Every preset: (name, TOML).
 const CATALOGUE: &[(&str, &str)] = &[
+    ("dropbox", include_str!("../../config/providers/dropbox.toml")),
+    ("figma", include_str!("../../config/providers/figma.toml")),
     ("gitlab", include_str!("../../config/providers/gitlab.toml")),
+    ("linear", include_str!("../../config/providers/linear.toml")),
     ("notion", include_str!("../../config/providers/notion.toml")),
     ("salesforce", include_str!("../../config/providers/salesforce.toml")),
     ("slack", include_str!("../../config/providers/slack.toml")),

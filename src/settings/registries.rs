@@ -278,6 +278,8 @@ fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut 
         ("refresh_url", p.refresh_url.is_some()),
         ("refresh_params", !p.refresh_params.is_empty()),
         ("userinfo_headers", !p.userinfo_headers.is_empty()),
+        ("userinfo_method", p.userinfo_method.is_some()),
+        ("userinfo_body", p.userinfo_body.is_some()),
         ("identity", p.identity.is_some()),
         ("account_field", p.account_field.is_some()),
         ("name_field", p.name_field.is_some()),
@@ -292,13 +294,13 @@ fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut 
         }
     }
     let from_token = p.identity == Some(super::IdentitySource::TokenResponse);
-    if !from_token {
-        for (name, value) in
-            [("account_field", &p.account_field), ("name_field", &p.name_field), ("email_field", &p.email_field)]
-        {
-            if value.is_some() {
-                errors.push(key(name), "applies with identity = \"token_response\" only");
-            }
+    let post = p.userinfo_method == Some(super::UserinfoMethod::Post);
+    if let Some(body) = &p.userinfo_body {
+        if !post {
+            errors.push(key("userinfo_body"), "applies with userinfo_method = \"post\" only");
+        }
+        if serde_json::from_str::<serde_json::Value>(body).is_err() {
+            errors.push(key("userinfo_body"), "must be JSON (it is sent as application/json)");
         }
     }
     for name in p.extra_values.keys() {
@@ -359,6 +361,12 @@ fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut 
         refresh_params: p.refresh_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         api_hints: hints,
         userinfo_headers: p.userinfo_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        userinfo_post: post,
+        userinfo_body: p.userinfo_body.clone(),
+        // With the identity in the token answer, these are paths there (see `shape`).
+        account_field: p.account_field.clone().filter(|_| !from_token),
+        name_field: p.name_field.clone().filter(|_| !from_token),
+        email_field: p.email_field.clone().filter(|_| !from_token),
     }
 }
 

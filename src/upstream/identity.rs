@@ -12,15 +12,19 @@ pub async fn fetch(
     http: &UpstreamHttp,
     userinfo_url: &Url,
     subject_field: &str,
-    headers: &[(String, String)],
+    quirks: &super::Quirks,
     access_token: &str,
 ) -> Result<Identity, UpstreamError> {
+    let method = if quirks.userinfo_post { reqwest::Method::POST } else { reqwest::Method::GET };
     let mut request = http
         .client()
-        .get(userinfo_url.clone())
+        .request(method, userinfo_url.clone())
         .bearer_auth(access_token)
         .header(reqwest::header::ACCEPT, "application/json");
-    for (name, value) in headers {
+    if let Some(body) = &quirks.userinfo_body {
+        request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+    }
+    for (name, value) in &quirks.userinfo_headers {
         request = request.header(name.as_str(), value.as_str());
     }
     let (status, body) = http.send(request).await.map_err(|e| match e {
@@ -35,11 +39,15 @@ pub async fn fetch(
     }
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|_| UpstreamError::Invalid("user endpoint did not answer JSON".to_owned()))?;
+    let field = |path: &Option<String>, default: &[&str]| match path {
+        Some(path) => text(super::shape::at(&doc, path)),
+        None => default.iter().find_map(|f| text(doc.get(*f))),
+    };
     Ok(Identity {
         subject: subject(&doc, subject_field)?,
-        account: ["login", "preferred_username", "username", "email"].iter().find_map(|f| text(doc.get(*f))),
-        name: text(doc.get("name")),
-        email: text(doc.get("email")),
+        account: field(&quirks.account_field, &["login", "preferred_username", "username", "email"]),
+        name: field(&quirks.name_field, &["name"]),
+        email: field(&quirks.email_field, &["email"]),
     })
 }
 

@@ -109,6 +109,14 @@ pub struct Quirks {
     pub api_hints: std::collections::BTreeMap<String, serde_json::Value>,
     /// Headers the user endpoint needs (`Notion-Version`).
     pub userinfo_headers: Vec<(String, String)>,
+    /// Call the user endpoint with POST (and this JSON body, if any) rather than GET.
+    pub userinfo_post: bool,
+    pub userinfo_body: Option<String>,
+    /// Paths in the user endpoint's answer for what people know the account by (default:
+    /// `login`, `preferred_username`, `username` or `email`; `name`; `email`).
+    pub account_field: Option<String>,
+    pub name_field: Option<String>,
+    pub email_field: Option<String>,
 }
 
 /// The upstream token set, as sealed into a grant.
@@ -393,7 +401,7 @@ impl Provider {
             let field = field.to_owned();
             async move {
                 let url = url.ok_or_else(|| UpstreamError::Invalid("the provider has no user endpoint".to_owned()))?;
-                identity::fetch(&self.http, &url, &field, &self.config.quirks.userinfo_headers, access_token).await
+                identity::fetch(&self.http, &url, &field, &self.config.quirks, access_token).await
             }
         };
         match &self.config.subject {

@@ -93,8 +93,8 @@ async fn stand_in(callbacks: &[String], options: &Options) -> DevUpstream {
         client_secret: Some(UPSTREAM_SECRET.into()),
         redirect_uris: callbacks.to_vec(),
         profile: options.kind.profile(),
-        // Slack (without the opt-in) and Notion take no PKCE.
-        require_pkce: !matches!(options.kind, Kind::Slack | Kind::Notion),
+        // Slack (without the opt-in), Notion and Figma take no PKCE.
+        require_pkce: !matches!(options.kind, Kind::Slack | Kind::Notion | Kind::Figma),
         access_token_ttl: options.upstream_ttl.unwrap_or(defaults.access_token_ttl),
         ..defaults
     })
@@ -208,6 +208,9 @@ pub enum Kind {
     Salesforce,
     /// The `gitlab` preset against the plain (rotating) stand-in at GitLab's paths.
     GitLab,
+    Figma,
+    Dropbox,
+    Linear,
 }
 
 impl Kind {
@@ -222,6 +225,9 @@ impl Kind {
             Kind::Notion => Profile::Notion,
             Kind::Salesforce => Profile::Salesforce,
             Kind::GitLab => Profile::OAuth2,
+            Kind::Figma => Profile::Figma,
+            Kind::Dropbox => Profile::Dropbox,
+            Kind::Linear => Profile::Linear,
         }
     }
 
@@ -236,6 +242,9 @@ impl Kind {
             Kind::Notion => "notion",
             Kind::Salesforce => "sf",
             Kind::GitLab => "gitlab",
+            Kind::Figma => "figma",
+            Kind::Dropbox => "dropbox",
+            Kind::Linear => "linear",
         }
     }
 }
@@ -272,7 +281,8 @@ default = true"#
         ),
         // The catalogue's presets, pointed at the stand-in: the endpoints are overridden
         // (operator values win) where the preset names the real provider's host.
-        Kind::Slack | Kind::Notion | Kind::Salesforce | Kind::GitLab => options.provider.clone().unwrap_or_else(|| {
+        Kind::Slack | Kind::Notion | Kind::Salesforce | Kind::GitLab | Kind::Figma | Kind::Dropbox | Kind::Linear => {
+            options.provider.clone().unwrap_or_else(|| {
             let id = options.kind.provider_id();
             let here = format!("authorize_url = \"{upstream}/authorize\"\ntoken_url = \"{upstream}/token\"");
             let knobs = match options.kind {
@@ -281,12 +291,20 @@ default = true"#
                 Kind::Salesforce => format!(
                     "preset = \"salesforce\"\n{here}\nrevocation_url = \"{upstream}/revoke\"\ndefault_expires_in = 120\nscopes = []"
                 ),
+                Kind::Figma => format!(
+                    "preset = \"figma\"\nauthorize_url = \"{upstream}/authorize\"\ntoken_url = \"{upstream}/api/oauth/token\"\nrefresh_url = \"{upstream}/api/oauth/refresh\""
+                ),
+                Kind::Dropbox => format!(
+                    "preset = \"dropbox\"\n{here}\nuserinfo_url = \"{upstream}/2/users/get_current_account\""
+                ),
+                Kind::Linear => format!("preset = \"linear\"\n{here}\nuserinfo_url = \"{upstream}/graphql\""),
                 _ => format!("preset = \"gitlab\"\nvariables = {{ base_url = \"{upstream}\" }}\nscopes = [\"user\"]\nrevoke_upstream = {revoke}"),
             };
             format!(
                 "[providers.{id}]\nclient_id = \"tether-dev\"\nclient_secret_file = \"{d}/dev-secret\"\ntimeout_secs = 2\n{knobs}"
             )
-        }),
+            })
+        }
     };
     let files_provider = options.kind.provider_id();
     let dev_revocation = if revoke && options.kind == Kind::OAuth2 {

@@ -55,12 +55,20 @@ pub enum Profile {
     /// identity URL `id` in every answer, `issued_at` as a string of milliseconds; refresh
     /// tokens are kept (the refresh answer has none).
     Salesforce,
+    /// Figma-shaped: codes exchanged at `/api/oauth/token`, refresh only at the separate
+    /// `/api/oauth/refresh` (which keeps the refresh token); the user in `user_id_string`.
+    Figma,
+    /// Dropbox-shaped: a refresh token only with `token_access_type=offline`, kept on refresh;
+    /// the user endpoint is `POST /2/users/get_current_account` (GET is refused).
+    Dropbox,
+    /// Linear-shaped: comma-separated scopes; the user from GraphQL `POST /graphql` `viewer`.
+    Linear,
 }
 
 impl Profile {
     /// The profiles whose token endpoint bends RFC 6749 (answered by `quirk_token`).
     fn quirky(self) -> bool {
-        matches!(self, Self::Slack | Self::Notion | Self::Salesforce)
+        matches!(self, Self::Slack | Self::Notion | Self::Salesforce | Self::Figma | Self::Dropbox | Self::Linear)
     }
 }
 
@@ -197,6 +205,11 @@ impl DevUpstream {
                 .route("/oauth/token", web::post().to(token))
                 .route("/oauth/revoke", web::post().to(revoke))
                 .route("/api/v4/user", web::get().to(user))
+                // Figma's, Dropbox's and Linear's.
+                .route("/api/oauth/token", web::post().to(token))
+                .route("/api/oauth/refresh", web::post().to(token))
+                .route("/2/users/get_current_account", web::post().to(dropbox_user))
+                .route("/graphql", web::post().to(graphql_user))
                 .route("/applications/{client_id}/grant", web::delete().to(revoke))
         })
         .workers(1)
@@ -299,6 +312,7 @@ struct AuthorizeQuery {
     access_type: Option<String>,
     user_scope: Option<String>,
     owner: Option<String>,
+    token_access_type: Option<String>,
     username: Option<String>,
     decision: Option<String>,
 }
@@ -340,6 +354,7 @@ fn check_request(shared: &Shared, q: &AuthorizeQuery) -> Result<(), &'static str
         Profile::Notion => {
             return if q.owner.as_deref() == Some("user") { Ok(()) } else { Err("invalid_request") };
         }
+        Profile::Linear if q.scope.as_deref().is_some_and(|s| s.contains(' ')) => return Err("invalid_scope"),
         _ => {}
     }
     match (&q.code_challenge, q.code_challenge_method.as_deref()) {
@@ -439,7 +454,7 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
             },
             user,
             nonce: q.nonce.clone(),
-            offline: q.access_type.as_deref() == Some("offline"),
+            offline: q.access_type.as_deref() == Some("offline") || q.token_access_type.as_deref() == Some("offline"),
             expires: Instant::now() + Duration::from_secs(60),
         },
     );
@@ -551,7 +566,7 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
             let refresh = match profile {
                 Profile::Google => code.offline,
                 Profile::GitHub { expiring } => expiring,
-                Profile::OAuth2 | Profile::Oidc | Profile::Slack | Profile::Notion | Profile::Salesforce => true,
+                _ => true,
             };
             (code.user, code.scope, id_token, refresh)
         }
@@ -640,6 +655,11 @@ async fn quirk_token(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpRes
     }
     let mut db = shared.db();
     let refreshing = form.grant_type.as_deref() == Some("refresh_token");
+    // Figma: codes at the token endpoint, refresh tokens only at the refresh endpoint.
+    if profile == Profile::Figma && refreshing != req.path().ends_with("/refresh") {
+        return error(400, "unsupported_grant_type");
+    }
+    let mut offline = true;
     let (user, scope) = match form.grant_type.as_deref() {
         Some("authorization_code") => {
             let Some(code) = form.code.as_deref().and_then(|c| db.codes.remove(c)) else {
@@ -658,12 +678,14 @@ async fn quirk_token(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpRes
             {
                 return error(400, if profile == Profile::Slack { "invalid_code" } else { "invalid_grant" });
             }
+            offline = profile != Profile::Dropbox || code.offline;
             (code.user, code.scope)
         }
         Some("refresh_token") => {
             let presented = form.refresh_token.clone().unwrap_or_default();
-            // Salesforce keeps its refresh token; Slack and Notion rotate theirs.
-            let old = if profile == Profile::Salesforce {
+            // Salesforce, Figma and Dropbox keep their refresh token; the others rotate theirs.
+            let keeps = matches!(profile, Profile::Salesforce | Profile::Figma | Profile::Dropbox);
+            let old = if keeps {
                 db.refresh.get(&presented).map(|r| Refresh { user: r.user.clone(), scope: r.scope.clone() })
             } else {
                 db.refresh.remove(&presented)
@@ -679,7 +701,8 @@ async fn quirk_token(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpRes
     let access = format!("dev_at_{}", random());
     let ttl = shared.config.access_token_ttl;
     db.access.insert(access.clone(), Access { user: user.clone(), expires: Some(Instant::now() + ttl) });
-    let refresh = (!(refreshing && profile == Profile::Salesforce)).then(|| {
+    let keeps = matches!(profile, Profile::Salesforce | Profile::Figma | Profile::Dropbox);
+    let refresh = (offline && !(refreshing && keeps)).then(|| {
         let refresh = format!("dev_rt_{}", random());
         db.refresh.insert(refresh.clone(), Refresh { user: user.clone(), scope: scope.clone() });
         refresh
@@ -701,6 +724,18 @@ async fn quirk_token(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpRes
                 "person": {"email": format!("{user}@dev.example")}}},
             "duplicated_template_id": null, "request_id": random(),
         }),
+        Profile::Figma => json!({
+            "access_token": access, "refresh_token": refresh, "expires_in": ttl.as_secs(),
+            "user_id": id, "user_id_string": format!("fu-{id}"),
+        }),
+        Profile::Dropbox => json!({
+            "access_token": access, "token_type": "bearer", "expires_in": ttl.as_secs(), "scope": scope,
+            "refresh_token": refresh, "account_id": format!("dbid:{id}"), "uid": id.to_string(),
+        }),
+        Profile::Linear => json!({
+            "access_token": access, "token_type": "Bearer", "expires_in": ttl.as_secs(), "scope": scope,
+            "refresh_token": refresh,
+        }),
         _ => {
             let mut body = json!({
                 "access_token": access, "token_type": "Bearer", "scope": scope,
@@ -714,6 +749,45 @@ async fn quirk_token(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpRes
         }
     };
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
+}
+
+/// The user a bearer token belongs to, if the token is live.
+fn bearer_user(req: &HttpRequest, shared: &Shared) -> Option<(String, u64)> {
+    let token = req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?.to_owned();
+    let mut db = shared.db();
+    let user = db.access.get(&token).filter(|a| a.expires.is_none_or(|e| e > Instant::now()))?.user.clone();
+    let id = user_id(&mut db, &user);
+    Some((user, id))
+}
+
+/// Dropbox `POST /2/users/get_current_account` (no body).
+async fn dropbox_user(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    if !body.is_empty() && body.as_ref() != b"null" {
+        return HttpResponse::BadRequest().body(
+            "Error in call to API function \"users/get_current_account\": request body: could not decode input as JSON",
+        );
+    }
+    match bearer_user(&req, &shared) {
+        Some((user, id)) => HttpResponse::Ok().json(json!({
+            "account_id": format!("dbid:{id}"), "name": {"display_name": format!("Dev User {user}")},
+            "email": format!("{user}@dev.example"), "email_verified": true,
+        })),
+        None => HttpResponse::Unauthorized().json(json!({"error_summary": "invalid_access_token/"})),
+    }
+}
+
+/// Linear's GraphQL endpoint, for `{ viewer { id name email } }` only.
+async fn graphql_user(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let query: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !query["query"].as_str().is_some_and(|q| q.contains("viewer")) {
+        return HttpResponse::BadRequest().json(json!({"errors": [{"message": "Query required"}]}));
+    }
+    match bearer_user(&req, &shared) {
+        Some((user, id)) => HttpResponse::Ok().json(json!({
+            "data": {"viewer": {"id": format!("lin-{id}"), "name": format!("Dev User {user}"), "email": format!("{user}@dev.example")}}
+        })),
+        None => HttpResponse::Ok().json(json!({"errors": [{"message": "Authentication required", "extensions": {"code": "AUTHENTICATION_ERROR"}}]})),
+    }
 }
 
 async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
