@@ -7,9 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::oauth::OAuthError;
-use crate::oauth::account;
+use crate::oauth::account::{self, SessionRecord};
 use crate::oauth::error::ErrorCode;
-use crate::store::SessionRecord;
 
 use super::AppState;
 use super::authorize::{flow_error, redirect};
@@ -23,7 +22,7 @@ struct Signed {
 
 impl Signed {
     fn who(&self) -> &str {
-        self.record.display_name.as_deref().or(self.record.email.as_deref()).unwrap_or(&self.record.user)
+        account::who(&self.record)
     }
 }
 
@@ -83,13 +82,9 @@ pub async fn sign_in(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         return pages::sign_in_page(&account::sign_in_choices(flow));
     };
     // The same browser binding as the consent flow: the session is bound to it.
-    let binding = state
-        .binding(&req)
-        .filter(|b| crate::oauth::authorize::is_binding(b))
-        .unwrap_or_else(crate::crypto::random::token);
-    let digest = crate::crypto::hash::digest(&binding);
-    match account::start_sign_in(flow, &provider, digest, state.clock.now()).await {
-        Ok(url) => {
+    let presented = state.binding(&req);
+    match account::start_sign_in(flow, &provider, presented.as_deref(), state.clock.now()).await {
+        Ok((url, binding)) => {
             let mut response = redirect(url.as_str(), StatusCode::FOUND);
             if let Err(e) = response.add_cookie(&state.binding_cookie(binding)) {
                 tracing::error!(error = %e, "cannot set the binding cookie");
@@ -297,7 +292,7 @@ pub async fn disconnect(
         Err(e) => return unavailable(&e),
     };
     let upstream = form.upstream.as_deref() == Some("on");
-    match account::disconnect(flow, admin, &signed.record, &id, upstream, &origin, state.clock.now()).await {
+    match account::disconnect(admin, &signed.record, &connection, upstream, &origin, state.clock.now()).await {
         Ok(removed) => pages::removed_page(
             &format!("{} disconnected", connection.provider_name),
             &removed,

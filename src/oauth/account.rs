@@ -17,7 +17,8 @@ use crate::audit::{EventType, Origin};
 use crate::clock::UnixTime;
 use crate::crypto::seal::KeyRing;
 use crate::crypto::{hash, random};
-use crate::store::{AuthorizationRecord, PendingRecord, SessionRecord};
+pub use crate::store::SessionRecord;
+use crate::store::{AuthorizationRecord, PendingRecord};
 
 use super::admin::{self, AdminContext, BulkRevoke, GrantFilter, GrantView, State};
 use super::authorize::FlowContext;
@@ -46,13 +47,17 @@ pub fn sign_in_choices(ctx: FlowContext<'_>) -> Vec<(String, String)> {
     choices
 }
 
-/// Sends the browser to sign in at `provider` for the account page.
+/// Sends the browser to sign in at `provider` for the account page: the URL, and the browser
+/// binding to (re)set (the one presented, or a new one; the session is bound to it).
 pub async fn start_sign_in(
     ctx: FlowContext<'_>,
     provider: &str,
-    binding_digest: String,
+    presented_binding: Option<&str>,
     now: UnixTime,
-) -> Result<url::Url, FlowError> {
+) -> Result<(url::Url, String), FlowError> {
+    let binding =
+        presented_binding.filter(|b| super::authorize::is_binding(b)).map_or_else(random::token, str::to_owned);
+    let binding_digest = hash::digest(&binding);
     if ctx.lifetimes.session.is_zero() {
         return Err(FlowError::page(
             "The account page needs sign-in sessions, which this server turned off (tokens.session_ttl_secs = 0).",
@@ -99,7 +104,7 @@ pub async fn start_sign_in(
         account: true,
     };
     ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
-    Ok(url)
+    Ok((url, binding))
 }
 
 /// The signed-in person, when the browser presents a live session issued to it.
@@ -226,6 +231,11 @@ impl AccountView {
     }
 }
 
+/// The name a session's person is greeted by (as on the consent page).
+pub fn who(session: &SessionRecord) -> &str {
+    session.display_name.as_deref().or(session.email.as_deref()).unwrap_or(&session.user)
+}
+
 /// The user's live grants and connections (grants already revoked stay off the page; the
 /// activity list says who removed them).
 async fn grants(admin: AdminContext<'_>, user: &str) -> Result<Option<admin::UserView>, OAuthError> {
@@ -242,6 +252,17 @@ pub async fn view(
     admin: AdminContext<'_>,
     session: &SessionRecord,
 ) -> Result<AccountView, OAuthError> {
+    let (mut view, names) = delegations(ctx, admin, session).await?;
+    view.activity = activity(ctx, admin, &session.user, &names).await;
+    Ok(view)
+}
+
+/// The page without its activity list, and the client names the activity list uses.
+async fn delegations(
+    ctx: FlowContext<'_>,
+    admin: AdminContext<'_>,
+    session: &SessionRecord,
+) -> Result<(AccountView, BTreeMap<String, String>), OAuthError> {
     let user = &session.user;
     let found = grants(admin, user).await?;
     let (grants, connections) = match found {
@@ -295,16 +316,16 @@ pub async fn view(
             }
         })
         .collect();
-    let activity = activity(ctx, admin, user, &names).await;
     let first = grants.first();
-    Ok(AccountView {
+    let view = AccountView {
         user: user.clone(),
         name: session.display_name.clone().or_else(|| first.and_then(|g| g.user.name.clone())),
         email: session.email.clone().or_else(|| first.and_then(|g| g.user.email.clone())),
         clients,
         connections,
-        activity,
-    })
+        activity: Vec::new(),
+    };
+    Ok((view, names))
 }
 
 fn registration(grant: &GrantView) -> Registration {
@@ -473,31 +494,39 @@ pub async fn connection(
     session: &SessionRecord,
     id: &str,
 ) -> Result<Option<ConnectionCard>, OAuthError> {
-    Ok(view(ctx, admin, session).await?.connections.into_iter().find(|c| c.id == id))
+    Ok(delegations(ctx, admin, session).await?.0.connections.into_iter().find(|c| c.id == id))
 }
 
-/// Ends one of the user's connections: every grant on it, and with `upstream` the
-/// authorization at the provider.
+/// Ends `connection`, one of the user's (from [`connection`]): every grant on it, and with
+/// `upstream` the authorization at the provider.
 pub async fn disconnect(
-    ctx: FlowContext<'_>,
     admin: AdminContext<'_>,
     session: &SessionRecord,
-    id: &str,
+    connection: &ConnectionCard,
     upstream: bool,
     origin: &Origin,
     now: UnixTime,
 ) -> Result<Removed, OAuthError> {
-    if connection(ctx, admin, session, id).await?.is_none() {
-        return Err(nothing("such connection"));
-    }
     let trigger = Trigger::User { user: session.user.clone() };
-    let report = admin::disconnect(admin, id, &trigger, upstream, origin, now).await?;
+    let report = admin::disconnect(admin, &connection.id, &trigger, upstream, origin, now).await?;
     Ok(Removed { ended: report.matched, upstream: report.upstream.unwrap_or(UpstreamResult::Skipped) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_sign_ins_of_the_previous_version_read_as_client_flows() {
+        let old = serde_json::json!({
+            "request": {"client_id": "c", "redirect_uri": "https://c/cb", "redirect_uri_sent": true,
+                "code_challenge": "x", "resource": "files", "scope": [], "offline": true},
+            "binding_digest": "b", "provider": "dev", "upstream_verifier": "v", "upstream_scopes": [], "created_at": 1
+        });
+        let read: PendingRecord = serde_json::from_value(old).unwrap();
+        assert!(!read.account, "an authorization in flight during the upgrade is not an account sign-in");
+        assert!(!serde_json::to_string(&read).unwrap().contains("account"));
+    }
 
     #[test]
     fn the_form_token_belongs_to_one_session_and_one_key_ring() {

@@ -480,6 +480,16 @@ mod tests {
     }
 
     #[test]
+    fn token_sets_sealed_by_the_previous_version_open_without_extra_values() {
+        let old = r#"{"access_token":"a","token_type":"bearer","refresh_token":"r","expires_at":10,"scope":"s"}"#;
+        let read: UpstreamTokens = serde_json::from_str(old).unwrap();
+        assert_eq!(read.access_token, "a");
+        assert!(read.extra.is_empty());
+        let written = serde_json::to_string(&read).unwrap();
+        assert!(!written.contains("extra"), "nothing new is written for providers without extra values: {written}");
+    }
+
+    #[test]
     fn tokens_are_refreshed_within_the_skew_but_never_before_half_their_life() {
         let hour = tokens(Some(0), Some(3600));
         assert!(!hour.expires_within(60, 3539));
