@@ -215,7 +215,7 @@ fn provider(kind: tether::upstream::ProviderKind, base: &str, timeout_ms: u64) -
         subject: tether::upstream::SubjectSource::Userinfo("id".into()),
         scopes: vec![],
         extra_authorize_params: vec![],
-        pkce: true,
+        pkce: tether::upstream::Pkce::Required,
         timeout: std::time::Duration::from_millis(timeout_ms),
         callback_url: url("/callback"),
         revoke_upstream: false,

@@ -141,9 +141,9 @@ fn knobs_are_checked_by_name_and_kind() {
             "JSON",
         ),
         (
-            format!("{oauth2}identity = \"token_response\"\nextra_values = {{ api_x = \"a\" }}\n"),
+            format!("{oauth2}identity = \"token_response\"\nextra_values = {{ api_base_url = \"a\" }}\n"),
             "providers.p.extra_values",
-            "api_",
+            "set by Tether",
         ),
         (
             format!("{oauth2}identity = \"token_response\"\napi_base_url = \"ftp://x\"\n"),

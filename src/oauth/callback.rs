@@ -74,12 +74,12 @@ pub async fn complete(
         .as_deref()
         .filter(|c| !c.is_empty())
         .ok_or_else(|| fail(&OAuthError::server_error("the upstream provider sent no code")))?;
-    let exchanged = provider
+    let mut exchanged = provider
         .exchange_code(code, &pending.upstream_verifier, now)
         .await
         .map_err(|e| fail(&upstream_failure("code exchange", provider.id(), e)))?;
     let identity = provider
-        .identity(&exchanged, pending.upstream_nonce.as_deref(), now)
+        .identity(&mut exchanged, pending.upstream_nonce.as_deref(), now)
         .await
         .map_err(|e| fail(&upstream_failure("identity", provider.id(), e)))?;
     let signed_in = |user: &str| {
@@ -154,6 +154,7 @@ fn upstream_failure(step: &str, provider: &str, err: UpstreamError) -> OAuthErro
             "the upstream provider is unavailable; try again shortly",
         ),
         UpstreamError::Rejected { .. } => OAuthError::server_error("the upstream provider refused the sign-in"),
+        UpstreamError::NotAllowed(why) => OAuthError::new(ErrorCode::AccessDenied, why),
         UpstreamError::Invalid(_) => OAuthError::server_error("the upstream provider answered unexpectedly"),
     }
 }
@@ -161,7 +162,9 @@ fn upstream_failure(step: &str, provider: &str, err: UpstreamError) -> OAuthErro
 /// A failed account-page sign-in, as a page (there is no client to send the error to).
 fn account_failure(error: &OAuthError) -> FlowError {
     match error.code {
-        ErrorCode::AccessDenied => FlowError::page("You cancelled the sign-in at the provider."),
+        ErrorCode::AccessDenied if error.description.starts_with("the user denied") => {
+            FlowError::page("You cancelled the sign-in at the provider.")
+        }
         ErrorCode::TemporarilyUnavailable => FlowError::Page {
             status: super::flow::PageStatus::Unavailable,
             message: "The provider is unavailable. Try again in a moment.".into(),

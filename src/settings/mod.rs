@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::upstream::{ProviderKind, TokenAuth};
+use crate::upstream::{Pkce, ProviderKind, RevocationStyle, TokenAuth};
 
 pub mod admin;
 mod audit;
@@ -223,8 +223,9 @@ pub struct ProviderSettings {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub extra_authorize_params: BTreeMap<String, String>,
-    #[serde(default = "yes")]
-    pub pkce: bool,
+    /// "required" (the default; `true`), "optional", or "off" (`false`).
+    #[serde(default, deserialize_with = "pkce_setting")]
+    pub pkce: Pkce,
     #[serde(default = "default_provider_timeout")]
     pub timeout_secs: u64,
     /// Revoke the upstream grant when Tether's grant is revoked.
@@ -262,11 +263,55 @@ pub struct ProviderSettings {
     pub account_field: Option<String>,
     pub name_field: Option<String>,
     pub email_field: Option<String>,
+    /// Values for MCP servers from the user endpoint's answer (name = path).
+    #[serde(default)]
+    pub userinfo_values: BTreeMap<String, String>,
+    /// One GET after the code exchange whose answer yields values for MCP servers.
+    pub extra_call: Option<ExtraCallSettings>,
+    pub revocation_style: Option<RevocationStyle>,
+    /// Always requested, whatever `scopes` says (`offline_access`).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Send the granted scopes with every refresh request.
+    #[serde(default)]
+    pub refresh_scope: bool,
+    // kind = "oidc": multi-tenant issuers
+    pub tenant_claim: Option<String>,
+    #[serde(default)]
+    pub allowed_tenants: Vec<String>,
     // kind = "github"
     pub web_url: Option<String>,
     pub api_url: Option<String>,
     // kind = "oidc" (required) and "google" (defaults to https://accounts.google.com)
     pub issuer: Option<String>,
+}
+
+/// `extra_call = { url = "...", values = { cloud_id = "0.id" } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraCallSettings {
+    pub url: String,
+    pub values: BTreeMap<String, String>,
+}
+
+/// `pkce = true | false | "required" | "optional" | "off"`.
+fn pkce_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Pkce, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Flag(bool),
+        Mode(Pkce),
+        // From the environment every value is text.
+        Text(String),
+    }
+    Ok(match Given::deserialize(d) {
+        Ok(Given::Flag(true)) => Pkce::Required,
+        Ok(Given::Flag(false)) => Pkce::Off,
+        Ok(Given::Mode(mode)) => mode,
+        Ok(Given::Text(text)) if text == "true" => Pkce::Required,
+        Ok(Given::Text(text)) if text == "false" => Pkce::Off,
+        _ => return Err(serde::de::Error::custom("expected \"required\", \"optional\" or \"off\"")),
+    })
 }
 
 /// How the token request's parameters are sent.
@@ -338,9 +383,6 @@ pub struct ClientSettings {
 
 fn default_token_auth() -> TokenAuth {
     TokenAuth::ClientSecretBasic
-}
-fn yes() -> bool {
-    true
 }
 fn default_provider_timeout() -> u64 {
     10

@@ -11,14 +11,27 @@ use super::ConfigErrors;
 
 /// Every preset: (name, TOML).
 const CATALOGUE: &[(&str, &str)] = &[
+    ("asana", include_str!("../../config/providers/asana.toml")),
+    ("atlassian", include_str!("../../config/providers/atlassian.toml")),
+    ("auth0", include_str!("../../config/providers/auth0.toml")),
+    ("box", include_str!("../../config/providers/box.toml")),
+    ("discord", include_str!("../../config/providers/discord.toml")),
     ("dropbox", include_str!("../../config/providers/dropbox.toml")),
     ("figma", include_str!("../../config/providers/figma.toml")),
     ("gitlab", include_str!("../../config/providers/gitlab.toml")),
+    ("hubspot", include_str!("../../config/providers/hubspot.toml")),
+    ("keycloak", include_str!("../../config/providers/keycloak.toml")),
     ("linear", include_str!("../../config/providers/linear.toml")),
+    ("microsoft", include_str!("../../config/providers/microsoft.toml")),
     ("notion", include_str!("../../config/providers/notion.toml")),
+    ("okta", include_str!("../../config/providers/okta.toml")),
     ("salesforce", include_str!("../../config/providers/salesforce.toml")),
     ("slack", include_str!("../../config/providers/slack.toml")),
+    ("zoom", include_str!("../../config/providers/zoom.toml")),
 ];
+
+/// Placeholders Tether fills in itself when it calls the provider.
+const RUNTIME: &[&str] = &["access_token", "refresh_token"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +89,12 @@ fn substitute(text: &str, values: &std::collections::BTreeMap<String, String>) -
         let name = &after[..close];
         match values.get(name) {
             Some(value) => out.push_str(value),
+            // Filled in per request, not by the preset (a token in a URL's path).
+            None if RUNTIME.contains(&name) => {
+                out.push('{');
+                out.push_str(name);
+                out.push('}');
+            }
             // Not a variable (JSON paths never use braces; a literal `{` stays).
             None if !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') || name.is_empty() => {
                 out.push('{');

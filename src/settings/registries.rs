@@ -16,7 +16,10 @@ use crate::oauth::registry::{OfferedScope, Resource};
 use crate::oauth::{redirect, resource, scope};
 use crate::store::{ClientRecord, ClientSource};
 use crate::upstream::shape::{IdentityPaths, TokenShape};
-use crate::upstream::{EndpointSource, ProviderConfig, ProviderKind, Quirks, StaticEndpoints, SubjectSource, github};
+use crate::upstream::{
+    EndpointSource, ExtraCall, ProviderConfig, ProviderKind, Quirks, RevocationStyle, StaticEndpoints, SubjectSource,
+    TenantRule, github,
+};
 
 /// Parameters Tether sets itself on the upstream authorization request.
 const RESERVED_PARAMS: [&str; 7] =
@@ -84,6 +87,11 @@ pub(super) fn providers(
         };
         if kind.subject == SubjectSource::IdToken && !scopes.iter().any(|s| s == "openid") {
             scopes.insert(0, "openid".to_owned());
+        }
+        for required in &p.required_scopes {
+            if !scopes.contains(required) {
+                scopes.push(required.clone());
+            }
         }
         // Kind defaults first, then the configured parameters, which win.
         let mut params: Vec<(String, String)> = kind
@@ -234,7 +242,6 @@ fn kind_settings(
                     ("revocation_url", &p.revocation_url),
                     ("web_url", &p.web_url),
                     ("api_url", &p.api_url),
-                    ("subject_field", &p.subject_field),
                 ],
             );
             let google = p.kind == ProviderKind::Google;
@@ -267,16 +274,13 @@ fn kind_settings(
 /// The departures from plain OAuth 2.0 a provider is configured with (kind = "oauth2" only).
 fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut ConfigErrors) -> Quirks {
     let key = |member: &str| format!("providers.{id}.{member}");
-    let set: Vec<&str> = [
+    let oauth2_only = [
         ("token_body", p.token_body.is_some()),
         ("token_path", p.token_path.is_some()),
         ("success_field", p.success_field.is_some()),
-        ("default_expires_in", p.default_expires_in.is_some()),
-        ("extra_values", !p.extra_values.is_empty()),
         ("scope_separator", p.scope_separator.is_some()),
         ("scope_param", p.scope_param.is_some()),
         ("refresh_url", p.refresh_url.is_some()),
-        ("refresh_params", !p.refresh_params.is_empty()),
         ("userinfo_headers", !p.userinfo_headers.is_empty()),
         ("userinfo_method", p.userinfo_method.is_some()),
         ("userinfo_body", p.userinfo_body.is_some()),
@@ -284,15 +288,62 @@ fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut 
         ("account_field", p.account_field.is_some()),
         ("name_field", p.name_field.is_some()),
         ("email_field", p.email_field.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, on)| on.then_some(name))
-    .collect();
+    ];
+    // What OpenID providers may use too (Keycloak's, Okta's and Microsoft's quirks).
+    let not_github = [
+        ("default_expires_in", p.default_expires_in.is_some()),
+        ("extra_values", !p.extra_values.is_empty()),
+        ("refresh_params", !p.refresh_params.is_empty()),
+        ("refresh_scope", p.refresh_scope),
+        ("api_base_url", p.api_base_url.is_some()),
+        ("api_headers", !p.api_headers.is_empty()),
+        ("userinfo_values", !p.userinfo_values.is_empty()),
+        ("extra_call", p.extra_call.is_some()),
+        ("revocation_style", p.revocation_style.is_some()),
+        ("required_scopes", !p.required_scopes.is_empty()),
+    ];
+    let oidc_only = [("tenant_claim", p.tenant_claim.is_some()), ("allowed_tenants", !p.allowed_tenants.is_empty())];
+    let refuse = |errors: &mut ConfigErrors, knobs: &[(&str, bool)], applies: &str| {
+        for (name, _) in knobs.iter().filter(|(_, on)| *on) {
+            errors.push(key(name), format!("does not apply to kind = \"{}\" (only to {applies})", kind_name(p.kind)));
+        }
+    };
+    let oidc = matches!(p.kind, ProviderKind::Oidc | ProviderKind::Google);
     if p.kind != ProviderKind::Oauth2 {
-        for name in set {
-            errors.push(key(name), format!("does not apply to kind = \"{}\" (only to \"oauth2\")", kind_name(p.kind)));
+        refuse(errors, &oauth2_only, "\"oauth2\"");
+    }
+    if p.kind == ProviderKind::Github {
+        refuse(errors, &not_github, "\"oauth2\", \"oidc\" and \"google\"");
+    }
+    if !oidc {
+        refuse(errors, &oidc_only, "\"oidc\"");
+    }
+    if !p.allowed_tenants.is_empty() && p.tenant_claim.is_none() {
+        errors.push(key("allowed_tenants"), "needs tenant_claim (the ID token claim naming the tenant, \"tid\")");
+    }
+    for tenant in &p.allowed_tenants {
+        if !crate::upstream::id_token::is_tenant_id(tenant) {
+            errors.push(key("allowed_tenants"), format!("`{tenant}` is not a tenant id (a GUID or a domain name)"));
         }
     }
+    for scope in &p.required_scopes {
+        if scope.is_empty() || scope.contains(' ') {
+            errors.push(key("required_scopes"), format!("`{scope}` is not one scope"));
+        }
+    }
+    let style = p.revocation_style.unwrap_or_default();
+    if style == RevocationStyle::Delete && !p.revocation_url.as_deref().is_some_and(|u| u.contains("{refresh_token}")) {
+        errors.push(key("revocation_style"), "\"delete\" needs a revocation_url with {refresh_token} in its path");
+    }
+    if style != RevocationStyle::Rfc7009 && p.revocation_url.is_none() && p.kind == ProviderKind::Oauth2 {
+        errors.push(key("revocation_style"), "needs revocation_url");
+    }
+    let extra_call = p.extra_call.as_ref().and_then(|call| {
+        value_names(&call.values, &key("extra_call.values"), errors);
+        let url = endpoint(Some(&call.url), &key("extra_call.url"), production, errors)?;
+        Some(ExtraCall { url, values: call.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect() })
+    });
+    value_names(&p.userinfo_values, &key("userinfo_values"), errors);
     let from_token = p.identity == Some(super::IdentitySource::TokenResponse);
     let post = p.userinfo_method == Some(super::UserinfoMethod::Post);
     if let Some(body) = &p.userinfo_body {
@@ -303,14 +354,7 @@ fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut 
             errors.push(key("userinfo_body"), "must be JSON (it is sent as application/json)");
         }
     }
-    for name in p.extra_values.keys() {
-        if !valid_id(name) || name.starts_with("api_") {
-            errors.push(
-                key("extra_values"),
-                format!("`{name}`: names are 1-64 characters of a-z 0-9 _ -, not starting with api_"),
-            );
-        }
-    }
+    value_names(&p.extra_values, &key("extra_values"), errors);
     for (name, value) in [("scope_separator", &p.scope_separator), ("scope_param", &p.scope_param)] {
         if value.as_deref().is_some_and(|v| v.is_empty() || v.len() > 32) {
             errors.push(key(name), "must be 1-32 characters");
@@ -367,6 +411,32 @@ fn quirks(id: &str, p: &super::ProviderSettings, production: bool, errors: &mut 
         account_field: p.account_field.clone().filter(|_| !from_token),
         name_field: p.name_field.clone().filter(|_| !from_token),
         email_field: p.email_field.clone().filter(|_| !from_token),
+        userinfo_values: p.userinfo_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        extra_call,
+        revocation_style: style,
+        refresh_scope: p.refresh_scope,
+        id_token_subject: p.subject_field.clone().filter(|_| oidc),
+        tenant: p.tenant_claim.clone().filter(|_| oidc).map(|claim| TenantRule {
+            claim,
+            allowed: p.allowed_tenants.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        }),
+    }
+}
+
+/// Names of values handed to MCP servers: ids, not those Tether sets itself.
+fn value_names(values: &BTreeMap<String, String>, key: &str, errors: &mut ConfigErrors) {
+    for (name, path) in values {
+        if !valid_id(name) || ["api_base_url", "api_headers", "tenant_id"].contains(&name.as_str()) {
+            errors.push(
+                key,
+                format!(
+                    "`{name}`: names are 1-64 characters of a-z 0-9 _ -, and not api_base_url, api_headers or tenant_id (set by Tether)"
+                ),
+            );
+        }
+        if path.is_empty() || path.len() > 128 {
+            errors.push(key, format!("`{name}`: the path must be 1-128 characters (\".\" for the whole answer)"));
+        }
     }
 }
 

@@ -23,8 +23,9 @@ pub struct ExtraFields {
     /// OpenID Connect Core §3.1.3.3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
-    /// GitHub Apps with expiring user tokens: the refresh token's own lifetime.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// GitHub Apps with expiring user tokens, and Keycloak (`refresh_expires_in`, where 0
+    /// means an offline token without one): the refresh token's own lifetime.
+    #[serde(default, alias = "refresh_expires_in", skip_serializing_if = "Option::is_none")]
     pub refresh_token_expires_in: Option<u64>,
     /// Values for API callers, read from the answer by `shape`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,7 +120,10 @@ pub fn tokens_from(
     }
     let after = |secs: u64| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
     let (refresh_token, refresh_expires_at) = match response.refresh_token() {
-        Some(new) => (Some(new.secret().clone()), response.extra_fields().refresh_token_expires_in.map(after)),
+        Some(new) => (
+            Some(new.secret().clone()),
+            response.extra_fields().refresh_token_expires_in.filter(|secs| *secs > 0).map(after),
+        ),
         None => (previous.and_then(|p| p.refresh_token.clone()), previous.and_then(|p| p.refresh_expires_at)),
     };
     UpstreamTokens {

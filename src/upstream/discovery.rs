@@ -11,8 +11,8 @@ use url::Url;
 
 use super::client::{OAuthClient, build};
 use super::http::UpstreamHttp;
-use super::id_token::Jwks;
-use super::{ProviderConfig, UpstreamError};
+use super::id_token::{Jwks, issuer_matches};
+use super::{Pkce, ProviderConfig, UpstreamError};
 
 /// After a failed discovery, requests fail fast for this long before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -30,6 +30,8 @@ pub struct Endpoints {
     pub jwks: Option<Arc<Jwks>>,
     /// RFC 9207: the provider names itself (`iss`) in every authorization response.
     pub response_iss: bool,
+    /// Whether authorization requests carry a PKCE challenge (S256).
+    pub pkce: bool,
 }
 
 /// Endpoints given in the configuration.
@@ -69,6 +71,8 @@ struct DiscoveryDocument {
     revocation_endpoint: Option<Url>,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
+    code_challenge_methods_supported: Option<Vec<String>>,
 }
 
 impl EndpointState {
@@ -82,6 +86,7 @@ impl EndpointState {
                 issuer: None,
                 jwks: None,
                 response_iss: false,
+                pkce: config.pkce != Pkce::Off,
             })),
             EndpointSource::Discover { issuer } => {
                 Self::Discover { issuer: issuer.clone(), resolved: RwLock::new(None), last_attempt: Mutex::new(None) }
@@ -127,9 +132,23 @@ async fn discover(config: &ProviderConfig, http: &UpstreamHttp, issuer: &str) ->
     let doc: DiscoveryDocument =
         serde_json::from_slice(&body).map_err(|e| UpstreamError::Invalid(format!("discovery document: {e}")))?;
     // OIDC Discovery §4.3: the issuer in the document MUST be identical to the one used.
-    if doc.issuer != issuer {
+    // Multi-tenant endpoints (Microsoft `common`) publish `.../{tenantid}/...` instead: taken
+    // only when configured so, and then every ID token must name the tenant it comes from.
+    let templated = config.quirks.tenant.is_some() && issuer_matches(&doc.issuer, issuer);
+    if doc.issuer != issuer && !templated {
         return Err(UpstreamError::Invalid(format!("discovery names issuer `{}`, not `{issuer}`", doc.issuer)));
     }
+    let s256 = doc.code_challenge_methods_supported.as_ref().is_none_or(|m| m.iter().any(|m| m == "S256"));
+    let pkce = match config.pkce {
+        Pkce::Required if !s256 => {
+            return Err(UpstreamError::Invalid(
+                "the provider does not list PKCE S256, which this provider's `pkce = \"required\"` needs".to_owned(),
+            ));
+        }
+        Pkce::Required => true,
+        Pkce::Optional => s256,
+        Pkce::Off => false,
+    };
     Ok(Endpoints {
         client: build(config, &doc.authorization_endpoint, &doc.token_endpoint),
         refresh_client: config.quirks.refresh_url.as_ref().map(|r| build(config, &doc.authorization_endpoint, r)),
@@ -138,5 +157,6 @@ async fn discover(config: &ProviderConfig, http: &UpstreamHttp, issuer: &str) ->
         issuer: Some(doc.issuer),
         jwks: Some(Arc::new(Jwks::new(doc.jwks_uri, http.clone()))),
         response_iss: doc.authorization_response_iss_parameter_supported,
+        pkce,
     })
 }

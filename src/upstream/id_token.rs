@@ -76,6 +76,30 @@ pub struct IdClaims {
     iat: Option<i64>,
     #[serde(default)]
     nonce: Option<String>,
+    /// Every other claim (a tenant id, a subject made of several claims).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The placeholder multi-tenant providers put in their discovered issuer (Microsoft).
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// Whether `got` is `template` with its `{tenantid}` (if any) replaced by one tenant id.
+pub fn issuer_matches(template: &str, got: &str) -> bool {
+    match template.split_once(TENANT_PLACEHOLDER) {
+        None => template == got,
+        Some((before, after)) => got
+            .strip_prefix(before)
+            .and_then(|rest| rest.strip_suffix(after))
+            .is_some_and(|tenant| is_tenant_id(tenant)),
+    }
+}
+
+/// A tenant id that can stand in an issuer URL: a GUID or a domain name, nothing else.
+pub fn is_tenant_id(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= 128
+        && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,11 +190,14 @@ impl Jwks {
         jwk.map(|jwk| DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::Jwks("unusable key".to_owned()))).transpose()
     }
 
-    /// Verifies an ID token for `client_id` from `issuer` (OIDC Core §3.1.3.7).
+    /// Verifies an ID token for `client_id` from `issuer` (OIDC Core §3.1.3.7). An issuer
+    /// with `{tenantid}` is completed with the token's `tenant_claim` (Microsoft's multi-tenant
+    /// endpoints), so the token must name the tenant its issuer is.
     pub async fn verify(
         &self,
         id_token: &str,
         issuer: &str,
+        tenant_claim: Option<&str>,
         client_id: &str,
         nonce: Option<&str>,
         now: UnixTime,
@@ -188,7 +215,14 @@ impl Jwks {
         validation.required_spec_claims.clear();
         let claims =
             jsonwebtoken::decode::<IdClaims>(id_token, &key, &validation).map_err(|_| IdTokenError::Signature)?.claims;
-        if claims.iss != issuer {
+        let expected = match tenant_claim.filter(|_| issuer.contains(TENANT_PLACEHOLDER)) {
+            Some(claim) => match claims.other.get(claim).and_then(|v| v.as_str()).filter(|t| is_tenant_id(t)) {
+                Some(tenant) => issuer.replace(TENANT_PLACEHOLDER, tenant),
+                None => return Err(IdTokenError::Issuer),
+            },
+            None => issuer.to_owned(),
+        };
+        if claims.iss != expected {
             return Err(IdTokenError::Issuer);
         }
         if !claims.aud.contains(client_id) || (!claims.aud.is_single() && claims.azp.as_deref() != Some(client_id)) {

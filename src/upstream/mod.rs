@@ -52,6 +52,54 @@ pub enum TokenAuth {
     ClientSecretPost,
 }
 
+/// Whether Tether sends a PKCE challenge (always S256; `plain` is never sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pkce {
+    /// Always; an OpenID provider whose discovery document lists challenge methods without
+    /// S256 is refused.
+    #[default]
+    Required,
+    /// Unless the provider's discovery document lists challenge methods without S256.
+    Optional,
+    /// Never (providers that refuse a challenge, or ignore it: Slack without the opt-in).
+    Off,
+}
+
+/// How the provider revokes a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationStyle {
+    /// RFC 7009: POST the token (the refresh token when there is one) with the client's
+    /// credentials.
+    #[default]
+    Rfc7009,
+    /// POST with the access token as the bearer credential and no body (Dropbox, Linear).
+    Bearer,
+    /// DELETE the URL with `{refresh_token}` in its path (HubSpot).
+    Delete,
+}
+
+/// Multi-tenant OpenID providers (Microsoft `common`/`organizations`): the issuer names the
+/// tenant, so it is checked against the ID token's tenant claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRule {
+    /// The ID token claim naming the tenant (`tid`), substituted for `{tenantid}` in the
+    /// discovered issuer and handed on as `upstream.extra.tenant_id`.
+    pub claim: String,
+    /// Only these tenants may sign in (empty: any).
+    pub allowed: Vec<String>,
+}
+
+/// A call made once after the code exchange for values API callers need (Atlassian's
+/// accessible resources: the cloud id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraCall {
+    pub url: Url,
+    /// Name and path (see `shape::pick`) of each value taken from the answer.
+    pub values: Vec<(String, String)>,
+}
+
 /// Where the user's stable id comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubjectSource {
@@ -79,7 +127,7 @@ pub struct ProviderConfig {
     /// Upstream scopes requested on every authorization.
     pub scopes: Vec<String>,
     pub extra_authorize_params: Vec<(String, String)>,
-    pub pkce: bool,
+    pub pkce: Pkce,
     pub timeout: Duration,
     /// Tether's `/callback`, registered at the provider.
     pub callback_url: Url,
@@ -117,6 +165,16 @@ pub struct Quirks {
     pub account_field: Option<String>,
     pub name_field: Option<String>,
     pub email_field: Option<String>,
+    /// Values for API callers from the user endpoint's answer (HubSpot `hub_id`).
+    pub userinfo_values: Vec<(String, String)>,
+    /// Values for API callers from one call after the exchange (Atlassian cloud ids).
+    pub extra_call: Option<ExtraCall>,
+    pub revocation_style: RevocationStyle,
+    /// Send the granted scopes with every refresh request (Okta).
+    pub refresh_scope: bool,
+    /// Claims of the ID token naming the user, `+`-joined (Microsoft `tid+oid`); `sub` if unset.
+    pub id_token_subject: Option<String>,
+    pub tenant: Option<TenantRule>,
 }
 
 /// The upstream token set, as sealed into a grant.
@@ -191,6 +249,10 @@ pub enum UpstreamError {
     /// The provider could not be reached or failed (5xx, 429, timeout). Transient.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
+    /// The provider signed the user in, but Tether's configuration does not admit them (a
+    /// tenant outside the allow-list). Said to the user as it is.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     /// The provider answered something that is not what the protocol says.
     #[error("provider answered unexpectedly: {0}")]
     Invalid(String),
@@ -230,6 +292,7 @@ impl Provider {
                 Err(UpstreamError::Rejected { .. }) => "refused",
                 Err(UpstreamError::Unavailable(_)) => "transient",
                 Err(UpstreamError::Invalid(_)) => "invalid",
+                Err(UpstreamError::NotAllowed(_)) => "not_allowed",
             };
             metrics.upstream_call(&self.config.id, call, outcome);
         }
@@ -317,7 +380,7 @@ impl Provider {
             let joined = scopes.join(quirks.scope_separator.as_deref().unwrap_or(" "));
             request = request.add_extra_param(quirks.scope_param.clone().unwrap_or_else(|| "scope".to_owned()), joined);
         }
-        if self.config.pkce {
+        if endpoints.pkce {
             let verifier = PkceCodeVerifier::new(pkce_verifier.to_owned());
             request = request.set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier));
         }
@@ -336,9 +399,9 @@ impl Provider {
     pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), UpstreamError> {
         let endpoints = self.endpoints().await?;
         match (endpoints.issuer.as_deref(), iss) {
-            (Some(expected), Some(got)) if got != expected => Err(UpstreamError::Invalid(format!(
-                "the authorization response names another issuer than `{expected}`"
-            ))),
+            (Some(expected), Some(got)) if !id_token::issuer_matches(expected, got) => Err(UpstreamError::Invalid(
+                format!("the authorization response names another issuer than `{expected}`"),
+            )),
             (Some(_), None) if endpoints.response_iss => {
                 Err(UpstreamError::Invalid("the authorization response lacks the `iss` the provider advertises".into()))
             }
@@ -355,7 +418,7 @@ impl Provider {
     ) -> Result<Exchanged, UpstreamError> {
         let endpoints = self.endpoints().await?;
         let mut request = endpoints.client.exchange_code(AuthorizationCode::new(code.to_owned()));
-        if self.config.pkce {
+        if endpoints.pkce {
             request = request.set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
         }
         let http = http::Shaped { http: &self.http, shape: &self.config.quirks.shape };
@@ -382,53 +445,96 @@ impl Provider {
         for (name, value) in &quirks.refresh_params {
             request = request.add_extra_param(name.clone(), value.clone());
         }
+        if quirks.refresh_scope
+            && let Some(scope) = &tokens.scope
+        {
+            request = request.add_extra_param("scope", scope.clone());
+        }
         let http = http::Shaped { http: &self.http, shape: &quirks.shape };
         let response = request.request_async(&http).await.map_err(classify)?;
         Ok(tokens_from(&response, Some(tokens), &quirks.api_hints, now))
     }
 
-    /// The user's stable id: from the verified ID token, or from the user endpoint.
+    /// The user's stable id: from the verified ID token, the token answer or the user
+    /// endpoint. Values API callers need that only these answers carry (a tenant id, the
+    /// user endpoint's `userinfo_values`, the `extra_call`'s) are added to the token set.
     pub async fn identity(
         &self,
-        exchanged: &Exchanged,
+        exchanged: &mut Exchanged,
         nonce: Option<&str>,
         now: UnixTime,
     ) -> Result<Identity, UpstreamError> {
         let endpoints = self.endpoints().await?;
-        let access_token = &exchanged.tokens.access_token;
-        let userinfo = |field: &str| {
+        let quirks = &self.config.quirks;
+        let access_token = exchanged.tokens.access_token.clone();
+        let userinfo = |field: String| {
             let url = endpoints.userinfo_url.clone();
-            let field = field.to_owned();
+            let access_token = access_token.clone();
             async move {
                 let url = url.ok_or_else(|| UpstreamError::Invalid("the provider has no user endpoint".to_owned()))?;
-                identity::fetch(&self.http, &url, &field, &self.config.quirks, access_token).await
+                identity::fetch(&self.http, &url, &field, quirks, &access_token).await
             }
         };
-        match &self.config.subject {
-            SubjectSource::Userinfo(field) => userinfo(field).await,
+        let mut found = serde_json::Map::new();
+        let identity = match &self.config.subject {
+            SubjectSource::Userinfo(field) => {
+                let (identity, doc) = userinfo(field.clone()).await?;
+                found.extend(shape::values(&doc, &quirks.userinfo_values));
+                identity
+            }
             SubjectSource::TokenResponse => exchanged
                 .identity
                 .clone()
-                .ok_or_else(|| UpstreamError::Invalid("the token answer does not name the user".to_owned())),
+                .ok_or_else(|| UpstreamError::Invalid("the token answer does not name the user".to_owned()))?,
             SubjectSource::IdToken => match (&exchanged.id_token, &endpoints.jwks, &endpoints.issuer) {
                 (Some(id_token), Some(jwks), Some(issuer)) => {
-                    let claims = jwks.verify(id_token, issuer, &self.config.client_id, nonce, now).await.map_err(
-                        |e| match e {
+                    let tenant_claim = quirks.tenant.as_ref().map(|t| t.claim.as_str());
+                    let claims = jwks
+                        .verify(id_token, issuer, tenant_claim, &self.config.client_id, nonce, now)
+                        .await
+                        .map_err(|e| match e {
                             id_token::IdTokenError::Jwks(_) => UpstreamError::Unavailable(e.to_string()),
                             other => UpstreamError::Invalid(other.to_string()),
-                        },
-                    )?;
-                    Ok(Identity {
+                        })?;
+                    if let Some(rule) = &quirks.tenant {
+                        let tenant = claims.other.get(&rule.claim).and_then(|v| v.as_str()).unwrap_or_default();
+                        if !rule.allowed.is_empty() && !rule.allowed.iter().any(|t| t.eq_ignore_ascii_case(tenant)) {
+                            let named = if id_token::is_tenant_id(tenant) { tenant } else { "unnamed" };
+                            return Err(UpstreamError::NotAllowed(format!(
+                                "the account's organisation (tenant {named}) is not one this service admits"
+                            )));
+                        }
+                        found.insert("tenant_id".to_owned(), serde_json::Value::from(tenant));
+                    }
+                    let subject = match &quirks.id_token_subject {
+                        None => claims.sub.clone(),
+                        Some(paths) => {
+                            let mut doc = serde_json::Value::Object(claims.other.clone());
+                            doc["sub"] = serde_json::Value::from(claims.sub.clone());
+                            identity::subject(&doc, paths)?
+                        }
+                    };
+                    Identity {
                         account: claims.preferred_username.clone().or_else(|| claims.email.clone()),
                         name: claims.name,
                         email: claims.email,
-                        subject: claims.sub,
-                    })
+                        subject,
+                    }
                 }
                 // OIDC Core §5.3: without an ID token, the userinfo `sub` names the user.
-                _ => userinfo("sub").await,
+                _ => {
+                    let field = quirks.id_token_subject.clone().unwrap_or_else(|| "sub".to_owned());
+                    let (identity, doc) = userinfo(field).await?;
+                    found.extend(shape::values(&doc, &quirks.userinfo_values));
+                    identity
+                }
             },
+        };
+        if let Some(call) = &quirks.extra_call {
+            found.extend(identity::extra_call(&self.http, call, &access_token).await?);
         }
+        exchanged.tokens.extra.extend(found);
+        Ok(identity)
     }
 
     /// Revokes the upstream grant behind `tokens`, where the provider supports it.
@@ -437,9 +543,13 @@ impl Provider {
             return revoke::github(&self.http, &self.config, api, tokens).await;
         }
         let endpoints = self.endpoints().await?;
-        match &endpoints.revocation_url {
-            Some(url) => revoke::rfc7009(&self.http, &self.config, url, tokens).await,
-            None => Err(UpstreamError::Invalid("the provider offers no revocation endpoint".to_owned())),
+        let Some(url) = &endpoints.revocation_url else {
+            return Err(UpstreamError::Invalid("the provider offers no revocation endpoint".to_owned()));
+        };
+        match self.config.quirks.revocation_style {
+            RevocationStyle::Rfc7009 => revoke::rfc7009(&self.http, &self.config, url, tokens).await,
+            RevocationStyle::Bearer => revoke::bearer(&self.http, url, tokens).await,
+            RevocationStyle::Delete => revoke::delete(&self.http, url, tokens).await,
         }
     }
 }

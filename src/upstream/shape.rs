@@ -38,9 +38,40 @@ pub struct TokenShape {
     pub identity: Option<IdentityPaths>,
 }
 
-/// The value at a dotted path (`authed_user.id`).
+/// The value at a dotted path (`authed_user.id`, `0.id` for an array's first element).
 pub fn at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(doc, |v, key| v.get(key))
+    path.split('.').try_fold(doc, step)
+}
+
+fn step<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    match (value, key.parse::<usize>()) {
+        (Value::Array(items), Ok(index)) => items.get(index),
+        _ => value.get(key),
+    }
+}
+
+/// A value for an API caller: a dotted path as for [`at`], where `*` maps the rest of the path
+/// over an array's elements (`*.id`: every site's id) and `.` is the whole answer.
+pub fn pick(doc: &Value, path: &str) -> Option<Value> {
+    fn walk(value: &Value, keys: &[&str]) -> Option<Value> {
+        match keys.split_first() {
+            None => Some(value.clone()),
+            Some((&"*", rest)) => {
+                let items = value.as_array()?;
+                Some(Value::Array(items.iter().filter_map(|item| walk(item, rest)).collect()))
+            }
+            Some((key, rest)) => walk(step(value, key)?, rest),
+        }
+    }
+    if path == "." {
+        return Some(doc.clone());
+    }
+    walk(doc, &path.split('.').collect::<Vec<_>>()).filter(|v| !v.is_null())
+}
+
+/// Values for API callers read from `doc` at `paths` (name, path); absent ones are left out.
+pub fn values(doc: &Value, paths: &[(String, String)]) -> Map<String, Value> {
+    paths.iter().filter_map(|(name, path)| pick(doc, path).map(|v| (name.clone(), v))).collect()
 }
 
 /// A string or an integer, as text.
@@ -133,12 +164,7 @@ impl TokenShape {
             out.insert("token_type".to_owned(), Value::from("bearer"));
         }
         if !self.extra.is_empty() {
-            let extra: Map<String, Value> = self
-                .extra
-                .iter()
-                .filter_map(|(name, path)| at(&raw, path).filter(|v| !v.is_null()).map(|v| (name.clone(), v.clone())))
-                .collect();
-            out.insert("tether_extra".to_owned(), Value::Object(extra));
+            out.insert("tether_extra".to_owned(), Value::Object(values(&raw, &self.extra)));
         }
         if let Some(paths) = &self.identity {
             let field = |path: &Option<String>| path.as_deref().and_then(|p| scalar(at(&raw, p)));
@@ -221,6 +247,19 @@ mod tests {
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body, json!({"grant_type": "authorization_code", "code": "a+b", "redirect_uri": "https://x"}));
         assert!(TokenShape::default().request_body(b"a=b").is_none());
+    }
+
+    #[test]
+    fn paths_reach_into_arrays_and_map_over_them() {
+        let sites =
+            json!([{"id": "c1", "url": "https://a.atlassian.net"}, {"id": "c2", "url": "https://b.atlassian.net"}]);
+        assert_eq!(pick(&sites, "0.id"), Some(json!("c1")));
+        assert_eq!(pick(&sites, "*.id"), Some(json!(["c1", "c2"])));
+        assert_eq!(pick(&sites, "."), Some(sites.clone()));
+        assert_eq!(pick(&sites, "2.id"), None);
+        assert_eq!(pick(&json!([]), "0.id"), None, "no site: no value, not an error");
+        assert_eq!(pick(&json!({"a": null}), "a"), None);
+        assert_eq!(at(&json!({"data": [{"gid": "7"}]}), "data.0.gid"), Some(&json!("7")));
     }
 
     #[test]

@@ -82,6 +82,56 @@ pub struct UpstreamConfig {
     pub access_token_ttl: Duration,
     pub require_pkce: bool,
     pub profile: Profile,
+    /// Quirk classes the plain and OpenID profiles can take on (see [`Rules`]).
+    pub rules: Rules,
+}
+
+/// How the client must authenticate at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// HTTP Basic or the body (RFC 6749 §2.3.1).
+    #[default]
+    Any,
+    /// HTTP Basic only (Zoom).
+    Basic,
+    /// The body only (HubSpot, Box, Asana, Atlassian as documented).
+    Body,
+}
+
+/// What a refresh does to the refresh token presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rotation {
+    /// A new one; the old one dies (Atlassian, Box, Zoom, GitLab, Okta, Auth0 with rotation).
+    #[default]
+    Rotate,
+    /// No new one in the answer; the old one stays (Asana, HubSpot, Dropbox).
+    Keep,
+    /// A new one, and the old one stays usable (Microsoft, Keycloak by default).
+    ReissueKeepOld,
+}
+
+/// Quirk classes of real providers, for the plain (`OAuth2`) and OpenID (`Oidc`) profiles.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub client_auth: ClientAuth,
+    /// How long a code lives (default 60 s; Box: 30 s).
+    pub code_ttl: Option<Duration>,
+    pub rotation: Rotation,
+    /// A refresh token only when the scopes include this (`offline_access`).
+    pub offline_scope: Option<String>,
+    /// Authorization parameters the provider insists on (Atlassian `audience`, `prompt`).
+    pub required_params: Vec<(String, String)>,
+    /// Refresh requests must name the scopes (Okta).
+    pub refresh_needs_scope: bool,
+    /// Members added to every token answer (Zoom `api_url`, Keycloak `refresh_expires_in`).
+    pub token_extra: serde_json::Map<String, serde_json::Value>,
+    /// The OpenID issuer is the base URL plus this path (Keycloak `/realms/dev`, Auth0 `/`).
+    pub issuer_path: String,
+    /// Microsoft's multi-tenant endpoints: `/{tenant}/v2.0/...` with the issuer
+    /// `/{tenantid}/v2.0` in discovery, `tid` and `oid` in ID tokens, no `iss` response
+    /// parameter, codes redeemable only at the tenant path that issued them. A user name
+    /// `alice@contoso` belongs to the tenant `contoso`; one without `@` is a personal account.
+    pub multi_tenant: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -94,8 +144,24 @@ impl Default for UpstreamConfig {
             access_token_ttl: Duration::from_secs(3600),
             require_pkce: true,
             profile: Profile::OAuth2,
+            rules: Rules::default(),
         }
     }
+}
+
+/// Personal Microsoft accounts' tenant.
+pub const PERSONAL_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+/// The tenant id (a GUID) the multi-tenant profile gives a tenant name.
+pub fn tenant_id(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// The tenant a user name belongs to (`alice@contoso`), or the personal accounts' one.
+fn user_tenant(user: &str) -> String {
+    user.split_once('@').map_or_else(|| PERSONAL_TENANT.to_owned(), |(_, tenant)| tenant_id(tenant))
 }
 
 struct Code {
@@ -106,6 +172,8 @@ struct Code {
     nonce: Option<String>,
     offline: bool,
     expires: Instant,
+    /// The tenant path it was issued under (multi-tenant profile).
+    tenant: Option<String>,
 }
 
 struct Access {
@@ -185,9 +253,29 @@ impl DevUpstream {
         };
         let shared = Arc::new(Shared { config, base_url: base_url.clone(), oidc, db: Mutex::new(Db::default()) });
         let data = web::Data::from(shared.clone());
+        let issuer_path = shared.config.rules.issuer_path.trim_end_matches('/').to_owned();
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
+            let mut app = App::new().app_data(data.clone());
+            if !issuer_path.is_empty() {
+                app = app.route(&format!("{issuer_path}/.well-known/openid-configuration"), web::get().to(discovery));
+            }
+            app
+                // Microsoft's multi-tenant paths.
+                .route("/{tenant}/v2.0/.well-known/openid-configuration", web::get().to(discovery))
+                .route("/{tenant}/oauth2/v2.0/authorize", web::get().to(authorize_page))
+                .route("/{tenant}/oauth2/v2.0/authorize", web::post().to(authorize_decision))
+                .route("/{tenant}/oauth2/v2.0/token", web::post().to(token))
+                .route("/{tenant}/discovery/v2.0/keys", web::get().to(jwks))
+                // User endpoints in the shapes of Atlassian, Box, Zoom, Asana and Discord, and
+                // Atlassian's sites, HubSpot's token information and refresh-token deletion.
+                .route("/me", web::get().to(shaped_user))
+                .route("/2.0/users/me", web::get().to(shaped_user))
+                .route("/v2/users/me", web::get().to(shaped_user))
+                .route("/api/1.0/users/me", web::get().to(shaped_user))
+                .route("/api/users/@me", web::get().to(shaped_user))
+                .route("/oauth/token/accessible-resources", web::get().to(accessible_resources))
+                .route("/oauth/v1/access-tokens/{token}", web::get().to(token_info))
+                .route("/oauth/v1/refresh-tokens/{token}", web::delete().to(revoke))
                 .route("/authorize", web::get().to(authorize_page))
                 .route("/authorize", web::post().to(authorize_decision))
                 .route("/login/oauth/authorize", web::get().to(authorize_page))
@@ -332,9 +420,13 @@ fn check_client(shared: &Shared, q: &AuthorizeQuery) -> Result<String, &'static 
     }
 }
 
-fn check_request(shared: &Shared, q: &AuthorizeQuery) -> Result<(), &'static str> {
+fn check_request(shared: &Shared, q: &AuthorizeQuery, raw: &[u8]) -> Result<(), &'static str> {
     if q.response_type.as_deref() != Some("code") {
         return Err("unsupported_response_type");
+    }
+    let given: Vec<(String, String)> = url::form_urlencoded::parse(raw).into_owned().collect();
+    if !shared.config.rules.required_params.iter().all(|needed| given.contains(needed)) {
+        return Err("invalid_request");
     }
     if shared.oidc.is_some() && !q.scope.as_deref().unwrap_or("").split(' ').any(|s| s == "openid") {
         return Err("invalid_scope");
@@ -387,7 +479,7 @@ async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResp
         Ok(uri) => uri,
         Err(message) => return bad_request(message),
     };
-    if let Err(error) = check_request(&shared, &q) {
+    if let Err(error) = check_request(&shared, &q, req.query_string().as_bytes()) {
         let mut params = vec![("error", error)];
         if let Some(s) = q.state.as_deref() {
             params.push(("state", s));
@@ -418,7 +510,7 @@ async fn authorize_page(req: HttpRequest, shared: web::Data<Shared>) -> HttpResp
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.into_string())
 }
 
-async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+async fn authorize_decision(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let Ok(q) = serde_urlencoded::from_bytes::<AuthorizeQuery>(&body) else {
         return bad_request("malformed form");
     };
@@ -427,13 +519,15 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
         Err(message) => return bad_request(message),
     };
     let state = q.state.clone().unwrap_or_default();
-    // RFC 9207: an OpenID provider names itself in every authorization response.
-    let iss = shared.oidc.is_some().then_some(("iss", shared.base_url.as_str()));
+    // RFC 9207: an OpenID provider names itself in every authorization response (not
+    // Microsoft's multi-tenant endpoints, whose issuer depends on the user).
+    let issuer = issuer(&shared);
+    let iss = (shared.oidc.is_some() && !shared.config.rules.multi_tenant).then_some(("iss", issuer.as_str()));
     let answer = |params: &[(&str, &str)]| {
         let params: Vec<(&str, &str)> = params.iter().copied().chain(iss).collect();
         redirect(&redirect_uri, &params)
     };
-    if let Err(error) = check_request(&shared, &q) {
+    if let Err(error) = check_request(&shared, &q, &body) {
         return answer(&[("error", error), ("state", &state)]);
     }
     if q.decision.as_deref() != Some("approve") {
@@ -455,7 +549,8 @@ async fn authorize_decision(body: web::Bytes, shared: web::Data<Shared>) -> Http
             user,
             nonce: q.nonce.clone(),
             offline: q.access_type.as_deref() == Some("offline") || q.token_access_type.as_deref() == Some("offline"),
-            expires: Instant::now() + Duration::from_secs(60),
+            expires: Instant::now() + shared.config.rules.code_ttl.unwrap_or(Duration::from_secs(60)),
+            tenant: req.match_info().get("tenant").map(str::to_owned),
         },
     );
     drop(db);
@@ -472,6 +567,7 @@ struct TokenForm {
     token: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    scope: Option<String>,
 }
 
 fn token_error(shared: &Shared, status: u16, error: &str) -> HttpResponse {
@@ -490,6 +586,10 @@ fn client_ok(shared: &Shared, req: &HttpRequest, form_id: Option<&str>, form_sec
         .and_then(|b| STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+    match (shared.config.rules.client_auth, &basic) {
+        (ClientAuth::Basic, None) | (ClientAuth::Body, Some(_)) => return false,
+        _ => {}
+    }
     let (id, secret) = match basic {
         Some((id, secret)) => (Some(id), Some(secret)),
         None => (form_id.map(str::to_owned), form_secret.map(str::to_owned)),
@@ -539,6 +639,7 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
         return token_error(&shared, 401, "invalid_client");
     }
     let profile = shared.config.profile;
+    let rules = &shared.config.rules;
     let mut db = shared.db();
     let (user, scope, id_token, issue_refresh) = match form.grant_type.as_deref() {
         Some("authorization_code") => {
@@ -553,35 +654,50 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
                 (None, None) => !shared.config.require_pkce,
                 _ => false,
             };
+            // Microsoft: "Provided Authorization Code is intended to use against other tenant".
+            let other_tenant = code.tenant.as_deref() != req.match_info().get("tenant");
             if code.expires < Instant::now()
                 || form.redirect_uri.as_deref() != Some(code.redirect_uri.as_str())
                 || !verifier_ok
+                || other_tenant
             {
                 return token_error(&shared, 400, "invalid_grant");
             }
-            let sub = user_id(&mut db, &code.user).to_string();
+            let id = user_id(&mut db, &code.user);
             let id_token = shared.oidc.as_ref().map(|oidc| {
-                oidc.id_token(&shared.base_url, &shared.config.client_id, &sub, code.nonce.as_deref(), unix_now())
+                let (iss, sub, claims) = if rules.multi_tenant {
+                    let tid = user_tenant(&code.user);
+                    let claims =
+                        json!({"tid": tid, "oid": tenant_id(&format!("oid-{id}")), "preferred_username": code.user});
+                    (format!("{}/{tid}/v2.0", shared.base_url), format!("pairwise-{id}"), claims)
+                } else {
+                    (issuer(&shared), id.to_string(), json!({}))
+                };
+                oidc.id_token(&iss, &shared.config.client_id, &sub, code.nonce.as_deref(), unix_now(), &claims)
             });
             let refresh = match profile {
                 Profile::Google => code.offline,
                 Profile::GitHub { expiring } => expiring,
-                _ => true,
+                _ => rules.offline_scope.as_ref().is_none_or(|s| code.scope.split(' ').any(|x| x == s)),
             };
             (code.user, code.scope, id_token, refresh)
         }
         Some("refresh_token") => {
+            if rules.refresh_needs_scope && form.scope.as_deref().is_none_or(str::is_empty) {
+                return token_error(&shared, 400, "invalid_request");
+            }
             let presented = form.refresh_token.clone().unwrap_or_default();
-            // Google keeps its refresh token; everyone else rotates it.
-            let old = if profile == Profile::Google {
-                db.refresh.get(&presented).map(|r| Refresh { user: r.user.clone(), scope: r.scope.clone() })
-            } else {
+            // Google keeps its refresh token; the rules say what the others do with theirs.
+            let rotation = if profile == Profile::Google { Rotation::Keep } else { rules.rotation };
+            let old = if rotation == Rotation::Rotate {
                 db.refresh.remove(&presented)
+            } else {
+                db.refresh.get(&presented).map(|r| Refresh { user: r.user.clone(), scope: r.scope.clone() })
             };
             let Some(old) = old else {
                 return token_error(&shared, 400, "invalid_grant");
             };
-            (old.user, old.scope, None, profile != Profile::Google)
+            (old.user, old.scope, None, rotation != Rotation::Keep)
         }
         _ => return token_error(&shared, 400, "unsupported_grant_type"),
     };
@@ -592,7 +708,16 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
         _ => shared.config.access_token_ttl,
     };
     db.access.insert(access.clone(), Access { user: user.clone(), expires: expiring.then(|| Instant::now() + ttl) });
-    let mut body = json!({ "access_token": access, "token_type": "bearer", "scope": scope });
+    // Microsoft never echoes `offline_access` in the granted scopes.
+    let shown = if rules.multi_tenant {
+        scope.split(' ').filter(|s| *s != "offline_access").collect::<Vec<_>>().join(" ")
+    } else {
+        scope.clone()
+    };
+    let mut body = json!({ "access_token": access, "token_type": "bearer", "scope": shown });
+    for (name, value) in &rules.token_extra {
+        body[name] = value.clone();
+    }
     if expiring {
         body["expires_in"] = json!(ttl.as_secs());
     }
@@ -811,15 +936,40 @@ async fn user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     }
 }
 
-async fn discovery(shared: web::Data<Shared>) -> HttpResponse {
+/// The issuer the OpenID profiles sign as (base URL plus the configured path).
+fn issuer(shared: &Shared) -> String {
+    format!("{}{}", shared.base_url, shared.config.rules.issuer_path)
+}
+
+async fn discovery(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
     let down = {
         let mut db = shared.db();
         db.counts.discovery_fetches += 1;
         db.faults.discovery_down
     };
+    let base = &shared.base_url;
+    let doc = match (req.match_info().get("tenant"), shared.config.rules.multi_tenant) {
+        (Some(tenant), true) => {
+            // `common`, `organizations`, `consumers`: the issuer is a template.
+            let named = if matches!(tenant, "common" | "organizations" | "consumers") { "{tenantid}" } else { tenant };
+            let mut doc = oidc::Oidc::discovery(&format!("{base}/{named}/v2.0"), base);
+            doc["authorization_endpoint"] = json!(format!("{base}/{tenant}/oauth2/v2.0/authorize"));
+            doc["token_endpoint"] = json!(format!("{base}/{tenant}/oauth2/v2.0/token"));
+            doc["jwks_uri"] = json!(format!("{base}/{tenant}/discovery/v2.0/keys"));
+            doc["userinfo_endpoint"] = json!(format!("{base}/userinfo"));
+            let doc = doc.as_object_mut().map(|o| {
+                o.remove("revocation_endpoint");
+                o.remove("authorization_response_iss_parameter_supported");
+                json!(o)
+            });
+            doc.unwrap_or_default()
+        }
+        (Some(_), false) | (None, true) => return HttpResponse::NotFound().finish(),
+        (None, false) => oidc::Oidc::discovery(&issuer(&shared), base),
+    };
     match (&shared.oidc, down) {
         (_, true) => HttpResponse::ServiceUnavailable().finish(),
-        (Some(_), false) => HttpResponse::Ok().json(oidc::Oidc::discovery(&shared.base_url)),
+        (Some(_), false) => HttpResponse::Ok().json(doc),
         (None, false) => HttpResponse::NotFound().finish(),
     }
 }
@@ -835,6 +985,34 @@ async fn jwks(shared: web::Data<Shared>) -> HttpResponse {
 /// RFC 7009 revocation (`POST /revoke`) and GitHub's `DELETE /applications/{id}/grant`:
 /// the token, and everything issued to the same user, stops working.
 async fn revoke(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    // HubSpot: `DELETE /oauth/v1/refresh-tokens/{token}`; Dropbox and Linear: the bearer
+    // token itself, no body. Neither takes client credentials.
+    let unauthenticated = match (req.match_info().get("token"), &bearer) {
+        (Some(token), _) => Some(token.to_owned()),
+        (None, Some(token)) if body.is_empty() || body.as_ref() == b"null" => {
+            if !shared.db().access.contains_key(token) {
+                return HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}));
+            }
+            Some(token.clone())
+        }
+        _ => None,
+    };
+    if let Some(token) = unauthenticated {
+        let mut db = shared.db();
+        db.counts.revocations += 1;
+        let user =
+            db.refresh.get(&token).map(|r| r.user.clone()).or_else(|| db.access.get(&token).map(|a| a.user.clone()));
+        let Some(user) = user else { return HttpResponse::NotFound().json(json!({"status": "error"})) };
+        db.refresh.retain(|_, r| r.user != user);
+        db.access.retain(|_, a| a.user != user);
+        return HttpResponse::NoContent().finish();
+    }
     let (token, form_id, form_secret) = if req.method() == actix_web::http::Method::DELETE {
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         (doc["access_token"].as_str().map(str::to_owned), None, None)
@@ -863,4 +1041,55 @@ async fn revoke(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -
     } else {
         HttpResponse::Ok().finish()
     }
+}
+
+/// The user endpoints of Atlassian (`/me`), Box (`/2.0/users/me`), Zoom (`/v2/users/me`),
+/// Asana (`/api/1.0/users/me`) and Discord (`/api/users/@me`), each in its provider's shape.
+async fn shaped_user(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    let Some((user, id)) = bearer_user(&req, &shared) else {
+        return HttpResponse::Unauthorized().json(json!({"message": "Unauthorized"}));
+    };
+    let (name, email) = (format!("Dev User {user}"), format!("{user}@dev.example"));
+    let body = match req.path() {
+        "/me" => {
+            json!({"account_id": format!("712020:{id}"), "account_type": "atlassian", "name": name, "email": email})
+        }
+        "/2.0/users/me" => json!({"type": "user", "id": id.to_string(), "name": name, "login": email}),
+        "/v2/users/me" => {
+            json!({"id": format!("zm{id}"), "account_id": "zacct-dev", "display_name": name, "email": email})
+        }
+        "/api/1.0/users/me" => {
+            json!({"data": {"gid": format!("{id}00"), "name": name, "email": email, "resource_type": "user"}})
+        }
+        _ => json!({"id": format!("8{id}"), "username": user, "global_name": name, "email": email}),
+    };
+    HttpResponse::Ok().json(body)
+}
+
+/// Atlassian's sites the token reaches: two, so callers must pick one.
+async fn accessible_resources(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    if bearer_user(&req, &shared).is_none() {
+        return HttpResponse::Unauthorized().json(json!({"code": 401, "message": "Unauthorized"}));
+    }
+    HttpResponse::Ok().json(json!([
+        {"id": "cloud-1111", "name": "dev-one", "url": "https://dev-one.atlassian.net", "scopes": ["read:jira-work"], "avatarUrl": "https://x/a.png"},
+        {"id": "cloud-2222", "name": "dev-two", "url": "https://dev-two.atlassian.net", "scopes": ["read:jira-work"], "avatarUrl": "https://x/b.png"},
+    ]))
+}
+
+/// HubSpot's token information: the token in the path, no other credential.
+async fn token_info(req: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    let token = req.match_info().get("token").unwrap_or_default().to_owned();
+    let mut db = shared.db();
+    let Some(user) =
+        db.access.get(&token).filter(|a| a.expires.is_none_or(|e| e > Instant::now())).map(|a| a.user.clone())
+    else {
+        return HttpResponse::NotFound()
+            .json(json!({"status": "error", "message": "The OAuth token used to make this call expired"}));
+    };
+    let id = user_id(&mut db, &user);
+    HttpResponse::Ok().json(json!({
+        "token": token, "user": format!("{user}@dev.example"), "hub_domain": "dev.hubspot.example", "hub_id": 62515,
+        "user_id": id, "app_id": 456, "scopes": ["oauth", "crm.objects.contacts.read"], "token_type": "access", "expires_in": 1800,
+    }))
 }

@@ -97,9 +97,10 @@ impl Oidc {
         serde_json::to_value(JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() }).unwrap()
     }
 
-    pub fn discovery(base: &str) -> Value {
+    /// The discovery document of `issuer`, whose endpoints are at `base`.
+    pub fn discovery(issuer: &str, base: &str) -> Value {
         json!({
-            "issuer": base,
+            "issuer": issuer,
             "authorization_endpoint": format!("{base}/authorize"),
             "token_endpoint": format!("{base}/token"),
             "userinfo_endpoint": format!("{base}/userinfo"),
@@ -113,8 +114,16 @@ impl Oidc {
         })
     }
 
-    /// An ID token for `sub` and `client_id`, with the current fault applied.
-    pub fn id_token(&self, issuer: &str, client_id: &str, sub: &str, nonce: Option<&str>, now: i64) -> String {
+    /// An ID token for `sub` and `client_id` with `extra` claims, the current fault applied.
+    pub fn id_token(
+        &self,
+        issuer: &str,
+        client_id: &str,
+        sub: &str,
+        nonce: Option<&str>,
+        now: i64,
+        extra: &Value,
+    ) -> String {
         let fault = *self.fault.lock().unwrap();
         let mut claims = json!({
             "iss": if fault == Some(IdTokenFault::WrongIssuer) { format!("{issuer}/other") } else { issuer.to_owned() },
@@ -124,6 +133,11 @@ impl Oidc {
             "exp": if fault == Some(IdTokenFault::Expired) { now - 3600 } else { now + 600 },
             "email": format!("{sub}@stand-in.example"),
         });
+        if let Some(extra) = extra.as_object() {
+            for (name, value) in extra {
+                claims[name] = value.clone();
+            }
+        }
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(if fault == Some(IdTokenFault::WrongNonce) { "not-the-nonce" } else { nonce });
         }
