@@ -15,18 +15,30 @@ use serde_json::{Value, json};
 
 /// Upstream tokens live two minutes: Tether refreshes them within a minute of expiry.
 fn options(kind: Kind) -> Options {
-    Options { kind, upstream_ttl: Some(Duration::from_secs(120)), single_resource: true, ..Options::default() }
+    Options {
+        kind,
+        upstream_ttl: Some(Duration::from_secs(120)),
+        single_resource: true,
+        revoke_upstream: true,
+        ..Options::default()
+    }
 }
 
 struct Flow {
     app: TestApp,
+    client: TestClient,
     access: String,
+    refresh: String,
     upstream: HashMap<String, String>,
 }
 
 /// Authorizes a client as `user` and exchanges the code; returns the upstream request.
 async fn authorize(kind: Kind, user: &str) -> Flow {
-    let app = TestApp::spawn_with(Backend::Redis, options(kind)).await;
+    authorize_with(options(kind), user).await
+}
+
+async fn authorize_with(options: Options, user: &str) -> Flow {
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
     let browser = app.browser();
@@ -41,7 +53,20 @@ async fn authorize(kind: Kind, user: &str) -> Flow {
     let response = app.exchange_code(&client, code, &pkce.verifier).await;
     assert_eq!(response.status(), 200);
     let tokens: Value = response.json().await.unwrap();
-    Flow { access: tokens["access_token"].as_str().unwrap().to_owned(), app, upstream }
+    let text = |name: &str| tokens[name].as_str().unwrap().to_owned();
+    Flow { access: text("access_token"), refresh: text("refresh_token"), app, client, upstream }
+}
+
+/// Revoking at Tether revokes at the provider, in the provider's way: the upstream token
+/// stops working there.
+async fn revoked_upstream(flow: &Flow) {
+    let upstream = upstream_of(flow).await;
+    let token = upstream["access_token"].as_str().unwrap();
+    assert!(flow.app.upstream.accepts(token));
+    assert_eq!(flow.app.revoke(&flow.client, &flow.refresh).await.status(), 200);
+    assert_eq!(flow.app.introspect(&flow.access).await, json!({"active": false}));
+    assert_eq!(flow.app.upstream.counts().revocations, 1, "revoked at the provider");
+    assert!(!flow.app.upstream.accepts(token), "the provider no longer takes the token");
 }
 
 async fn upstream_of(flow: &Flow) -> Value {
@@ -235,4 +260,165 @@ async fn linear_comma_scopes_and_the_user_from_graphql() {
     let id = flow.app.upstream.user_id("lin");
     assert_eq!(flow.app.introspect(&flow.access).await["sub"], format!("lin-{id}"));
     refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn microsoft_multi_tenant_issuer_tenant_and_object_ids() {
+    let flow = authorize(Kind::Microsoft, "alice@contoso").await;
+    assert_eq!(flow.upstream.get("response_mode").map(String::as_str), Some("query"));
+    let scope = flow.upstream.get("scope").unwrap();
+    assert!(scope.split(' ').any(|s| s == "offline_access"), "offline_access is always asked: {scope}");
+    assert!(flow.upstream.contains_key("code_challenge"));
+    let answer = flow.app.introspect(&flow.access).await;
+    let (tid, id) = (tenant_id("contoso"), flow.app.upstream.user_id("alice@contoso"));
+    // The ID token's issuer is the tenant's, not the `{tenantid}` template discovery names.
+    assert_eq!(answer["sub"], format!("{tid}:{}", tenant_id(&format!("oid-{id}"))), "tid+oid");
+    let extra = &answer["upstream"]["extra"];
+    assert_eq!(extra["tenant_id"], tid.as_str());
+    assert_eq!(extra["api_base_url"], "https://graph.microsoft.com/v1.0");
+    // Refresh tokens are reissued and the old one still works: both are fine.
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn microsoft_tenants_outside_the_allow_list_are_turned_away() {
+    let mut options = options(Kind::Microsoft);
+    let contoso = tenant_id("contoso");
+    options.provider = Some(format!(
+        "[providers.ms]\npreset = \"microsoft\"\nclient_id = \"tether-dev\"\nclient_secret_file = \"{{dir}}/dev-secret\"\n\
+         issuer = \"{{upstream}}/common/v2.0\"\nallowed_tenants = [\"{contoso}\"]"
+    ));
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let client = app.register_client("none").await;
+    for (user, admitted) in [("bob@fabrikam", false), ("carol", false), ("alice@contoso", true)] {
+        let browser = app.browser();
+        let url = app.authorize_url(&client, &Pkce::new(), &[]);
+        let upstream_url = app.go_upstream(&browser, &url).await;
+        let back = browser.upstream_login(&upstream_url, user, "approve").await;
+        let to_client = browser.get(&location(&back)).await;
+        assert_eq!(to_client.status(), 302, "{user}");
+        let result = query(&location(&to_client));
+        if admitted {
+            assert!(result.contains_key("code"), "{user}: {result:?}");
+        } else {
+            assert_eq!(result.get("error").map(String::as_str), Some("access_denied"), "{user}: {result:?}");
+            let why = result.get("error_description").unwrap();
+            assert!(why.contains("not one this service admits"), "{why}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn atlassian_cloud_ids_from_the_call_after_the_exchange_and_rotating_refresh() {
+    let flow = authorize(Kind::Atlassian, "ann").await;
+    // The stand-in refuses an authorization without audience and prompt.
+    assert_eq!(flow.upstream.get("audience").map(String::as_str), Some("api.atlassian.com"));
+    assert!(flow.upstream.get("scope").unwrap().contains("offline_access"));
+    assert!(!flow.upstream.contains_key("code_challenge"));
+    let answer = flow.app.introspect(&flow.access).await;
+    let id = flow.app.upstream.user_id("ann");
+    assert_eq!(answer["sub"], format!("712020:{id}"));
+    let extra = &answer["upstream"]["extra"];
+    assert_eq!(extra["cloud_id"], "cloud-1111");
+    assert_eq!(extra["site_url"], "https://dev-one.atlassian.net");
+    assert_eq!(extra["cloud_ids"], json!(["cloud-1111", "cloud-2222"]), "every site the token reaches");
+    assert_eq!(extra["api_base_url"], flow.app.upstream.base_url.as_str());
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn box_form_credentials_single_use_refresh_and_revocation() {
+    let flow = authorize(Kind::Box, "bo").await;
+    let id = flow.app.upstream.user_id("bo");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], id.to_string());
+    revoked_upstream(&flow).await;
+    let flow = authorize(Kind::Box, "bo").await;
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn hubspot_token_info_in_the_path_kept_refresh_token_and_delete_revocation() {
+    let flow = authorize(Kind::HubSpot, "hu").await;
+    let id = flow.app.upstream.user_id("hu");
+    let answer = flow.app.introspect(&flow.access).await;
+    assert_eq!(answer["sub"], format!("62515:{id}"), "hub_id+user_id");
+    assert_eq!(answer["upstream"]["extra"]["hub_id"], 62515);
+    assert_eq!(answer["upstream"]["extra"]["hub_domain"], "dev.hubspot.example");
+    revoked_upstream(&flow).await;
+    let flow = authorize(Kind::HubSpot, "hu").await;
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn zoom_basic_only_api_url_and_revocation() {
+    let flow = authorize(Kind::Zoom, "zo").await;
+    assert_eq!(flow.upstream.get("code_challenge_method").map(String::as_str), Some("S256"));
+    let id = flow.app.upstream.user_id("zo");
+    let answer = flow.app.introspect(&flow.access).await;
+    assert_eq!(answer["sub"], format!("zm{id}"));
+    let extra = &answer["upstream"]["extra"];
+    assert_eq!(extra["api_url"], "https://api-eu.zoom.us");
+    assert_eq!(extra["account_id"], "zacct-dev");
+    refresh_rotation_outage_refusal(&flow, 503).await;
+    let flow = authorize(Kind::Zoom, "zo").await;
+    revoked_upstream(&flow).await;
+}
+
+#[tokio::test]
+async fn asana_nested_user_kept_refresh_token_and_revocation() {
+    let flow = authorize(Kind::Asana, "as").await;
+    let id = flow.app.upstream.user_id("as");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], format!("{id}00"));
+    refresh_rotation_outage_refusal(&flow, 503).await;
+    let flow = authorize(Kind::Asana, "as").await;
+    revoked_upstream(&flow).await;
+}
+
+#[tokio::test]
+async fn discord_forms_without_pkce_and_revocation() {
+    let flow = authorize(Kind::Discord, "di").await;
+    assert!(!flow.upstream.contains_key("code_challenge"));
+    let id = flow.app.upstream.user_id("di");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], format!("8{id}"));
+    refresh_rotation_outage_refusal(&flow, 503).await;
+    let flow = authorize(Kind::Discord, "di").await;
+    revoked_upstream(&flow).await;
+}
+
+#[tokio::test]
+async fn okta_offline_access_and_scopes_on_refresh() {
+    let flow = authorize(Kind::Okta, "ok").await;
+    assert!(flow.upstream.get("scope").unwrap().contains("offline_access"));
+    let id = flow.app.upstream.user_id("ok");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], id.to_string());
+    // The stand-in refuses a refresh without `scope`, as Okta does.
+    refresh_rotation_outage_refusal(&flow, 503).await;
+    let flow = authorize(Kind::Okta, "ok").await;
+    revoked_upstream(&flow).await;
+}
+
+#[tokio::test]
+async fn auth0_audience_and_a_trailing_slash_issuer() {
+    let flow = authorize(Kind::Auth0, "au").await;
+    assert_eq!(flow.upstream.get("audience").map(String::as_str), Some(AUTH0_AUDIENCE));
+    let id = flow.app.upstream.user_id("au");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], id.to_string());
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn keycloak_realm_issuer_from_the_preset_and_offline_tokens_without_a_refresh_limit() {
+    let flow = authorize(Kind::Keycloak, "kc").await;
+    assert!(flow.upstream.get("scope").unwrap().contains("offline_access"));
+    let id = flow.app.upstream.user_id("kc");
+    assert_eq!(flow.app.introspect(&flow.access).await["sub"], id.to_string());
+    // `refresh_expires_in: 0` is "no limit" (an offline token): read as a lifetime of zero,
+    // the first refresh would be refused and the grant ended.
+    refresh_rotation_outage_refusal(&flow, 503).await;
+}
+
+#[tokio::test]
+async fn bearer_revocation_for_linear() {
+    let flow = authorize(Kind::Linear, "li").await;
+    revoked_upstream(&flow).await;
 }

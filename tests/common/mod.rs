@@ -23,7 +23,9 @@ use tether::clock::{Clock, ManualClock, SystemClock};
 use tether::startup::Application;
 
 #[allow(unused_imports)] // each test binary uses some of these
-pub use dev_upstream::{DevUpstream, IdTokenFault, Profile, UpstreamConfig};
+pub use dev_upstream::{
+    ClientAuth, DevUpstream, IdTokenFault, PERSONAL_TENANT, Profile, Rotation, Rules, UpstreamConfig, tenant_id,
+};
 #[allow(unused_imports)]
 pub use redis::{RedisCluster, RedisSentinel, RedisServer};
 
@@ -94,7 +96,11 @@ async fn stand_in(callbacks: &[String], options: &Options) -> DevUpstream {
         redirect_uris: callbacks.to_vec(),
         profile: options.kind.profile(),
         // Slack (without the opt-in), Notion and Figma take no PKCE.
-        require_pkce: !matches!(options.kind, Kind::Slack | Kind::Notion | Kind::Figma),
+        require_pkce: !matches!(
+            options.kind,
+            Kind::Slack | Kind::Notion | Kind::Figma | Kind::Atlassian | Kind::Box | Kind::Discord
+        ),
+        rules: options.kind.rules(),
         access_token_ttl: options.upstream_ttl.unwrap_or(defaults.access_token_ttl),
         ..defaults
     })
@@ -186,7 +192,9 @@ pub struct Options {
     pub upstream_ttl: Option<Duration>,
     /// Environment variables of `tether serve` processes (`process::Replicas`).
     pub env: Vec<(String, String)>,
-    /// The quirk kinds' provider table, instead of the built-in one (a preset, say).
+    /// The quirk kinds' provider table, instead of the built-in one (a preset, say);
+    /// `{upstream}` stands for the stand-in's base URL, `{dir}` for the directory holding
+    /// `dev-secret`.
     pub provider: Option<String>,
     /// Publish an https issuer (cookies become `__Host-` and `Secure`); browser flows over the
     /// plain-http test listener then lose their cookies, so only for inspecting responses.
@@ -211,7 +219,22 @@ pub enum Kind {
     Figma,
     Dropbox,
     Linear,
+    /// The presets of the catalogue's other providers, each against the plain or OpenID
+    /// stand-in taking on the provider's quirk classes (`Rules`).
+    Microsoft,
+    Atlassian,
+    Box,
+    HubSpot,
+    Zoom,
+    Asana,
+    Discord,
+    Okta,
+    Auth0,
+    Keycloak,
 }
+
+/// The audience the Auth0 preset is given in the tests.
+pub const AUTH0_AUDIENCE: &str = "https://api.dev.example";
 
 impl Kind {
     pub fn profile(self) -> Profile {
@@ -228,6 +251,62 @@ impl Kind {
             Kind::Figma => Profile::Figma,
             Kind::Dropbox => Profile::Dropbox,
             Kind::Linear => Profile::Linear,
+            Kind::Microsoft | Kind::Okta | Kind::Auth0 | Kind::Keycloak => Profile::Oidc,
+            Kind::Atlassian | Kind::Box | Kind::HubSpot | Kind::Zoom | Kind::Asana | Kind::Discord => Profile::OAuth2,
+        }
+    }
+
+    /// The quirk classes of the provider this kind stands for.
+    pub fn rules(self) -> Rules {
+        let offline = Some("offline_access".to_owned());
+        let extra = |v: Value| v.as_object().cloned().unwrap_or_default();
+        match self {
+            Kind::Microsoft => Rules {
+                multi_tenant: true,
+                offline_scope: offline,
+                rotation: Rotation::ReissueKeepOld,
+                ..Rules::default()
+            },
+            Kind::Atlassian => Rules {
+                client_auth: ClientAuth::Body,
+                offline_scope: offline,
+                required_params: vec![
+                    ("audience".into(), "api.atlassian.com".into()),
+                    ("prompt".into(), "consent".into()),
+                ],
+                ..Rules::default()
+            },
+            Kind::Box => {
+                Rules { client_auth: ClientAuth::Body, code_ttl: Some(Duration::from_secs(30)), ..Rules::default() }
+            }
+            Kind::HubSpot | Kind::Asana => {
+                Rules { client_auth: ClientAuth::Body, rotation: Rotation::Keep, ..Rules::default() }
+            }
+            Kind::Zoom => Rules {
+                client_auth: ClientAuth::Basic,
+                token_extra: extra(json!({"api_url": "https://api-eu.zoom.us"})),
+                ..Rules::default()
+            },
+            Kind::Okta => Rules {
+                offline_scope: offline,
+                refresh_needs_scope: true,
+                issuer_path: "/oauth2/default".into(),
+                ..Rules::default()
+            },
+            Kind::Auth0 => Rules {
+                offline_scope: offline,
+                issuer_path: "/".into(),
+                required_params: vec![("audience".into(), AUTH0_AUDIENCE.into())],
+                ..Rules::default()
+            },
+            Kind::Keycloak => Rules {
+                offline_scope: offline,
+                rotation: Rotation::ReissueKeepOld,
+                issuer_path: "/realms/dev".into(),
+                token_extra: extra(json!({"refresh_expires_in": 0, "not-before-policy": 0, "session_state": "s-dev"})),
+                ..Rules::default()
+            },
+            _ => Rules::default(),
         }
     }
 
@@ -245,6 +324,16 @@ impl Kind {
             Kind::Figma => "figma",
             Kind::Dropbox => "dropbox",
             Kind::Linear => "linear",
+            Kind::Microsoft => "ms",
+            Kind::Atlassian => "atlassian",
+            Kind::Box => "box",
+            Kind::HubSpot => "hubspot",
+            Kind::Zoom => "zoom",
+            Kind::Asana => "asana",
+            Kind::Discord => "discord",
+            Kind::Okta => "okta",
+            Kind::Auth0 => "auth0",
+            Kind::Keycloak => "keycloak",
         }
     }
 }
@@ -281,8 +370,10 @@ default = true"#
         ),
         // The catalogue's presets, pointed at the stand-in: the endpoints are overridden
         // (operator values win) where the preset names the real provider's host.
-        Kind::Slack | Kind::Notion | Kind::Salesforce | Kind::GitLab | Kind::Figma | Kind::Dropbox | Kind::Linear => {
-            options.provider.clone().unwrap_or_else(|| {
+        Kind::Slack | Kind::Notion | Kind::Salesforce | Kind::GitLab | Kind::Figma | Kind::Dropbox | Kind::Linear
+        | Kind::Microsoft | Kind::Atlassian | Kind::Box | Kind::HubSpot | Kind::Zoom | Kind::Asana | Kind::Discord
+        | Kind::Okta | Kind::Auth0 | Kind::Keycloak => {
+            options.provider.as_ref().map(|p| p.replace("{upstream}", upstream).replace("{dir}", &d.to_string())).unwrap_or_else(|| {
             let id = options.kind.provider_id();
             let here = format!("authorize_url = \"{upstream}/authorize\"\ntoken_url = \"{upstream}/token\"");
             let knobs = match options.kind {
@@ -297,7 +388,27 @@ default = true"#
                 Kind::Dropbox => format!(
                     "preset = \"dropbox\"\n{here}\nuserinfo_url = \"{upstream}/2/users/get_current_account\""
                 ),
-                Kind::Linear => format!("preset = \"linear\"\n{here}\nuserinfo_url = \"{upstream}/graphql\""),
+                Kind::Linear => format!("preset = \"linear\"\n{here}\nuserinfo_url = \"{upstream}/graphql\"\nrevocation_url = \"{upstream}/oauth/revoke\"\nrevoke_upstream = {revoke}"),
+                Kind::Microsoft => format!("preset = \"microsoft\"\nissuer = \"{upstream}/common/v2.0\""),
+                Kind::Atlassian => format!(
+                    "preset = \"atlassian\"\nvariables = {{ auth_url = \"{upstream}\", api_url = \"{upstream}\" }}"
+                ),
+                Kind::Box => format!("preset = \"box\"\n{here}\nuserinfo_url = \"{upstream}/2.0/users/me\"\nrevocation_url = \"{upstream}/revoke\"\nrevoke_upstream = {revoke}"),
+                Kind::HubSpot => format!(
+                    "preset = \"hubspot\"\n{here}\nuserinfo_url = \"{upstream}/oauth/v1/access-tokens/{{access_token}}\"\nrevocation_url = \"{upstream}/oauth/v1/refresh-tokens/{{refresh_token}}\"\nrevoke_upstream = {revoke}"
+                ),
+                Kind::Zoom => format!("preset = \"zoom\"\n{here}\nuserinfo_url = \"{upstream}/v2/users/me\"\nrevocation_url = \"{upstream}/revoke\"\nrevoke_upstream = {revoke}"),
+                Kind::Asana => format!("preset = \"asana\"\n{here}\nuserinfo_url = \"{upstream}/api/1.0/users/me\"\nrevocation_url = \"{upstream}/revoke\"\nrevoke_upstream = {revoke}"),
+                Kind::Discord => format!("preset = \"discord\"\n{here}\nuserinfo_url = \"{upstream}/api/users/@me\"\nrevocation_url = \"{upstream}/revoke\"\nrevoke_upstream = {revoke}"),
+                Kind::Okta => format!(
+                    "preset = \"okta\"\nvariables = {{ domain = \"okta.dev.example\" }}\nissuer = \"{upstream}/oauth2/default\"\nrevoke_upstream = {revoke}"
+                ),
+                Kind::Auth0 => format!(
+                    "preset = \"auth0\"\nvariables = {{ domain = \"auth0.dev.example\", audience = \"{AUTH0_AUDIENCE}\" }}\nissuer = \"{upstream}/\"\nrevoke_upstream = {revoke}"
+                ),
+                Kind::Keycloak => format!(
+                    "preset = \"keycloak\"\nvariables = {{ base_url = \"{upstream}\", realm = \"dev\" }}\nrevoke_upstream = {revoke}"
+                ),
                 _ => format!("preset = \"gitlab\"\nvariables = {{ base_url = \"{upstream}\" }}\nscopes = [\"user\"]\nrevoke_upstream = {revoke}"),
             };
             format!(
