@@ -88,10 +88,9 @@ pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 pub fn issuer_matches(template: &str, got: &str) -> bool {
     match template.split_once(TENANT_PLACEHOLDER) {
         None => template == got,
-        Some((before, after)) => got
-            .strip_prefix(before)
-            .and_then(|rest| rest.strip_suffix(after))
-            .is_some_and(|tenant| is_tenant_id(tenant)),
+        Some((before, after)) => {
+            got.strip_prefix(before).and_then(|rest| rest.strip_suffix(after)).is_some_and(is_tenant_id)
+        }
     }
 }
 
