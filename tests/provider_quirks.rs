@@ -237,7 +237,8 @@ async fn figma_refreshes_at_its_own_endpoint_and_keeps_the_refresh_token() {
     let id = flow.app.upstream.user_id("fig");
     assert_eq!(flow.app.introspect(&flow.access).await["sub"], format!("fu-{id}"));
     // The stand-in refuses refresh at the token endpoint: two refreshes prove the refresh URL
-    // is used and the kept refresh token still works.
+    // is used and the kept refresh token still works. Its refusals are Figma's
+    // (`{"error": true, ...}`), which must still end the grant.
     refresh_rotation_outage_refusal(&flow, 503).await;
 }
 
@@ -250,6 +251,8 @@ async fn dropbox_offline_access_and_the_user_from_a_post_endpoint() {
     assert_eq!(answer["sub"], format!("dbid:{id}"));
     assert_eq!(answer["upstream"]["extra"]["api_base_url"], "https://api.dropboxapi.com/2");
     refresh_rotation_outage_refusal(&flow, 503).await;
+    let flow = authorize(Kind::Dropbox, "dot").await;
+    revoked_upstream(&flow).await;
 }
 
 #[tokio::test]
@@ -404,6 +407,8 @@ async fn auth0_audience_and_a_trailing_slash_issuer() {
     let id = flow.app.upstream.user_id("au");
     assert_eq!(flow.app.introspect(&flow.access).await["sub"], id.to_string());
     refresh_rotation_outage_refusal(&flow, 503).await;
+    let flow = authorize(Kind::Auth0, "au").await;
+    revoked_upstream(&flow).await;
 }
 
 #[tokio::test]
@@ -415,6 +420,8 @@ async fn keycloak_realm_issuer_from_the_preset_and_offline_tokens_without_a_refr
     // `refresh_expires_in: 0` is "no limit" (an offline token): read as a lifetime of zero,
     // the first refresh would be refused and the grant ended.
     refresh_rotation_outage_refusal(&flow, 503).await;
+    let flow = authorize(Kind::Keycloak, "kc").await;
+    revoked_upstream(&flow).await;
 }
 
 #[tokio::test]

@@ -125,6 +125,7 @@ async fn exchange(client: &reqwest::Client, request: HttpRequest, fix_errors: bo
     } else {
         status
     };
+    let body = if status.is_client_error() { standard_error(status.as_u16(), body) } else { body };
     let mut out = HttpResponse::new(body);
     *out.status_mut() = status;
     *out.headers_mut() = headers;
@@ -189,6 +190,21 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, HttpErr
     Ok(body)
 }
 
+/// A refusal whose JSON body says so in its own words (Figma: `{"error": true, "status": 400,
+/// "message": ...}`) rewritten as RFC 6749 §5.2 says, so that it reads as the refusal it is and
+/// not as an unreadable answer (which would keep a dead grant around as an outage).
+fn standard_error(status: u16, body: Vec<u8>) -> Vec<u8> {
+    let nonstandard = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.get("error") == Some(&serde_json::Value::Bool(true))))
+        .unwrap_or(false);
+    if !nonstandard {
+        return body;
+    }
+    let error = if status == 401 { "invalid_client" } else { "invalid_grant" };
+    serde_json::json!({ "error": error }).to_string().into_bytes()
+}
+
 fn is_error_body(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
@@ -214,4 +230,17 @@ fn transport(e: &reqwest::Error) -> String {
         source = s.source();
     }
     if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn figma_shaped_refusals_read_as_refusals() {
+        let figma = br#"{"error":true,"status":400,"message":"Invalid refresh token"}"#.to_vec();
+        assert_eq!(super::standard_error(400, figma.clone()), br#"{"error":"invalid_grant"}"#.to_vec());
+        assert_eq!(super::standard_error(401, figma), br#"{"error":"invalid_client"}"#.to_vec());
+        let standard = br#"{"error":"invalid_grant"}"#.to_vec();
+        assert_eq!(super::standard_error(400, standard.clone()), standard);
+        assert_eq!(super::standard_error(400, b"<html>".to_vec()), b"<html>".to_vec());
+    }
 }

@@ -386,7 +386,7 @@ default = true"#
                     "preset = \"figma\"\nauthorize_url = \"{upstream}/authorize\"\ntoken_url = \"{upstream}/api/oauth/token\"\nrefresh_url = \"{upstream}/api/oauth/refresh\""
                 ),
                 Kind::Dropbox => format!(
-                    "preset = \"dropbox\"\n{here}\nuserinfo_url = \"{upstream}/2/users/get_current_account\""
+                    "preset = \"dropbox\"\n{here}\nuserinfo_url = \"{upstream}/2/users/get_current_account\"\nrevocation_url = \"{upstream}/2/auth/token/revoke\"\nrevoke_upstream = {revoke}"
                 ),
                 Kind::Linear => format!("preset = \"linear\"\n{here}\nuserinfo_url = \"{upstream}/graphql\"\nrevocation_url = \"{upstream}/oauth/revoke\"\nrevoke_upstream = {revoke}"),
                 Kind::Microsoft => format!("preset = \"microsoft\"\nissuer = \"{upstream}/common/v2.0\""),

@@ -276,6 +276,7 @@ impl DevUpstream {
                 .route("/oauth/token/accessible-resources", web::get().to(accessible_resources))
                 .route("/oauth/v1/access-tokens/{token}", web::get().to(token_info))
                 .route("/oauth/v1/refresh-tokens/{token}", web::delete().to(revoke))
+                .route("/2/auth/token/revoke", web::post().to(revoke))
                 .route("/authorize", web::get().to(authorize_page))
                 .route("/authorize", web::post().to(authorize_decision))
                 .route("/login/oauth/authorize", web::get().to(authorize_page))
@@ -572,8 +573,15 @@ struct TokenForm {
 
 fn token_error(shared: &Shared, status: u16, error: &str) -> HttpResponse {
     let status = if matches!(shared.config.profile, Profile::GitHub { .. }) { 200 } else { status };
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
-        .json(json!({"error": error, "error_description": format!("dev upstream: {error}")}))
+    let mut body = json!({"error": error, "error_description": format!("dev upstream: {error}")});
+    if shared.config.rules.multi_tenant {
+        // Microsoft's extras beside the standard members.
+        body["error_codes"] = json!([70008]);
+        body["timestamp"] = json!("2026-01-01 00:00:00Z");
+        body["trace_id"] = json!(random());
+        body["correlation_id"] = json!(random());
+    }
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST)).json(body)
 }
 
 /// RFC 6749 §2.3.1 client authentication: Basic, or the body; PKCE-only public clients.
@@ -746,6 +754,9 @@ async fn quirk_token(req: &HttpRequest, body: &[u8], shared: &Shared) -> HttpRes
         .is_some_and(|c| c.starts_with("application/json"));
     let error = |status: u16, error: &str| match profile {
         Profile::Slack => HttpResponse::Ok().json(json!({"ok": false, "error": error})),
+        // Figma's errors are not RFC 6749's: `error` is a flag, the reason a message.
+        Profile::Figma => HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+            .json(json!({"error": true, "status": status, "message": format!("dev upstream: {error}")})),
         _ => HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
             .json(json!({"error": error, "error_description": format!("dev upstream: {error}")})),
     };
