@@ -191,6 +191,27 @@ fn knobs_are_checked_by_name_and_kind() {
         let errors = config_errors(&toml);
         assert!(errors.contains(key) && errors.contains(says), "{key}: {errors}");
     }
+    for (pkce, ok) in [("true", true), ("false", true), ("\"optional\"", true), ("\"off\"", true), ("\"plain\"", false)]
+    {
+        let errors = config_errors(&format!("{oauth2}userinfo_url = \"https://x/u\"\npkce = {pkce}\n"));
+        assert_eq!(!errors.contains("pkce"), ok, "pkce = {pkce}: {errors}");
+    }
+    for (extra, key, says) in [
+        ("revocation_style = \"delete\"\nrevocation_url = \"https://x/r\"\n", "revocation_style", "{refresh_token}"),
+        ("revocation_style = \"bearer\"\n", "revocation_style", "needs revocation_url"),
+        ("allowed_tenants = [\"a\"]\n", "providers.p.allowed_tenants", "only to \"oidc\""),
+        ("userinfo_values = { tenant_id = \"x\" }\n", "providers.p.userinfo_values", "set by Tether"),
+        ("extra_call = { url = \"ftp://x\", values = { a = \"0.id\" } }\n", "providers.p.extra_call.url", "https"),
+        ("required_scopes = [\"a b\"]\n", "providers.p.required_scopes", "not one scope"),
+    ] {
+        let errors = config_errors(&format!("{oauth2}userinfo_url = \"https://x/u\"\n{extra}"));
+        assert!(errors.contains(key) && errors.contains(says), "{key}: {errors}");
+    }
+    let oidc = format!("{base}kind = \"oidc\"\nissuer = \"https://login.example/common/v2.0\"\n");
+    let errors = config_errors(&format!("{oidc}allowed_tenants = [\"a/b\"]\n"));
+    assert!(errors.contains("tenant_claim") && errors.contains("not a tenant id"), "{errors}");
+    let errors = config_errors(&format!("{github}refresh_scope = true\n"));
+    assert!(errors.contains("providers.p.refresh_scope"), "{errors}");
     // The token answer naming the user makes the user endpoint unnecessary.
     let errors = config_errors(&format!("{oauth2}identity = \"token_response\"\nsubject_field = \"a.b\"\n"));
     assert!(!errors.contains("providers.p"), "{errors}");

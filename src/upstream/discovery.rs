@@ -119,6 +119,20 @@ impl EndpointState {
     }
 }
 
+/// Whether to send a PKCE challenge, given the methods the provider lists (RFC 8414
+/// `code_challenge_methods_supported`; absent: not said, and S256 is sent).
+fn sends_pkce(mode: Pkce, listed: Option<&[String]>) -> Result<bool, UpstreamError> {
+    let s256 = listed.is_none_or(|methods| methods.iter().any(|m| m == "S256"));
+    match mode {
+        Pkce::Required if !s256 => Err(UpstreamError::Invalid(
+            "the provider does not list PKCE S256, which this provider's `pkce = \"required\"` needs".to_owned(),
+        )),
+        Pkce::Required => Ok(true),
+        Pkce::Optional => Ok(s256),
+        Pkce::Off => Ok(false),
+    }
+}
+
 pub fn discovery_url(issuer: &str) -> String {
     format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
 }
@@ -138,17 +152,7 @@ async fn discover(config: &ProviderConfig, http: &UpstreamHttp, issuer: &str) ->
     if doc.issuer != issuer && !templated {
         return Err(UpstreamError::Invalid(format!("discovery names issuer `{}`, not `{issuer}`", doc.issuer)));
     }
-    let s256 = doc.code_challenge_methods_supported.as_ref().is_none_or(|m| m.iter().any(|m| m == "S256"));
-    let pkce = match config.pkce {
-        Pkce::Required if !s256 => {
-            return Err(UpstreamError::Invalid(
-                "the provider does not list PKCE S256, which this provider's `pkce = \"required\"` needs".to_owned(),
-            ));
-        }
-        Pkce::Required => true,
-        Pkce::Optional => s256,
-        Pkce::Off => false,
-    };
+    let pkce = sends_pkce(config.pkce, doc.code_challenge_methods_supported.as_deref())?;
     Ok(Endpoints {
         client: build(config, &doc.authorization_endpoint, &doc.token_endpoint),
         refresh_client: config.quirks.refresh_url.as_ref().map(|r| build(config, &doc.authorization_endpoint, r)),
@@ -159,4 +163,22 @@ async fn discover(config: &ProviderConfig, http: &UpstreamHttp, issuer: &str) ->
         response_iss: doc.authorization_response_iss_parameter_supported,
         pkce,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_is_s256_or_nothing_as_the_mode_and_the_provider_say() {
+        let s256 = vec!["plain".to_owned(), "S256".to_owned()];
+        let plain_only = vec!["plain".to_owned()];
+        assert!(sends_pkce(Pkce::Required, None).unwrap());
+        assert!(sends_pkce(Pkce::Required, Some(&s256)).unwrap());
+        assert!(sends_pkce(Pkce::Required, Some(&plain_only)).is_err(), "never downgraded to plain or nothing");
+        assert!(sends_pkce(Pkce::Optional, Some(&s256)).unwrap());
+        assert!(!sends_pkce(Pkce::Optional, Some(&plain_only)).unwrap());
+        assert!(sends_pkce(Pkce::Optional, None).unwrap());
+        assert!(!sends_pkce(Pkce::Off, Some(&s256)).unwrap());
+    }
 }
