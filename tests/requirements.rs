@@ -57,7 +57,11 @@ async fn d03_metadata_lists_what_mcp_clients_require() {
     assert_eq!(m["revocation_endpoint"], format!("{base}/revoke"));
     assert_eq!(m["introspection_endpoint"], format!("{base}/introspect"));
     assert_eq!(m["response_types_supported"], json!(["code"]));
-    assert_eq!(m["grant_types_supported"], json!(["authorization_code", "refresh_token"]));
+    // Token exchange is MCP servers' (RFC 8693, resource credentials), listed for them.
+    assert_eq!(
+        m["grant_types_supported"],
+        json!(["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"])
+    );
     assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],

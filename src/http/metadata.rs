@@ -32,7 +32,8 @@ impl Documents {
             "introspection_endpoint": broker.endpoint("/introspect"),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
+            // Token exchange is for MCP servers (resource credentials), not for MCP clients.
+            "grant_types_supported": ["authorization_code", "refresh_token", crate::oauth::exchange::GRANT_TYPE],
             // MCP 2025-11-25: clients MUST refuse an AS that does not list its PKCE methods.
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": AUTH_METHODS,

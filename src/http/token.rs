@@ -3,7 +3,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::oauth::client_auth::{self, Presented};
+use crate::oauth::exchange;
 use crate::oauth::grants::{self, TokenForm, TokenRequest};
+use crate::oauth::{ErrorCode, OAuthError};
 
 use super::error::{ApiError, no_store};
 use super::{AppState, authorization_header};
@@ -19,6 +21,9 @@ pub async fn post(
     let span = tracing::Span::current();
     if let Some(grant_type) = &form.grant_type {
         span.record("grant_type", grant_type.as_str());
+    }
+    if form.grant_type.as_deref() == Some(exchange::GRANT_TYPE) {
+        return exchange_post(&req, form, &state, now).await;
     }
     let presented = Presented {
         basic: authorization_header(&req),
@@ -39,4 +44,36 @@ pub async fn post(
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.json(response))
+}
+
+/// RFC 8693 token exchange: an MCP server, authenticated as the resource (as for
+/// introspection, and limited like it), trades a Tether access token addressed to it for the
+/// upstream access token behind it.
+async fn exchange_post(
+    req: &HttpRequest,
+    form: TokenForm,
+    state: &web::Data<AppState>,
+    now: crate::clock::UnixTime,
+) -> Result<HttpResponse, ApiError> {
+    let broker = &state.broker;
+    let caller = super::resource_caller(req, state).map_err(|e| {
+        if e.code == ErrorCode::InvalidClient {
+            OAuthError::invalid_client(
+                "token exchange is for MCP servers: authenticate with the resource's credentials",
+            )
+        } else {
+            e
+        }
+    })?;
+    if let Err(wait) = state.limits.introspect.check(&caller.id) {
+        let secs = super::limits::retry_secs(wait);
+        return Err(OAuthError::rate_limited(format!("too many token exchanges; retry in {secs} s"), secs).into());
+    }
+    let origin = || super::origin(req, state);
+    let request = form.exchange_request();
+    let answer = exchange::exchange(broker.introspector(), caller, &request, &origin, now).await?;
+    broker.metrics.token_issued("token_exchange");
+    let mut ok = HttpResponse::Ok();
+    no_store(&mut ok);
+    Ok(ok.json(answer))
 }

@@ -12,6 +12,7 @@ pub mod consent;
 pub mod decide;
 pub mod documents;
 pub mod error;
+pub mod exchange;
 pub mod family;
 pub mod flow;
 pub mod grants;

@@ -13,6 +13,8 @@ use crate::crypto::hash;
 pub struct IntrospectionConfig {
     /// Tether's introspection endpoint, `{issuer}/introspect`.
     pub endpoint: String,
+    /// Tether's token endpoint, for token exchange: `{issuer}/token` (derived from `endpoint`).
+    pub token_endpoint: String,
     /// The resource id this MCP server is registered under in Tether.
     pub resource_id: String,
     pub secret: SecretString,
@@ -26,8 +28,11 @@ pub struct IntrospectionConfig {
 
 impl IntrospectionConfig {
     pub fn new(endpoint: impl Into<String>, resource_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        let endpoint = endpoint.into();
+        let issuer = endpoint.strip_suffix("/introspect").unwrap_or(&endpoint);
         Self {
-            endpoint: endpoint.into(),
+            token_endpoint: format!("{issuer}/token"),
+            endpoint,
             resource_id: resource_id.into(),
             secret: SecretString::from(secret.into()),
             max_cache: Duration::from_secs(30),
@@ -117,11 +122,52 @@ struct Cached {
     until: UnixTime,
 }
 
+/// What RFC 8693 token exchange gives for a Tether token: the upstream access token.
+#[derive(Clone, Deserialize)]
+pub struct ExchangedToken {
+    pub access_token: SecretString,
+    pub token_type: String,
+    /// When the upstream token expires (from `expires_in`).
+    #[serde(skip)]
+    pub expires_at: Option<UnixTime>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    pub provider: String,
+    /// As [`UpstreamCredential::extra`].
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for ExchangedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangedToken")
+            .field("provider", &self.provider)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ExchangeStatus {
+    Exchanged(Arc<ExchangedToken>),
+    /// The Tether token is not active for this server (RFC 8693 `invalid_request`): answer
+    /// the MCP client 401, as for an inactive introspection.
+    Inactive,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+}
+
 pub struct IntrospectionClient {
     http: reqwest::Client,
     config: IntrospectionConfig,
     clock: Arc<dyn Clock>,
     cache: moka::sync::Cache<String, Arc<Cached>>,
+    exchanged: moka::sync::Cache<String, (Arc<ExchangedToken>, UnixTime)>,
 }
 
 impl std::fmt::Debug for IntrospectionClient {
@@ -142,7 +188,70 @@ impl IntrospectionClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { http, config, clock, cache: moka::sync::Cache::new(100_000) })
+        Ok(Self {
+            http,
+            config,
+            clock,
+            cache: moka::sync::Cache::new(100_000),
+            exchanged: moka::sync::Cache::new(100_000),
+        })
+    }
+
+    /// RFC 8693 token exchange: the upstream access token behind `token` (a Tether access
+    /// token addressed to this server), cached by the same rules as introspection: no longer
+    /// than `max_cache`, nor past the upstream token's expiry less `upstream_skew`.
+    pub async fn exchange(&self, token: &str) -> Result<ExchangeStatus, IntrospectionError> {
+        let now = self.clock.now();
+        let key = hash::digest(token);
+        if let Some((hit, until)) = self.exchanged.get(&key) {
+            if until > now {
+                return Ok(ExchangeStatus::Exchanged(hit));
+            }
+            self.exchanged.invalidate(&key);
+        }
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+        ];
+        let response = self
+            .http
+            .post(&self.config.token_endpoint)
+            .basic_auth(&self.config.resource_id, Some(self.config.secret.expose_secret()))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|_| IntrospectionError::Unavailable { retry_after: None })?;
+        let status = response.status();
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(IntrospectionError::Unavailable { retry_after: retry_after(&response) });
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(IntrospectionError::Unauthorized);
+        }
+        let body = response.bytes().await.map_err(|_| IntrospectionError::Unavailable { retry_after: None })?;
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            let answer: ErrorAnswer =
+                serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
+            return match answer.error.as_str() {
+                "invalid_request" => Ok(ExchangeStatus::Inactive),
+                other => Err(IntrospectionError::Protocol(format!("token exchange refused: {other}"))),
+            };
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(IntrospectionError::Protocol(format!("HTTP {status}")));
+        }
+        let mut exchanged: ExchangedToken =
+            serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
+        exchanged.expires_at = exchanged.expires_in.map(|secs| now.saturating_add(secs));
+        let exchanged = Arc::new(exchanged);
+        let max = now.saturating_add(i64::try_from(self.config.max_cache.as_secs()).unwrap_or(i64::MAX));
+        let skew = i64::try_from(self.config.upstream_skew.as_secs()).unwrap_or(i64::MAX);
+        let until = max.min(exchanged.expires_at.map_or(i64::MAX, |e| e.saturating_sub(skew)));
+        if until > now {
+            self.exchanged.insert(key, (exchanged.clone(), until));
+        }
+        Ok(ExchangeStatus::Exchanged(exchanged))
     }
 
     pub async fn introspect(&self, token: &str) -> Result<TokenStatus, IntrospectionError> {
@@ -164,12 +273,7 @@ impl IntrospectionClient {
             .map_err(|_| IntrospectionError::Unavailable { retry_after: None })?;
         let status = response.status();
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
-            return Err(IntrospectionError::Unavailable { retry_after });
+            return Err(IntrospectionError::Unavailable { retry_after: retry_after(&response) });
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(IntrospectionError::Unauthorized);
@@ -200,6 +304,10 @@ impl IntrospectionClient {
         let upstream = token.upstream.expires_at.map_or(i64::MAX, |e| e.saturating_sub(skew));
         max.min(token.exp).min(upstream)
     }
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]

@@ -22,5 +22,6 @@ mod introspection;
 pub use challenge::{BearerChallenge, protected_resource_metadata, resource_metadata_url};
 pub use connect::{ConnectClient, ConnectError, ConnectLink, ConnectedSession, ConnectionState};
 pub use introspection::{
-    ActiveToken, IntrospectionClient, IntrospectionConfig, IntrospectionError, TokenStatus, UpstreamCredential,
+    ActiveToken, ExchangeStatus, ExchangedToken, IntrospectionClient, IntrospectionConfig, IntrospectionError,
+    TokenStatus, UpstreamCredential,
 };

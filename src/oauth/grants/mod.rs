@@ -29,6 +29,29 @@ pub struct TokenForm {
     pub resource: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    // RFC 8693 token exchange (MCP servers; see `oauth::exchange`).
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl TokenForm {
+    /// The members of a token exchange request.
+    pub fn exchange_request(self) -> super::exchange::ExchangeRequest {
+        super::exchange::ExchangeRequest {
+            subject_token: self.subject_token,
+            subject_token_type: self.subject_token_type,
+            requested_token_type: self.requested_token_type,
+            actor_token: self.actor_token,
+            actor_token_type: self.actor_token_type,
+            audience: self.audience,
+            resource: self.resource,
+            scope: self.scope,
+        }
+    }
 }
 
 /// A token request, by grant type.
@@ -57,7 +80,8 @@ impl TryFrom<TokenForm> for TokenRequest {
             None => Err(OAuthError::invalid_request("grant_type is required")),
             Some(_) => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "supported grant types: authorization_code, refresh_token",
+                "supported grant types: authorization_code, refresh_token, and for MCP servers \
+                 urn:ietf:params:oauth:grant-type:token-exchange",
             )),
         }
     }
