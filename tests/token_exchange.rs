@@ -138,3 +138,96 @@ async fn metadata_advertises_it_and_the_server_module_exchanges_with_a_bounded_c
     app.clock.advance(31);
     assert!(matches!(server.exchange(access).await.unwrap(), ExchangeStatus::Inactive), "revoked, after max_cache");
 }
+
+fn chain_options() -> Options {
+    Options {
+        files: "may_exchange_for = [\"calendar\"]".into(),
+        // The calendar server also offers files:read, so a chained token can carry it.
+        extra: "[[resources.calendar.scopes]]\nname = \"files:read\"\nupstream = [\"repo:read\"]".into(),
+        ..options()
+    }
+}
+
+#[tokio::test]
+async fn an_mcp_server_may_pass_the_user_on_to_the_servers_it_is_allowed_to() {
+    let app = TestApp::spawn_with(Backend::Redis, chain_options()).await;
+    let (client, tokens) = signed_in(&app, "dana").await;
+    let access = tokens["access_token"].as_str().unwrap();
+
+    let response = exchange(&app, RESOURCE_ID, RESOURCE_SECRET, access, &[("audience", OTHER_RESOURCE_ID)]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let chained: Value = response.json().await.unwrap();
+    assert_eq!(chained["issued_token_type"], ACCESS);
+    assert_eq!(chained["token_type"], "Bearer");
+    assert_eq!(chained["scope"], "files:read", "narrowed to what both servers offer");
+    assert_eq!(chained["expires_in"], 300, "short-lived");
+    assert!(chained.get("refresh_token").is_none());
+    let next = chained["access_token"].as_str().unwrap();
+
+    // The next server sees who acts, and the same user's upstream credential.
+    let seen: Value = app.introspect_as(OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, next).await.json().await.unwrap();
+    assert_eq!(seen["active"], true, "{seen}");
+    assert_eq!(seen["aud"], OTHER_RESOURCE_URI);
+    assert_eq!(seen["sub"], app.upstream.user_id("dana").to_string());
+    assert_eq!(seen["act"], json!({"sub": RESOURCE_URI}));
+    let original = app.introspect(access).await;
+    assert_eq!(seen["upstream"]["access_token"], original["upstream"]["access_token"]);
+    // Addressed to the calendar server only; and the calendar server may not chain further.
+    assert_eq!(app.introspect(next).await, json!({"active": false}));
+    let response = exchange(&app, OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, next, &[("audience", RESOURCE_ID)]).await;
+    expect_error(response, 400, "invalid_target", "calendar may not exchange").await;
+    let answer: Value = exchange(&app, OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, next, &[]).await.json().await.unwrap();
+    assert_eq!(answer["access_token"], original["upstream"]["access_token"], "but may use the credential");
+
+    // By URI too; never wider than what the calendar server offers; one target at a time.
+    let by_uri = [("resource", OTHER_RESOURCE_URI)];
+    assert_eq!(exchange(&app, RESOURCE_ID, RESOURCE_SECRET, access, &by_uri).await.status(), 200);
+    let wider = [("audience", OTHER_RESOURCE_ID), ("scope", "files:write")];
+    expect_error(exchange(&app, RESOURCE_ID, RESOURCE_SECRET, access, &wider).await, 400, "invalid_scope", "wider")
+        .await;
+    let two = [("audience", OTHER_RESOURCE_ID), ("resource", RESOURCE_URI)];
+    expect_error(exchange(&app, RESOURCE_ID, RESOURCE_SECRET, access, &two).await, 400, "invalid_target", "two").await;
+
+    // It lives five minutes (and the few seconds of clock leeway), and no longer than its grant.
+    app.clock.advance(306);
+    let seen = app.introspect_as(OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, next).await.json::<Value>().await.unwrap();
+    assert_eq!(seen, json!({"active": false}), "expired");
+    let fresh: Value = exchange(&app, RESOURCE_ID, RESOURCE_SECRET, access, &[("audience", OTHER_RESOURCE_ID)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fresh = fresh["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(app.revoke(&client, tokens["refresh_token"].as_str().unwrap()).await.status(), 200);
+    let seen = app.introspect_as(OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, &fresh).await.json::<Value>().await.unwrap();
+    assert_eq!(seen, json!({"active": false}), "revoking the grant ends the chain's tokens");
+}
+
+#[tokio::test]
+async fn servers_without_permission_cannot_chain() {
+    let app = TestApp::spawn_with(Backend::Redis, options()).await;
+    let (_, tokens) = signed_in(&app, "eve").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let response = exchange(&app, RESOURCE_ID, RESOURCE_SECRET, access, &[("audience", OTHER_RESOURCE_ID)]).await;
+    expect_error(response, 400, "invalid_target", "no may_exchange_for").await;
+}
+
+#[test]
+fn chains_are_checked_in_the_configuration() {
+    let base =
+        "[providers.p]\nkind = \"github\"\nclient_id = \"c\"\n[providers.q]\nkind = \"github\"\nclient_id = \"c\"\n";
+    let resource = |id: &str, provider: &str, may: &str| {
+        format!(
+            "[resources.{id}]\nuri = \"https://{id}.example/mcp\"\nprovider = \"{provider}\"\nmay_exchange_for = [{may}]\n"
+        )
+    };
+    for (toml, says) in [
+        (format!("{base}{}", resource("a", "p", "\"nowhere\"")), "unknown resource `nowhere`"),
+        (format!("{base}{}", resource("a", "p", "\"a\"")), "cannot chain to itself"),
+        (format!("{base}{}{}", resource("a", "p", "\"b\""), resource("b", "q", "")), "one upstream credential"),
+    ] {
+        let errors = config_errors(&toml);
+        assert!(errors.contains("resources.a.may_exchange_for") && errors.contains(says), "{says}: {errors}");
+    }
+}

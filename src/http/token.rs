@@ -71,7 +71,7 @@ async fn exchange_post(
     }
     let origin = || super::origin(req, state);
     let request = form.exchange_request();
-    let answer = exchange::exchange(broker.introspector(), caller, &request, &origin, now).await?;
+    let answer = exchange::exchange(broker.introspector(), broker.minter(), caller, &request, &origin, now).await?;
     broker.metrics.token_issued("token_exchange");
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);

@@ -15,8 +15,9 @@ use crate::store::{ActivityStore, GrantRecord, GrantStatus};
 
 use super::error::OAuthError;
 use super::refresh::{Freshness, Refresher};
+use super::registry::Registry;
 use super::registry::Resource;
-use super::tokens::{AccessClaims, VerifiedTokens, looks_like_jwt};
+use super::tokens::{AccessClaims, Actor, VerifiedTokens, looks_like_jwt};
 
 /// Tokens dated further in the future than this are not Tether's (clock skew between replicas).
 const MAX_FUTURE_IAT: i64 = 60;
@@ -70,6 +71,9 @@ pub struct ActiveToken {
     pub iat: UnixTime,
     pub jti: String,
     pub token_type: &'static str,
+    /// RFC 8693 §4.1: the MCP server that exchanged its token for this one (chains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
     pub upstream: UpstreamCredential,
 }
 
@@ -141,6 +145,67 @@ pub struct Introspector<'a> {
     /// Set when background refresh is on: grants used are recorded for it, for this long.
     pub activity: Option<(&'a dyn ActivityStore, Duration)>,
     pub audit: &'a Auditor,
+    /// For chained tokens: which resource may exchange for which.
+    pub registry: &'a Registry,
+}
+
+/// The longest chain of MCP servers a token may have passed through.
+pub const MAX_CHAIN: usize = 4;
+
+/// Whether the chain in `act` may reach `caller` from the grant's resource: each actor (by its
+/// URI) still lists the next in `may_exchange_for`, and the first is the grant's own resource.
+/// Checked on every use, so taking a permission out of the configuration ends the chain's tokens.
+fn chain_allowed(registry: &Registry, act: &Actor, grant_resource: &str, caller: &str) -> bool {
+    let mut next = caller;
+    for (depth, actor) in act.chain().enumerate() {
+        let Some(resource) = registry.resource_by_uri(&actor.sub) else { return false };
+        if depth >= MAX_CHAIN || !resource.may_exchange_for.iter().any(|id| id == next) {
+            return false;
+        }
+        next = &resource.id;
+    }
+    next == grant_resource
+}
+
+/// A token that checks out for `caller`: its claims and its grant, or why not. Nothing is
+/// refreshed or recorded.
+pub async fn subject(
+    ctx: Introspector<'_>,
+    caller: &Resource,
+    token: &str,
+    now: UnixTime,
+) -> Result<Result<(AccessClaims, GrantRecord), Inactive>, OAuthError> {
+    let Introspector { signer, verified, issuer, refresher, registry, .. } = ctx;
+    if !looks_like_jwt(token) {
+        return Ok(Err(Inactive::NotAToken));
+    }
+    let Some(claims) = verified.verify(signer, token, issuer, now) else {
+        return Ok(Err(Inactive::BadSignature));
+    };
+    let claims = AccessClaims::clone(&claims);
+    if claims.exp + EXP_LEEWAY_SECS <= now {
+        return Ok(Err(Inactive::Expired));
+    }
+    if claims.iat > now + MAX_FUTURE_IAT {
+        return Ok(Err(Inactive::FutureIat));
+    }
+    if claims.aud != caller.uri {
+        return Ok(Err(Inactive::WrongAudience));
+    }
+    let Some(grant) = refresher.grants.grant(&claims.gid).await? else {
+        return Ok(Err(Inactive::GrantGone));
+    };
+    if grant.status != GrantStatus::Active {
+        return Ok(Err(Inactive::GrantEnded));
+    }
+    let served = match &claims.act {
+        None => grant.info.resource == caller.id,
+        Some(act) => chain_allowed(registry, act, &grant.info.resource, &caller.id),
+    };
+    if grant.info.client_id != claims.client_id || grant.info.subject != claims.sub || !served {
+        return Ok(Err(Inactive::GrantMismatch));
+    }
+    Ok(Ok((claims, grant)))
 }
 
 pub async fn introspect(
@@ -150,34 +215,12 @@ pub async fn introspect(
     origin: &dyn Fn() -> Origin,
     now: UnixTime,
 ) -> Result<Introspection, OAuthError> {
-    let Introspector { signer, verified, issuer, refresher, activity, audit } = ctx;
-    let (grants, vault) = (refresher.grants, refresher.vault);
-    if !looks_like_jwt(token) {
-        return Ok(inactive(Inactive::NotAToken));
-    }
-    let Some(claims) = verified.verify(signer, token, issuer, now) else {
-        return Ok(inactive(Inactive::BadSignature));
+    let (refresher, activity, audit) = (ctx.refresher, ctx.activity, ctx.audit);
+    let vault = refresher.vault;
+    let (claims, grant) = match subject(ctx, caller, token, now).await? {
+        Ok(found) => found,
+        Err(reason) => return Ok(inactive(reason)),
     };
-    let claims = AccessClaims::clone(&claims);
-    if claims.exp + EXP_LEEWAY_SECS <= now {
-        return Ok(inactive(Inactive::Expired));
-    }
-    if claims.iat > now + MAX_FUTURE_IAT {
-        return Ok(inactive(Inactive::FutureIat));
-    }
-    if claims.aud != caller.uri {
-        return Ok(inactive(Inactive::WrongAudience));
-    }
-    let Some(grant) = grants.grant(&claims.gid).await? else {
-        return Ok(inactive(Inactive::GrantGone));
-    };
-    if grant.status != GrantStatus::Active {
-        return Ok(inactive(Inactive::GrantEnded));
-    }
-    if grant.info.client_id != claims.client_id || grant.info.subject != claims.sub || grant.info.resource != caller.id
-    {
-        return Ok(inactive(Inactive::GrantMismatch));
-    }
     let Some(tokens) = vault.open(&grant) else {
         return Ok(inactive(Inactive::Unreadable));
     };
@@ -205,6 +248,49 @@ pub async fn introspect(
         iat: claims.iat,
         jti: claims.jti,
         token_type: "Bearer",
+        act: claims.act,
         upstream: UpstreamCredential::new(grant.info.provider, tokens),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::registry::Resource;
+
+    fn resource(id: &str, may: &[&str]) -> Resource {
+        Resource {
+            id: id.into(),
+            uri: format!("https://{id}.example/mcp"),
+            name: id.into(),
+            provider: "dev".into(),
+            scopes: vec![],
+            secret_digest: String::new(),
+            webhook: None,
+            may_exchange_for: may.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn act(ids: &[&str]) -> Actor {
+        // Current actor first.
+        ids.iter()
+            .rev()
+            .fold(None, |inner, id| Some(Actor { sub: format!("https://{id}.example/mcp"), act: inner.map(Box::new) }))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_chain_is_good_only_hop_by_hop_from_the_grants_own_resource() {
+        let registry = Registry::new(
+            vec![resource("a", &["b"]), resource("b", &["c"]), resource("c", &[]), resource("d", &["c"])],
+            vec![],
+        );
+        assert!(chain_allowed(&registry, &act(&["a"]), "a", "b"));
+        assert!(chain_allowed(&registry, &act(&["b", "a"]), "a", "c"), "a -> b -> c");
+        assert!(!chain_allowed(&registry, &act(&["a"]), "a", "c"), "a may not reach c directly");
+        assert!(!chain_allowed(&registry, &act(&["d"]), "a", "c"), "d's permission is not the grant's");
+        assert!(!chain_allowed(&registry, &act(&["b"]), "a", "c"), "the chain must start at the grant's resource");
+        let unknown = Actor { sub: "https://nowhere.example/mcp".into(), act: None };
+        assert!(!chain_allowed(&registry, &unknown, "a", "b"));
+    }
 }

@@ -121,6 +121,7 @@ impl Broker {
             refresher: self.refresher(),
             activity: self.background.map(|b| (activity, b.window)),
             audit: &self.audit,
+            registry: &self.registry,
         }
     }
 

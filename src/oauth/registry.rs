@@ -32,6 +32,9 @@ pub struct Resource {
     pub secret_digest: String,
     /// Where connect-flow events go (signed), if anywhere.
     pub webhook: Option<crate::webhook::Webhook>,
+    /// Resources this one may exchange a token it received for a token addressed to (the same
+    /// user, grant and upstream credential; see `oauth::exchange`).
+    pub may_exchange_for: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +59,11 @@ impl Registry {
 
     pub fn resource(&self, id: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.id == id)
+    }
+
+    /// The resource whose canonical URI this is, exactly (an `aud` or an `act.sub`).
+    pub fn resource_by_uri(&self, uri: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.uri == uri)
     }
 
     /// The resource an authorization or token request is for.
@@ -116,6 +124,7 @@ mod tests {
             scopes: vec![],
             secret_digest: hash::digest("s3cret"),
             webhook: None,
+            may_exchange_for: vec![],
         }
     }
 

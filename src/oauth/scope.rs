@@ -110,6 +110,7 @@ mod tests {
                 offer("files:write", &["repo:write", "repo:read"], false),
             ],
             secret_digest: String::new(),
+            may_exchange_for: vec![],
             webhook: None,
         }
     }

@@ -46,6 +46,25 @@ pub struct AccessClaims {
     pub exp: UnixTime,
     pub jti: String,
     pub gid: String,
+    /// RFC 8693 §4.1: the MCP server that exchanged a token for this one (its URI), with the
+    /// one before it nested; only on tokens minted by a chain exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// An `act` claim: who acts (a resource's URI), and who acted before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// The actors, current first.
+    pub fn chain(&self) -> impl Iterator<Item = &Actor> {
+        std::iter::successors(Some(self), |a| a.act.as_deref())
+    }
 }
 
 /// Access tokens whose signature was verified, by SHA-256 of the whole token, so the next
@@ -134,7 +153,21 @@ impl Minter<'_> {
         scope: &[String],
         now: UnixTime,
     ) -> Result<(String, u64), OAuthError> {
-        let ttl = self.lifetimes.access_token.as_secs();
+        self.token(grant_id, grant, audience, scope, None, self.lifetimes.access_token.as_secs(), now)
+    }
+
+    /// A signed access token with an `act` claim, living `ttl` seconds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn token(
+        &self,
+        grant_id: &str,
+        grant: &GrantInfo,
+        audience: &str,
+        scope: &[String],
+        act: Option<Actor>,
+        ttl: u64,
+        now: UnixTime,
+    ) -> Result<(String, u64), OAuthError> {
         let claims = AccessClaims {
             iss: self.issuer.to_owned(),
             sub: grant.subject.clone(),
@@ -145,6 +178,7 @@ impl Minter<'_> {
             exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
             jti: uuid::Uuid::new_v4().simple().to_string(),
             gid: grant_id.to_owned(),
+            act,
         };
         let token = self.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "signing an access token failed");
@@ -182,6 +216,7 @@ mod tests {
             exp,
             jti: "jti".into(),
             gid: "grant".into(),
+            act: None,
         }
     }
 

@@ -78,6 +78,11 @@ pub struct ActiveToken {
     pub aud: String,
     pub iss: String,
     pub exp: UnixTime,
+    /// For a token another MCP server exchanged for this one (RFC 8693 §4.1): `{"sub": <that
+    /// server's URI>, "act": <the one before, if any>}`. Decide on the top-level claims and
+    /// this outermost actor only.
+    #[serde(default)]
+    pub act: Option<serde_json::Value>,
     pub upstream: UpstreamCredential,
 }
 

@@ -355,6 +355,9 @@ pub struct ResourceSettings {
     pub connect_webhook: Option<String>,
     pub connect_webhook_secret: Option<SecretString>,
     pub connect_webhook_secret_file: Option<PathBuf>,
+    /// Other resources this one may exchange its tokens for (MCP server chains, RFC 8693).
+    #[serde(default)]
+    pub may_exchange_for: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -479,6 +479,22 @@ pub(super) fn resources(settings: &Settings, production: bool, errors: &mut Conf
             Some(_) => {}
         }
         let webhook = connect_webhook(r, production, &key, errors);
+        for target in &r.may_exchange_for {
+            match settings.resources.get(target) {
+                None => errors.push(key("may_exchange_for"), format!("unknown resource `{target}`")),
+                Some(_) if target == id => errors.push(key("may_exchange_for"), "a resource cannot chain to itself"),
+                // The chained token carries the same upstream credential: it must be for the
+                // same provider.
+                Some(other) if other.provider != r.provider => errors.push(
+                    key("may_exchange_for"),
+                    format!(
+                        "`{target}` uses provider `{}`, this resource `{}`: a chain passes one upstream credential on",
+                        other.provider, r.provider
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
         let mut names = HashSet::new();
         for s in &r.scopes {
             if scope::parse(Some(&s.name)).map_or(true, |p| p.len() != 1) || s.name == scope::OFFLINE_ACCESS {
@@ -505,6 +521,7 @@ pub(super) fn resources(settings: &Settings, production: bool, errors: &mut Conf
                 .collect(),
             secret_digest: secret.map(|s| hash::digest(s.expose_secret())).unwrap_or_default(),
             webhook,
+            may_exchange_for: r.may_exchange_for.clone(),
         });
     }
     out
