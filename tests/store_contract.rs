@@ -209,6 +209,7 @@ async fn consents_and_pending_requests_are_taken_once(s: Subject) {
         user: None,
         resume: None,
         account: false,
+        reconnect: None,
         request: request(),
         binding_digest: "b".into(),
         provider: "dev".into(),

@@ -192,6 +192,23 @@ fn called_tool(body: &[u8]) -> Option<String> {
     (message["method"] == "tools/call").then(|| message["params"]["name"].as_str().map(str::to_owned)).flatten()
 }
 
+/// A tool call's JSON-RPC answer when the upstream connection needs the person: a tool
+/// result (understood by every client) with the link to connect again.
+fn connect_first(body: &[u8], interaction_uri: &str) -> Response {
+    let message: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = format!(
+        "Your connection to the provider needs you again. Open {interaction_uri} to connect it, then try again."
+    );
+    let answer = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": message["id"],
+        "result": {"content": [{"type": "text", "text": text}], "isError": true},
+    });
+    let mut response = axum::Json(answer).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// Introspects the bearer token at Tether and checks the scope of tool calls.
 async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let default_scope = "files:read".to_owned();
@@ -201,6 +218,18 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
     };
     let active = match shared.tether.introspect(&token).await {
         Ok(TokenStatus::Active(active)) => active,
+        // The token is good but the person must connect the provider again: tool calls get a
+        // result with Tether's link; everything else (initialize, tools/list) goes on.
+        Ok(TokenStatus::ConnectFirst(needs)) => {
+            let (parts, body) = request.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, 4 * 1024 * 1024).await else {
+                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            };
+            if called_tool(&bytes).is_some() {
+                return connect_first(&bytes, &needs.interaction_uri);
+            }
+            return next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+        }
         // Expired, revoked, or for another server: 401, so the client refreshes (never 403).
         Ok(TokenStatus::Inactive) => {
             return challenge(&shared, StatusCode::UNAUTHORIZED, Some("invalid_token"), default_scope);

@@ -31,6 +31,8 @@ pub enum EventType {
     ConnectionWidened,
     ConnectionRefreshed,
     ConnectionRefreshFailed,
+    /// The person connected a connection that needed them again ("connect first" link).
+    ConnectionRestored,
     GrantIssued,
     TokenIssued,
     RefreshReuseDetected,
@@ -43,7 +45,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 17] = [
         Self::ConsentApproved,
         Self::ConsentDenied,
         Self::UserSignedIn,
@@ -51,6 +53,7 @@ impl EventType {
         Self::ConnectionWidened,
         Self::ConnectionRefreshed,
         Self::ConnectionRefreshFailed,
+        Self::ConnectionRestored,
         Self::GrantIssued,
         Self::TokenIssued,
         Self::RefreshReuseDetected,
@@ -71,6 +74,7 @@ impl EventType {
             Self::ConnectionWidened => "dev.tether.connection.widened",
             Self::ConnectionRefreshed => "dev.tether.connection.refreshed",
             Self::ConnectionRefreshFailed => "dev.tether.connection.refresh_failed",
+            Self::ConnectionRestored => "dev.tether.connection.restored",
             Self::GrantIssued => "dev.tether.grant.issued",
             Self::TokenIssued => "dev.tether.token.issued",
             Self::RefreshReuseDetected => "dev.tether.token.reuse_detected",
@@ -93,12 +97,13 @@ impl EventType {
 
 /// What a person's recent activity (the account page) is made of: events about them, never
 /// their every token use (`token.issued` is left out; releases are coalesced).
-pub const ACTIVITY: [EventType; 8] = [
+pub const ACTIVITY: [EventType; 9] = [
     EventType::UserSignedIn,
     EventType::ConnectionMade,
     EventType::ConnectionWidened,
     EventType::ConnectionRefreshed,
     EventType::ConnectionRefreshFailed,
+    EventType::ConnectionRestored,
     EventType::GrantIssued,
     EventType::CredentialReleased,
     EventType::GrantRevoked,

@@ -17,6 +17,8 @@ pub struct ApiError(#[from] pub OAuthError);
 struct ErrorBody<'a> {
     error: &'static str,
     error_description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interaction_uri: Option<&'a str>,
 }
 
 /// The status table. 401 only for failed client authentication; 503 only when the failure
@@ -72,7 +74,11 @@ pub fn json_error(status: StatusCode, error: &OAuthError) -> HttpResponse {
         }
         _ => {}
     }
-    response.json(ErrorBody { error: error.code.as_str(), error_description: &error.description })
+    response.json(ErrorBody {
+        error: error.code.as_str(),
+        error_description: &error.description,
+        interaction_uri: error.interaction_uri.as_deref(),
+    })
 }
 
 /// RFC 6749 §5.1: responses with tokens or credentials are not cached.

@@ -25,6 +25,7 @@ pub mod limits;
 mod metadata;
 pub mod observe;
 mod pages;
+mod reconnect;
 mod register;
 mod revoke;
 mod token;
@@ -178,6 +179,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
                 .default_service(not_allowed()),
         )
         .service(web::resource("/account").route(web::get().to(account::page)).default_service(not_allowed()))
+        .service(
+            // Each opening stores a pending sign-in, like /authorize: the same limit.
+            web::resource("/reconnect/{link}")
+                .wrap(from_fn(|req, next| throttle(Endpoint::Authorize, req, next)))
+                .route(web::get().to(reconnect::get))
+                .default_service(not_allowed()),
+        )
         .service(
             // Each sign-in stores a pending record, like /authorize: the same limit.
             web::resource("/account/sign-in")

@@ -102,6 +102,7 @@ pub async fn start_sign_in(
         user: None,
         resume: None,
         account: true,
+        reconnect: None,
     };
     ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
     Ok((url, binding))
@@ -411,8 +412,9 @@ fn describe(ctx: FlowContext<'_>, event: &serde_json::Value, clients: &BTreeMap<
         EventType::ConnectionWidened => format!("You gave Tether more access to your {provider} account."),
         EventType::ConnectionRefreshed => format!("Tether renewed its access to your {provider} account."),
         EventType::ConnectionRefreshFailed => {
-            format!("{provider} refused to renew Tether's access: authorize again to go on.")
+            format!("{provider} refused to renew Tether's access: connect it again to go on.")
         }
+        EventType::ConnectionRestored => format!("You connected your {provider} account again."),
         EventType::GrantIssued => format!("{client} was given access to {resource}."),
         EventType::CredentialReleased => {
             let times = data["count"].as_u64().filter(|n| *n > 1).map(|n| format!(" ({n} times)")).unwrap_or_default();

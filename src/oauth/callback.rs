@@ -90,6 +90,15 @@ pub async fn complete(
                 .origin(ctx.origin),
         );
     };
+    // A "connect first" link: the connection takes the tokens if this is its account; the
+    // person then sees their connected apps, working again.
+    if let Some(reconnect) = &pending.reconnect {
+        let link = super::reconnect::finish(ctx, reconnect, &identity, &exchanged.tokens, now).await?;
+        let session = links::sign_in(ctx, &pending.binding_digest, &link.info.user, &identity, now).await;
+        let redirect = url::Url::parse(&format!("{}/account", ctx.issuer))
+            .map_err(|_| FlowError::page("The account page's address cannot be built."))?;
+        return Ok(Completed { redirect, session });
+    }
     // A sign-in to the account page: the user is who signed in; the browser goes to the page.
     if pending.account {
         let user = links::upstream_user(provider.id(), &identity.subject);

@@ -135,6 +135,7 @@ pub async fn send_upstream(
         user: session.filter(|_| ctx.login.is_some()).map(|s| s.user),
         resume: None,
         account: false,
+        reconnect: None,
     };
     pending.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
     Ok(url)

@@ -66,11 +66,13 @@ pub struct OAuthError {
     pub description: Cow<'static, str>,
     /// Seconds after which a retry may succeed (`Retry-After`), for transient errors.
     pub retry_after: Option<u64>,
+    /// `interaction_required`: where the person goes to make it work (a Tether link).
+    pub interaction_uri: Option<String>,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, description: description.into(), retry_after: None }
+        Self { code, description: description.into(), retry_after: None, interaction_uri: None }
     }
 
     /// Over a limit; worth retrying after `secs` (at least one).

@@ -223,7 +223,15 @@ async fn upstream(
             return Err(invalid_request("subject_token is not an active Tether access token for this resource"));
         }
     };
-    let upstream = active.upstream;
+    let Some(upstream) = active.upstream else {
+        // "Connect first": the token is good, the connection needs its person again.
+        let mut error = OAuthError::new(
+            ErrorCode::InteractionRequired,
+            "the user must connect the provider again: send them to interaction_uri",
+        );
+        error.interaction_uri = active.interaction_uri;
+        return Err(error);
+    };
     if request.audience.as_deref().is_some_and(|a| a != upstream.provider) {
         return Err(OAuthError::new(
             ErrorCode::InvalidTarget,

@@ -74,7 +74,47 @@ pub struct ActiveToken {
     /// RFC 8693 §4.1: the MCP server that exchanged its token for this one (chains).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
-    pub upstream: UpstreamCredential,
+    /// Absent when the connection needs the person again ("connect first").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamCredential>,
+    /// `interaction_required` when there is no usable upstream credential, with the link that
+    /// lets the person connect the provider again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interaction_uri: Option<String>,
+}
+
+impl ActiveToken {
+    /// The answer for `claims`: with `upstream`, or "connect first" with `interaction_uri`.
+    fn new(claims: AccessClaims, upstream: Result<UpstreamCredential, String>) -> Self {
+        let (upstream, upstream_error, interaction_uri) = match upstream {
+            Ok(credential) => (Some(credential), None, None),
+            Err(uri) => (None, Some(super::reconnect::INTERACTION_REQUIRED), Some(uri)),
+        };
+        Self {
+            active: true,
+            iss: claims.iss,
+            sub: claims.sub,
+            aud: claims.aud,
+            client_id: claims.client_id,
+            scope: claims.scope,
+            exp: claims.exp,
+            iat: claims.iat,
+            jti: claims.jti,
+            token_type: "Bearer",
+            act: claims.act,
+            upstream,
+            upstream_error,
+            interaction_uri,
+        }
+    }
+}
+
+/// Whether `grant` waits for its person: its connection needs them again. Grants made before
+/// connections existed have no connection to restore and simply end.
+pub fn needs_connection(grant: &GrantRecord) -> bool {
+    grant.connection_id().is_some() && matches!(grant.status, GrantStatus::Dead | GrantStatus::Expired)
 }
 
 /// The outcome: anything but a live token addressed to the caller is `{"active": false}`.
@@ -195,7 +235,7 @@ pub async fn subject(
     let Some(grant) = refresher.grants.grant(&claims.gid).await? else {
         return Ok(Err(Inactive::GrantGone));
     };
-    if grant.status != GrantStatus::Active {
+    if grant.status != GrantStatus::Active && !needs_connection(&grant) {
         return Ok(Err(Inactive::GrantEnded));
     }
     let served = match &claims.act {
@@ -221,6 +261,13 @@ pub async fn introspect(
         Ok(found) => found,
         Err(reason) => return Ok(inactive(reason)),
     };
+    let reconnect = |grant: &GrantRecord| {
+        let link = grant.connection_id().unwrap_or_default();
+        super::reconnect::uri(vault.keys(), ctx.issuer, link, now)
+    };
+    if needs_connection(&grant) {
+        return Ok(Introspection::Active(Box::new(ActiveToken::new(claims, Err(reconnect(&grant))))));
+    }
     let Some(tokens) = vault.open(&grant) else {
         return Ok(inactive(Inactive::Unreadable));
     };
@@ -228,6 +275,9 @@ pub async fn introspect(
     // honouring the MCP token; refresh it when it is (about to be) expired.
     let tokens = match refresher.ensure_fresh(&grant, tokens, now).await? {
         Freshness::Fresh(tokens) => tokens,
+        Freshness::Dead if grant.connection_id().is_some() => {
+            return Ok(Introspection::Active(Box::new(ActiveToken::new(claims, Err(reconnect(&grant))))));
+        }
         Freshness::Dead => return Ok(inactive(Inactive::UpstreamEnded)),
     };
     if let Some((activity, window)) = activity
@@ -237,20 +287,8 @@ pub async fn introspect(
     }
     audit
         .credential_released(&grant.id, &caller.id, origin, now, || released(&grant, &caller.id, &tokens.access_token));
-    Ok(Introspection::Active(Box::new(ActiveToken {
-        active: true,
-        iss: claims.iss,
-        sub: claims.sub,
-        aud: claims.aud,
-        client_id: claims.client_id,
-        scope: claims.scope,
-        exp: claims.exp,
-        iat: claims.iat,
-        jti: claims.jti,
-        token_type: "Bearer",
-        act: claims.act,
-        upstream: UpstreamCredential::new(grant.info.provider, tokens),
-    })))
+    let upstream = UpstreamCredential::new(grant.info.provider, tokens);
+    Ok(Introspection::Active(Box::new(ActiveToken::new(claims, Ok(upstream)))))
 }
 
 #[cfg(test)]

@@ -94,6 +94,7 @@ pub async fn send_to_login(
         user: None,
         resume: Some(resume),
         account: false,
+        reconnect: None,
     };
     ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
     Ok(url)

@@ -19,6 +19,7 @@ pub mod grants;
 pub mod introspection;
 pub mod links;
 pub mod pkce;
+pub mod reconnect;
 pub mod redirect;
 pub mod refresh;
 pub mod registration;

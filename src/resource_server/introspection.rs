@@ -96,9 +96,27 @@ impl ActiveToken {
     }
 }
 
+/// A good token whose upstream connection needs the person again ("connect first"): send
+/// them to `interaction_uri` (MCP URL elicitation, or a tool result with the link), then retry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NeedsConnection {
+    pub sub: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: String,
+    pub aud: String,
+    pub exp: UnixTime,
+    /// A Tether link, good for about ten minutes, that connects the provider again for this
+    /// user only.
+    pub interaction_uri: String,
+}
+
 #[derive(Debug, Clone)]
 pub enum TokenStatus {
     Active(Arc<ActiveToken>),
+    /// Valid, but without an upstream credential until the person connects again. Never
+    /// cached.
+    ConnectFirst(Arc<NeedsConnection>),
     /// Unknown, expired, revoked, for another server, or its upstream grant is dead: answer
     /// the MCP client 401 so that it refreshes or authorizes again.
     Inactive,
@@ -120,6 +138,8 @@ pub enum IntrospectionError {
 #[derive(Deserialize)]
 struct Answer {
     active: bool,
+    #[serde(default)]
+    interaction_uri: Option<String>,
 }
 
 struct Cached {
@@ -157,6 +177,10 @@ impl std::fmt::Debug for ExchangedToken {
 #[derive(Debug, Clone)]
 pub enum ExchangeStatus {
     Exchanged(Arc<ExchangedToken>),
+    /// `interaction_required`: the person must connect the provider again at this link.
+    ConnectFirst {
+        interaction_uri: String,
+    },
     /// The Tether token is not active for this server (RFC 8693 `invalid_request`): answer
     /// the MCP client 401, as for an inactive introspection.
     Inactive,
@@ -165,6 +189,8 @@ pub enum ExchangeStatus {
 #[derive(Deserialize)]
 struct ErrorAnswer {
     error: String,
+    #[serde(default)]
+    interaction_uri: Option<String>,
 }
 
 pub struct IntrospectionClient {
@@ -238,9 +264,10 @@ impl IntrospectionClient {
         if status == reqwest::StatusCode::BAD_REQUEST {
             let answer: ErrorAnswer =
                 serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
-            return match answer.error.as_str() {
-                "invalid_request" => Ok(ExchangeStatus::Inactive),
-                other => Err(IntrospectionError::Protocol(format!("token exchange refused: {other}"))),
+            return match (answer.error.as_str(), answer.interaction_uri) {
+                ("interaction_required", Some(interaction_uri)) => Ok(ExchangeStatus::ConnectFirst { interaction_uri }),
+                ("invalid_request", _) => Ok(ExchangeStatus::Inactive),
+                (other, _) => Err(IntrospectionError::Protocol(format!("token exchange refused: {other}"))),
             };
         }
         if status != reqwest::StatusCode::OK {
@@ -290,6 +317,11 @@ impl IntrospectionClient {
         let answer: Answer = serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
         if !answer.active {
             return Ok(TokenStatus::Inactive);
+        }
+        if answer.interaction_uri.is_some() {
+            let needs: NeedsConnection =
+                serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
+            return Ok(TokenStatus::ConnectFirst(Arc::new(needs)));
         }
         let active: ActiveToken =
             serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;

@@ -23,5 +23,5 @@ pub use challenge::{BearerChallenge, protected_resource_metadata, resource_metad
 pub use connect::{ConnectClient, ConnectError, ConnectLink, ConnectedSession, ConnectionState};
 pub use introspection::{
     ActiveToken, ExchangeStatus, ExchangedToken, IntrospectionClient, IntrospectionConfig, IntrospectionError,
-    TokenStatus, UpstreamCredential,
+    NeedsConnection, TokenStatus, UpstreamCredential,
 };

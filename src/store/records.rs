@@ -127,6 +127,17 @@ pub struct PendingRecord {
     /// `/account` and errors are shown as pages (`request` is a placeholder).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub account: bool,
+    /// A reconnection ("connect first" link): the connection it is for, and the link's digest
+    /// (it completes once). The callback changes nothing unless the same account signed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<Reconnect>,
+}
+
+/// What a reconnection's sign-in is for (see `oauth::reconnect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconnect {
+    pub connection: String,
+    pub link: String,
 }
 
 /// An authorization code, bound to everything `/token` must check.

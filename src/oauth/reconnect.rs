@@ -1,0 +1,208 @@
+//! "Connect first": when a grant's connection needs the user again (the provider refused a
+//! refresh, or a token without a refresh token expired), the MCP client's token stays good and
+//! MCP servers are told so, with a link that lets the person connect the provider again
+//! instead of leaving them at a dead end.
+//!
+//! The link (`interaction_uri`) names the connection and an expiry under a MAC of the key
+//! ring, so handing it out on every introspection writes nothing. It only starts an upstream
+//! sign-in; the connection changes only when that sign-in is the very account the connection
+//! was (the same upstream subject; under a login provider, also the signed-in Tether user), so
+//! a link that reaches someone else cannot attach their account to another person's grants
+//! (the MCP URL elicitation rule against phishing). It completes once.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
+use crate::clock::UnixTime;
+use crate::crypto::seal::KeyRing;
+use crate::crypto::{hash, random};
+use crate::store::{AuthorizationRecord, LinkRecord, LinkStatus, PendingRecord, Reconnect};
+use crate::upstream::{Identity, UpstreamTokens};
+
+use super::authorize::FlowContext;
+use super::flow::{FlowError, PageStatus};
+use super::links;
+
+/// `upstream_error` in introspection, and the token exchange error code.
+pub const INTERACTION_REQUIRED: &str = "interaction_required";
+
+/// A link is good for between one and two of these (it is the same within a window, so that
+/// MCP servers may show it again).
+const WINDOW_SECS: i64 = 600;
+
+fn message(link: &str, expires: UnixTime) -> Vec<u8> {
+    format!("tether/reconnect/v1\0{link}\0{expires}").into_bytes()
+}
+
+/// The link for connection `link`, as of `now`.
+pub fn uri(keys: &KeyRing, issuer: &str, link: &str, now: UnixTime) -> String {
+    let expires = (now.div_euclid(WINDOW_SECS) + 2) * WINDOW_SECS;
+    let (kid, tag) = keys.mac(&message(link, expires));
+    format!("{issuer}/reconnect/{link}.{expires}.{kid}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+/// The connection a link names, if the link is Tether's and unexpired.
+fn verify(keys: &KeyRing, token: &str, now: UnixTime) -> Option<(String, UnixTime)> {
+    let mut parts = token.splitn(4, '.');
+    let (link, expires, kid, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let expires: UnixTime = expires.parse().ok()?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    (link.len() == 24 && expires > now && keys.verify_mac(kid, &message(link, expires), &tag))
+        .then(|| (link.to_owned(), expires))
+}
+
+fn page(message: &'static str) -> FlowError {
+    FlowError::page(message)
+}
+
+/// A store or signing failure, as a page (the cause is in the log).
+fn unavailable(e: &super::OAuthError) -> FlowError {
+    FlowError::Page {
+        status: if e.code == super::ErrorCode::TemporarilyUnavailable {
+            PageStatus::Unavailable
+        } else {
+            PageStatus::ServerError
+        },
+        message: "Tether could not complete this step. Try the link again in a moment.".into(),
+    }
+}
+
+/// Opens a link: sends the browser to the provider to sign in as the connection's account.
+/// Returns where to send it and the browser binding to set.
+pub async fn start(
+    ctx: FlowContext<'_>,
+    token: &str,
+    presented_binding: Option<&str>,
+    session: Option<&str>,
+    now: UnixTime,
+) -> Result<(url::Url, String), FlowError> {
+    let Some((link_id, _)) = verify(ctx.vault.keys(), token, now) else {
+        return Err(page("This link is not valid or has expired. Ask the application for a new one."));
+    };
+    let link = ctx.store.link(&link_id).await?.filter(|l| l.status != LinkStatus::Ended);
+    let Some(link) = link else {
+        return Err(page("This connection no longer exists. Sign in to the application again."));
+    };
+    if link.status == LinkStatus::Active {
+        // Working again already (this link was used, or the person signed in anew): show it.
+        let account = url::Url::parse(&format!("{}/account", ctx.issuer))
+            .map_err(|_| page("The account page's address cannot be built."))?;
+        return Err(FlowError::Redirect(account));
+    }
+    let binding =
+        presented_binding.filter(|b| super::authorize::is_binding(b)).map_or_else(random::token, str::to_owned);
+    let binding_digest = hash::digest(&binding);
+    // Under a login provider the connection is a Tether user's: only that user, signed in here,
+    // may connect it again.
+    let owned = link.info.user != links::upstream_user(&link.info.provider, &link.info.subject);
+    if owned {
+        let signed_in = links::session(ctx, session, &binding_digest, now).await.map_err(|e| unavailable(&e))?;
+        if signed_in.is_none_or(|s| s.user != link.info.user) {
+            return Err(FlowError::forbidden(
+                "Sign in to Tether first (the account page, /account), then open this link again.",
+            ));
+        }
+    }
+    let provider = ctx.providers.get(&link.info.provider).ok_or_else(|| page("That provider is not configured."))?;
+    let (state, verifier) = (random::token(), random::token());
+    let nonce = provider.uses_nonce().then(random::token);
+    let mut scopes = provider.base_scopes().to_vec();
+    scopes.extend(link.info.scope.iter().filter(|s| !provider.base_scopes().contains(s)).cloned());
+    let url = provider.authorize_url(&state, &verifier, nonce.as_deref(), &scopes).await.map_err(|e| {
+        tracing::warn!(provider = %provider.id(), error = %e, "cannot start a reconnection");
+        FlowError::Page {
+            status: PageStatus::Unavailable,
+            message: "The provider is unavailable. Try again in a moment.".into(),
+        }
+    })?;
+    let record = PendingRecord {
+        // No client waits: the callback shows the person a page.
+        request: AuthorizationRecord {
+            client_id: String::new(),
+            redirect_uri: format!("{}/account", ctx.issuer),
+            redirect_uri_sent: false,
+            state: None,
+            code_challenge: String::new(),
+            resource: String::new(),
+            scope: Vec::new(),
+            requested_scope: Vec::new(),
+            widens: None,
+            offline: false,
+            client_name: None,
+            client_source: None,
+        },
+        binding_digest,
+        provider: provider.id().to_owned(),
+        upstream_verifier: verifier,
+        upstream_nonce: nonce,
+        upstream_scopes: scopes,
+        created_at: now,
+        user: None,
+        resume: None,
+        account: true,
+        reconnect: Some(Reconnect { connection: link.id.clone(), link: hash::digest(token) }),
+    };
+    ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
+    Ok((url, binding))
+}
+
+/// The callback of a reconnection: the connection takes the new tokens if, and only if, the
+/// person signed in as its account; then every grant on it works again.
+pub async fn finish(
+    ctx: FlowContext<'_>,
+    reconnect: &Reconnect,
+    identity: &Identity,
+    tokens: &UpstreamTokens,
+    now: UnixTime,
+) -> Result<LinkRecord, FlowError> {
+    let link = ctx.store.link(&reconnect.connection).await?.filter(|l| l.status != LinkStatus::Ended);
+    let Some(link) = link.filter(|l| l.info.subject == identity.subject) else {
+        tracing::warn!("a reconnection signed in as another account (or the connection ended); nothing changed");
+        return Err(FlowError::forbidden(
+            "You signed in as another account than the one this link is for. Nothing was changed.",
+        ));
+    };
+    // Once: the first completion wins (the lock store's set-if-absent, across replicas).
+    let ttl = std::time::Duration::from_secs(u64::try_from(2 * WINDOW_SECS).unwrap_or(1200));
+    if !ctx.store.try_lock(&format!("reconnect:{}", reconnect.link), "used", ttl).await? {
+        return Err(page("This link was already used. Ask the application for a new one if it still fails."));
+    }
+    let link = links::connect(ctx, &link.info.user, &link.info.provider, identity, tokens, &link.info.scope, now)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    ctx.audit.emit(
+        Event::new(EventType::ConnectionRestored, Actor::new(ActorKind::User, &link.info.user), Outcome::Success, now)
+            .user(&link.info.user)
+            .provider(&link.info.provider)
+            .detail("connection", serde_json::Value::String(link.id.clone()))
+            .origin(ctx.origin),
+    );
+    Ok(link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> KeyRing {
+        KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap()
+    }
+
+    #[test]
+    fn links_verify_until_they_expire_and_not_when_altered() {
+        let keys = keys();
+        let link = "0123456789abcdef01234567";
+        let uri = uri(&keys, "https://tether.example", link, 1_000);
+        let token = uri.strip_prefix("https://tether.example/reconnect/").unwrap();
+        assert_eq!(verify(&keys, token, 1_000).map(|(l, _)| l), Some(link.to_owned()));
+        assert_eq!(uri, super::uri(&keys, "https://tether.example", link, 1_100), "stable within a window");
+        assert!(verify(&keys, token, 1_800).is_none(), "expired");
+        let other = token.replacen("0123", "9999", 1);
+        assert!(verify(&keys, &other, 1_000).is_none(), "another connection");
+        let later = token.replacen(".1800.", ".999999.", 1);
+        assert!(verify(&keys, &later, 1_000).is_none(), "a longer life");
+        assert!(verify(&KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap(), token, 1_000).is_none());
+        assert!(verify(&keys, "garbage", 1_000).is_none());
+    }
+}
