@@ -169,11 +169,19 @@ async fn grants_on_a_connection_refresh_together_and_need_the_user_together() {
         tokens: app.refresh(&one, first.tokens["refresh_token"].as_str().unwrap()).await.json().await.unwrap(),
         ..first
     };
-    assert_eq!(app.introspect(access(&first)).await, json!({"active": false}));
+    // "Connect first": the tokens stay good, with a link for the person instead of a credential.
+    let answer = app.introspect(access(&first)).await;
+    assert_eq!(
+        (answer["active"].clone(), answer["upstream_error"].clone()),
+        (json!(true), json!("interaction_required"))
+    );
+    assert!(answer.get("upstream").is_none(), "{answer}");
     let second_access = app.refresh(&two, second.tokens["refresh_token"].as_str().unwrap()).await;
     let second_access: Value = second_access.json().await.unwrap();
     if let Some(token) = second_access["access_token"].as_str() {
-        assert_eq!(app.introspect(token).await, json!({"active": false}), "the sibling needs the user too");
+        let sibling = app.introspect(token).await;
+        assert_eq!(sibling["upstream_error"], "interaction_required", "the sibling needs the user too: {sibling}");
+        assert_eq!(sibling["interaction_uri"], answer["interaction_uri"], "one connection, one link");
     }
     let admin = app.admin.clone().unwrap();
     let user: Value = reqwest::Client::new()

@@ -96,7 +96,9 @@ async fn refresh_rotation_outage_refusal(flow: &Flow, outage: u16) {
     upstream_of(flow).await;
     app.clock.advance(61);
     app.upstream.revoke_all_refresh_tokens();
-    assert_eq!(app.introspect(&flow.access).await, json!({"active": false}), "a refusal ends the grant");
+    let refused = app.introspect(&flow.access).await;
+    assert!(refused.get("upstream").is_none(), "a refusal ends the credential: {refused}");
+    assert_eq!(refused["upstream_error"], "interaction_required", "and asks for the person: {refused}");
 }
 
 #[tokio::test]

@@ -55,9 +55,10 @@ pub enum AdminCommand {
 #[derive(Debug, Args, Default)]
 pub struct Filter {
     /// `provider:subject`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub user: Option<String>,
-    #[arg(long)]
+    /// Dynamic client ids are random and may start with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     pub client_id: Option<String>,
     /// The MCP server's id.
     #[arg(long)]
@@ -426,6 +427,26 @@ mod tests {
         for at in [0_i64, 951_782_400, 1_796_342_400, 1_796_387_045] {
             assert_eq!(seconds_of(&crate::audit::rfc3339(at * 1000)), at);
         }
+    }
+
+    #[test]
+    fn ids_that_start_with_a_hyphen_are_values() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "tether",
+            "admin",
+            "--token",
+            "t",
+            "grants",
+            "list",
+            "--client-id",
+            "-MzYx",
+            "--user",
+            "-dev:1",
+        ]);
+        let text = format!("{cli:?}");
+        assert!(cli.is_ok(), "{text}");
+        assert!(text.contains("\"-MzYx\"") && text.contains("\"-dev:1\""), "{text}");
     }
 
     #[test]
