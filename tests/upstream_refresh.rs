@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Upstream access tokens live two minutes; Tether refreshes within 60 s of expiry.
 fn options(kind: Kind, extra: &str) -> Options {
