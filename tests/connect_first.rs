@@ -123,13 +123,25 @@ async fn the_server_module_reports_connect_first() {
     let app = TestApp::spawn_with(Backend::Redis, options()).await;
     let client = app.register_client("none").await;
     let access = app.tokens_for(&client, "rio").await["access_token"].as_str().unwrap().to_owned();
-    app.upstream.revoke_all_refresh_tokens();
-    app.clock.advance(61);
     let server = IntrospectionClient::with_clock(
         IntrospectionConfig::new(app.url("/introspect"), RESOURCE_ID, RESOURCE_SECRET),
         Arc::new(app.clock.clone()),
     )
     .unwrap();
+    // A refused upstream call reported: the cached answer goes, the token is refreshed.
+    let TokenStatus::Active(first) = server.introspect(&access).await.unwrap() else { panic!("inactive") };
+    let TokenStatus::Active(fresh) = server.report_rejected(&access).await.unwrap() else { panic!("inactive") };
+    use secrecy::ExposeSecret;
+    assert_ne!(fresh.upstream.access_token.expose_secret(), first.upstream.access_token.expose_secret());
+    let TokenStatus::Active(next) = server.introspect(&access).await.unwrap() else { panic!("inactive") };
+    assert_eq!(
+        next.upstream.access_token.expose_secret(),
+        fresh.upstream.access_token.expose_secret(),
+        "not the stale cache"
+    );
+
+    app.upstream.revoke_all_refresh_tokens();
+    app.clock.advance(61);
     let TokenStatus::ConnectFirst(needs) = server.introspect(&access).await.unwrap() else {
         panic!("not connect-first")
     };
@@ -139,4 +151,58 @@ async fn the_server_module_reports_connect_first() {
         panic!("not connect-first")
     };
     assert_eq!(interaction_uri, needs.interaction_uri);
+}
+
+/// `POST /introspect/upstream-rejected` as `id`.
+async fn report(app: &TestApp, id: &str, secret: &str, token: &str) -> reqwest::Response {
+    let url = app.url("/introspect/upstream-rejected");
+    app.api.post(url).basic_auth(id, Some(secret)).form(&[("token", token)]).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_servers_report_ends_a_token_that_never_expires_only_when_the_provider_confirms() {
+    let options = Options { kind: Kind::GitHubOAuthApp, ..Options::default() };
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let client = app.register_client("none").await;
+    let access = app.tokens_for(&client, "gus").await["access_token"].as_str().unwrap().to_owned();
+    let before = app.introspect(&access).await["upstream"]["access_token"].clone();
+
+    // A confused server, or one lying about someone else's token, changes nothing: the provider
+    // still takes the token, and another server's report is about a token it does not have.
+    let answer: serde_json::Value = report(&app, RESOURCE_ID, RESOURCE_SECRET, &access).await.json().await.unwrap();
+    assert_eq!(answer["upstream"]["access_token"], before, "still accepted: {answer}");
+    let answer: serde_json::Value =
+        report(&app, OTHER_RESOURCE_ID, OTHER_RESOURCE_SECRET, &access).await.json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({"active": false}));
+    assert_eq!(app.introspect(&access).await["upstream"]["access_token"], before);
+
+    // The person removed the app at GitHub: the provider confirms, the person is asked.
+    app.upstream.revoke_access_tokens();
+    let answer: serde_json::Value = report(&app, RESOURCE_ID, RESOURCE_SECRET, &access).await.json().await.unwrap();
+    assert_eq!(answer["upstream_error"], "interaction_required", "{answer}");
+    let link = connect_first(&app, &access).await;
+    // Connecting again makes the same MCP token work, with a new upstream token.
+    let answer = open_and_sign_in(&app, &app.browser(), &link, "gus").await;
+    assert_eq!(answer.status(), 302);
+    let after = app.introspect(&access).await;
+    assert!(app.upstream.accepts(after["upstream"]["access_token"].as_str().unwrap()), "{after}");
+}
+
+#[tokio::test]
+async fn a_report_about_a_refreshable_token_refreshes_it_and_reports_are_limited() {
+    let options = Options { extra: "[limits]\nupstream_rejected_per_minute = 2".into(), ..options() };
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let client = app.register_client("none").await;
+    let access = app.tokens_for(&client, "hal").await["access_token"].as_str().unwrap().to_owned();
+    let before = app.introspect(&access).await["upstream"]["access_token"].as_str().unwrap().to_owned();
+    let answer: serde_json::Value = report(&app, RESOURCE_ID, RESOURCE_SECRET, &access).await.json().await.unwrap();
+    let after = answer["upstream"]["access_token"].as_str().unwrap();
+    assert_ne!(after, before, "refreshed although not near expiry");
+    assert!(app.upstream.accepts(after));
+    assert_eq!(app.upstream.counts().refreshes, 1);
+    assert_eq!(report(&app, RESOURCE_ID, RESOURCE_SECRET, &access).await.status(), 200);
+    let limited = report(&app, RESOURCE_ID, RESOURCE_SECRET, &access).await;
+    assert_eq!(limited.status(), 429, "two a minute");
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(report(&app, RESOURCE_ID, "wrong", &access).await.status(), 401);
 }

@@ -38,6 +38,8 @@ pub enum EventType {
     RefreshReuseDetected,
     CodeReplayed,
     CredentialReleased,
+    /// An MCP server reported that the provider refused the upstream credential.
+    CredentialRejected,
     GrantRevoked,
     ClientRegistered,
     ClientDeleted,
@@ -45,7 +47,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 18] = [
         Self::ConsentApproved,
         Self::ConsentDenied,
         Self::UserSignedIn,
@@ -59,6 +61,7 @@ impl EventType {
         Self::RefreshReuseDetected,
         Self::CodeReplayed,
         Self::CredentialReleased,
+        Self::CredentialRejected,
         Self::GrantRevoked,
         Self::ClientRegistered,
         Self::ClientDeleted,
@@ -80,6 +83,7 @@ impl EventType {
             Self::RefreshReuseDetected => "dev.tether.token.reuse_detected",
             Self::CodeReplayed => "dev.tether.code.replayed",
             Self::CredentialReleased => "dev.tether.credential.released",
+            Self::CredentialRejected => "dev.tether.credential.rejected",
             Self::GrantRevoked => "dev.tether.grant.revoked",
             Self::ClientRegistered => "dev.tether.client.registered",
             Self::ClientDeleted => "dev.tether.client.deleted",

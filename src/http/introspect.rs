@@ -47,9 +47,19 @@ pub async fn post(
             return Err(e.into());
         }
     };
+    Ok(answer(&state, outcome))
+}
+
+/// An introspection outcome on the wire: the token's answer, or exactly `{"active": false}`.
+fn answer(state: &AppState, outcome: Introspection) -> HttpResponse {
+    let broker = &state.broker;
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
-    Ok(match outcome {
+    match outcome {
+        Introspection::Active(active) if active.upstream.is_none() => {
+            broker.metrics.introspection("connect_first", "");
+            ok.json(active)
+        }
         Introspection::Active(active) => {
             broker.metrics.introspection("active", "");
             ok.json(active)
@@ -59,5 +69,31 @@ pub async fn post(
             broker.metrics.introspection(outcome, reason.code());
             ok.json(json!({"active": false}))
         }
-    })
+    }
+}
+
+/// `POST /introspect/upstream-rejected`: the MCP server's upstream API call was refused with
+/// the credential Tether gave it for `token` (see `oauth::reconnect::upstream_rejected`).
+/// Authenticated and answered as introspection; limited per resource.
+#[tracing::instrument(skip_all, fields(resource))]
+pub async fn upstream_rejected(
+    req: HttpRequest,
+    form: web::Form<IntrospectForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let caller = super::resource_caller(&req, &state)?;
+    if let Err(wait) = state.limits.upstream_rejected.check(&caller.id) {
+        let secs = super::limits::retry_secs(wait);
+        return Err(OAuthError::rate_limited(format!("too many reports; retry in {secs} s"), secs).into());
+    }
+    let token = form
+        .into_inner()
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let origin = || super::origin(&req, &state);
+    let outcome =
+        crate::oauth::reconnect::upstream_rejected(state.broker.introspector(), caller, &token, &origin, now).await?;
+    Ok(answer(&state, outcome))
 }

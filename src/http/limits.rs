@@ -57,6 +57,7 @@ pub struct Rates {
     pub authorize_per_minute: u32,
     pub token_per_minute: u32,
     pub introspect_per_second: u32,
+    pub upstream_rejected_per_minute: u32,
 }
 
 pub struct Limits {
@@ -66,6 +67,8 @@ pub struct Limits {
     pub token: Limiter<IpAddr>,
     /// Keyed by resource id: each MCP server has its own budget.
     pub introspect: Limiter<String>,
+    /// Reports of refused upstream credentials, per resource id.
+    pub upstream_rejected: Limiter<String>,
 }
 
 impl Limits {
@@ -77,6 +80,7 @@ impl Limits {
             authorize: Limiter::new(rates.authorize_per_minute, minute),
             token: Limiter::new(rates.token_per_minute, minute),
             introspect: Limiter::new(rates.introspect_per_second, Duration::from_secs(1)),
+            upstream_rejected: Limiter::new(rates.upstream_rejected_per_minute, minute),
         }
     }
 
@@ -85,6 +89,7 @@ impl Limits {
         self.authorize.shrink();
         self.token.shrink();
         self.introspect.shrink();
+        self.upstream_rejected.shrink();
     }
 
     /// The client's address: the peer, unless the peer is a trusted proxy, in which case the

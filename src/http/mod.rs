@@ -162,6 +162,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
         )
         .service(web::resource("/introspect").route(web::post().to(introspect::post)).default_service(not_allowed()))
         .service(
+            web::resource("/introspect/upstream-rejected")
+                .route(web::post().to(introspect::upstream_rejected))
+                .default_service(not_allowed()),
+        )
+        .service(
             web::resource("/revoke").wrap(cors()).route(web::post().to(revoke::post)).default_service(not_allowed()),
         )
         .service(web::resource("/connect").route(web::post().to(connect::start)).default_service(not_allowed()))

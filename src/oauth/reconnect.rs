@@ -181,6 +181,72 @@ pub async fn finish(
     Ok(link)
 }
 
+/// An MCP server says the provider refused the upstream credential it was given for `token`
+/// (GitHub OAuth App tokens never expire, so a person removing the app there is only seen this
+/// way). Tether believes the provider, not the server: with a refresh token it refreshes;
+/// without, it asks the provider's user endpoint, and marks the connection as needing its person
+/// only on the provider's 401. The answer is a fresh introspection of `token`.
+pub async fn upstream_rejected(
+    ctx: super::introspection::Introspector<'_>,
+    caller: &super::registry::Resource,
+    token: &str,
+    origin: &dyn Fn() -> crate::audit::Origin,
+    now: UnixTime,
+) -> Result<super::introspection::Introspection, super::OAuthError> {
+    use super::introspection::{Introspection, needs_connection, subject};
+    use super::refresh::Freshness;
+    let (_, grant) = match subject(ctx, caller, token, now).await? {
+        Ok(found) => found,
+        Err(reason) => return Ok(Introspection::Inactive(reason)),
+    };
+    let refresher = ctx.refresher;
+    let tokens = (!needs_connection(&grant)).then(|| refresher.vault.open(&grant)).flatten();
+    if let Some(tokens) = tokens {
+        let outcome = if tokens.refresh_token.is_some() {
+            match refresher.refresh_rejected(&grant, &tokens.access_token, now).await? {
+                Freshness::Fresh(_) => "refreshed",
+                Freshness::Dead => "confirmed",
+            }
+        } else {
+            let provider = refresher.providers.get(&grant.info.provider);
+            let verdict = match provider {
+                Some(provider) => provider.still_accepts(&tokens).await.map_err(|e| {
+                    tracing::warn!(provider = %grant.info.provider, error = %e, "cannot check an upstream token");
+                    super::OAuthError::new(
+                        super::ErrorCode::TemporarilyUnavailable,
+                        "the upstream provider is unavailable; retry shortly",
+                    )
+                })?,
+                None => None,
+            };
+            match verdict {
+                Some(false) => {
+                    refresher.confirmed_dead(&grant, now).await?;
+                    "confirmed"
+                }
+                Some(true) => "still_accepted",
+                None => "not_confirmed",
+            }
+        };
+        ctx.audit.emit(
+            Event::new(
+                EventType::CredentialRejected,
+                Actor::new(ActorKind::Resource, &caller.id),
+                Outcome::Success,
+                now,
+            )
+            .grant(&grant.id)
+            .user(grant.info.user())
+            .client(&grant.info.client_id)
+            .resource(&caller.id)
+            .provider(&grant.info.provider)
+            .detail("result", outcome)
+            .origin(&origin()),
+        );
+    }
+    super::introspection::introspect(ctx, caller, token, origin, now).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

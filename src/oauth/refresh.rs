@@ -132,10 +132,48 @@ impl Refresher<'_> {
         Ok(self.vault.open(&grant).map(|tokens| (grant, tokens)))
     }
 
+    /// Refreshes now, whatever the expiry says, because an MCP server's API call was refused
+    /// with `rejected` (an access token). If another refresh already replaced that token, the
+    /// new one is the answer.
+    pub async fn refresh_rejected(
+        &self,
+        grant: &GrantRecord,
+        rejected: &str,
+        now: UnixTime,
+    ) -> Result<Freshness, OAuthError> {
+        let owner = random::token();
+        let lock = grant.connection_id().unwrap_or(&grant.id);
+        let deadline = Instant::now() + self.policy.wait;
+        while !self.locks.try_lock(lock, &owner, self.policy.lock_ttl).await? {
+            if Instant::now() >= deadline {
+                return Err(unavailable());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let outcome = self.refresh_locked(&grant.id, now, Some(rejected)).await;
+        if let Err(e) = self.locks.unlock(lock, &owner).await {
+            tracing::warn!(grant = %grant.id, error = %e, "cannot release the refresh lock; it expires by itself");
+        }
+        outcome
+    }
+
     async fn refresh_holding_lock(&self, grant_id: &str, now: UnixTime) -> Result<Freshness, OAuthError> {
+        self.refresh_locked(grant_id, now, None).await
+    }
+
+    async fn refresh_locked(
+        &self,
+        grant_id: &str,
+        now: UnixTime,
+        rejected: Option<&str>,
+    ) -> Result<Freshness, OAuthError> {
         // Re-read under the lock: the previous holder may have refreshed a moment ago.
         let Some((grant, tokens)) = self.live(grant_id).await? else { return Ok(Freshness::Dead) };
-        if !tokens.expires_within(self.policy.skew, now) {
+        let current = match rejected {
+            Some(rejected) => tokens.access_token != rejected,
+            None => !tokens.expires_within(self.policy.skew, now),
+        };
+        if current {
             return Ok(Freshness::Fresh(tokens));
         }
         let Some(provider) = self.providers.get(&grant.info.provider) else {
@@ -163,6 +201,13 @@ impl Refresher<'_> {
                 Err(unavailable())
             }
         }
+    }
+
+    /// Ends the connection's credential because the provider confirmed it no longer accepts it.
+    pub async fn confirmed_dead(&self, grant: &GrantRecord, now: UnixTime) -> Result<Freshness, OAuthError> {
+        let event = self.event(EventType::ConnectionRefreshFailed, Outcome::Failure, grant, now);
+        self.audit.emit(event.reason("needs_reauth").detail("upstream_error", "token_rejected"));
+        self.bury(&grant.id, GrantStatus::Dead, "the provider no longer accepts the access token").await
     }
 
     async fn bury(&self, grant_id: &str, status: GrantStatus, why: &str) -> Result<Freshness, OAuthError> {

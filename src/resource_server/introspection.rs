@@ -295,9 +295,33 @@ impl IntrospectionClient {
             }
             self.cache.invalidate(&key);
         }
+        let status = self.call(&self.config.endpoint, token).await?;
+        if let TokenStatus::Active(active) = &status {
+            let until = self.cache_until(active, now);
+            if until > now {
+                self.cache.insert(key, Arc::new(Cached { token: active.clone(), until }));
+            }
+        }
+        Ok(status)
+    }
+
+    /// Tells Tether that the provider refused the upstream credential this server was given
+    /// for `token` (a 401 from the provider's API). Tether refreshes it, or checks it with the
+    /// provider and, if the provider confirms, answers `ConnectFirst` from now on. The answer
+    /// is a fresh introspection; the cached ones for `token` are dropped.
+    pub async fn report_rejected(&self, token: &str) -> Result<TokenStatus, IntrospectionError> {
+        let key = hash::digest(token);
+        self.cache.invalidate(&key);
+        self.exchanged.invalidate(&key);
+        let endpoint = format!("{}/upstream-rejected", self.config.endpoint.trim_end_matches('/'));
+        self.call(&endpoint, token).await
+    }
+
+    /// One introspection-shaped call to Tether.
+    async fn call(&self, endpoint: &str, token: &str) -> Result<TokenStatus, IntrospectionError> {
         let response = self
             .http
-            .post(&self.config.endpoint)
+            .post(endpoint)
             .basic_auth(&self.config.resource_id, Some(self.config.secret.expose_secret()))
             .form(&[("token", token)])
             .send()
@@ -325,12 +349,7 @@ impl IntrospectionClient {
         }
         let active: ActiveToken =
             serde_json::from_slice(&body).map_err(|e| IntrospectionError::Protocol(e.to_string()))?;
-        let active = Arc::new(active);
-        let until = self.cache_until(&active, now);
-        if until > now {
-            self.cache.insert(key, Arc::new(Cached { token: active.clone(), until }));
-        }
-        Ok(TokenStatus::Active(active))
+        Ok(TokenStatus::Active(Arc::new(active)))
     }
 
     /// Cached no longer than `max_cache`, the token's `exp`, or the upstream expiry (less

@@ -189,6 +189,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                     authorize_per_minute: settings.limits.authorize_per_minute,
                     token_per_minute: settings.limits.token_per_minute,
                     introspect_per_second: settings.limits.introspect_per_second,
+                    upstream_rejected_per_minute: settings.limits.upstream_rejected_per_minute,
                 },
                 trusted_proxies,
                 audit,

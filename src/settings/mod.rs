@@ -157,6 +157,7 @@ pub struct LimitSettings {
     pub authorize_per_minute: u32,
     pub token_per_minute: u32,
     pub introspect_per_second: u32,
+    pub upstream_rejected_per_minute: u32,
     pub registrations_per_hour: u64,
     pub max_clients: u64,
 }

@@ -31,18 +31,7 @@ pub async fn fetch(
     quirks: &super::Quirks,
     access_token: &str,
 ) -> Result<(Identity, Value), UpstreamError> {
-    let method = if quirks.userinfo_post { reqwest::Method::POST } else { reqwest::Method::GET };
-    let mut request = http
-        .client()
-        .request(method, with_token(userinfo_url, access_token)?)
-        .bearer_auth(access_token)
-        .header(reqwest::header::ACCEPT, "application/json");
-    if let Some(body) = &quirks.userinfo_body {
-        request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
-    }
-    for (name, value) in &quirks.userinfo_headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
+    let request = userinfo_request(http, userinfo_url, quirks, access_token)?;
     let (status, body) = http.send(request).await.map_err(|e| match e {
         HttpError::TooLarge => UpstreamError::Invalid(e.to_string()),
         other => UpstreamError::Unavailable(other.to_string()),
@@ -66,6 +55,45 @@ pub async fn fetch(
         email: field(&quirks.email_field, &["email"]),
     };
     Ok((identity, doc))
+}
+
+/// The user endpoint's request for `access_token`, as the provider wants it called.
+fn userinfo_request(
+    http: &UpstreamHttp,
+    userinfo_url: &Url,
+    quirks: &super::Quirks,
+    access_token: &str,
+) -> Result<reqwest::RequestBuilder, UpstreamError> {
+    let method = if quirks.userinfo_post { reqwest::Method::POST } else { reqwest::Method::GET };
+    let mut request = http
+        .client()
+        .request(method, with_token(userinfo_url, access_token)?)
+        .bearer_auth(access_token)
+        .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(body) = &quirks.userinfo_body {
+        request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+    }
+    for (name, value) in &quirks.userinfo_headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    Ok(request)
+}
+
+/// Whether the provider still takes `access_token` at its user endpoint: `Some(false)` only on
+/// a 401 (the token is dead), `None` when the answer proves nothing (403: rate limits, scopes).
+pub async fn accepted(
+    http: &UpstreamHttp,
+    userinfo_url: &Url,
+    quirks: &super::Quirks,
+    access_token: &str,
+) -> Result<Option<bool>, UpstreamError> {
+    let request = userinfo_request(http, userinfo_url, quirks, access_token)?;
+    match http.send(request).await {
+        Ok((200, _)) => Ok(Some(true)),
+        Ok((401, _)) => Ok(Some(false)),
+        Ok(_) | Err(HttpError::TooLarge) => Ok(None),
+        Err(e) => Err(UpstreamError::Unavailable(e.to_string())),
+    }
 }
 
 /// The values an `extra_call` yields: one GET with the new access token (Atlassian's

@@ -537,6 +537,16 @@ impl Provider {
         Ok(identity)
     }
 
+    /// Whether the provider still accepts `tokens`' access token, asked at its user endpoint:
+    /// `None` when it has none, or its answer proves nothing (only a 401 says "no").
+    pub async fn still_accepts(&self, tokens: &UpstreamTokens) -> Result<Option<bool>, UpstreamError> {
+        let endpoints = self.endpoints().await?;
+        let Some(url) = &endpoints.userinfo_url else { return Ok(None) };
+        let result = identity::accepted(&self.http, url, &self.config.quirks, &tokens.access_token).await;
+        self.record("token_check", &result);
+        result
+    }
+
     /// Revokes the upstream grant behind `tokens`, where the provider supports it.
     async fn revoke_once(&self, tokens: &UpstreamTokens) -> Result<(), UpstreamError> {
         if let (ProviderKind::Github, Some(api)) = (self.config.kind, &self.config.github_api_url) {

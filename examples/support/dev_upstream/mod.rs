@@ -365,6 +365,12 @@ impl DevUpstream {
         self.shared.db().refresh.clear();
     }
 
+    /// Ends every access token (the user removed the app at the provider; GitHub OAuth App
+    /// tokens, which never expire, die only this way).
+    pub fn revoke_access_tokens(&self) {
+        self.shared.db().access.clear();
+    }
+
     /// Whether `access_token` is still accepted by the user endpoint.
     pub fn accepts(&self, access_token: &str) -> bool {
         self.shared.db().access.get(access_token).is_some_and(|a| a.expires.is_none_or(|e| e > Instant::now()))
