@@ -192,21 +192,29 @@ fn called_tool(body: &[u8]) -> Option<String> {
     (message["method"] == "tools/call").then(|| message["params"]["name"].as_str().map(str::to_owned)).flatten()
 }
 
-/// A tool call's JSON-RPC answer when the upstream connection needs the person: a tool
-/// result (understood by every client) with the link to connect again.
-fn connect_first(body: &[u8], interaction_uri: &str) -> Response {
-    let message: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let text = format!(
-        "Your connection to the provider needs you again. Open {interaction_uri} to connect it, then try again."
-    );
-    let answer = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": message["id"],
-        "result": {"content": [{"type": "text", "text": text}], "isError": true},
-    });
-    let mut response = axum::Json(answer).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+/// Tether's link for a person whose upstream connection needs them again.
+#[derive(Debug, Clone)]
+struct ConnectFirst(String);
+
+/// The MCP token a request carried (to report a refused upstream credential for it).
+#[derive(Debug, Clone)]
+struct McpToken(String);
+
+/// MCP 2025-11-25: `URLElicitationRequiredError`.
+const URL_ELICITATION_REQUIRED: rmcp::model::ErrorCode = rmcp::model::ErrorCode(-32042);
+
+/// A tool call's answer when the person must connect the provider again: MCP's URL
+/// elicitation error for clients that declared URL elicitation (they show the link and retry),
+/// a tool result with the link for the others.
+fn connect_first(uri: &str, peer: &rmcp::service::Peer<rmcp::RoleServer>) -> Result<CallToolResult, ErrorData> {
+    let message = "Your connection to the provider needs you again: connect it, then try again.";
+    if peer.supported_elicitation_modes().contains(&rmcp::service::ElicitationMode::Url) {
+        let id = tether::crypto::hash::digest(uri);
+        let data =
+            serde_json::json!({"elicitations": [{"mode": "url", "elicitationId": id, "url": uri, "message": message}]});
+        return Err(ErrorData::new(URL_ELICITATION_REQUIRED, message, Some(data)));
+    }
+    Ok(CallToolResult::error(vec![ContentBlock::text(format!("{message} Open {uri}"))]))
 }
 
 /// Introspects the bearer token at Tether and checks the scope of tool calls.
@@ -218,17 +226,13 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
     };
     let active = match shared.tether.introspect(&token).await {
         Ok(TokenStatus::Active(active)) => active,
-        // The token is good but the person must connect the provider again: tool calls get a
-        // result with Tether's link; everything else (initialize, tools/list) goes on.
+        // The token is good but the person must connect the provider again: the tools say so
+        // (see `connect_first`); everything else (initialize, tools/list) goes on.
         Ok(TokenStatus::ConnectFirst(needs)) => {
-            let (parts, body) = request.into_parts();
-            let Ok(bytes) = axum::body::to_bytes(body, 4 * 1024 * 1024).await else {
-                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-            };
-            if called_tool(&bytes).is_some() {
-                return connect_first(&bytes, &needs.interaction_uri);
-            }
-            return next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+            let mut request = request;
+            request.extensions_mut().insert(ConnectFirst(needs.interaction_uri.clone()));
+            request.extensions_mut().insert(shared);
+            return next.run(request).await;
         }
         // Expired, revoked, or for another server: 401, so the client refreshes (never 403).
         Ok(TokenStatus::Inactive) => {
@@ -260,6 +264,7 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
     }
     let mut request = Request::from_parts(parts, axum::body::Body::from(bytes));
     request.extensions_mut().insert(active);
+    request.extensions_mut().insert(McpToken(token));
     request.extensions_mut().insert(shared);
     next.run(request).await
 }
@@ -281,10 +286,33 @@ impl Tools {
     }
 }
 
-fn caller(parts: &axum::http::request::Parts) -> Result<(Arc<ActiveToken>, Arc<Shared>), ErrorData> {
+/// The caller's token and the server's state, or the tool's answer when the caller's connection
+/// needs them first.
+type Caller = Result<(Arc<ActiveToken>, Arc<Shared>), CallToolResult>;
+
+/// Who is calling, or the answer to give when their connection needs them first.
+fn caller(
+    parts: &axum::http::request::Parts,
+    peer: &rmcp::service::Peer<rmcp::RoleServer>,
+) -> Result<Caller, ErrorData> {
+    if let Some(ConnectFirst(uri)) = parts.extensions.get::<ConnectFirst>() {
+        return connect_first(uri, peer).map(Err);
+    }
     let token = parts.extensions.get::<Arc<ActiveToken>>().cloned();
     let shared = parts.extensions.get::<Arc<Shared>>().cloned();
-    token.zip(shared).ok_or_else(|| ErrorData::internal_error("request was not authenticated", None))
+    token.zip(shared).map(Ok).ok_or_else(|| ErrorData::internal_error("request was not authenticated", None))
+}
+
+/// Who the upstream provider says the caller is, with `access_token`.
+async fn upstream_me(shared: &Shared, access_token: &str) -> Result<reqwest::Response, ErrorData> {
+    shared
+        .http
+        .get(&shared.config.upstream_user_url)
+        .bearer_auth(access_token)
+        .header(header::USER_AGENT, "tether-example-mcp")
+        .send()
+        .await
+        .map_err(|_| ErrorData::internal_error("the upstream API is unreachable", None))
 }
 
 #[tool_router]
@@ -295,17 +323,31 @@ impl Tools {
     async fn whoami(
         &self,
         Extension(parts): Extension<axum::http::request::Parts>,
+        peer: rmcp::service::Peer<rmcp::RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let (token, shared) = caller(&parts)?;
+        let (mut token, shared) = match caller(&parts, &peer)? {
+            Ok(caller) => caller,
+            Err(connect_first) => return Ok(connect_first),
+        };
+        let mut response = upstream_me(&shared, token.upstream.access_token.expose_secret()).await?;
+        // The provider refused the credential (the person removed the app there): tell Tether,
+        // which refreshes it or, when the provider confirms, asks for the person.
+        if response.status() == StatusCode::UNAUTHORIZED
+            && let Some(McpToken(mcp_token)) = parts.extensions.get::<McpToken>()
+        {
+            match shared.tether.report_rejected(mcp_token).await {
+                Ok(TokenStatus::Active(fresh)) => {
+                    response = upstream_me(&shared, fresh.upstream.access_token.expose_secret()).await?;
+                    token = fresh;
+                }
+                Ok(TokenStatus::ConnectFirst(needs)) => return connect_first(&needs.interaction_uri, &peer),
+                Ok(TokenStatus::Inactive) => {
+                    return Err(ErrorData::invalid_request("the token is no longer valid", None));
+                }
+                Err(e) => return Err(ErrorData::internal_error(format!("Tether: {e}"), None)),
+            }
+        }
         let upstream = &token.upstream;
-        let response = shared
-            .http
-            .get(&shared.config.upstream_user_url)
-            .bearer_auth(upstream.access_token.expose_secret())
-            .header(header::USER_AGENT, "tether-example-mcp")
-            .send()
-            .await
-            .map_err(|_| ErrorData::internal_error("the upstream API is unreachable", None))?;
         if !response.status().is_success() {
             return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
                 "upstream answered {}",
@@ -326,8 +368,12 @@ impl Tools {
         &self,
         Parameters(Note { text }): Parameters<Note>,
         Extension(parts): Extension<axum::http::request::Parts>,
+        peer: rmcp::service::Peer<rmcp::RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let (token, _) = caller(&parts)?;
+        let (token, _) = match caller(&parts, &peer)? {
+            Ok(caller) => caller,
+            Err(connect_first) => return Ok(connect_first),
+        };
         Ok(CallToolResult::success(vec![ContentBlock::text(format!("Noted for {}: {text}", token.sub))]))
     }
 }

@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
-import { ElicitRequestSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import { ElicitRequestSchema, ToolListChangedNotificationSchema, UrlElicitationRequiredError } from "@modelcontextprotocol/sdk/types.js";
 
 import { check, fail, freePort, run, start, startTether, waitFor } from "./harness.mjs";
 
@@ -134,6 +134,19 @@ async function connectInBrowser(link, issuer, user) {
   check(replay.status === 400, "the used link is dead");
 }
 
+/// A "connect first" link opened by the person: the provider's sign-in, back to /account.
+async function reconnectInBrowser(link, issuer, user) {
+  const browser = new Browser();
+  const toUpstream = await browser.request(link);
+  check(toUpstream.status === 302, "the connect-first link sends the browser to the provider");
+  const upstreamUrl = new URL(toUpstream.headers.get("location"));
+  await browser.request(upstreamUrl);
+  const fields = Object.fromEntries(upstreamUrl.searchParams);
+  const back = await browser.submit(new URL(upstreamUrl.pathname, upstreamUrl.origin), { ...fields, username: user, decision: "approve" });
+  const done = await browser.request(back.headers.get("location"));
+  check(done.status === 302 && done.headers.get("location") === `${issuer}/account`, "connected again, the person lands on their connected apps");
+}
+
 function text(result) {
   return result.content.map((c) => c.text).join("\n");
 }
@@ -213,6 +226,39 @@ async function main() {
   const replayed = await replay.json();
   check(replay.status === 200 && replayed.refresh_token === refreshed.refresh_token && replayed.access_token === refreshed.access_token,
     "replaying the old refresh token returns the same pair, not a second rotation");
+
+  // 5b. Connect first: the person removes the app at the provider. The MCP server's API call
+  //     is refused, it tells Tether, Tether confirms with the provider, and the tool answers
+  //     with a link (URL elicitation for a client that declares it, a tool result otherwise).
+  const introspected = await (await fetch(`${issuer}/introspect`, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(`demo:${secret}`).toString("base64")}`, "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ token: provider.tokens().access_token }),
+  })).json();
+  const removed = await fetch(`${upstream}/revoke`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ token: introspected.upstream.access_token, client_id: "tether-dev" }),
+  });
+  check(removed.status === 200, "the app was removed at the provider");
+  const urlClient = new Client({ name: "tether-e2e-url", version: "1.0.0" }, { capabilities: { elicitation: { url: {} } } });
+  await urlClient.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider }));
+  let reconnectLink;
+  try {
+    await urlClient.callTool({ name: "whoami", arguments: {} });
+    fail("whoami succeeded with a credential the provider refuses");
+  } catch (error) {
+    if (!(error instanceof UrlElicitationRequiredError)) throw error;
+    reconnectLink = error.elicitations[0]?.url;
+  }
+  check(reconnectLink?.startsWith(`${issuer}/reconnect/`), `a client with URL elicitation got MCP's -32042 with Tether's link (${reconnectLink})`);
+  const plain = text(await client.callTool({ name: "whoami", arguments: {} }));
+  check(plain.includes(reconnectLink), `a client without it got a tool result with the same link: "${plain}"`);
+  await reconnectInBrowser(reconnectLink, issuer, "e2e-user");
+  const restored = text(await client.callTool({ name: "whoami", arguments: {} }));
+  check(restored.includes("You are e2e-user"), `after connecting again the same MCP tokens work: "${restored}"`);
+  check(provider.tokens().access_token === refreshed.access_token, "the client never had to authorize again");
+  await urlClient.close();
 
   await client.close();
   console.log("e2e: the MCP TypeScript SDK completed the flow against Tether");
