@@ -206,3 +206,35 @@ async fn a_report_about_a_refreshable_token_refreshes_it_and_reports_are_limited
     assert!(limited.headers().contains_key("retry-after"));
     assert_eq!(report(&app, RESOURCE_ID, "wrong", &access).await.status(), 401);
 }
+
+#[tokio::test]
+async fn under_a_login_provider_only_the_signed_in_owner_restores_the_connection() {
+    let mut options = Options { kind: Kind::Oidc, single_resource: true, ..options() };
+    options.extra.push_str("[login]\nprovider = \"idp\"\n");
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let browser = app.browser();
+    let to_login = location(&browser.get(&app.url("/account/sign-in?provider=idp")).await);
+    let back = browser.upstream_login(&to_login, "alice", "approve").await;
+    assert_eq!(location(&browser.get(&location(&back)).await), app.url("/account"));
+    let client = app.register_client("none").await;
+    let pkce = Pkce::new();
+    let next = app.go_upstream(&browser, &app.authorize_url(&client, &pkce, &[])).await;
+    let back = browser.upstream_login(&next, "alice-work", "approve").await;
+    let done = location(&browser.get(&location(&back)).await);
+    let tokens: serde_json::Value =
+        app.exchange_code(&client, &query(&done)["code"], &pkce.verifier).await.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+
+    app.upstream.revoke_all_refresh_tokens();
+    app.clock.advance(61);
+    let link = connect_first(&app, access).await;
+    // Someone without alice's Tether session cannot even start.
+    let stranger = app.browser().get(&link).await;
+    assert_eq!(stranger.status(), 403);
+    assert!(stranger.text().await.unwrap().contains("Sign in to Tether first"));
+    // Alice, signed in, connects the same upstream account again.
+    let answer = open_and_sign_in(&app, &browser, &link, "alice-work").await;
+    assert_eq!(location(&answer), app.url("/account"));
+    let after = app.introspect(access).await;
+    assert!(app.upstream.accepts(after["upstream"]["access_token"].as_str().unwrap()), "{after}");
+}
