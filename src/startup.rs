@@ -121,6 +121,11 @@ impl Application {
                     .map_err(|message| StartupError::Provider { id, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let enterprise_fetcher = match (&built.documents, built.enterprise.is_empty()) {
+            (Some(settings), false) => Some(Fetcher::new(settings.fetch.clone()).map_err(StartupError::Documents)?),
+            _ => None,
+        };
+        let enterprise = crate::oauth::enterprise::Enterprise::new(built.enterprise, enterprise_fetcher);
         let documents = match built.documents {
             Some(settings) => {
                 let fetcher = Fetcher::new(settings.fetch).map_err(StartupError::Documents)?;
@@ -155,6 +160,7 @@ impl Application {
             webhooks,
             audit,
             login: built.login,
+            enterprise,
         };
         let limits = http::limits::Limits::new(built.rates, built.trusted_proxies);
         let state = web::Data::new(AppState::new(broker, clock, limits));

@@ -48,6 +48,14 @@ impl Documents {
         if broker.registration.enabled {
             doc["registration_endpoint"] = json!(broker.endpoint("/register"));
         }
+        // ID-JAG §7 and MCP enterprise-managed authorization §6, only with a trusted identity
+        // provider (which ones is never said: §8).
+        if broker.enterprise.is_on() {
+            if let Some(types) = doc["grant_types_supported"].as_array_mut() {
+                types.push(json!(crate::oauth::enterprise::JWT_BEARER));
+            }
+            doc["authorization_grant_profiles_supported"] = json!([crate::oauth::enterprise::ID_JAG_PROFILE]);
+        }
         Self {
             authorization_server: doc.to_string(),
             jwks: serde_json::to_string(broker.signer.jwks()).unwrap_or_else(|_| "{\"keys\":[]}".to_owned()),

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::oauth::client_auth::{self, Presented};
-use crate::oauth::exchange;
+use crate::oauth::{enterprise, exchange};
 use crate::oauth::grants::{self, TokenForm, TokenRequest};
 use crate::oauth::{ErrorCode, OAuthError};
 
@@ -24,6 +24,9 @@ pub async fn post(
     }
     if form.grant_type.as_deref() == Some(exchange::GRANT_TYPE) {
         return exchange_post(&req, form, &state, now).await;
+    }
+    if form.grant_type.as_deref() == Some(enterprise::JWT_BEARER) && state.broker.enterprise.is_on() {
+        return jag_post(&req, form, &state, now).await;
     }
     let presented = Presented {
         basic: authorization_header(&req),
@@ -73,6 +76,33 @@ async fn exchange_post(
     let request = form.exchange_request();
     let answer = exchange::exchange(broker.introspector(), broker.minter(), caller, &request, &origin, now).await?;
     broker.metrics.token_issued("token_exchange");
+    let mut ok = HttpResponse::Ok();
+    no_store(&mut ok);
+    Ok(ok.json(answer))
+}
+
+/// RFC 7523 `jwt-bearer` with an ID-JAG (enterprise-managed authorization): the client
+/// authenticates as usual; the assertion names the person.
+async fn jag_post(
+    req: &HttpRequest,
+    form: TokenForm,
+    state: &web::Data<AppState>,
+    now: crate::clock::UnixTime,
+) -> Result<HttpResponse, ApiError> {
+    let broker = &state.broker;
+    let presented = Presented {
+        basic: authorization_header(req),
+        client_id: form.client_id.clone(),
+        client_secret: form.client_secret.clone(),
+    };
+    let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
+    tracing::Span::current().record("client_id", client.client_id.as_str());
+    let origin = super::origin(req, state);
+    let login = broker.login.as_deref();
+    let answer =
+        enterprise::issue(broker.token_context(&origin), &broker.enterprise, login, &client, form.jag_request(), now)
+            .await?;
+    broker.metrics.token_issued("jwt_bearer");
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.json(answer))

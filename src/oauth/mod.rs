@@ -11,6 +11,7 @@ pub mod connect;
 pub mod consent;
 pub mod decide;
 pub mod documents;
+pub mod enterprise;
 pub mod error;
 pub mod exchange;
 pub mod family;
@@ -65,6 +66,8 @@ pub struct Broker {
     pub audit: crate::audit::Auditor,
     /// The login provider, when people sign in to Tether there first (`[login]`).
     pub login: Option<String>,
+    /// Trusted enterprise identity providers (ID-JAG); off when none is configured.
+    pub enterprise: enterprise::Enterprise,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +153,8 @@ impl Broker {
                 grants: store,
                 refresh: store,
                 index: store,
+                links: store,
+                locks: store,
                 touches: &self.touches,
             },
             minter: self.minter(),

@@ -85,6 +85,8 @@ pub struct Built {
     pub admin: Option<super::admin::AdminSettings>,
     /// The login provider's id, when people sign in to Tether there first.
     pub login: Option<String>,
+    /// Trusted enterprise identity providers (ID-JAG).
+    pub enterprise: Vec<crate::oauth::enterprise::TrustedIdp>,
     /// Things that work but an operator should know (ephemeral keys, memory store).
     pub warnings: Vec<String>,
 }
@@ -114,6 +116,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     let audit = super::audit::audit(&settings.audit, production, &mut errors);
     let admin = super::admin::admin(&settings.admin, bind, &mut errors);
     let login = login(settings, &providers, &mut errors);
+    let enterprise = enterprise(settings, login.as_deref(), &providers, documents.is_some(), &mut errors);
     if login.is_some() && settings.tokens.session_ttl_secs == 0 {
         errors.push("tokens.session_ttl_secs", "must be above 0 with [login]: the sign-in is the session");
     }
@@ -195,6 +198,7 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
                 audit,
                 admin,
                 login,
+                enterprise,
                 warnings,
             })
         }
@@ -535,6 +539,73 @@ fn upstream(
         }
     });
     (policy, background)
+}
+
+/// `[enterprise.<id>]`: identity providers whose ID-JAGs are taken. Each must be the login
+/// provider (its subjects are Tether's users: no guessing, no matching by email).
+fn enterprise(
+    settings: &Settings,
+    login: Option<&str>,
+    providers: &[ProviderConfig],
+    fetching: bool,
+    errors: &mut ConfigErrors,
+) -> Vec<crate::oauth::enterprise::TrustedIdp> {
+    let login_issuer = login.and_then(|id| providers.iter().find(|p| p.id == id)).and_then(|p| match &p.endpoints {
+        crate::upstream::EndpointSource::Discover { issuer } => Some(issuer.clone()),
+        crate::upstream::EndpointSource::Static(_) => None,
+    });
+    let mut out = Vec::new();
+    for (id, e) in &settings.enterprise {
+        let key = |member: &str| format!("enterprise.{id}.{member}");
+        if login_issuer.as_deref() != Some(e.issuer.as_str()) {
+            errors.push(
+                key("issuer"),
+                "must be the issuer of the [login] provider: its subjects are the users ID-JAGs name",
+            );
+        }
+        if !fetching {
+            errors.push(key("jwks_url"), "needs client_metadata.enabled: the keys are fetched with its address rules");
+        }
+        let jwks_url = match Url::parse(&e.jwks_url) {
+            Ok(url) if url.scheme() == "https" && url.host().is_some() => Some(url),
+            _ => {
+                errors.push(key("jwks_url"), format!("`{}` must be an https URL", e.jwks_url));
+                None
+            }
+        };
+        let mut algorithms = Vec::new();
+        for name in &e.algorithms {
+            match name.parse::<jsonwebtoken::Algorithm>() {
+                Ok(alg) if !matches!(alg, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512) => {
+                    algorithms.push(alg);
+                }
+                _ => errors.push(key("algorithms"), format!("`{name}` is not an asymmetric JWS algorithm")),
+            }
+        }
+        for resource in &e.resources {
+            if !settings.resources.contains_key(resource) {
+                errors.push(key("resources"), format!("unknown resource `{resource}`"));
+            }
+        }
+        if e.resources.is_empty() || e.clients.is_empty() {
+            errors.push(format!("enterprise.{id}"), "names the resources and the clients it may grant access to");
+        }
+        if !(30..=3600).contains(&e.max_lifetime_secs) {
+            errors.push(key("max_lifetime_secs"), "must be between 30 and 3600");
+        }
+        if let Some(jwks_url) = jwks_url {
+            out.push(crate::oauth::enterprise::TrustedIdp {
+                id: id.clone(),
+                issuer: e.issuer.clone(),
+                jwks_url,
+                algorithms,
+                resources: e.resources.clone(),
+                clients: e.clients.clone(),
+                max_lifetime: i64::try_from(e.max_lifetime_secs).unwrap_or(300),
+            });
+        }
+    }
+    out
 }
 
 /// `[login]`: an OpenID provider of the registry (its ID token names the user).

@@ -71,6 +71,37 @@ pub struct Settings {
     pub resources: BTreeMap<String, ResourceSettings>,
     #[serde(default)]
     pub clients: BTreeMap<String, ClientSettings>,
+    /// Trusted enterprise identity providers (ID-JAG, MCP enterprise-managed authorization).
+    #[serde(default)]
+    pub enterprise: BTreeMap<String, EnterpriseSettings>,
+}
+
+/// `[enterprise.<id>]`: an identity provider whose ID-JAGs Tether takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseSettings {
+    /// Its issuer: the `[login]` provider's (its subjects are Tether's users).
+    pub issuer: String,
+    /// Where its signing keys are published (https, fetched with the client_metadata rules).
+    pub jwks_url: String,
+    /// Signature algorithms accepted (asymmetric only).
+    #[serde(default = "default_jag_algorithms")]
+    pub algorithms: Vec<String>,
+    /// MCP servers (resource ids) its ID-JAGs may grant access to.
+    pub resources: Vec<String>,
+    /// Clients (client ids at Tether) that may present its ID-JAGs.
+    pub clients: Vec<String>,
+    /// The longest ID-JAG life accepted (exp - iat).
+    #[serde(default = "default_jag_lifetime")]
+    pub max_lifetime_secs: u64,
+}
+
+fn default_jag_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned(), "ES256".to_owned()]
+}
+
+fn default_jag_lifetime() -> u64 {
+    300
 }
 
 /// `[login]`: the user is who signs in at this OpenID provider (from `[providers]`), and

@@ -36,9 +36,16 @@ pub struct TokenForm {
     pub actor_token: Option<String>,
     pub actor_token_type: Option<String>,
     pub audience: Option<String>,
+    /// RFC 7523 `jwt-bearer`: the ID-JAG.
+    pub assertion: Option<String>,
 }
 
 impl TokenForm {
+    /// The members of a jwt-bearer (ID-JAG) request.
+    pub fn jag_request(self) -> super::enterprise::JagRequest {
+        super::enterprise::JagRequest { assertion: self.assertion, scope: self.scope, resource: self.resource }
+    }
+
     /// The members of a token exchange request.
     pub fn exchange_request(self) -> super::exchange::ExchangeRequest {
         super::exchange::ExchangeRequest {
@@ -99,6 +106,10 @@ pub struct TokenStores<'a> {
     pub grants: &'a dyn GrantStore,
     pub refresh: &'a dyn RefreshStore,
     pub index: &'a dyn crate::store::GrantIndex,
+    /// Connections, for grants made without a browser (ID-JAG).
+    pub links: &'a dyn crate::store::LinkStore,
+    /// Single-use reservations (ID-JAG `jti`).
+    pub locks: &'a dyn crate::store::LockStore,
     /// Which clients' lifetimes this process renewed lately.
     pub touches: &'a crate::oauth::clients::ClientTouches,
 }
