@@ -3,9 +3,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::oauth::client_auth::{self, Presented};
-use crate::oauth::{enterprise, exchange};
 use crate::oauth::grants::{self, TokenForm, TokenRequest};
 use crate::oauth::{ErrorCode, OAuthError};
+use crate::oauth::{enterprise, exchange};
 
 use super::error::{ApiError, no_store};
 use super::{AppState, authorization_header};

@@ -98,7 +98,13 @@ impl Enterprise {
         if let Some(key) = self.cached(idp, kid).await? {
             return Ok(key);
         }
-        let recent = self.keys.read().await.get(&idp.id).and_then(|k| k.fetched).is_some_and(|at| at.elapsed() < REFETCH_INTERVAL);
+        let recent = self
+            .keys
+            .read()
+            .await
+            .get(&idp.id)
+            .and_then(|k| k.fetched)
+            .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL);
         if recent {
             return Err(invalid_grant("the assertion is signed with a key its issuer does not publish"));
         }
@@ -112,15 +118,21 @@ impl Enterprise {
             }),
             Err(e) => {
                 tracing::warn!(idp = %idp.id, error = %e, "cannot fetch the identity provider's JWKS");
-                Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, "the identity provider's keys cannot be fetched"))
+                Err(OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the identity provider's keys cannot be fetched",
+                ))
             }
         };
         let mut keys = self.keys.write().await;
-        let entry = keys.entry(idp.id.clone()).or_insert(Keys { set: Arc::new(JwkSet { keys: vec![] }), fetched: None });
+        let entry =
+            keys.entry(idp.id.clone()).or_insert(Keys { set: Arc::new(JwkSet { keys: vec![] }), fetched: None });
         entry.fetched = Some(Instant::now());
         entry.set = Arc::new(set?);
         drop(keys);
-        self.cached(idp, kid).await?.ok_or_else(|| invalid_grant("the assertion is signed with a key its issuer does not publish"))
+        self.cached(idp, kid)
+            .await?
+            .ok_or_else(|| invalid_grant("the assertion is signed with a key its issuer does not publish"))
     }
 
     async fn cached(&self, idp: &TrustedIdp, kid: &str) -> Result<Option<DecodingKey>, OAuthError> {
@@ -166,7 +178,10 @@ pub async fn issue(
     if client.secret_digest.is_none() {
         return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the jwt-bearer grant is for confidential clients"));
     }
-    let assertion = request.assertion.filter(|a| !a.is_empty()).ok_or_else(|| OAuthError::invalid_request("assertion is required"))?;
+    let assertion = request
+        .assertion
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("assertion is required"))?;
     let header = jsonwebtoken::decode_header(&assertion).map_err(|_| invalid_grant("the assertion is not a JWT"))?;
     if header.typ.as_deref() != Some(ID_JAG_TYP) {
         return Err(invalid_grant("the assertion is not an ID-JAG (typ oauth-id-jag+jwt)"));
@@ -174,7 +189,11 @@ pub async fn issue(
     let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(&assertion)
         .map_err(|_| invalid_grant("the assertion's claims cannot be read"))?;
     let issuer = unverified.get("iss").and_then(Value::as_str).unwrap_or_default();
-    let idp = enterprise.idps.iter().find(|i| i.issuer == issuer).ok_or_else(|| invalid_grant("the assertion's issuer is not trusted"))?;
+    let idp = enterprise
+        .idps
+        .iter()
+        .find(|i| i.issuer == issuer)
+        .ok_or_else(|| invalid_grant("the assertion's issuer is not trusted"))?;
     if !idp.algorithms.contains(&header.alg) {
         return Err(invalid_grant("the assertion's algorithm is not accepted for its issuer"));
     }
@@ -210,13 +229,19 @@ pub async fn issue(
     // The MCP server: the one the assertion and the request name (they must agree).
     let named = match (single(claims.get("resource")), request.resource.as_deref()) {
         (Some(a), Some(b)) if super::resource::normalize(a) != super::resource::normalize(b) => {
-            return Err(OAuthError::new(ErrorCode::InvalidTarget, "the request and the assertion name different resources"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                "the request and the assertion name different resources",
+            ));
         }
         (a, b) => b.or(a),
     };
     let resource = ctx.registry.resource_for(named)?;
     if !idp.resources.contains(&resource.id) {
-        return Err(OAuthError::new(ErrorCode::InvalidTarget, "this identity provider may not grant access to that resource"));
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "this identity provider may not grant access to that resource",
+        ));
     }
     // Scopes: what the request asks for (or the assertion, or the server's defaults), each one
     // offered by the server, within what the assertion grants.
@@ -224,7 +249,10 @@ pub async fn issue(
     let requested = super::scope::parse(asked)?;
     let offered: Vec<&str> = resource.scopes.iter().map(|s| s.name.as_str()).collect();
     if let Some(unknown) = requested.iter().find(|s| !offered.contains(&s.as_str())) {
-        return Err(OAuthError::new(ErrorCode::InvalidScope, format!("`{unknown}` is not a scope of {}", resource.name)));
+        return Err(OAuthError::new(
+            ErrorCode::InvalidScope,
+            format!("`{unknown}` is not a scope of {}", resource.name),
+        ));
     }
     let bound = super::scope::parse(text("scope"))?;
     let scope: Vec<String> = if requested.is_empty() {

@@ -576,7 +576,14 @@ fn enterprise(
         let mut algorithms = Vec::new();
         for name in &e.algorithms {
             match name.parse::<jsonwebtoken::Algorithm>() {
-                Ok(alg) if !matches!(alg, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512) => {
+                Ok(alg)
+                    if !matches!(
+                        alg,
+                        jsonwebtoken::Algorithm::HS256
+                            | jsonwebtoken::Algorithm::HS384
+                            | jsonwebtoken::Algorithm::HS512
+                    ) =>
+                {
                     algorithms.push(alg);
                 }
                 _ => errors.push(key("algorithms"), format!("`{name}` is not an asymmetric JWS algorithm")),

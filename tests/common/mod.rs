@@ -24,7 +24,7 @@ use tether::startup::Application;
 
 #[allow(unused_imports)] // each test binary uses some of these
 pub use dev_upstream::{
-    ClientAuth, DevUpstream, IdTokenFault, PERSONAL_TENANT, Profile, Rotation, Rules, UpstreamConfig, tenant_id,
+    ClientAuth, DevUpstream, IdTokenFault, Oidc, PERSONAL_TENANT, Profile, Rotation, Rules, UpstreamConfig, tenant_id,
 };
 #[allow(unused_imports)]
 pub use redis::{RedisCluster, RedisSentinel, RedisServer};
@@ -171,7 +171,7 @@ impl TestCluster {
 /// Variations of the test configuration.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
-    /// TOML appended to the configuration.
+    /// TOML appended to the configuration (`{upstream}`: the stand-in's base URL).
     pub extra: String,
     /// Lines added to the `[server]` table (which `extra` cannot reopen).
     pub server: String,
@@ -355,7 +355,9 @@ upstream = ["cal"]
 default = true"#
         )
     };
-    let (extra, server, files) = (&options.extra, &options.server, &options.files);
+    // `{upstream}` in the extra configuration stands for the stand-in's base URL.
+    let extra = &options.extra.replace("{upstream}", upstream);
+    let (server, files) = (&options.server, &options.files);
     let revoke = options.revoke_upstream;
     let provider = match options.kind {
         Kind::OAuth2 => String::new(),

@@ -27,7 +27,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-pub use oidc::IdTokenFault;
+#[allow(unused_imports)] // the tests sign ID-JAGs with `Oidc`; the example binary does not
+pub use oidc::{IdTokenFault, Oidc};
 
 /// Which real provider the stand-in imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -114,6 +114,18 @@ impl Oidc {
         })
     }
 
+    /// Any JWT with header `typ`, signed with the current key (or, `forged`, with a key the
+    /// JWKS does not publish): an enterprise identity provider's ID-JAGs.
+    pub fn sign(&self, typ: &str, claims: &Value, forged: bool) -> String {
+        let keys = self.keys.lock().unwrap();
+        let key = &keys[0];
+        let mut header = Header::new(key.alg);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some(typ.to_owned());
+        let signer = if forged { &self.stranger.encoding } else { &key.encoding };
+        jsonwebtoken::encode(&header, claims, signer).expect("JWT")
+    }
+
     /// An ID token for `sub` and `client_id` with `extra` claims, the current fault applied.
     pub fn id_token(
         &self,

@@ -1,0 +1,254 @@
+//! Enterprise-managed authorization: an MCP client trades the company identity provider's
+//! ID-JAG for a Tether token (RFC 7523 jwt-bearer), checked rule by rule, single use across
+//! replicas. The identity provider is the login provider (the OpenID stand-in); its ID-JAG keys
+//! are served over https by the document server. Real Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+mod common;
+
+use common::tls_server::{DocumentServer, Route};
+use common::*;
+use serde_json::{Value, json};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const TYP: &str = "oauth-id-jag+jwt";
+const CLIENT: &str = "agent";
+const CLIENT_SECRET: &str = "agent-secret-0123456789";
+
+struct Enterprise {
+    server: DocumentServer,
+    idp: Oidc,
+    dir: tempfile::TempDir,
+}
+
+impl Enterprise {
+    async fn start() -> Self {
+        let server = DocumentServer::start().await;
+        let idp = Oidc::new(jsonwebtoken::Algorithm::ES256);
+        server.route("/jwks", Route::json(&idp.jwks(), "max-age=300"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
+        std::fs::write(dir.path().join("agent"), CLIENT_SECRET).unwrap();
+        Self { server, idp, dir }
+    }
+
+    /// Login mode at the OpenID stand-in, which is also the trusted enterprise IdP.
+    fn options(&self) -> Options {
+        let d = self.dir.path().display();
+        let extra = format!(
+            r#"[login]
+provider = "idp"
+[client_metadata]
+allow_networks = ["127.0.0.1/32"]
+ca_file = "{d}/ca.pem"
+[enterprise.corp]
+issuer = "{{upstream}}"
+jwks_url = "{jwks}"
+resources = ["{RESOURCE_ID}"]
+clients = ["{CLIENT}"]
+[clients.{CLIENT}]
+name = "Company agent"
+redirect_uris = ["{CLIENT_REDIRECT}"]
+client_secret_file = "{d}/agent"
+"#,
+            jwks = self.server.url("/jwks"),
+        );
+        Options { kind: Kind::Oidc, single_resource: true, extra, ..Options::default() }
+    }
+}
+
+/// Signs the person in at the login provider and connects their upstream account once (a
+/// browser authorization), as they would before using an agent.
+async fn connected(app: &TestApp, person: &str) {
+    let browser = app.browser();
+    let to_login = location(&browser.get(&app.url("/account/sign-in?provider=idp")).await);
+    let back = browser.upstream_login(&to_login, person, "approve").await;
+    browser.get(&location(&back)).await;
+    let client = app.register_client("none").await;
+    let pkce = Pkce::new();
+    let next = app.go_upstream(&browser, &app.authorize_url(&client, &pkce, &[])).await;
+    if !next.starts_with(CLIENT_REDIRECT) {
+        let back = browser.upstream_login(&next, person, "approve").await;
+        browser.get(&location(&back)).await;
+    }
+}
+
+/// An ID-JAG for `person`, as the IdP issues it, with `changes` applied.
+fn id_jag(app: &TestApp, upstream: &DevUpstream, person: &str, changes: &Value) -> Value {
+    let now = app.clock.now_secs();
+    let mut claims = json!({
+        "iss": upstream.base_url, "sub": upstream.user_id(person).to_string(), "aud": app.base,
+        "client_id": CLIENT, "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 300,
+        "resource": RESOURCE_URI, "scope": "files:read",
+    });
+    for (k, v) in changes.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    claims
+}
+
+async fn present(app: &TestApp, assertion: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut form = vec![("grant_type", JWT_BEARER), ("assertion", assertion)];
+    form.extend_from_slice(extra);
+    app.api.post(app.url("/token")).basic_auth(CLIENT, Some(CLIENT_SECRET)).form(&form).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_gets_a_token_for_the_person_from_their_identity_providers_assertion() {
+    let ent = Enterprise::start().await;
+    let app = TestApp::spawn_with(Backend::Redis, ent.options()).await;
+    let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
+    assert!(metadata["grant_types_supported"].as_array().unwrap().contains(&json!(JWT_BEARER)), "{metadata}");
+    assert_eq!(
+        metadata["authorization_grant_profiles_supported"],
+        json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+    );
+
+    connected(&app, "erin").await;
+    let assertion = ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "erin", &json!({})), false);
+    let response = present(&app, &assertion, &[]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "files:read");
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    // The MCP server sees an ordinary token, backed by erin's connection.
+    let answer = app.introspect(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["aud"], RESOURCE_URI);
+    assert_eq!(answer["client_id"], CLIENT);
+    assert!(app.upstream.accepts(answer["upstream"]["access_token"].as_str().unwrap()));
+    // Single use.
+    expect_error(present(&app, &assertion, &[]).await, 400, "invalid_grant", "replay").await;
+    assert_eq!(ent.server.hits("/jwks"), 1, "the keys are fetched once and kept");
+}
+
+#[tokio::test]
+async fn every_rule_refuses_with_its_code() {
+    let ent = Enterprise::start().await;
+    let app = TestApp::spawn_with(Backend::Redis, ent.options()).await;
+    connected(&app, "finn").await;
+    let up = &app.upstream;
+    let now = app.clock.now_secs();
+    // (case, assertion, request members, status, error)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("typ", ent.idp.sign("JWT", &id_jag(&app, up, "finn", &json!({})), false), vec![], 400, "invalid_grant"),
+        ("forged", ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({})), true), vec![], 400, "invalid_grant"),
+        (
+            "issuer",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({"iss": "https://evil.example"})), false),
+            vec![],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "audience",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({"aud": "https://other.example"})), false),
+            vec![],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "client",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({"client_id": "someone"})), false),
+            vec![],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "expired",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({"iat": now - 400, "exp": now - 100})), false),
+            vec![],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "too long",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({"exp": now + 3600})), false),
+            vec![],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "no jti",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({"jti": null})), false),
+            vec![],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "resource",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({"resource": "https://nowhere.example/mcp"})), false),
+            vec![],
+            400,
+            "invalid_target",
+        ),
+        (
+            "two resources",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({})), false),
+            vec![("resource", "https://nowhere.example/mcp")],
+            400,
+            "invalid_target",
+        ),
+        (
+            "scope",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({})), false),
+            vec![("scope", "admin")],
+            400,
+            "invalid_scope",
+        ),
+        (
+            "beyond",
+            ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({})), false),
+            vec![("scope", "files:write")],
+            400,
+            "invalid_scope",
+        ),
+        ("stranger", ent.idp.sign(TYP, &id_jag(&app, up, "nobody", &json!({})), false), vec![], 400, "invalid_grant"),
+        ("garbage", "not.a.jwt".to_owned(), vec![], 400, "invalid_grant"),
+    ];
+    for (case, assertion, extra, status, error) in cases {
+        expect_error(present(&app, &assertion, &extra).await, status, error, case).await;
+    }
+    // A refused assertion is not spent: corrected (here: a scope it grants), it works.
+    let assertion = ent.idp.sign(TYP, &id_jag(&app, up, "finn", &json!({})), false);
+    expect_error(present(&app, &assertion, &[("scope", "admin")]).await, 400, "invalid_scope", "first").await;
+    assert_eq!(present(&app, &assertion, &[("scope", "files:read")]).await.status(), 200);
+    // Only the configured, confidential client may present them.
+    let public = app.register_client("none").await;
+    let response = app
+        .api
+        .post(app.url("/token"))
+        .form(&[
+            ("grant_type", JWT_BEARER),
+            ("assertion", assertion.as_str()),
+            ("client_id", public.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "unauthorized_client", "public client").await;
+}
+
+#[tokio::test]
+async fn an_assertion_is_spent_on_every_replica_at_once() {
+    let ent = Enterprise::start().await;
+    let cluster = TestCluster::spawn(2, ent.options()).await;
+    let (first, second) = (&cluster.apps[0], &cluster.apps[1]);
+    connected(first, "gia").await;
+    let assertion = ent.idp.sign(TYP, &id_jag(first, &first.upstream, "gia", &json!({})), false);
+    assert_eq!(present(first, &assertion, &[]).await.status(), 200);
+    expect_error(present(second, &assertion, &[]).await, 400, "invalid_grant", "the other replica").await;
+}
+
+#[test]
+fn the_identity_provider_must_be_the_login_provider_and_its_keys_https() {
+    let errors = config_errors(
+        "[enterprise.corp]\nissuer = \"https://idp.example\"\njwks_url = \"http://idp.example/keys\"\nalgorithms = [\"HS256\"]\nresources = []\nclients = []\n",
+    );
+    for says in ["enterprise.corp.issuer", "enterprise.corp.jwks_url", "https URL", "HS256", "names the resources"] {
+        assert!(errors.contains(says), "{says}: {errors}");
+    }
+}
