@@ -269,8 +269,11 @@ pub async fn issue(
         return Err(invalid_grant("enterprise-managed authorization needs [login]"));
     };
     let user = links::upstream_user(login, sub);
-    let link = ctx.stores.links.link(&links::link_id(&user, &resource.provider)).await?;
-    let Some(link) = link.filter(|l| l.status != LinkStatus::Ended) else {
+    let connection = links::link_id(&user, &resource.provider);
+    let link = ctx.stores.links.link(&connection).await?.filter(|l| l.status != LinkStatus::Ended);
+    // The upstream tokens of a connection are sealed to its account: a grant can only be made
+    // on one that exists. The person connects the provider once, in a browser.
+    let Some(link) = link else {
         return Err(invalid_grant("this user has not connected the MCP server's provider at Tether yet"));
     };
     // Single use, across replicas, until the assertion expires: reserved last, so that a

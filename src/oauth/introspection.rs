@@ -261,10 +261,7 @@ pub async fn introspect(
         Ok(found) => found,
         Err(reason) => return Ok(inactive(reason)),
     };
-    let reconnect = |grant: &GrantRecord| {
-        let link = grant.connection_id().unwrap_or_default();
-        super::reconnect::uri(vault.keys(), ctx.issuer, link, now)
-    };
+    let reconnect = |grant: &GrantRecord| super::reconnect::uri(vault.keys(), ctx.issuer, &grant.id, now);
     if needs_connection(&grant) {
         return Ok(Introspection::Active(Box::new(ActiveToken::new(claims, Err(reconnect(&grant))))));
     }

@@ -3,8 +3,8 @@
 //! MCP servers are told so, with a link that lets the person connect the provider again
 //! instead of leaving them at a dead end.
 //!
-//! The link (`interaction_uri`) names the connection and an expiry under a MAC of the key
-//! ring, so handing it out on every introspection writes nothing. It only starts an upstream
+//! The link (`interaction_uri`) names the grant (and so its connection) and an expiry under a
+//! MAC of the key ring, so handing it out on every introspection writes nothing. It only starts an upstream
 //! sign-in; the connection changes only when that sign-in is the very account the connection
 //! was (the same upstream subject; under a login provider, also the signed-in Tether user), so
 //! a link that reaches someone else cannot attach their account to another person's grants
@@ -31,25 +31,26 @@ pub const INTERACTION_REQUIRED: &str = "interaction_required";
 /// MCP servers may show it again).
 const WINDOW_SECS: i64 = 600;
 
-fn message(link: &str, expires: UnixTime) -> Vec<u8> {
-    format!("tether/reconnect/v1\0{link}\0{expires}").into_bytes()
+fn message(grant: &str, expires: UnixTime) -> Vec<u8> {
+    format!("tether/reconnect/v2\0{grant}\0{expires}").into_bytes()
 }
 
-/// The link for connection `link`, as of `now`.
-pub fn uri(keys: &KeyRing, issuer: &str, link: &str, now: UnixTime) -> String {
+/// The link for grant `grant` (one on a connection), as of `now`.
+pub fn uri(keys: &KeyRing, issuer: &str, grant: &str, now: UnixTime) -> String {
     let expires = (now.div_euclid(WINDOW_SECS) + 2) * WINDOW_SECS;
-    let (kid, tag) = keys.mac(&message(link, expires));
-    format!("{issuer}/reconnect/{link}.{expires}.{kid}.{}", URL_SAFE_NO_PAD.encode(tag))
+    let (kid, tag) = keys.mac(&message(grant, expires));
+    format!("{issuer}/reconnect/{grant}.{expires}.{kid}.{}", URL_SAFE_NO_PAD.encode(tag))
 }
 
-/// The connection a link names, if the link is Tether's and unexpired.
+/// The grant a link names, if the link is Tether's and unexpired.
 fn verify(keys: &KeyRing, token: &str, now: UnixTime) -> Option<(String, UnixTime)> {
     let mut parts = token.splitn(4, '.');
-    let (link, expires, kid, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (grant, expires, kid, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let expires: UnixTime = expires.parse().ok()?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-    (link.len() == 24 && expires > now && keys.verify_mac(kid, &message(link, expires), &tag))
-        .then(|| (link.to_owned(), expires))
+    let on_connection = crate::store::connection_of(grant).is_some();
+    (on_connection && expires > now && keys.verify_mac(kid, &message(grant, expires), &tag))
+        .then(|| (grant.to_owned(), expires))
 }
 
 fn page(message: &'static str) -> FlowError {
@@ -77,13 +78,15 @@ pub async fn start(
     session: Option<&str>,
     now: UnixTime,
 ) -> Result<(url::Url, String), FlowError> {
-    let Some((link_id, _)) = verify(ctx.vault.keys(), token, now) else {
+    let Some((grant_id, _)) = verify(ctx.vault.keys(), token, now) else {
         return Err(page("This link is not valid or has expired. Ask the application for a new one."));
     };
-    let link = ctx.store.link(&link_id).await?.filter(|l| l.status != LinkStatus::Ended);
-    let Some(link) = link else {
-        return Err(page("This connection no longer exists. Sign in to the application again."));
-    };
+    let gone = || page("This access no longer exists. Sign in to the application again.");
+    let grant = ctx.store.grant(&grant_id).await?.filter(|g| g.status != crate::store::GrantStatus::Revoked);
+    let Some(grant) = grant else { return Err(gone()) };
+    let connection = crate::store::connection_of(&grant.id).unwrap_or_default().to_owned();
+    let link = ctx.store.link(&connection).await?.filter(|l| l.status != LinkStatus::Ended);
+    let Some(link) = link else { return Err(gone()) };
     if link.status == LinkStatus::Active {
         // Working again already (this link was used, or the person signed in anew): show it.
         let account = url::Url::parse(&format!("{}/account", ctx.issuer))
@@ -104,11 +107,25 @@ pub async fn start(
             ));
         }
     }
-    let provider = ctx.providers.get(&link.info.provider).ok_or_else(|| page("That provider is not configured."))?;
+    let reconnect = Reconnect { connection: link.id.clone(), link: hash::digest(token) };
+    sign_in(ctx, &link.info.provider, &link.info.scope, reconnect, binding, binding_digest, now).await
+}
+
+/// Sends the browser to `provider` for a reconnection.
+async fn sign_in(
+    ctx: FlowContext<'_>,
+    provider: &str,
+    upstream_scopes: &[String],
+    reconnect: Reconnect,
+    binding: String,
+    binding_digest: String,
+    now: UnixTime,
+) -> Result<(url::Url, String), FlowError> {
+    let provider = ctx.providers.get(provider).ok_or_else(|| page("That provider is not configured."))?;
     let (state, verifier) = (random::token(), random::token());
     let nonce = provider.uses_nonce().then(random::token);
     let mut scopes = provider.base_scopes().to_vec();
-    scopes.extend(link.info.scope.iter().filter(|s| !provider.base_scopes().contains(s)).cloned());
+    scopes.extend(upstream_scopes.iter().filter(|s| !provider.base_scopes().contains(s)).cloned());
     let url = provider.authorize_url(&state, &verifier, nonce.as_deref(), &scopes).await.map_err(|e| {
         tracing::warn!(provider = %provider.id(), error = %e, "cannot start a reconnection");
         FlowError::Page {
@@ -141,7 +158,7 @@ pub async fn start(
         user: None,
         resume: None,
         account: true,
-        reconnect: Some(Reconnect { connection: link.id.clone(), link: hash::digest(token) }),
+        reconnect: Some(reconnect),
     };
     ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
     Ok((url, binding))
@@ -163,14 +180,13 @@ pub async fn finish(
             "You signed in as another account than the one this link is for. Nothing was changed.",
         ));
     };
+    let (user, provider, scopes) = (&link.info.user, &link.info.provider, &link.info.scope);
     // Once: the first completion wins (the lock store's set-if-absent, across replicas).
     let ttl = std::time::Duration::from_secs(u64::try_from(2 * WINDOW_SECS).unwrap_or(1200));
     if !ctx.store.try_lock(&format!("reconnect:{}", reconnect.link), "used", ttl).await? {
         return Err(page("This link was already used. Ask the application for a new one if it still fails."));
     }
-    let link = links::connect(ctx, &link.info.user, &link.info.provider, identity, tokens, &link.info.scope, now)
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let link = links::connect(ctx, user, provider, identity, tokens, scopes, now).await.map_err(|e| unavailable(&e))?;
     ctx.audit.emit(
         Event::new(EventType::ConnectionRestored, Actor::new(ActorKind::User, &link.info.user), Outcome::Success, now)
             .user(&link.info.user)
@@ -258,7 +274,7 @@ mod tests {
     #[test]
     fn links_verify_until_they_expire_and_not_when_altered() {
         let keys = keys();
-        let link = "0123456789abcdef01234567";
+        let link = "0123456789abcdef01234567-0123456789abcdef0123456789abcdef";
         let uri = uri(&keys, "https://tether.example", link, 1_000);
         let token = uri.strip_prefix("https://tether.example/reconnect/").unwrap();
         assert_eq!(verify(&keys, token, 1_000).map(|(l, _)| l), Some(link.to_owned()));
