@@ -43,11 +43,15 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 test: redis ## Run every test (unit, integration, Redis contract suite); installs redis-server if missing
 	$(CARGO) test --locked --all-targets
 
-e2e: build chromium ## End-to-end: the official MCP TypeScript SDK client, then the account page in headless Chromium (npm versions pinned)
+e2e: build chromium ## End-to-end: the official MCP TypeScript SDK client, the account page in headless Chromium, the Python SDK's ID-JAG client (versions pinned)
 	@command -v node >/dev/null || { echo "error: e2e needs Node.js >= 20 (apt-get install nodejs npm)" >&2; exit 1; }
 	cd tests/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 	node tests/e2e/sdk-flow.mjs
 	node tests/e2e/account.mjs
+	@command -v $(PYTHON) >/dev/null || { echo "error: e2e needs Python 3 (apt-get install python3 python3-venv)" >&2; exit 1; }
+	@test -x tests/e2e/.venv-py/bin/python || $(PYTHON) -m venv tests/e2e/.venv-py || { echo "error: cannot create a virtualenv (apt-get install python3-venv)" >&2; exit 1; }
+	tests/e2e/.venv-py/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt -c tests/e2e/constraints.txt
+	TETHER_E2E_PYTHON=$(CURDIR)/tests/e2e/.venv-py/bin/python cargo test --locked --test enterprise_sdk -- --ignored
 
 screenshots: build chromium ## Run the browser test and write its screenshots to docs/screenshots (shown in the README)
 	cd tests/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
