@@ -252,3 +252,19 @@ fn the_identity_provider_must_be_the_login_provider_and_its_keys_https() {
         assert!(errors.contains(says), "{says}: {errors}");
     }
 }
+
+#[tokio::test]
+async fn an_identity_provider_whose_keys_cannot_be_fetched_is_an_outage_not_a_refusal() {
+    let ent = Enterprise::start().await;
+    ent.server.route("/jwks", Route::status(503));
+    let app = TestApp::spawn_with(Backend::Redis, ent.options()).await;
+    connected(&app, "ivo").await;
+    let assertion = ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "ivo", &json!({})), false);
+    let response = present(&app, &assertion, &[]).await;
+    assert!(response.headers().contains_key("retry-after"));
+    expect_error(response, 503, "temporarily_unavailable", "the JWKS is down").await;
+    // Back up: the same assertion (not spent by the outage) works.
+    ent.server.route("/jwks", Route::json(&ent.idp.jwks(), "max-age=300"));
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(present(&app, &assertion, &[]).await.status(), 200);
+}

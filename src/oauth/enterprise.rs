@@ -58,7 +58,10 @@ pub struct TrustedIdp {
 
 struct Keys {
     set: Arc<JwkSet>,
+    /// The last fetch that answered a key set.
     fetched: Option<Instant>,
+    /// The last fetch that failed (the IdP or the network was down).
+    failed: Option<Instant>,
 }
 
 /// The trusted identity providers and their keys.
@@ -73,6 +76,13 @@ impl std::fmt::Debug for Enterprise {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Enterprise").field("idps", &self.idps.len()).finish_non_exhaustive()
     }
+}
+
+/// After a failed JWKS fetch, requests answer 503 for this long before the next attempt.
+const FAILED_RETRY: Duration = Duration::from_secs(2);
+
+fn keys_unavailable() -> OAuthError {
+    OAuthError::new(ErrorCode::TemporarilyUnavailable, "the identity provider's keys cannot be fetched; retry shortly")
 }
 
 fn invalid_grant(why: &'static str) -> OAuthError {
@@ -98,15 +108,14 @@ impl Enterprise {
         if let Some(key) = self.cached(idp, kid).await? {
             return Ok(key);
         }
-        let recent = self
-            .keys
-            .read()
-            .await
-            .get(&idp.id)
-            .and_then(|k| k.fetched)
-            .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL);
-        if recent {
+        let (fetched, failed) = self.keys.read().await.get(&idp.id).map_or((None, None), |k| (k.fetched, k.failed));
+        // A key set fetched a moment ago that lacks the key: the key is not the issuer's.
+        if fetched.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
             return Err(invalid_grant("the assertion is signed with a key its issuer does not publish"));
+        }
+        // A fetch that failed a moment ago: still an outage, without asking again.
+        if failed.is_some_and(|at| at.elapsed() < FAILED_RETRY) {
+            return Err(keys_unavailable());
         }
         let fetcher = self.fetcher.as_ref().ok_or_else(|| invalid_grant("no trusted identity provider"))?;
         let fetched = fetcher.fetch(&idp.jwks_url).await;
@@ -118,17 +127,22 @@ impl Enterprise {
             }),
             Err(e) => {
                 tracing::warn!(idp = %idp.id, error = %e, "cannot fetch the identity provider's JWKS");
-                Err(OAuthError::new(
-                    ErrorCode::TemporarilyUnavailable,
-                    "the identity provider's keys cannot be fetched",
-                ))
+                Err(keys_unavailable())
             }
         };
         let mut keys = self.keys.write().await;
-        let entry =
-            keys.entry(idp.id.clone()).or_insert(Keys { set: Arc::new(JwkSet { keys: vec![] }), fetched: None });
-        entry.fetched = Some(Instant::now());
-        entry.set = Arc::new(set?);
+        let empty = || Keys { set: Arc::new(JwkSet { keys: vec![] }), fetched: None, failed: None };
+        let entry = keys.entry(idp.id.clone()).or_insert_with(empty);
+        match set {
+            Ok(set) => {
+                entry.set = Arc::new(set);
+                entry.fetched = Some(Instant::now());
+            }
+            Err(e) => {
+                entry.failed = Some(Instant::now());
+                return Err(e);
+            }
+        }
         drop(keys);
         self.cached(idp, kid)
             .await?
