@@ -8,7 +8,7 @@ MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 DEMO_WEBHOOK_SECRET ?= demo-connect-webhook-secret
 
-.PHONY: help run test e2e screenshots chromium lint fmt check-config redis build fuzz-smoke fuzz-check chart-check bench
+.PHONY: help run test python-sdk e2e screenshots chromium lint fmt check-config redis build fuzz-smoke fuzz-check chart-check bench
 CHART_VENV ?= .venv-chart
 PYTHON ?= python3
 
@@ -40,18 +40,20 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 	TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK_SECRET=$(DEMO_WEBHOOK_SECRET) \
 	./target/debug/tether --config config/demo.toml serve
 
-test: redis ## Run every test (unit, integration, Redis contract suite); installs redis-server if missing
+test: redis python-sdk ## Run every test (unit, integration, Redis contract suite, the Python SDK's ID-JAG client); installs redis-server and the pinned SDK if missing
 	$(CARGO) test --locked --all-targets
 
-e2e: build chromium ## End-to-end: the official MCP TypeScript SDK client, the account page in headless Chromium, the Python SDK's ID-JAG client (versions pinned)
+python-sdk: ## The official MCP Python SDK (pinned) in tests/e2e/.venv-py, for tests/enterprise_sdk.rs
+	@command -v $(PYTHON) >/dev/null || { echo "error: the tests need Python 3 (apt-get install python3 python3-venv)" >&2; exit 1; }
+	@test -x tests/e2e/.venv-py/bin/python || $(PYTHON) -m venv tests/e2e/.venv-py || { echo "error: cannot create a virtualenv (apt-get install python3-venv)" >&2; exit 1; }
+	@tests/e2e/.venv-py/bin/python -c 'import mcp.client.auth.extensions.identity_assertion' 2>/dev/null || \
+	  tests/e2e/.venv-py/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt -c tests/e2e/constraints.txt
+
+e2e: build chromium ## End-to-end: the official MCP TypeScript SDK client, then the account page in headless Chromium (npm versions pinned)
 	@command -v node >/dev/null || { echo "error: e2e needs Node.js >= 20 (apt-get install nodejs npm)" >&2; exit 1; }
 	cd tests/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 	node tests/e2e/sdk-flow.mjs
 	node tests/e2e/account.mjs
-	@command -v $(PYTHON) >/dev/null || { echo "error: e2e needs Python 3 (apt-get install python3 python3-venv)" >&2; exit 1; }
-	@test -x tests/e2e/.venv-py/bin/python || $(PYTHON) -m venv tests/e2e/.venv-py || { echo "error: cannot create a virtualenv (apt-get install python3-venv)" >&2; exit 1; }
-	tests/e2e/.venv-py/bin/pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt -c tests/e2e/constraints.txt
-	TETHER_E2E_PYTHON=$(CURDIR)/tests/e2e/.venv-py/bin/python cargo test --locked --test enterprise_sdk -- --ignored
 
 screenshots: build chromium ## Run the browser test and write its screenshots to docs/screenshots (shown in the README)
 	cd tests/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error

@@ -6,55 +6,16 @@
 
 mod common;
 
-use common::tls_server::{DocumentServer, Route};
+use common::enterprise::{CLIENT, CLIENT_SECRET, EnterpriseIdp};
+use common::tls_server::Route;
 use common::*;
 use serde_json::{Value, json};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const TYP: &str = "oauth-id-jag+jwt";
-const CLIENT: &str = "agent";
-const CLIENT_SECRET: &str = "agent-secret-0123456789";
-
-struct Enterprise {
-    server: DocumentServer,
-    idp: Oidc,
-    dir: tempfile::TempDir,
-}
-
-impl Enterprise {
-    async fn start() -> Self {
-        let server = DocumentServer::start().await;
-        let idp = Oidc::new(jsonwebtoken::Algorithm::ES256);
-        server.route("/jwks", Route::json(&idp.jwks(), "max-age=300"));
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), &server.ca_pem).unwrap();
-        std::fs::write(dir.path().join("agent"), CLIENT_SECRET).unwrap();
-        Self { server, idp, dir }
-    }
-
-    /// Login mode at the OpenID stand-in, which is also the trusted enterprise IdP.
-    fn options(&self) -> Options {
-        let d = self.dir.path().display();
-        let extra = format!(
-            r#"[login]
-provider = "idp"
-[client_metadata]
-allow_networks = ["127.0.0.1/32"]
-ca_file = "{d}/ca.pem"
-[enterprise.corp]
-issuer = "{{upstream}}"
-jwks_url = "{jwks}"
-resources = ["{RESOURCE_ID}"]
-clients = ["{CLIENT}"]
-[clients.{CLIENT}]
-name = "Company agent"
-redirect_uris = ["{CLIENT_REDIRECT}"]
-client_secret_file = "{d}/agent"
-"#,
-            jwks = self.server.url("/jwks"),
-        );
-        Options { kind: Kind::Oidc, single_resource: true, extra, ..Options::default() }
-    }
+/// Login mode at the OpenID stand-in, which is also the trusted IdP, for the files server.
+fn options(ent: &EnterpriseIdp) -> Options {
+    Options { single_resource: true, ..ent.options(&[RESOURCE_ID], "") }
 }
 
 /// Signs the person in at the login provider and connects their upstream account once (a
@@ -95,8 +56,8 @@ async fn present(app: &TestApp, assertion: &str, extra: &[(&str, &str)]) -> reqw
 
 #[tokio::test]
 async fn an_agent_gets_a_token_for_the_person_from_their_identity_providers_assertion() {
-    let ent = Enterprise::start().await;
-    let app = TestApp::spawn_with(Backend::Redis, ent.options()).await;
+    let ent = EnterpriseIdp::start().await;
+    let app = TestApp::spawn_with(Backend::Redis, options(&ent)).await;
     let metadata = app.get_json("/.well-known/oauth-authorization-server").await;
     assert!(metadata["grant_types_supported"].as_array().unwrap().contains(&json!(JWT_BEARER)), "{metadata}");
     assert_eq!(
@@ -126,8 +87,8 @@ async fn an_agent_gets_a_token_for_the_person_from_their_identity_providers_asse
 
 #[tokio::test]
 async fn every_rule_refuses_with_its_code() {
-    let ent = Enterprise::start().await;
-    let app = TestApp::spawn_with(Backend::Redis, ent.options()).await;
+    let ent = EnterpriseIdp::start().await;
+    let app = TestApp::spawn_with(Backend::Redis, options(&ent)).await;
     connected(&app, "finn").await;
     let up = &app.upstream;
     let now = app.clock.now_secs();
@@ -234,8 +195,8 @@ async fn every_rule_refuses_with_its_code() {
 
 #[tokio::test]
 async fn an_assertion_is_spent_on_every_replica_at_once() {
-    let ent = Enterprise::start().await;
-    let cluster = TestCluster::spawn(2, ent.options()).await;
+    let ent = EnterpriseIdp::start().await;
+    let cluster = TestCluster::spawn(2, options(&ent)).await;
     let (first, second) = (&cluster.apps[0], &cluster.apps[1]);
     connected(first, "gia").await;
     let assertion = ent.idp.sign(TYP, &id_jag(first, &first.upstream, "gia", &json!({})), false);
@@ -255,9 +216,9 @@ fn the_identity_provider_must_be_the_login_provider_and_its_keys_https() {
 
 #[tokio::test]
 async fn an_identity_provider_whose_keys_cannot_be_fetched_is_an_outage_not_a_refusal() {
-    let ent = Enterprise::start().await;
+    let ent = EnterpriseIdp::start().await;
     ent.server.route("/jwks", Route::status(503));
-    let app = TestApp::spawn_with(Backend::Redis, ent.options()).await;
+    let app = TestApp::spawn_with(Backend::Redis, options(&ent)).await;
     connected(&app, "ivo").await;
     let assertion = ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "ivo", &json!({})), false);
     let response = present(&app, &assertion, &[]).await;

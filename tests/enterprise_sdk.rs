@@ -1,42 +1,42 @@
 //! Enterprise-managed authorization end to end with the official MCP Python SDK 2.x
 //! (`IdentityAssertionOAuthProvider`): the company's identity provider signs an ID-JAG, the SDK
 //! trades it at Tether for a token and calls a tool of the example MCP server, which gets the
-//! person's upstream credential. Needs the SDK: `make e2e` installs it in tests/e2e/.venv-py and
-//! runs this test with `--ignored` (TETHER_E2E_PYTHON names the interpreter).
+//! person's upstream credential. The pinned SDK lives in tests/e2e/.venv-py (`make test` installs
+//! it; TETHER_E2E_PYTHON names another interpreter): without it the test fails and says so.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod common;
 #[path = "../examples/support/mcp_server.rs"]
 mod mcp_server;
 
-use common::tls_server::{DocumentServer, Route};
+use common::enterprise::{CLIENT, CLIENT_SECRET, EnterpriseIdp};
 use common::*;
 use serde_json::json;
 
+/// The interpreter with the pinned SDK.
+fn python() -> String {
+    let python = std::env::var("TETHER_E2E_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/.venv-py/bin/python").to_owned());
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "the MCP Python SDK is not installed at {python}: run `make python-sdk` (make test does)"
+    );
+    python
+}
+
 #[tokio::test]
-#[ignore = "needs the MCP Python SDK: make e2e"]
 async fn the_python_sdk_trades_an_id_jag_for_a_token_and_calls_a_tool() {
-    let python = std::env::var("TETHER_E2E_PYTHON").expect("TETHER_E2E_PYTHON: the interpreter with mcp installed");
-    let idp_keys = DocumentServer::start().await;
-    let idp = Oidc::new(jsonwebtoken::Algorithm::ES256);
-    idp_keys.route("/jwks", Route::json(&idp.jwks(), "max-age=300"));
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    std::fs::write(dir.path().join("ca.pem"), &idp_keys.ca_pem).unwrap();
-    std::fs::write(dir.path().join("agent"), "agent-secret-0123456789").unwrap();
-    std::fs::write(dir.path().join("agents-mcp"), "agents-mcp-secret-0123").unwrap();
+    let python = python();
+    let ent = EnterpriseIdp::start().await;
+    let d = ent.dir.path().display();
+    std::fs::write(ent.dir.path().join("agents-mcp"), "agents-mcp-secret-0123").unwrap();
     // The MCP server's real address is its resource URI: the SDK derives `resource` from it.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mcp_addr = listener.local_addr().unwrap();
     drop(listener);
     let mcp_url = format!("http://{mcp_addr}/mcp");
-    let extra = format!(
-        r#"[login]
-provider = "idp"
-[client_metadata]
-allow_networks = ["127.0.0.1/32"]
-ca_file = "{d}/ca.pem"
-[resources.agents]
+    let server = format!(
+        r#"[resources.agents]
 uri = "{mcp_url}"
 name = "Agents MCP"
 provider = "idp"
@@ -45,19 +45,9 @@ secret_file = "{d}/agents-mcp"
 name = "files:read"
 upstream = ["repo:read"]
 default = true
-[enterprise.corp]
-issuer = "{{upstream}}"
-jwks_url = "{jwks}"
-resources = ["agents"]
-clients = ["agent"]
-[clients.agent]
-name = "Company agent"
-redirect_uris = ["{CLIENT_REDIRECT}"]
-client_secret_file = "{d}/agent"
-"#,
-        jwks = idp_keys.url("/jwks"),
+"#
     );
-    let app = TestApp::spawn_with(Backend::Redis, Options { kind: Kind::Oidc, extra, ..Options::default() }).await;
+    let app = TestApp::spawn_with(Backend::Redis, ent.options(&["agents"], &server)).await;
     let _server = mcp_server::start(mcp_server::McpServerConfig {
         bind: mcp_addr,
         resource: mcp_url.clone(),
@@ -85,13 +75,13 @@ client_secret_file = "{d}/agent"
     let now = app.clock.now_secs();
     let claims = json!({
         "iss": app.upstream.base_url, "sub": app.upstream.user_id("ivy").to_string(), "aud": app.base,
-        "client_id": "agent", "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 300,
+        "client_id": CLIENT, "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 300,
         "resource": mcp_url, "scope": "files:read",
     });
-    let assertion = idp.sign("oauth-id-jag+jwt", &claims, false);
+    let assertion = ent.idp.sign("oauth-id-jag+jwt", &claims, false);
     let run = tokio::process::Command::new(&python)
-        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/id_jag.py"), &mcp_url, &app.base, "agent"])
-        .args(["agent-secret-0123456789", assertion.as_str()])
+        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/id_jag.py"), &mcp_url, &app.base, CLIENT])
+        .args([CLIENT_SECRET, assertion.as_str()])
         .output();
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), run).await.expect("the SDK hung").unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -11,7 +11,7 @@ use crate::oauth::account::{self, SessionRecord};
 use crate::oauth::error::ErrorCode;
 
 use super::AppState;
-use super::authorize::{flow_error, redirect};
+use super::authorize::{flow_error, redirect, with_binding};
 use super::pages::account as pages;
 
 /// The signed-in session and its cookie value.
@@ -84,13 +84,7 @@ pub async fn sign_in(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     // The same browser binding as the consent flow: the session is bound to it.
     let presented = state.binding(&req);
     match account::start_sign_in(flow, &provider, presented.as_deref(), state.clock.now()).await {
-        Ok((url, binding)) => {
-            let mut response = redirect(url.as_str(), StatusCode::FOUND);
-            if let Err(e) = response.add_cookie(&state.binding_cookie(binding)) {
-                tracing::error!(error = %e, "cannot set the binding cookie");
-            }
-            response
-        }
+        Ok((url, binding)) => with_binding(redirect(url.as_str(), StatusCode::FOUND), &state, binding),
         Err(e) => flow_error(e),
     }
 }

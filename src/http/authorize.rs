@@ -53,12 +53,18 @@ async fn handle(req: &HttpRequest, state: &AppState, params: AuthorizeParams) ->
     let cookies =
         BrowserCookies { binding: binding.as_deref(), consent: consent.as_deref(), session: session.as_deref() };
     let stores = AuthorizeStores { pending: store, grants: store, browsers: store };
-    let (mut response, binding) =
+    let (response, binding) =
         match authorize::start(broker.flow(&super::origin(req, state)), stores, params, cookies, now).await {
             Ok(Started::Consent(view)) => (consent_page(&view), view.binding),
             Ok(Started::Upstream { url, binding }) => (redirect(url.as_str(), StatusCode::FOUND), binding),
             Err(e) => return flow_error(e),
         };
+    with_binding(response, state, binding)
+}
+
+/// `response` with the browser binding cookie set to `binding` (every step that sends the
+/// browser upstream binds the flow to it).
+pub fn with_binding(mut response: HttpResponse, state: &AppState, binding: String) -> HttpResponse {
     if let Err(e) = response.add_cookie(&state.binding_cookie(binding)) {
         tracing::error!(error = %e, "cannot set the binding cookie");
     }

@@ -160,11 +160,8 @@ pub async fn link(req: HttpRequest, token: web::Path<String>, state: web::Data<A
     .await
     {
         Ok(view) => {
-            let mut response = consent_page(&view);
-            if let Err(e) = response.add_cookie(&state.binding_cookie(view.binding)) {
-                tracing::error!(error = %e, "cannot set the binding cookie");
-            }
-            response
+            let page = consent_page(&view);
+            super::authorize::with_binding(page, &state, view.binding)
         }
         Err(e) => flow_error(e),
     }

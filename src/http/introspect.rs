@@ -15,6 +15,12 @@ pub struct IntrospectForm {
     token: Option<String>,
 }
 
+impl IntrospectForm {
+    fn required(self) -> Result<String, OAuthError> {
+        self.token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))
+    }
+}
+
 /// RFC 7662 §2.1: "the protected resource MUST authenticate" — a resource that fails to
 /// gets 401; a token that is not active for it gets exactly `{"active": false}`.
 #[tracing::instrument(skip_all, fields(resource))]
@@ -26,18 +32,8 @@ pub async fn post(
     let now = state.clock.now();
     let broker = &state.broker;
     let caller = super::resource_caller(&req, &state)?;
-    if let Err(wait) = state.limits.introspect.check(&caller.id) {
-        let secs = super::limits::retry_secs(wait);
-        tracing::info!(resource = %caller.id, retry_after = secs, "introspection rate limited");
-        return Err(
-            OAuthError::rate_limited(format!("too many introspection requests; retry in {secs} s"), secs).into()
-        );
-    }
-    let token = form
-        .into_inner()
-        .token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    super::limits::per_resource(&state.limits.introspect, &caller.id, "introspection requests")?;
+    let token = form.into_inner().required()?;
     // The request as audit events name it, made only when an event is recorded.
     let origin = || super::origin(&req, &state);
     let outcome = match introspection::introspect(broker.introspector(), caller, &token, &origin, now).await {
@@ -83,15 +79,8 @@ pub async fn upstream_rejected(
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let caller = super::resource_caller(&req, &state)?;
-    if let Err(wait) = state.limits.upstream_rejected.check(&caller.id) {
-        let secs = super::limits::retry_secs(wait);
-        return Err(OAuthError::rate_limited(format!("too many reports; retry in {secs} s"), secs).into());
-    }
-    let token = form
-        .into_inner()
-        .token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    super::limits::per_resource(&state.limits.upstream_rejected, &caller.id, "reports")?;
+    let token = form.into_inner().required()?;
     let origin = || super::origin(&req, &state);
     let outcome =
         crate::oauth::reconnect::upstream_rejected(state.broker.introspector(), caller, &token, &origin, now).await?;

@@ -120,6 +120,16 @@ impl Endpoint {
 }
 
 /// Whole seconds to wait, rounded up (`Retry-After` takes integers).
+/// An MCP server's call under `limiter` (keyed by its resource id), or the 429 that says when
+/// to retry; `what` names the calls in the answer ("introspection requests").
+pub fn per_resource(limiter: &Limiter<String>, resource: &str, what: &str) -> Result<(), crate::oauth::OAuthError> {
+    limiter.check(&resource.to_owned()).map_err(|wait| {
+        let secs = retry_secs(wait);
+        tracing::info!(%resource, retry_after = secs, what, "rate limited");
+        crate::oauth::OAuthError::rate_limited(format!("too many {what}; retry in {secs} s"), secs)
+    })
+}
+
 pub fn retry_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

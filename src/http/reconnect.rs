@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::oauth::reconnect;
 
 use super::AppState;
-use super::authorize::{flow_error, redirect};
+use super::authorize::{flow_error, redirect, with_binding};
 
 pub async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let origin = super::origin(&req, &state);
@@ -16,13 +16,7 @@ pub async fn get(req: HttpRequest, path: web::Path<String>, state: web::Data<App
     let presented = state.binding(&req);
     let session = state.session(&req);
     match reconnect::start(flow, &path, presented.as_deref(), session.as_deref(), state.clock.now()).await {
-        Ok((url, binding)) => {
-            let mut response = redirect(url.as_str(), StatusCode::FOUND);
-            if let Err(e) = response.add_cookie(&state.binding_cookie(binding)) {
-                tracing::error!(error = %e, "cannot set the binding cookie");
-            }
-            response
-        }
+        Ok((url, binding)) => with_binding(redirect(url.as_str(), StatusCode::FOUND), &state, binding),
         Err(e) => flow_error(e),
     }
 }

@@ -28,11 +28,7 @@ pub async fn post(
     if form.grant_type.as_deref() == Some(enterprise::JWT_BEARER) && state.broker.enterprise.is_on() {
         return jag_post(&req, form, &state, now).await;
     }
-    let presented = Presented {
-        basic: authorization_header(&req),
-        client_id: form.client_id.clone(),
-        client_secret: form.client_secret.clone(),
-    };
+    let presented = presented(&req, &form);
     let request = TokenRequest::try_from(form)?;
     let broker = &state.broker;
     let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
@@ -44,9 +40,23 @@ pub async fn post(
     };
     let response = grants::issue(broker.token_context(&origin), &client, request, now).await?;
     broker.metrics.token_issued(grant_type);
+    Ok(issued(&response))
+}
+
+/// The client credentials a token request presents (HTTP Basic, or the form's).
+fn presented(req: &HttpRequest, form: &TokenForm) -> Presented {
+    Presented {
+        basic: authorization_header(req),
+        client_id: form.client_id.clone(),
+        client_secret: form.client_secret.clone(),
+    }
+}
+
+/// A token answer: 200, never cached (RFC 6749 §5.1).
+fn issued(answer: &impl serde::Serialize) -> HttpResponse {
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
-    Ok(ok.json(response))
+    ok.json(answer)
 }
 
 /// RFC 8693 token exchange: an MCP server, authenticated as the resource (as for
@@ -68,17 +78,12 @@ async fn exchange_post(
             e
         }
     })?;
-    if let Err(wait) = state.limits.introspect.check(&caller.id) {
-        let secs = super::limits::retry_secs(wait);
-        return Err(OAuthError::rate_limited(format!("too many token exchanges; retry in {secs} s"), secs).into());
-    }
+    super::limits::per_resource(&state.limits.introspect, &caller.id, "token exchanges")?;
     let origin = || super::origin(req, state);
     let request = form.exchange_request();
     let answer = exchange::exchange(broker.introspector(), broker.minter(), caller, &request, &origin, now).await?;
     broker.metrics.token_issued("token_exchange");
-    let mut ok = HttpResponse::Ok();
-    no_store(&mut ok);
-    Ok(ok.json(answer))
+    Ok(issued(&answer))
 }
 
 /// RFC 7523 `jwt-bearer` with an ID-JAG (enterprise-managed authorization): the client
@@ -90,12 +95,7 @@ async fn jag_post(
     now: crate::clock::UnixTime,
 ) -> Result<HttpResponse, ApiError> {
     let broker = &state.broker;
-    let presented = Presented {
-        basic: authorization_header(req),
-        client_id: form.client_id.clone(),
-        client_secret: form.client_secret.clone(),
-    };
-    let client = client_auth::authenticate(broker.clients(), &presented, now).await?;
+    let client = client_auth::authenticate(broker.clients(), &presented(req, &form), now).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
     let origin = super::origin(req, state);
     let login = broker.login.as_deref();
@@ -103,7 +103,5 @@ async fn jag_post(
         enterprise::issue(broker.token_context(&origin), &broker.enterprise, login, &client, form.jag_request(), now)
             .await?;
     broker.metrics.token_issued("jwt_bearer");
-    let mut ok = HttpResponse::Ok();
-    no_store(&mut ok);
-    Ok(ok.json(answer))
+    Ok(issued(&answer))
 }

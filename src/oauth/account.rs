@@ -66,12 +66,29 @@ pub async fn start_sign_in(
     if !sign_in_choices(ctx).iter().any(|(id, _)| id == provider) {
         return Err(FlowError::page("You cannot sign in to this page with that provider."));
     }
+    let url = page_sign_in(ctx, provider, &[], &binding_digest, None, now).await?;
+    Ok((url, binding))
+}
+
+/// Stores a pending upstream sign-in at `provider` that ends on the account page (no client
+/// waits for it; its failures are pages), for the provider's own scopes and `upstream_scopes`,
+/// bound to the browser; `reconnect` when it restores a connection (see `oauth::reconnect`).
+/// Returns where to send the browser.
+pub(super) async fn page_sign_in(
+    ctx: FlowContext<'_>,
+    provider: &str,
+    upstream_scopes: &[String],
+    binding_digest: &str,
+    reconnect: Option<crate::store::Reconnect>,
+    now: UnixTime,
+) -> Result<url::Url, FlowError> {
     let provider = ctx.providers.get(provider).ok_or_else(|| FlowError::page("That provider is not configured."))?;
     let (state, verifier) = (random::token(), random::token());
     let nonce = provider.uses_nonce().then(random::token);
-    let scopes = provider.base_scopes().to_vec();
+    let mut scopes = provider.base_scopes().to_vec();
+    scopes.extend(upstream_scopes.iter().filter(|s| !provider.base_scopes().contains(s)).cloned());
     let url = provider.authorize_url(&state, &verifier, nonce.as_deref(), &scopes).await.map_err(|e| {
-        tracing::warn!(provider = %provider.id(), error = %e, "cannot start the account sign-in");
+        tracing::warn!(provider = %provider.id(), error = %e, "cannot start an upstream sign-in");
         FlowError::Page {
             status: PageStatus::Unavailable,
             message: "The provider is unavailable. Try again in a moment.".into(),
@@ -93,7 +110,7 @@ pub async fn start_sign_in(
             client_name: None,
             client_source: None,
         },
-        binding_digest,
+        binding_digest: binding_digest.to_owned(),
         provider: provider.id().to_owned(),
         upstream_verifier: verifier,
         upstream_nonce: nonce,
@@ -102,10 +119,10 @@ pub async fn start_sign_in(
         user: None,
         resume: None,
         account: true,
-        reconnect: None,
+        reconnect,
     };
     ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
-    Ok((url, binding))
+    Ok(url)
 }
 
 /// The signed-in person, when the browser presents a live session issued to it.
@@ -527,7 +544,9 @@ mod tests {
         });
         let read: PendingRecord = serde_json::from_value(old).unwrap();
         assert!(!read.account, "an authorization in flight during the upgrade is not an account sign-in");
-        assert!(!serde_json::to_string(&read).unwrap().contains("account"));
+        assert!(read.reconnect.is_none(), "nor a reconnection");
+        let written = serde_json::to_string(&read).unwrap();
+        assert!(!written.contains("account") && !written.contains("reconnect"), "{written}");
     }
 
     #[test]

@@ -294,7 +294,7 @@ pub async fn issue(
     // refused assertion can be corrected and sent again.
     let ttl = Duration::from_secs(u64::try_from(exp + LEEWAY - now).unwrap_or(60).max(1));
     let reservation = format!("jag:{}", hash::digest(&format!("{}\0{jti}", idp.issuer)));
-    if !ctx.stores.locks.try_lock(&reservation, "used", ttl).await? {
+    if !ctx.stores.locks.spend_once(&reservation, ttl).await? {
         return Err(invalid_grant("the assertion was already used"));
     }
     let grant_id = links::grant_id(&link.id);

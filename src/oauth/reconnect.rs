@@ -17,7 +17,7 @@ use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 use crate::clock::UnixTime;
 use crate::crypto::seal::KeyRing;
 use crate::crypto::{hash, random};
-use crate::store::{AuthorizationRecord, LinkRecord, LinkStatus, PendingRecord, Reconnect};
+use crate::store::{LinkRecord, LinkStatus, Reconnect};
 use crate::upstream::{Identity, UpstreamTokens};
 
 use super::authorize::FlowContext;
@@ -108,59 +108,9 @@ pub async fn start(
         }
     }
     let reconnect = Reconnect { connection: link.id.clone(), link: hash::digest(token) };
-    sign_in(ctx, &link.info.provider, &link.info.scope, reconnect, binding, binding_digest, now).await
-}
-
-/// Sends the browser to `provider` for a reconnection.
-async fn sign_in(
-    ctx: FlowContext<'_>,
-    provider: &str,
-    upstream_scopes: &[String],
-    reconnect: Reconnect,
-    binding: String,
-    binding_digest: String,
-    now: UnixTime,
-) -> Result<(url::Url, String), FlowError> {
-    let provider = ctx.providers.get(provider).ok_or_else(|| page("That provider is not configured."))?;
-    let (state, verifier) = (random::token(), random::token());
-    let nonce = provider.uses_nonce().then(random::token);
-    let mut scopes = provider.base_scopes().to_vec();
-    scopes.extend(upstream_scopes.iter().filter(|s| !provider.base_scopes().contains(s)).cloned());
-    let url = provider.authorize_url(&state, &verifier, nonce.as_deref(), &scopes).await.map_err(|e| {
-        tracing::warn!(provider = %provider.id(), error = %e, "cannot start a reconnection");
-        FlowError::Page {
-            status: PageStatus::Unavailable,
-            message: "The provider is unavailable. Try again in a moment.".into(),
-        }
-    })?;
-    let record = PendingRecord {
-        // No client waits: the callback shows the person a page.
-        request: AuthorizationRecord {
-            client_id: String::new(),
-            redirect_uri: format!("{}/account", ctx.issuer),
-            redirect_uri_sent: false,
-            state: None,
-            code_challenge: String::new(),
-            resource: String::new(),
-            scope: Vec::new(),
-            requested_scope: Vec::new(),
-            widens: None,
-            offline: false,
-            client_name: None,
-            client_source: None,
-        },
-        binding_digest,
-        provider: provider.id().to_owned(),
-        upstream_verifier: verifier,
-        upstream_nonce: nonce,
-        upstream_scopes: scopes,
-        created_at: now,
-        user: None,
-        resume: None,
-        account: true,
-        reconnect: Some(reconnect),
-    };
-    ctx.store.put_pending(&hash::digest(&state), &record, ctx.lifetimes.authorization).await?;
+    let url =
+        super::account::page_sign_in(ctx, &link.info.provider, &link.info.scope, &binding_digest, Some(reconnect), now)
+            .await?;
     Ok((url, binding))
 }
 
@@ -181,9 +131,9 @@ pub async fn finish(
         ));
     };
     let (user, provider, scopes) = (&link.info.user, &link.info.provider, &link.info.scope);
-    // Once: the first completion wins (the lock store's set-if-absent, across replicas).
+    // Once: the first completion wins, across replicas.
     let ttl = std::time::Duration::from_secs(u64::try_from(2 * WINDOW_SECS).unwrap_or(1200));
-    if !ctx.store.try_lock(&format!("reconnect:{}", reconnect.link), "used", ttl).await? {
+    if !ctx.store.spend_once(&format!("reconnect:{}", reconnect.link), ttl).await? {
         return Err(page("This link was already used. Ask the application for a new one if it still fails."));
     }
     let link = links::connect(ctx, user, provider, identity, tokens, scopes, now).await.map_err(|e| unavailable(&e))?;

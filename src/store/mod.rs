@@ -155,7 +155,8 @@ pub trait SessionStore: Send + Sync {
     async fn end_browser_session(&self, key: &str) -> StoreResult<()>;
 }
 
-/// Short leases that let one replica act for all (the upstream refresh of a grant).
+/// Short leases that let one replica act for all (the upstream refresh of a grant), and
+/// single-use marks (a link, an assertion's `jti`).
 #[async_trait]
 pub trait LockStore: Send + Sync {
     /// Takes `name` for `ttl` unless someone holds it. The TTL frees a lock whose holder died.
@@ -163,6 +164,11 @@ pub trait LockStore: Send + Sync {
     /// Releases `name` if `owner` still holds it (a lock that expired and was taken by
     /// someone else is left alone).
     async fn unlock(&self, name: &str, owner: &str) -> StoreResult<()>;
+    /// `true` the first time `name` is spent within `ttl`, on every replica at once: a lock
+    /// never released.
+    async fn spend_once(&self, name: &str, ttl: Duration) -> StoreResult<bool> {
+        self.try_lock(name, "spent", ttl).await
+    }
 }
 
 /// What a browser authorized before: per (client, resource), the latest grant, so that a new

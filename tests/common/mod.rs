@@ -3,6 +3,7 @@
 //! offers typed helpers for each endpoint and for a browser walking the flow.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod enterprise;
 pub mod process;
 pub mod redis;
 pub mod tls_server;
