@@ -18,20 +18,28 @@ fn options(ent: &EnterpriseIdp) -> Options {
     Options { single_resource: true, ..ent.options(&[RESOURCE_ID], "") }
 }
 
-/// Signs the person in at the login provider and connects their upstream account once (a
-/// browser authorization), as they would before using an agent.
-async fn connected(app: &TestApp, person: &str) {
-    let browser = app.browser();
+/// Signs `person` in at Tether (the login provider) in `browser`.
+async fn sign_in(app: &TestApp, browser: &Browser, person: &str) {
     let to_login = location(&browser.get(&app.url("/account/sign-in?provider=idp")).await);
     let back = browser.upstream_login(&to_login, person, "approve").await;
-    browser.get(&location(&back)).await;
+    assert_eq!(location(&browser.get(&location(&back)).await), app.url("/account"));
+}
+
+/// Signs the person in at the login provider and connects their upstream account once (a
+/// browser authorization), as they would before using an agent. Returns the signed-in browser,
+/// the client and its tokens.
+async fn connected(app: &TestApp, person: &str) -> (Browser, TestClient, Value) {
+    let browser = app.browser();
+    sign_in(app, &browser, person).await;
     let client = app.register_client("none").await;
     let pkce = Pkce::new();
-    let next = app.go_upstream(&browser, &app.authorize_url(&client, &pkce, &[])).await;
+    let mut next = app.go_upstream(&browser, &app.authorize_url(&client, &pkce, &[])).await;
     if !next.starts_with(CLIENT_REDIRECT) {
         let back = browser.upstream_login(&next, person, "approve").await;
-        browser.get(&location(&back)).await;
+        next = location(&browser.get(&location(&back)).await);
     }
+    let tokens = app.exchange_code(&client, &query(&next)["code"], &pkce.verifier).await.json().await.unwrap();
+    (browser, client, tokens)
 }
 
 /// An ID-JAG for `person`, as the IdP issues it, with `changes` applied.
@@ -228,4 +236,99 @@ async fn an_identity_provider_whose_keys_cannot_be_fetched_is_an_outage_not_a_re
     ent.server.route("/jwks", Route::json(&ent.idp.jwks(), "max-age=300"));
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(present(&app, &assertion, &[]).await.status(), 200);
+}
+
+/// Presents `assertion` and returns the access token it gets.
+async fn redeem(app: &TestApp, assertion: &str) -> String {
+    let response = present(app, assertion, &[]).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let tokens: Value = response.json().await.unwrap();
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The "connect first" answer for `access`: the link it hands out.
+async fn asks_to_connect(app: &TestApp, access: &str, person: &str) -> String {
+    let answer = app.introspect(access).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert!(answer.get("upstream").is_none(), "{answer}");
+    assert_eq!(answer["upstream_error"], "interaction_required");
+    // No upstream account yet: `sub` is the person at Tether, never someone else's account.
+    let sub = answer["sub"].as_str().unwrap();
+    assert!(sub.ends_with(&format!(":{}", app.upstream.user_id(person))), "{answer}");
+    answer["interaction_uri"].as_str().unwrap().to_owned()
+}
+
+/// Under the default policy a person Tether has never seen is refused; one it knows whose
+/// connection to the MCP server's provider ended gets a token whose introspection and token
+/// exchange ask them to connect first; only they can follow the link, with any account, and
+/// then the very same token carries that account's credential.
+#[tokio::test]
+async fn a_person_without_a_connection_gets_a_token_that_asks_them_to_connect_first() {
+    let ent = EnterpriseIdp::start().await;
+    let app = TestApp::spawn_with(Backend::Redis, options(&ent)).await;
+    let assertion = ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "gina", &json!({})), false);
+    let refused = expect_error(present(&app, &assertion, &[]).await, 400, "invalid_grant", "never seen").await;
+    assert!(refused["error_description"].as_str().unwrap().contains("has not used Tether"), "{refused}");
+
+    // gina connects once; then her only client's access ends, and with it the connection.
+    let (browser, client, tokens) = connected(&app, "gina").await;
+    assert_eq!(app.revoke(&client, tokens["refresh_token"].as_str().unwrap()).await.status(), 200);
+    let access = redeem(&app, &assertion).await; // the refused assertion was not spent
+    let link = asks_to_connect(&app, &access, "gina").await;
+    let exchanged = app
+        .api
+        .post(app.url("/token"))
+        .basic_auth(RESOURCE_ID, Some(RESOURCE_SECRET))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", access.as_str()),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(exchanged, 400, "interaction_required", "exchange").await;
+    assert_eq!(error["interaction_uri"], link.as_str());
+    let html = browser.get(&app.url("/account")).await.text().await.unwrap();
+    assert!(html.contains("Not connected yet"), "{html}");
+
+    // Nobody else can start it; gina, signed in, connects whichever account she picks.
+    assert_eq!(app.browser().get(&link).await.status(), 403);
+    let to_upstream = browser.get(&link).await;
+    assert_eq!(to_upstream.status(), 302);
+    let back = browser.upstream_login(&location(&to_upstream), "gina-work", "approve").await;
+    assert_eq!(location(&browser.get(&location(&back)).await), app.url("/account"));
+    let answer = app.introspect(&access).await;
+    let upstream = answer["upstream"]["access_token"].as_str().unwrap();
+    assert!(app.upstream.accepts(upstream), "{answer}");
+    assert_eq!(app.upstream_user(upstream).await["login"], "gina-work");
+    let html = browser.get(&app.url("/account")).await.text().await.unwrap();
+    let account = format!("{}@stand-in.example", app.upstream.user_id("gina-work"));
+    assert!(html.contains(&account) && !html.contains("Not connected yet"), "{html}");
+    // The next assertion is an ordinary token on that connection.
+    let next = ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "gina", &json!({})), false);
+    let answer = app.introspect(&redeem(&app, &next).await).await;
+    assert!(app.upstream.accepts(answer["upstream"]["access_token"].as_str().unwrap()), "{answer}");
+}
+
+/// With `create_users`, a person Tether has never seen gets a token that asks them to
+/// connect first; connecting through an ordinary authorization (not the link) serves it too.
+#[tokio::test]
+async fn an_identity_provider_allowed_to_create_users_introduces_new_people() {
+    let ent = EnterpriseIdp::start().await;
+    let mut options = options(&ent);
+    options.extra = options.extra.replace("[enterprise.corp]\n", "[enterprise.corp]\ncreate_users = true\n");
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let assertion = ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "hank", &json!({})), false);
+    let access = redeem(&app, &assertion).await;
+    asks_to_connect(&app, &access, "hank").await;
+    expect_error(present(&app, &assertion, &[]).await, 400, "invalid_grant", "replay").await;
+    // hank signs in and authorizes a client in his browser: the waiting connection takes the
+    // account, and the agent's token works too.
+    connected(&app, "hank").await;
+    let answer = app.introspect(&access).await;
+    let upstream = answer["upstream"]["access_token"].as_str().unwrap();
+    assert!(app.upstream.accepts(upstream), "{answer}");
+    assert_eq!(app.upstream_user(upstream).await["login"], "hank");
 }

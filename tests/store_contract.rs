@@ -95,6 +95,7 @@ contract!(
     connections_are_claimed_and_settled_once_and_sessions_point_at_grants,
     grants_on_a_connection_read_its_tokens_and_status_in_one_call,
     a_connection_outlives_its_grants_and_its_tokens_go_with_its_last_live_grant,
+    a_connection_is_created_only_where_there_is_none_or_an_ended_one,
     of_two_grants_revoked_at_once_exactly_one_is_the_last,
     sign_in_sessions_round_trip_and_end,
 );
@@ -865,6 +866,34 @@ async fn grants_on_a_connection_read_its_tokens_and_status_in_one_call(s: Subjec
     assert_eq!(s.store.grant(&orphan.id).await.unwrap().unwrap().status, GrantStatus::Dead);
     assert_eq!(s.store.link("nowhere").await.unwrap(), None);
     assert!(s.store.link_grants("nowhere").await.unwrap().is_empty());
+}
+
+/// A connection made for a person before they connect an account (an enterprise assertion)
+/// never replaces one that exists: a sign-in at the same moment keeps its tokens.
+async fn a_connection_is_created_only_where_there_is_none_or_an_ended_one(s: Subject) {
+    let waiting = LinkRecord {
+        info: LinkInfo { subject: String::new(), account: None, bound_to_user: true, ..link(b"").info },
+        status: LinkStatus::NeedsReauth,
+        ..link(b"")
+    };
+    assert!(s.store.create_link(&waiting, TTL).await.unwrap());
+    assert_eq!(s.store.link(LINK).await.unwrap(), Some(waiting.clone()), "read back whole");
+    let a = linked_grant(1);
+    s.store.put_grant(&a, TTL).await.unwrap();
+    let read = s.store.grant(&a.id).await.unwrap().unwrap();
+    assert_eq!((read.status, read.upstream.is_empty()), (GrantStatus::Dead, true), "waits for its person");
+    assert!(!s.store.create_link(&waiting, TTL).await.unwrap(), "made twice");
+    // The person connects: the grant made while waiting works with the account's tokens, and a
+    // late creation changes nothing.
+    s.store.put_link(&link(b"tokens"), TTL).await.unwrap();
+    assert!(!s.store.create_link(&waiting, TTL).await.unwrap(), "replaced a live connection");
+    let read = s.store.grant(&a.id).await.unwrap().unwrap();
+    assert_eq!((read.status, read.upstream.as_slice()), (GrantStatus::Active, &b"tokens"[..]));
+    // Once ended it may be made again.
+    let tomb = Tombstone { at: 5, by: "user".into(), reason: "user".into() };
+    assert_eq!(s.store.revoke_grant(&a.id, &tomb, TTL).await.unwrap(), Revoked::Last);
+    assert!(s.store.create_link(&waiting, TTL).await.unwrap(), "an ended connection blocks a new one");
+    assert_eq!(s.store.link(LINK).await.unwrap().unwrap().status, LinkStatus::NeedsReauth);
 }
 
 async fn a_connection_outlives_its_grants_and_its_tokens_go_with_its_last_live_grant(s: Subject) {

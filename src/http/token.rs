@@ -99,9 +99,9 @@ async fn jag_post(
     tracing::Span::current().record("client_id", client.client_id.as_str());
     let origin = super::origin(req, state);
     let login = broker.login.as_deref();
+    let ctx = broker.token_context(&origin);
     let answer =
-        enterprise::issue(broker.token_context(&origin), &broker.enterprise, login, &client, form.jag_request(), now)
-            .await?;
+        enterprise::issue(ctx, &broker.enterprise, login, &broker.providers, &client, form.jag_request(), now).await?;
     broker.metrics.token_issued("jwt_bearer");
     Ok(issued(&answer))
 }

@@ -325,7 +325,7 @@ async fn delegations(
                 provider_name: provider.map_or_else(|| c.provider.clone(), |p| p.display_name().to_owned()),
                 revokes_upstream: provider.is_some_and(|p| p.revokes_upstream()),
                 provider_page: provider.and_then(|p| p.account_url()).map(ToString::to_string),
-                account: c.upstream_account.or(Some(c.subject)),
+                account: if c.status == Some(admin::WAITING) { None } else { c.upstream_account.or(Some(c.subject)) },
                 status: c.status,
                 scope: c.scope,
                 connected_at: c.connected_at,

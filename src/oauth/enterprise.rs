@@ -23,11 +23,13 @@ use crate::audit::{Actor, ActorKind, Event, EventType, Outcome};
 use crate::client_metadata::Fetcher;
 use crate::clock::UnixTime;
 use crate::crypto::hash;
-use crate::store::{ClientRecord, GrantInfo, GrantRecord, IndexKey, LinkStatus};
+use crate::store::{ClientRecord, GrantInfo, GrantRecord, IndexKey, LinkInfo, LinkRecord, LinkStatus};
+use crate::upstream::Providers;
 
 use super::error::{ErrorCode, OAuthError};
 use super::grants::TokenContext;
 use super::links;
+use super::registry::Resource;
 use super::tokens::TokenResponse;
 
 /// RFC 7523 §2.1.
@@ -54,6 +56,8 @@ pub struct TrustedIdp {
     pub clients: Vec<String>,
     /// The longest `exp - iat` accepted (seconds).
     pub max_lifetime: i64,
+    /// Whether its assertions may name a person Tether has never seen (they become a user).
+    pub create_users: bool,
 }
 
 struct Keys {
@@ -184,6 +188,7 @@ pub async fn issue(
     ctx: TokenContext<'_>,
     enterprise: &Enterprise,
     login: Option<&str>,
+    providers: &Providers,
     client: &ClientRecord,
     request: JagRequest,
     now: UnixTime,
@@ -285,11 +290,12 @@ pub async fn issue(
     let user = links::upstream_user(login, sub);
     let connection = links::link_id(&user, &resource.provider);
     let link = ctx.stores.links.link(&connection).await?.filter(|l| l.status != LinkStatus::Ended);
-    // The upstream tokens of a connection are sealed to its account: a grant can only be made
-    // on one that exists. The person connects the provider once, in a browser.
-    let Some(link) = link else {
-        return Err(invalid_grant("this user has not connected the MCP server's provider at Tether yet"));
-    };
+    // Without a connection to the MCP server's provider, the token is issued on one waiting for
+    // the person: the MCP server gets the "connect first" answer until they connect it. Only
+    // for a person Tether knows, unless the operator lets this identity provider create users.
+    if link.is_none() && !idp.create_users && !known(ctx, providers, &user).await? {
+        return Err(invalid_grant("this person has not used Tether yet (they sign in at Tether once)"));
+    }
     // Single use, across replicas, until the assertion expires: reserved last, so that a
     // refused assertion can be corrected and sent again.
     let ttl = Duration::from_secs(u64::try_from(exp + LEEWAY - now).unwrap_or(60).max(1));
@@ -297,9 +303,15 @@ pub async fn issue(
     if !ctx.stores.locks.spend_once(&reservation, ttl).await? {
         return Err(invalid_grant("the assertion was already used"));
     }
+    let link = match link {
+        Some(link) => link,
+        None => awaiting(ctx, providers, resource, &user, &scope, now).await?,
+    };
     let grant_id = links::grant_id(&link.id);
     let info = GrantInfo {
-        subject: link.info.subject.clone(),
+        // Until the person connects an account there is no upstream subject: the token's `sub`
+        // is then Tether's user (`login:<provider>:<sub>`), unique to the person.
+        subject: if link.awaits_account() { user.clone() } else { link.info.subject.clone() },
         client_id: client.client_id.clone(),
         resource: resource.id.clone(),
         provider: resource.provider.clone(),
@@ -314,6 +326,7 @@ pub async fn issue(
         redirect_host: None,
         upstream_scope: link.info.scope.clone(),
         owner: Some(user.clone()),
+        bound_to_user: link.info.bound_to_user,
     };
     let grant = GrantRecord::new(grant_id.clone(), info, Vec::new());
     let lifetime = ctx.minter.lifetimes.access_token;
@@ -341,4 +354,53 @@ pub async fn issue(
         refresh_token: None,
         scope: Some(scope.join(" ")),
     })
+}
+
+/// Whether Tether knows `user`: they have (or had, within its retention) a connection to one
+/// of the providers.
+async fn known(ctx: TokenContext<'_>, providers: &Providers, user: &str) -> Result<bool, OAuthError> {
+    for provider in providers.all() {
+        if ctx.stores.links.link(&links::link_id(user, provider.id())).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `user`'s connection to the resource's provider, made now and waiting for its first account
+/// (no tokens, sealed to the user: see `LinkRecord::awaits_account`). A connection made
+/// meanwhile, by the person in a browser or another assertion, stands and is the one used.
+async fn awaiting(
+    ctx: TokenContext<'_>,
+    providers: &Providers,
+    resource: &Resource,
+    user: &str,
+    scope: &[String],
+    now: UnixTime,
+) -> Result<LinkRecord, OAuthError> {
+    let base = providers.get(&resource.provider).map(|p| p.base_scopes().to_vec()).unwrap_or_default();
+    let link = LinkRecord {
+        id: links::link_id(user, &resource.provider),
+        info: LinkInfo {
+            user: user.to_owned(),
+            provider: resource.provider.clone(),
+            subject: String::new(),
+            scope: super::scope::upstream_scopes(scope, resource, &base),
+            created_at: now,
+            bound_to_user: true,
+            ..LinkInfo::default()
+        },
+        status: LinkStatus::NeedsReauth,
+        upstream: Vec::new(),
+    };
+    let links = ctx.stores.links;
+    let kept = ctx.minter.lifetimes.refresh_token + ctx.minter.lifetimes.tombstone;
+    if links.create_link(&link, kept).await? {
+        return Ok(link);
+    }
+    links
+        .link(&link.id)
+        .await?
+        .filter(|l| l.status != LinkStatus::Ended)
+        .ok_or_else(|| OAuthError::new(ErrorCode::TemporarilyUnavailable, "the connection changed; try again"))
 }

@@ -164,8 +164,11 @@ pub async fn connect(
     // Under a login provider a user may connect another account at the same provider: the
     // grants made on the old one end (and it is revoked upstream where configured) instead
     // of going on as the new account.
+    // A connection waiting for its first account (see `LinkRecord::awaits_account`) takes this
+    // one, and its grants go on with it.
     if let Some(e) = &earlier
         && e.info.subject != identity.subject
+        && !e.awaits_account()
     {
         let grants = ctx.store.link_grants(&id).await?;
         let trigger = super::revocation::Trigger::ConnectionReplaced;
@@ -182,12 +185,14 @@ pub async fn connect(
         scope: scopes.to_vec(),
         created_at: earlier.as_ref().map_or(now, |l| l.info.created_at),
         connected_at: now,
+        bound_to_user: earlier.as_ref().is_some_and(|l| l.info.bound_to_user),
     };
     let upstream = ctx.vault.seal_link(&id, &info, tokens)?;
     let link = LinkRecord { id, info, status: LinkStatus::Active, upstream };
     // As long as any grant on it can live.
     ctx.store.put_link(&link, ctx.lifetimes.refresh_token + ctx.lifetimes.tombstone).await?;
     let kind = match &earlier {
+        Some(e) if e.awaits_account() => Some(EventType::ConnectionMade),
         Some(e) if scopes.iter().any(|s| !e.info.scope.contains(s)) => Some(EventType::ConnectionWidened),
         Some(_) => None,
         None => Some(EventType::ConnectionMade),
@@ -236,6 +241,7 @@ pub async fn issue(
         redirect_host: url::Url::parse(&request.redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned)),
         upstream_scope: upstream_scopes.to_vec(),
         owner: (!in_default_mode).then(|| link.info.user.clone()),
+        bound_to_user: link.info.bound_to_user,
     };
     // The tokens are the connection's: the grant holds none of its own.
     let grant = GrantRecord::new(grant_id.clone(), info, Vec::new());

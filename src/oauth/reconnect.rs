@@ -8,7 +8,9 @@
 //! sign-in; the connection changes only when that sign-in is the very account the connection
 //! was (the same upstream subject; under a login provider, also the signed-in Tether user), so
 //! a link that reaches someone else cannot attach their account to another person's grants
-//! (the MCP URL elicitation rule against phishing). It completes once.
+//! (the MCP URL elicitation rule against phishing). A connection made for a person before they
+//! had an account there (an enterprise identity provider's assertion) takes the account its
+//! signed-in user picks. It completes once.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -124,7 +126,9 @@ pub async fn finish(
     now: UnixTime,
 ) -> Result<LinkRecord, FlowError> {
     let link = ctx.store.link(&reconnect.connection).await?.filter(|l| l.status != LinkStatus::Ended);
-    let Some(link) = link.filter(|l| l.info.subject == identity.subject) else {
+    // The very account the connection was; one still waiting for its first account takes the
+    // one its (signed-in) user chose.
+    let Some(link) = link.filter(|l| l.info.subject == identity.subject || l.awaits_account()) else {
         tracing::warn!("a reconnection signed in as another account (or the connection ended); nothing changed");
         return Err(FlowError::forbidden(
             "You signed in as another account than the one this link is for. Nothing was changed.",
@@ -136,7 +140,12 @@ pub async fn finish(
     if !ctx.store.spend_once(&format!("reconnect:{}", reconnect.link), ttl).await? {
         return Err(page("This link was already used. Ask the application for a new one if it still fails."));
     }
+    let first = link.awaits_account();
     let link = links::connect(ctx, user, provider, identity, tokens, scopes, now).await.map_err(|e| unavailable(&e))?;
+    if first {
+        // `connection.made`, said by `links::connect`.
+        return Ok(link);
+    }
     ctx.audit.emit(
         Event::new(EventType::ConnectionRestored, Actor::new(ActorKind::User, &link.info.user), Outcome::Success, now)
             .user(&link.info.user)

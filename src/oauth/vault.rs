@@ -14,9 +14,11 @@ pub struct Vault {
 }
 
 /// A grant's tokens are bound to the grant, its user and client; a grant on a connection
-/// uses the connection's tokens, bound to the connection and the upstream identity.
+/// uses the connection's tokens, bound to the connection and the upstream identity (or, for a
+/// connection made before its account was known, the connection and its user).
 fn aad(grant_id: &str, info: &GrantInfo) -> Vec<u8> {
     match connection_of(grant_id) {
+        Some(link) if info.bound_to_user => user_link_aad(link, &info.provider, &info.user()),
         Some(link) => link_aad(link, &info.provider, &info.subject),
         None => labelled(b"tether/grant/v1", &[grant_id, info.subject.as_str(), info.client_id.as_str()]),
     }
@@ -24,6 +26,20 @@ fn aad(grant_id: &str, info: &GrantInfo) -> Vec<u8> {
 
 fn link_aad(link_id: &str, provider: &str, subject: &str) -> Vec<u8> {
     labelled(b"tether/link/v1", &[link_id, provider, subject])
+}
+
+/// A connection's binding when its upstream account was not known as it was made: the account
+/// may come later, the user and the connection never change.
+fn user_link_aad(link_id: &str, provider: &str, user: &str) -> Vec<u8> {
+    labelled(b"tether/link-user/v1", &[link_id, provider, user])
+}
+
+fn link_info_aad(link_id: &str, info: &LinkInfo) -> Vec<u8> {
+    if info.bound_to_user {
+        user_link_aad(link_id, &info.provider, &info.user)
+    } else {
+        link_aad(link_id, &info.provider, &info.subject)
+    }
 }
 
 /// Length-prefixed parts after a label: no choice of values makes two different lists collide.
@@ -58,7 +74,7 @@ impl Vault {
     pub fn seal_link(&self, link_id: &str, info: &LinkInfo, tokens: &UpstreamTokens) -> Result<Vec<u8>, OAuthError> {
         let plaintext =
             serde_json::to_vec(tokens).map_err(|_| OAuthError::server_error("could not encode upstream tokens"))?;
-        self.keys.seal(&plaintext, &link_aad(link_id, &info.provider, &info.subject)).map_err(|e| {
+        self.keys.seal(&plaintext, &link_info_aad(link_id, info)).map_err(|e| {
             tracing::error!(error = %e, "sealing upstream tokens failed");
             OAuthError::server_error("could not store the upstream tokens")
         })
@@ -69,8 +85,7 @@ impl Vault {
         if link.upstream.is_empty() {
             return None;
         }
-        let bytes =
-            self.keys.open(&link.upstream, &link_aad(&link.id, &link.info.provider, &link.info.subject)).ok()?;
+        let bytes = self.keys.open(&link.upstream, &link_info_aad(&link.id, &link.info)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -217,5 +232,54 @@ mod tests {
         assert_eq!(vault.open(&grant("g1", "c1")), Some(tokens));
         assert_eq!(vault.open(&grant("g2", "c1")), None);
         assert_eq!(vault.open(&grant("g1", "c2")), None);
+    }
+
+    fn tokens() -> UpstreamTokens {
+        UpstreamTokens {
+            access_token: "gho_later".into(),
+            token_type: "bearer".into(),
+            refresh_token: None,
+            expires_at: None,
+            obtained_at: None,
+            refresh_expires_at: None,
+            scope: None,
+            extra: Default::default(),
+        }
+    }
+
+    /// A connection made before its account was known is sealed to its user: a grant made
+    /// then (no upstream subject) opens the tokens the account brings later, another user's
+    /// grant does not, and neither does one sealed the upstream-account way.
+    #[test]
+    fn a_connection_bound_to_its_user_opens_for_its_grants_whatever_their_subject() {
+        use crate::store::{LinkRecord, LinkStatus};
+        let vault = Vault::new(KeyRing::parse(&KeyRing::generate_spec("k")).unwrap());
+        let link_id = "0123456789abcdef01234567";
+        let info = LinkInfo {
+            user: "login:corp:7".into(),
+            provider: "p".into(),
+            subject: "upstream-42".into(),
+            bound_to_user: true,
+            ..LinkInfo::default()
+        };
+        let sealed = vault.seal_link(link_id, &info, &tokens()).unwrap();
+        let link =
+            LinkRecord { id: link_id.into(), info: info.clone(), status: LinkStatus::Active, upstream: sealed.clone() };
+        assert_eq!(vault.open_link(&link), Some(tokens()));
+        let grant = |owner: &str, bound: bool| {
+            let info = GrantInfo {
+                subject: "login:corp:7".into(),
+                provider: "p".into(),
+                owner: Some(owner.into()),
+                bound_to_user: bound,
+                ..GrantInfo::default()
+            };
+            GrantRecord::new(format!("{link_id}-abc"), info, sealed.clone())
+        };
+        assert_eq!(vault.open(&grant("login:corp:7", true)), Some(tokens()));
+        assert_eq!(vault.open(&grant("login:corp:8", true)), None);
+        assert_eq!(vault.open(&grant("login:corp:7", false)), None);
+        let unbound = LinkRecord { info: LinkInfo { bound_to_user: false, ..info }, ..link };
+        assert_eq!(vault.open_link(&unbound), None);
     }
 }

@@ -609,6 +609,7 @@ fn enterprise(
                 resources: e.resources.clone(),
                 clients: e.clients.clone(),
                 max_lifetime: i64::try_from(e.max_lifetime_secs).unwrap_or(300),
+                create_users: e.create_users,
             });
         }
     }

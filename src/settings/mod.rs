@@ -94,6 +94,10 @@ pub struct EnterpriseSettings {
     /// The longest ID-JAG life accepted (exp - iat).
     #[serde(default = "default_jag_lifetime")]
     pub max_lifetime_secs: u64,
+    /// Whether an assertion may name a person Tether has never seen: they become a user, with
+    /// the "connect first" answer until they connect the MCP server's provider.
+    #[serde(default)]
+    pub create_users: bool,
 }
 
 fn default_jag_algorithms() -> Vec<String> {

@@ -453,18 +453,32 @@ pub(super) fn link_status_for(status: GrantStatus) -> Option<LinkStatus> {
     }
 }
 
-#[async_trait]
-impl LinkStore for MemoryStore {
-    async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()> {
+impl MemoryStore {
+    /// Stores a connection, kept at least `ttl`; with `only_new`, only where there is none
+    /// or an ended one. Whether it did.
+    fn store_link(&self, link: &LinkRecord, ttl: Duration, only_new: bool) -> bool {
         let now = self.now();
         let at_least = expiry(now, ttl);
         let mut map = self.links.lock();
-        let exp = match map.get(&link.id) {
-            Some((_, exp)) if *exp > now => (*exp).max(at_least),
-            _ => at_least,
-        };
+        let live = map.get(&link.id).filter(|(_, exp)| *exp > now);
+        if only_new && live.is_some_and(|(l, _)| l.status != LinkStatus::Ended) {
+            return false;
+        }
+        let exp = live.map_or(at_least, |(_, exp)| (*exp).max(at_least));
         map.insert(link.id.clone(), (link.clone(), exp));
+        true
+    }
+}
+
+#[async_trait]
+impl LinkStore for MemoryStore {
+    async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()> {
+        self.store_link(link, ttl, false);
         Ok(())
+    }
+
+    async fn create_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<bool> {
+        Ok(self.store_link(link, ttl, true))
     }
 
     async fn link(&self, link_id: &str) -> StoreResult<Option<LinkRecord>> {

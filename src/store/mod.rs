@@ -142,6 +142,9 @@ pub trait LinkStore: Send + Sync {
     /// Creates or replaces the connection (new tokens from an upstream sign-in; status
     /// `active`), keeping it at least `ttl`.
     async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()>;
+    /// Stores the connection only where there is none or only an ended one (atomically: a
+    /// connection made meanwhile stands); whether it did.
+    async fn create_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<bool>;
     async fn link(&self, link_id: &str) -> StoreResult<Option<LinkRecord>>;
     /// The ids of the grants made on the connection (ended ones included until they expire).
     async fn link_grants(&self, link_id: &str) -> StoreResult<Vec<String>>;

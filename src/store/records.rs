@@ -295,6 +295,11 @@ pub struct LinkInfo {
     /// When the user last signed in upstream for it (made or widened).
     #[serde(default)]
     pub connected_at: UnixTime,
+    /// Its tokens are sealed to the connection and its user rather than to its upstream
+    /// account: a connection made before the account was known (see `LinkRecord::awaits_account`),
+    /// and every grant on it says the same. Earlier versions of Tether cannot open these.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bound_to_user: bool,
 }
 
 /// A user's connection to one upstream provider: the upstream tokens every grant of that user
@@ -306,6 +311,14 @@ pub struct LinkRecord {
     pub status: LinkStatus,
     /// The upstream token set, sealed with this connection as associated data; empty once ended.
     pub upstream: Vec<u8>,
+}
+
+impl LinkRecord {
+    /// A connection made for a person before they signed in at its provider (an enterprise
+    /// identity provider's assertion named them): no account, no tokens, waiting for them.
+    pub fn awaits_account(&self) -> bool {
+        self.info.subject.is_empty() && self.status == LinkStatus::NeedsReauth
+    }
 }
 
 /// What revoking a grant did to the store.
@@ -398,6 +411,9 @@ pub struct GrantInfo {
     /// The user, when it is not the upstream identity (a login provider is configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// On a connection whose tokens are sealed to its user (`LinkInfo::bound_to_user`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bound_to_user: bool,
 }
 
 impl GrantInfo {

@@ -39,6 +39,7 @@ fn chip(state: State) -> Markup {
 fn connection_chip(status: Option<&str>) -> Markup {
     let (class, text) = match status {
         Some("needs_reauth") => ("needs_reauth", "Needs re-authorization"),
+        Some("waiting") => ("needs_reauth", "Not connected yet"),
         Some("expired") => ("expired", "Expired"),
         Some("ended") => ("ended", "Ended"),
         _ => ("active", "Active"),

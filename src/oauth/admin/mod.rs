@@ -229,11 +229,14 @@ pub async fn user(ctx: AdminContext<'_>, user: &str) -> Result<UserView, OAuthEr
             Some(link) => ctx.links.link(link).await?,
             None => None,
         };
+        // The connection's own account when it has one (a grant made before the account was
+        // connected does not name it).
+        let account = link.as_ref().filter(|l| !l.info.subject.is_empty());
         connections.push(ConnectionRef {
             provider: grant.provider.clone(),
-            subject: grant.user.subject.clone(),
-            upstream_account: grant.user.upstream_account.clone(),
-            status: link.as_ref().map(|l| l.status.as_str()),
+            subject: account.map_or_else(|| grant.user.subject.clone(), |l| l.info.subject.clone()),
+            upstream_account: account.map_or_else(|| grant.user.upstream_account.clone(), |l| l.info.account.clone()),
+            status: link.as_ref().map(|l| if l.awaits_account() { WAITING } else { l.status.as_str() }),
             scope: link.as_ref().map(|l| l.info.scope.clone()).unwrap_or_default(),
             connected_at: link.as_ref().map(|l| l.info.connected_at),
             active_grants: active,
@@ -242,6 +245,10 @@ pub async fn user(ctx: AdminContext<'_>, user: &str) -> Result<UserView, OAuthEr
     }
     Ok(UserView { id: user.to_owned(), name, email, connections, grants: page.grants })
 }
+
+/// A connection's status while it waits for its person's first account (see
+/// `LinkRecord::awaits_account`).
+pub const WAITING: &str = "waiting";
 
 /// Ends the grants of MCP servers removed from the configuration since the store last saw it
 /// (at start-up): a retired server's grants must not outlive it, nor come back with it.

@@ -181,7 +181,8 @@ pub struct ConnectionRef {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_account: Option<String>,
     /// `active`, `needs_reauth` (the provider refused a refresh), `expired` (its token
-    /// expired with no refresh token), `ended` (no live grant
+    /// expired with no refresh token), `waiting` (made for the person by an enterprise
+    /// identity provider's assertion; no account connected yet), `ended` (no live grant
     /// left; its tokens are deleted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'static str>,

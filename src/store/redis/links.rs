@@ -24,11 +24,16 @@ end
 return 1
 ";
 
-/// Stores a connection (ARGV[2..]: field, value pairs) and keeps it and its grant list at
-/// least ARGV[1] ms (never shortens them: other grants may depend on it for longer).
+/// Stores a connection (ARGV[3..]: field, value pairs) and keeps it and its grant list at
+/// least ARGV[1] ms (never shortens them: other grants may depend on it for longer). With
+/// ARGV[2] `1`, only where there is none or an ended one (returns 0 otherwise).
 /// KEYS: link, link-grants.
 pub(super) const PUT_LINK: &str = r"
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if ARGV[2] == '1' then
+  local st = redis.call('HGET', KEYS[1], 'st')
+  if st and st ~= 'ended' then return 0 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 local ms = tonumber(ARGV[1])
 for i = 1, 2 do
   local left = redis.call('PTTL', KEYS[i])
@@ -136,22 +141,34 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl LinkStore for RedisStore {
-    async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()> {
+impl RedisStore {
+    /// Runs `PUT_LINK` (see there); whether it stored the connection.
+    async fn write_link(&self, link: &LinkRecord, ttl: Duration, only_new: bool) -> StoreResult<bool> {
         let (key, members) = (self.key("link", &link.id), self.key("link-grants", &link.id));
         let (rec, status, upstream) = (encode(&link.info)?, link.status.as_str(), link.upstream.clone());
         let script = &self.put_link;
-        let _: i64 = self
+        let stored: i64 = self
             .run(async move |mut c| {
                 let mut call = script.key(&key);
-                call.key(&members).arg(millis(ttl)).arg("rec").arg(rec).arg("st").arg(status);
+                call.key(&members).arg(millis(ttl)).arg(if only_new { "1" } else { "0" });
+                call.arg("rec").arg(rec).arg("st").arg(status);
                 // Every field is written (a connection is replaced whole); one ended has no tokens.
                 call.arg("up").arg(upstream);
                 call.invoke_async(&mut c).await
             })
             .await?;
-        Ok(())
+        Ok(stored == 1)
+    }
+}
+
+#[async_trait]
+impl LinkStore for RedisStore {
+    async fn put_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<()> {
+        self.write_link(link, ttl, false).await.map(drop)
+    }
+
+    async fn create_link(&self, link: &LinkRecord, ttl: Duration) -> StoreResult<bool> {
+        self.write_link(link, ttl, true).await
     }
 
     async fn link(&self, link_id: &str) -> StoreResult<Option<LinkRecord>> {
