@@ -68,8 +68,8 @@ fn spawn_upkeep(state: &web::Data<AppState>) {
         let state = state.clone();
         runtime.spawn(async move {
             let broker = &state.broker;
-            crate::oauth::background::run(broker.refresher(), broker.store.as_ref(), state.clock.as_ref(), config)
-                .await;
+            let (store, slack) = (broker.store.as_ref(), broker.marks.slack());
+            crate::oauth::background::run(broker.refresher(), store, state.clock.as_ref(), config, slack).await;
         });
     }
 }
@@ -156,6 +156,7 @@ impl Application {
             documents,
             refresh: built.refresh,
             background: built.background,
+            marks: crate::oauth::background::Marks::new(built.background.map_or(Duration::ZERO, |b| b.window)),
             metrics: metrics.clone(),
             webhooks,
             audit,

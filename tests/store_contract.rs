@@ -598,16 +598,47 @@ async fn grant_upstream_tokens_are_replaced_in_place(s: Subject) {
     assert_eq!(s.store.grant("ghost").await.unwrap(), None, "must not create a grant");
 }
 
+/// Every part of the activity record, for grants spread over them.
+async fn used_since(s: &Subject, since: u64, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for shard in 0..s.store.shards() {
+        ids.extend(s.store.used_since(shard, i64::try_from(since).unwrap(), limit).await.unwrap());
+    }
+    ids.sort();
+    ids
+}
+
 async fn recently_used_grants_are_listed_and_forgotten(s: Subject) {
-    s.store.mark_used("old", 100, TTL).await.unwrap();
-    s.store.mark_used("new", 200, TTL).await.unwrap();
-    s.store.mark_used("old", 150, TTL).await.unwrap(); // a later use moves it
-    let mut since = s.store.used_since(150, 10).await.unwrap();
-    since.sort();
-    assert_eq!(since, ["new", "old"]);
-    assert_eq!(s.store.used_since(151, 10).await.unwrap(), ["new"]);
-    s.store.forget_before(200).await.unwrap();
-    assert_eq!(s.store.used_since(0, 10).await.unwrap(), ["new"]);
+    let (old, new) = ("g-old", "g-new");
+    s.store.mark_used(old, 100, TTL).await.unwrap();
+    s.store.mark_used(new, 200, TTL).await.unwrap();
+    s.store.mark_used(old, 150, TTL).await.unwrap(); // a later use moves it
+    assert_eq!(used_since(&s, 150, 10).await, [new, old]);
+    assert_eq!(used_since(&s, 151, 10).await, [new]);
+    for shard in 0..s.store.shards() {
+        s.store.forget_before(shard, 200).await.unwrap();
+    }
+    assert_eq!(used_since(&s, 0, 10).await, [new]);
+    // Many grants spread over the parts (one hot key would be one hot slot on Cluster), each
+    // in one part only.
+    let ids: Vec<String> = (0..64).map(|i| format!("grant-{i}")).collect();
+    for id in &ids {
+        s.store.mark_used(id, 300, TTL).await.unwrap();
+    }
+    let mut busiest = 0;
+    for shard in 0..s.store.shards() {
+        let part = s.store.used_since(shard, 300, 100).await.unwrap();
+        assert!(part.iter().all(|id| tether::store::activity_shard(id, s.store.shards()) == shard), "{part:?}");
+        busiest = busiest.max(part.len());
+    }
+    assert_eq!(used_since(&s, 300, 100).await, {
+        let mut all = ids.clone();
+        all.sort();
+        all
+    });
+    if s.store.shards() > 1 {
+        assert!(busiest < 16, "the parts are uneven: {busiest} of 64 in one");
+    }
 }
 
 async fn browsers_remember_their_latest_grant_per_client_and_resource(s: Subject) {

@@ -6,12 +6,10 @@
 
 use serde::Serialize;
 
-use std::time::Duration;
-
 use crate::audit::{Auditor, Origin, Released, thumbprint};
 use crate::clock::UnixTime;
 use crate::crypto::signing::SigningKeys;
-use crate::store::{ActivityStore, GrantRecord, GrantStatus};
+use crate::store::{GrantRecord, GrantStatus};
 
 use super::error::OAuthError;
 use super::refresh::{Freshness, Refresher};
@@ -183,7 +181,7 @@ pub struct Introspector<'a> {
     pub issuer: &'a str,
     pub refresher: Refresher<'a>,
     /// Set when background refresh is on: grants used are recorded for it, for this long.
-    pub activity: Option<(&'a dyn ActivityStore, Duration)>,
+    pub activity: Option<super::background::Activity<'a>>,
     pub audit: &'a Auditor,
     /// For chained tokens: which resource may exchange for which.
     pub registry: &'a Registry,
@@ -277,10 +275,8 @@ pub async fn introspect(
         }
         Freshness::Dead => return Ok(inactive(Inactive::UpstreamEnded)),
     };
-    if let Some((activity, window)) = activity
-        && let Err(e) = activity.mark_used(&grant.id, now, window).await
-    {
-        tracing::warn!(error = %e, "cannot record grant use for background refresh");
+    if let Some(activity) = activity {
+        activity.used(&grant.id, now).await;
     }
     audit
         .credential_released(&grant.id, &caller.id, origin, now, || released(&grant, &caller.id, &tokens.access_token));

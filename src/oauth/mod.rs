@@ -59,6 +59,8 @@ pub struct Broker {
     pub documents: Option<documents::DocumentClients>,
     pub refresh: refresh::RefreshPolicy,
     pub background: Option<background::BackgroundRefresh>,
+    /// When introspection last recorded each grant's use for the background refresh.
+    pub marks: background::Marks,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Delivers connect-flow events to the resources' webhooks.
     pub webhooks: crate::webhook::Sender,
@@ -123,7 +125,11 @@ impl Broker {
             verified: &self.verified,
             issuer: &self.issuer,
             refresher: self.refresher(),
-            activity: self.background.map(|b| (activity, b.window)),
+            activity: self.background.map(|b| background::Activity {
+                store: activity,
+                window: b.window,
+                marks: &self.marks,
+            }),
             audit: &self.audit,
             registry: &self.registry,
         }

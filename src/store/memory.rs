@@ -560,11 +560,11 @@ impl ActivityStore for MemoryStore {
         Ok(())
     }
 
-    async fn used_since(&self, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
+    async fn used_since(&self, _shard: usize, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
         Ok(self.activity_map().iter().filter(|(_, at)| **at >= since).map(|(id, _)| id.clone()).take(limit).collect())
     }
 
-    async fn forget_before(&self, before: UnixTime) -> StoreResult<()> {
+    async fn forget_before(&self, _shard: usize, before: UnixTime) -> StoreResult<()> {
         self.activity_map().retain(|_, at| *at >= before);
         Ok(())
     }

@@ -197,13 +197,28 @@ fn browser_field(client_id: &str, resource: &str) -> String {
 }
 
 /// Which grants were used recently, for refreshing their upstream tokens ahead of expiry.
+/// The record is spread over `shards()` parts (on Redis, keys in different hash slots): each
+/// grant is in one, and a background round takes the parts one by one.
 #[async_trait]
 pub trait ActivityStore: Send + Sync {
-    /// Records a use; the record (and the whole set, when no longer used) lasts `ttl`.
+    /// How many parts the record is spread over.
+    fn shards(&self) -> usize {
+        1
+    }
+    /// Records a use; the record (and its part, when no longer used) lasts `ttl`.
     async fn mark_used(&self, grant_id: &str, at: UnixTime, ttl: Duration) -> StoreResult<()>;
-    /// Up to `limit` grants used at or after `since`.
-    async fn used_since(&self, since: UnixTime, limit: usize) -> StoreResult<Vec<String>>;
-    async fn forget_before(&self, before: UnixTime) -> StoreResult<()>;
+    /// Up to `limit` grants of part `shard` used at or after `since`.
+    async fn used_since(&self, shard: usize, since: UnixTime, limit: usize) -> StoreResult<Vec<String>>;
+    /// Drops the uses of part `shard` before `before`.
+    async fn forget_before(&self, shard: usize, before: UnixTime) -> StoreResult<()>;
+}
+
+/// The part of an `ActivityStore` of `shards` parts that holds `grant_id`: the same on every
+/// replica and every version (FNV-1a, not the standard library's hasher).
+pub fn activity_shard(grant_id: &str, shards: usize) -> usize {
+    let hash =
+        grant_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    usize::try_from(hash % u64::try_from(shards.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
 /// The connect flow: MCP servers' requests to connect a session, and the sessions connected.

@@ -175,8 +175,10 @@ impl RedisStore {
     }
 
     /// The one sorted set of recently used grants (background refresh).
-    fn recent_key(&self) -> String {
-        format!("{}:{SCHEMA}:recent", self.prefix)
+    /// Part `shard` of the recent-use record: its own hash tag, so the parts spread over a
+    /// Cluster's slots (and primaries) instead of making one hot slot.
+    fn recent_key(&self, shard: usize) -> String {
+        format!("{}:{SCHEMA}:recent:{{r{shard:02}}}", self.prefix)
     }
 
     /// Runs one Redis exchange under the store deadline.
@@ -458,10 +460,17 @@ impl BrowserStore for RedisStore {
     }
 }
 
+/// Parts of the recent-use record (see `ActivityStore`).
+const ACTIVITY_SHARDS: usize = 16;
+
 #[async_trait]
 impl ActivityStore for RedisStore {
+    fn shards(&self) -> usize {
+        ACTIVITY_SHARDS
+    }
+
     async fn mark_used(&self, grant_id: &str, at: UnixTime, ttl: Duration) -> StoreResult<()> {
-        let key = self.recent_key();
+        let key = self.recent_key(crate::store::activity_shard(grant_id, ACTIVITY_SHARDS));
         let member = grant_id.to_owned();
         self.run(async move |mut c| {
             ::redis::pipe()
@@ -480,29 +489,42 @@ impl ActivityStore for RedisStore {
         .await
     }
 
-    async fn used_since(&self, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
-        let key = self.recent_key();
-        self.run(async move |mut c| {
-            ::redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(since)
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query_async(&mut c)
-                .await
-        })
-        .await
+    async fn used_since(&self, shard: usize, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
+        let mut ids = Vec::new();
+        // The first part also reads the record of versions that kept one key for all.
+        let legacy = (shard == 0).then(|| format!("{}:{SCHEMA}:recent", self.prefix));
+        for key in std::iter::once(self.recent_key(shard)).chain(legacy) {
+            let left = limit.saturating_sub(ids.len());
+            let found: Vec<String> = self
+                .run(async move |mut c| {
+                    ::redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(since)
+                        .arg("+inf")
+                        .arg("BYSCORE")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(left)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            ids.extend(found);
+        }
+        Ok(ids)
     }
 
-    async fn forget_before(&self, before: UnixTime) -> StoreResult<()> {
-        let key = self.recent_key();
-        self.run(async move |mut c| {
-            ::redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(format!("({before}")).query_async(&mut c).await
-        })
-        .await
+    async fn forget_before(&self, shard: usize, before: UnixTime) -> StoreResult<()> {
+        let legacy = (shard == 0).then(|| format!("{}:{SCHEMA}:recent", self.prefix));
+        for key in std::iter::once(self.recent_key(shard)).chain(legacy) {
+            let bound = format!("({before}");
+            let () = self
+                .run(async move |mut c| {
+                    ::redis::cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(bound).query_async(&mut c).await
+                })
+                .await?;
+        }
+        Ok(())
     }
 }
 
