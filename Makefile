@@ -7,8 +7,10 @@ UPSTREAM_PORT ?= 8090
 MCP_PORT ?= 9000
 DEMO_RESOURCE_SECRET ?= demo-resource-secret
 DEMO_WEBHOOK_SECRET ?= demo-connect-webhook-secret
+NOTES_RESOURCE_SECRET ?= notes-resource-secret
+AGENT_SECRET ?= agent-secret-0123456789
 
-.PHONY: help run test python-sdk e2e screenshots chromium lint fmt check-config redis build fuzz-smoke fuzz-check chart-check bench
+.PHONY: help run run-enterprise test python-sdk e2e screenshots chromium lint fmt check-config redis build fuzz-smoke fuzz-check chart-check bench
 CHART_VENV ?= .venv-chart
 PYTHON ?= python3
 
@@ -39,6 +41,26 @@ run: build ## Start the dev upstream (:8090), Tether (:8080) and the example MCP
 	TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK=http://127.0.0.1:$(MCP_PORT)/hooks/tether \
 	TETHER__RESOURCES__DEMO__CONNECT_WEBHOOK_SECRET=$(DEMO_WEBHOOK_SECRET) \
 	./target/debug/tether --config config/demo.toml serve
+
+run-enterprise: build ## Enterprise demo: sign-in at a company IdP that issues ID-JAGs (keys over https :8443), two MCP servers in a chain
+	@mkdir -p target/enterprise-demo
+	@echo "Tether:          http://127.0.0.1:$(PORT)   (people sign in at the company IdP; /account)"
+	@echo "Company IdP:     http://127.0.0.1:$(UPSTREAM_PORT)   (sign in as any user name; ID-JAGs for client agent; keys https://127.0.0.1:8443/jwks)"
+	@echo "MCP servers:     demo http://127.0.0.1:$(MCP_PORT)/mcp (running; demo:$(DEMO_RESOURCE_SECRET)), notes http://127.0.0.1:9001/mcp (notes:$(NOTES_RESOURCE_SECRET); curl plays it)"
+	@echo "Agent:           agent:$(AGENT_SECRET)"
+	@echo "Walk it:         README.md, 'Enterprise-managed authorization'.   Stop with Ctrl-C."
+	@./target/debug/examples/dev_upstream --port $(UPSTREAM_PORT) --profile oidc --id-jag-client-id agent \
+	  --redirect-uri http://127.0.0.1:$(PORT)/callback --redirect-uri http://127.0.0.1:3000/callback \
+	  --jwks-https-port 8443 --ca-out target/enterprise-demo/ca.pem & up=$$!; \
+	MCP_BIND=127.0.0.1:$(MCP_PORT) MCP_RESOURCE=http://127.0.0.1:$(MCP_PORT)/mcp TETHER_ISSUER=http://127.0.0.1:$(PORT) \
+	MCP_RESOURCE_ID=demo MCP_RESOURCE_SECRET=$(DEMO_RESOURCE_SECRET) UPSTREAM_USER_URL=http://127.0.0.1:$(UPSTREAM_PORT)/user \
+	./target/debug/examples/mcp_server & mcp=$$!; \
+	trap 'kill $$up $$mcp 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do test -s target/enterprise-demo/ca.pem && break; sleep 0.1; done; \
+	TETHER__ISSUER=http://127.0.0.1:$(PORT) TETHER__SERVER__BIND=127.0.0.1:$(PORT) TETHER__LOG__FORMAT=pretty \
+	TETHER__RESOURCES__DEMO__SECRET=$(DEMO_RESOURCE_SECRET) TETHER__RESOURCES__NOTES__SECRET=$(NOTES_RESOURCE_SECRET) \
+	TETHER__CLIENTS__AGENT__CLIENT_SECRET=$(AGENT_SECRET) \
+	./target/debug/tether --config config/enterprise-demo.toml serve
 
 test: redis python-sdk ## Run every test (unit, integration, Redis contract suite, the Python SDK's ID-JAG client); installs redis-server and the pinned SDK if missing
 	$(CARGO) test --locked --all-targets

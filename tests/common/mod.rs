@@ -6,6 +6,7 @@
 pub mod enterprise;
 pub mod process;
 pub mod redis;
+#[path = "../../examples/support/tls_server.rs"]
 pub mod tls_server;
 
 #[path = "../../examples/support/dev_upstream/mod.rs"]

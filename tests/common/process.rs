@@ -174,7 +174,13 @@ impl Replicas {
 }
 
 /// Starts `tether serve` on `port` and waits until it is ready.
-async fn spawn(config: &std::path::Path, port: u16, issuer: &str, log: PathBuf, env: &[(String, String)]) -> Replica {
+pub async fn spawn(
+    config: &std::path::Path,
+    port: u16,
+    issuer: &str,
+    log: PathBuf,
+    env: &[(String, String)],
+) -> Replica {
     let file = std::fs::File::create(&log).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
     command

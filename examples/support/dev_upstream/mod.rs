@@ -85,6 +85,9 @@ pub struct UpstreamConfig {
     pub profile: Profile,
     /// Quirk classes the plain and OpenID profiles can take on (see [`Rules`]).
     pub rules: Rules,
+    /// OpenID profile: also an enterprise identity provider that issues ID-JAGs (RFC 8693 at
+    /// the token endpoint) for this client id at the authorization server they are for.
+    pub id_jag_client_id: Option<String>,
 }
 
 /// How the client must authenticate at the token endpoint.
@@ -146,6 +149,7 @@ impl Default for UpstreamConfig {
             require_pkce: true,
             profile: Profile::OAuth2,
             rules: Rules::default(),
+            id_jag_client_id: None,
         }
     }
 }
@@ -213,6 +217,8 @@ struct Db {
     access: HashMap<String, Access>,
     refresh: HashMap<String, Refresh>,
     users: HashMap<String, u64>,
+    /// ID tokens issued, and whose: the subject tokens of ID-JAG requests.
+    id_tokens: HashMap<String, String>,
     faults: Faults,
     counts: Counts,
 }
@@ -357,6 +363,11 @@ impl DevUpstream {
     }
 
     /// The id the stand-in gives `username` (GitHub's numeric `/user` `id`, OIDC's `sub`).
+    /// The OpenID profile's signing keys (JWKS), to publish elsewhere too.
+    pub fn jwks(&self) -> Option<serde_json::Value> {
+        self.shared.oidc.as_ref().map(oidc::Oidc::jwks)
+    }
+
     pub fn user_id(&self, username: &str) -> u64 {
         user_id(&mut self.shared.db(), username)
     }
@@ -576,6 +587,11 @@ struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     scope: Option<String>,
+    requested_token_type: Option<String>,
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    audience: Option<String>,
+    resource: Option<String>,
 }
 
 fn token_error(shared: &Shared, status: u16, error: &str) -> HttpResponse {
@@ -652,6 +668,9 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
     };
     if !client_ok(&shared, &req, form.client_id.as_deref(), form.client_secret.as_deref()) {
         return token_error(&shared, 401, "invalid_client");
+    }
+    if form.grant_type.as_deref() == Some(TOKEN_EXCHANGE) {
+        return id_jag(&shared, &form);
     }
     let profile = shared.config.profile;
     let rules = &shared.config.rules;
@@ -745,9 +764,52 @@ async fn token(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) ->
         }
     }
     if let Some(id_token) = id_token {
+        let owner = user_of_token(&db, &access);
+        db.id_tokens.insert(id_token.clone(), owner);
         body["id_token"] = json!(id_token);
     }
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
+}
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+
+fn user_of_token(db: &Db, access: &str) -> String {
+    db.access.get(access).map(|a| a.user.clone()).unwrap_or_default()
+}
+
+/// An enterprise identity provider's ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant
+/// §4.3): the client trades an ID token this provider issued for a signed grant naming the
+/// person (`sub`, the same subject as the ID token), the authorization server (`aud`), the
+/// resource and the scopes, living five minutes.
+fn id_jag(shared: &Shared, form: &TokenForm) -> HttpResponse {
+    let (Some(oidc), Some(client_id)) = (&shared.oidc, &shared.config.id_jag_client_id) else {
+        return token_error(shared, 400, "unsupported_grant_type");
+    };
+    if form.requested_token_type.as_deref() != Some(ID_JAG)
+        || form.subject_token_type.as_deref() != Some("urn:ietf:params:oauth:token-type:id_token")
+    {
+        return token_error(shared, 400, "invalid_request");
+    }
+    let (Some(audience), Some(resource)) = (&form.audience, &form.resource) else {
+        return token_error(shared, 400, "invalid_request");
+    };
+    let mut db = shared.db();
+    let Some(user) = form.subject_token.as_ref().and_then(|t| db.id_tokens.get(t)).cloned() else {
+        return token_error(shared, 400, "invalid_grant");
+    };
+    let now = unix_now();
+    let mut claims = json!({
+        "iss": issuer(shared), "sub": user_id(&mut db, &user).to_string(), "aud": audience,
+        "client_id": client_id, "jti": random(), "iat": now, "exp": now + 300, "resource": resource,
+    });
+    if let Some(scope) = &form.scope {
+        claims["scope"] = json!(scope);
+    }
+    let assertion = oidc.sign("oauth-id-jag+jwt", &claims, false);
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
+        "issued_token_type": ID_JAG, "access_token": assertion, "token_type": "N_A", "expires_in": 300,
+    }))
 }
 
 /// The token endpoint of the Slack-, Notion- and Salesforce-shaped profiles: as strict as

@@ -1,5 +1,9 @@
-//! A small HTTPS server for Client ID Metadata Documents, with its own test CA: routes are
-//! set per path (status, headers, body, delay) and every hit is counted.
+//! A small HTTPS server for documents Tether fetches over https only (Client ID Metadata
+//! Documents, an enterprise identity provider's keys), with its own CA: routes are set per path
+//! (status, headers, body, delay) and every hit is counted. The tests use it, and so does the
+//! development upstream of `make run-enterprise` for its ID-JAG keys.
+#![allow(dead_code)] // each user uses a different part
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test server: a poisoned lock may panic
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -58,6 +62,11 @@ impl Drop for DocumentServer {
 
 impl DocumentServer {
     pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// On `port` of 127.0.0.1 (0: any free one).
+    pub async fn start_on(port: u16) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -75,7 +84,7 @@ impl DocumentServer {
             )
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
