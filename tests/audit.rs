@@ -11,35 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// The events in the stream (oldest first) once `done` says enough have arrived.
-async fn events_until(app: &TestApp, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let url = app.redis.as_ref().unwrap().url();
-    let mut conn = ::redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let entries: Vec<(String, Vec<(String, String)>)> =
-            ::redis::cmd("XRANGE").arg("test:v1:audit").arg("-").arg("+").query_async(&mut conn).await.unwrap();
-        let events: Vec<Value> = entries
-            .iter()
-            .flat_map(|(_, fields)| fields)
-            .map(|(_, json)| serde_json::from_str(json).unwrap())
-            .collect();
-        if done(&events) {
-            return events;
-        }
-        assert!(Instant::now() < deadline, "the expected events did not arrive: {:#?}", types(&events));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().trim_start_matches("dev.tether.").to_owned()).collect()
-}
-
-fn has(events: &[Value], kind: &str) -> bool {
-    types(events).iter().any(|t| t == kind)
-}
-
 fn grant_of(tokens: &Value) -> String {
     jwt_claims(tokens["access_token"].as_str().unwrap())["gid"].as_str().unwrap().to_owned()
 }

@@ -110,6 +110,9 @@ async fn every_refusal_has_its_rfc_8693_code() {
     assert_eq!(app.revoke(&client, refresh).await.status(), 200);
     let response = exchange(&app, RESOURCE_ID, RESOURCE_SECRET, access, &[]).await;
     expect_error(response, 400, "invalid_request", "revoked").await;
+    // Not one of the refusals handed out the credential, so the trail shows no release.
+    let events = events_until(&app, |events| has(events, "grant.revoked")).await;
+    assert!(!has(&events, "credential.released"), "{:?}", types(&events));
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::audit::Origin;
 use crate::clock::UnixTime;
 
 use super::error::{ErrorCode, OAuthError};
-use super::introspection::{Introspection, Introspector, MAX_CHAIN, introspect, subject};
+use super::introspection::{Introspection, Introspector, MAX_CHAIN, UpstreamCredential, introspect_for, subject};
 use super::registry::Resource;
 use super::tokens::{Actor, Minter};
 
@@ -215,7 +215,8 @@ async fn upstream(
 ) -> Result<Exchanged, OAuthError> {
     // The same checks, refresh and audit event as introspection: a token is good only for the
     // resource it is addressed to, and its upstream token is fresh.
-    let active = match introspect(ctx, caller, token, origin, now).await? {
+    let accept = |upstream: &UpstreamCredential| acceptable(request, upstream);
+    let active = match introspect_for(ctx, caller, token, origin, now, &accept).await? {
         Introspection::Active(active) => active,
         // RFC 8693 §2.2.2: an unacceptable subject token is `invalid_request`, not
         // `invalid_grant`. Which of the reasons it was stays in the log.
@@ -232,6 +233,24 @@ async fn upstream(
         error.interaction_uri = active.interaction_uri;
         return Err(error);
     };
+    Ok(Exchanged {
+        access_token: upstream.access_token,
+        issued_token_type: ACCESS_TOKEN_TYPE,
+        token_type: if upstream.token_type.eq_ignore_ascii_case("bearer") {
+            "Bearer".to_owned()
+        } else {
+            upstream.token_type
+        },
+        expires_in: upstream.expires_at.map(|at| at.saturating_sub(now).max(0)),
+        scope: upstream.scope,
+        provider: upstream.provider,
+        extra: upstream.extra,
+    })
+}
+
+/// The request's target and scope against the credential it would get (checked before the
+/// credential counts as released).
+fn acceptable(request: &ExchangeRequest, upstream: &UpstreamCredential) -> Result<(), OAuthError> {
     if request.audience.as_deref().is_some_and(|a| a != upstream.provider) {
         return Err(OAuthError::new(
             ErrorCode::InvalidTarget,
@@ -252,19 +271,7 @@ async fn upstream(
             return Err(OAuthError::new(ErrorCode::InvalidScope, "the upstream grant does not have that scope"));
         }
     }
-    Ok(Exchanged {
-        access_token: upstream.access_token,
-        issued_token_type: ACCESS_TOKEN_TYPE,
-        token_type: if upstream.token_type.eq_ignore_ascii_case("bearer") {
-            "Bearer".to_owned()
-        } else {
-            upstream.token_type
-        },
-        expires_in: upstream.expires_at.map(|at| at.saturating_sub(now).max(0)),
-        scope: upstream.scope,
-        provider: upstream.provider,
-        extra: upstream.extra,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -253,6 +253,19 @@ pub async fn introspect(
     origin: &dyn Fn() -> Origin,
     now: UnixTime,
 ) -> Result<Introspection, OAuthError> {
+    introspect_for(ctx, caller, token, origin, now, &|_| Ok(())).await
+}
+
+/// `introspect`, with the caller's own conditions on the credential (token exchange's target
+/// and scope), checked before it counts as released: a refusal is no release in the trail.
+pub async fn introspect_for(
+    ctx: Introspector<'_>,
+    caller: &Resource,
+    token: &str,
+    origin: &dyn Fn() -> Origin,
+    now: UnixTime,
+    accept: &(dyn Fn(&UpstreamCredential) -> Result<(), OAuthError> + Sync),
+) -> Result<Introspection, OAuthError> {
     let (refresher, activity, audit) = (ctx.refresher, ctx.activity, ctx.audit);
     let vault = refresher.vault;
     let (claims, grant) = match subject(ctx, caller, token, now).await? {
@@ -275,12 +288,13 @@ pub async fn introspect(
         }
         Freshness::Dead => return Ok(inactive(Inactive::UpstreamEnded)),
     };
+    let upstream = UpstreamCredential::new(grant.info.provider.clone(), tokens);
+    accept(&upstream)?;
     if let Some(activity) = activity {
         activity.used(&grant.id, now).await;
     }
-    audit
-        .credential_released(&grant.id, &caller.id, origin, now, || released(&grant, &caller.id, &tokens.access_token));
-    let upstream = UpstreamCredential::new(grant.info.provider, tokens);
+    let credential = upstream.access_token.as_str();
+    audit.credential_released(&grant.id, &caller.id, origin, now, || released(&grant, &caller.id, credential));
     Ok(Introspection::Active(Box::new(ActiveToken::new(claims, Ok(upstream)))))
 }
 

@@ -947,3 +947,34 @@ pub fn grant_key(grant: &str) -> String {
 pub fn link_key(grant: &str) -> String {
     format!("test:v1:link:{{{}}}", tether::store::connection_of(grant).expect("a grant on a connection"))
 }
+
+/// The audit events in the application's Redis stream (oldest first) once `done` says enough
+/// have arrived (delivery is asynchronous); fails after 5 s.
+pub async fn events_until(app: &TestApp, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let url = app.redis.as_ref().expect("the audit stream needs the Redis backend").url();
+    let mut conn = ::redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            ::redis::cmd("XRANGE").arg("test:v1:audit").arg("-").arg("+").query_async(&mut conn).await.unwrap();
+        let events: Vec<Value> = entries
+            .iter()
+            .flat_map(|(_, fields)| fields)
+            .map(|(_, json)| serde_json::from_str(json).unwrap())
+            .collect();
+        if done(&events) {
+            return events;
+        }
+        assert!(std::time::Instant::now() < deadline, "the expected events did not arrive: {:#?}", types(&events));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The events' types without the `dev.tether.` prefix.
+pub fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().trim_start_matches("dev.tether.").to_owned()).collect()
+}
+
+pub fn has(events: &[Value], kind: &str) -> bool {
+    types(events).iter().any(|t| t == kind)
+}
