@@ -186,6 +186,28 @@ def loadgen(url, concurrency, extra, duration=None):
     return json.loads(run.stdout)
 
 
+def wire(url, body, headers):
+    """Bytes one call puts on the wire each way (request line, headers and body; status line,
+    headers and body), as HTTP/1.1 without TLS. For a refresh, the answer's new refresh token
+    comes back under `refresh_token` (the caller must use it next)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=10)
+    connection.request("POST", parts.path, body=body, headers=headers)
+    response = connection.getresponse()
+    answer = response.read()
+    connection.close()
+    sent = len(f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: {len(body)}\r\n") + \
+        sum(len(k) + len(v) + 4 for k, v in headers.items()) + 2 + len(body)
+    received = len(f"HTTP/1.1 {response.status} OK\r\n") + sum(len(k) + len(v) + 4 for k, v in response.getheaders()) + \
+        2 + len(answer)
+    assert response.status == 200, answer
+    out = {"request": sent, "response": received}
+    token = json.loads(answer).get("refresh_token")
+    if token:
+        out["refresh_token"] = token
+    return out
+
+
 def median_run(url, concurrency, extra, pid):
     runs = [loadgen(url, concurrency, extra) for _ in range(RUNS)]
     middle = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
@@ -436,6 +458,14 @@ def main():
         results[("healthz", c)] = median_run(f"{issuer}/healthz", c, [], tether.pid)
         results[("redis", c)] = statistics.median(redis_get(redis_port, c) for _ in range(RUNS))
 
+    # Per introspection, for the sizing guide: Redis commands (a fixed number of requests at 32
+    # connections, less the INFO calls that count them) and bytes on the wire (one call).
+    before = redis.commands()
+    counted = loadgen(f"{issuer}/introspect", 32, introspect + ["--requests", "500"], duration=300)
+    commands_per_introspection = (redis.commands() - before - 1) / max(counted["requests"], 1)
+    introspect_wire = wire(f"{issuer}/introspect", f"token={tokens[0]['access_token']}".encode(),
+                           {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"})
+
     # What the audit trail costs introspection: the same load with auditing off, then on again,
     # back to back (Tether restarted each time; the grants stay in Redis).
     audit_rps = {}
@@ -487,12 +517,22 @@ def main():
     rounds = os.path.join(work, "rounds.txt")
     with open(rounds, "w") as f:
         f.writelines(f"grant_type=refresh_token&client_id={client_id}&refresh_token={t['refresh_token']}\n" for t in fresh)
-    storage, done = [], 0
+    storage, done, refresh_commands, refreshes = [], 0, 0, 0
+    refresh_wire = wire(f"{issuer}/token", open(rounds).readline().strip().encode(),
+                        {"Content-Type": "application/x-www-form-urlencoded"})
+    # (That call rotated one chain: its next token is the one the rounds must use.)
+    with open(rounds) as f:
+        lines = f.read().splitlines()
+    lines[0] = re.sub(r"refresh_token=[^&]+", "refresh_token=" + refresh_wire.pop("refresh_token"), lines[0])
+    with open(rounds, "w") as f:
+        f.write("\n".join(lines) + "\n")
     for total in sorted({1, 100, REFRESH_ROUNDS}):
         chain = ["--method", "POST", "--header", "content-type: application/x-www-form-urlencoded", "--bodies", rounds,
                  "--chain", "refresh_token", "--chain-out", rounds, "--expect", '"access_token"',
                  "--requests", str(total - done)]
+        before = redis.commands()
         run = loadgen(f"{issuer}/token", REFRESH_GRANTS, chain, duration=900)
+        refresh_commands, refreshes = refresh_commands + redis.commands() - before - 1, refreshes + run["requests"]
         if run["errors"] or run["requests"] != REFRESH_GRANTS * (total - done):
             sys.exit(f"bench: refresh rounds failed: {run['requests']} answers, {run['errors']} errors: {run['first_error']}")
         done = total
@@ -639,6 +679,25 @@ def main():
     print(table)
     with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
         f.write(table)
+    # The figures bench/sizing.py turns into deploy/README.md's sizing guide.
+    figures = {
+        "date": str(datetime.date.today()), "cores": cores,
+        "redis_bytes_per_grant": round(copied_bytes_per_grant),
+        "redis_bytes_per_grant_in_listings": round(listing_bytes_per_grant),
+        "redis_bytes_per_login_transient": transient_bytes,
+        "redis_commands_per_login": round(commands_per_flow, 1),
+        "redis_commands_per_introspection": round(commands_per_introspection, 2),
+        "redis_commands_per_refresh": round(refresh_commands / max(refreshes, 1), 2),
+        "introspections_per_second_32": round(r32["rps"]), "introspection_p99_ms_32": r32["p99_ms"],
+        "refreshes_per_second_32": round(rf["rps"]),
+        "tether_cpu_ms_per_login": round(flow_cpu / GRANTS * 1000, 3),
+        "redis_get_per_second_32": round(results[("redis", 32)]),
+        "wire_bytes_introspection": introspect_wire, "wire_bytes_refresh": refresh_wire,
+        "tether_rss_mb_peak": round(max(peaks.values()) / 1024, 1),
+    }
+    with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
+        json.dump(figures, f, indent=1)
+        f.write("\n")
 
 
 if __name__ == "__main__":
