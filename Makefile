@@ -93,6 +93,7 @@ chromium: ## Make sure Debian's chromium is installed (the browser tests drive i
 lint: ## Format check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	python3 bench/sizing.py --check
 
 FUZZ_TARGETS := form_parsers redirect_uri jwt unseal client_metadata consent_cookie refresh_token
 FUZZ_SECONDS ?= 20
@@ -130,6 +131,7 @@ bench: redis ## Release build, then introspection/healthz/Redis GET figures on t
 	@command -v python3 >/dev/null || { echo "error: bench needs python3 (apt-get install python3)" >&2; exit 1; }
 	$(CARGO) build --release --locked --bin tether --example dev_upstream --example loadgen
 	python3 bench/bench.py
+	python3 bench/sizing.py --write
 
 redis: ## Make sure redis-server is installed (the tests start their own on free ports)
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && exit 0; \

@@ -428,6 +428,10 @@ def main():
             layout = f"{redis('ZCARD', key)} entries"
         elif kind == "set":
             layout = f"{redis('SCARD', key)} members"
+        elif kind == "list":
+            layout = f"{redis('LLEN', key)} entries"
+        elif kind == "stream":
+            layout = f"{redis('XLEN', key)} entries"
         else:
             layout = f"{len(redis('GET', key))} bytes of value"
         print(f"grant key {key.decode().split('{')[0]}{{id}}: {redis('MEMORY', 'USAGE', key, 'SAMPLES', '0')} bytes "

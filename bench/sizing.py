@@ -3,6 +3,8 @@
 
     python3 bench/sizing.py            prints the section
     python3 bench/sizing.py --write    replaces it in deploy/README.md (between the sizing markers)
+    python3 bench/sizing.py --check    fails when deploy/README.md's section is not what it computes
+                                       (make lint runs this: the guide is never edited by hand)
 
 Every number in the section comes from results.json and the budgets below; edit those, not the
 README. The traffic assumed per size is stated in the table, so an operator can redo the
@@ -105,18 +107,24 @@ def section(b):
 
 def main():
     text = section(figures())
-    if "--write" not in sys.argv[1:]:
+    mode = (sys.argv[1:] or ["--print"])[0]
+    if mode == "--print":
         print(text, end="")
         return
     with open(README) as f:
         readme = f.read()
-    if BEGIN in readme and END in readme:
-        start, end = readme.index(BEGIN), readme.index(END) + len(END) + 1
-        readme = readme[:start] + text + readme[end:]
-    else:
+    if BEGIN not in readme or END not in readme:
         sys.exit(f"sizing: {README} has no sizing markers")
+    start, end = readme.index(BEGIN), readme.index(END) + len(END) + 1
+    if mode == "--check":
+        if readme[start:end] != text:
+            sys.exit("sizing: deploy/README.md's sizing section is not what bench/results.json gives: "
+                     "run `python3 bench/sizing.py --write`")
+        return
+    if mode != "--write":
+        sys.exit(f"sizing: unknown option {mode}")
     with open(README, "w") as f:
-        f.write(readme)
+        f.write(readme[:start] + text + readme[end:])
 
 
 if __name__ == "__main__":
