@@ -100,14 +100,69 @@ impl RedisTarget {
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConn),
+}
+
+/// A Redis Cluster connection that sends a command or transaction again when the cluster was
+/// changing shape and it did not run: a slot moved or is moving (MOVED or ASK inside a
+/// transaction, which the cluster client does not follow; TRYAGAIN, CLUSTERDOWN past its own
+/// retries), or a node refused the connection (it left, or died and its replica took over).
+/// Before sending again it takes a connection that has read the slots afresh (see
+/// `ClusterSource`). Nothing that may have run is sent again: not a plain pipeline, not after
+/// a connection dropped mid-answer. The store's deadline bounds the whole.
+#[derive(Clone)]
+pub(super) struct ClusterConn {
+    conn: ClusterConnection,
+    source: std::sync::Arc<ClusterSource>,
+}
+
+/// Sends of one command while the cluster changes shape, at most.
+const RESENDS: u32 = 8;
+
+fn reshaping(code: &str) -> bool {
+    matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
+}
+
+/// Whether a single command's failure says it did not run because the cluster changed shape.
+fn command_resendable(e: &RedisError) -> bool {
+    e.is_connection_refusal() || e.code().is_some_and(reshaping)
+}
+
+/// Whether a pipeline may be sent again after `e`: nothing of it ran (a transaction aborted
+/// for a moved slot, or a refused connection). A plain pipeline's moved commands the cluster
+/// client follows itself, and one that moved in part may have run the rest.
+fn pipeline_resendable(e: &RedisError) -> bool {
+    e.is_connection_refusal()
+        || (e.code() == Some("EXECABORT")
+            && e.clone().into_server_errors().is_some_and(|errors| errors.iter().any(|(_, s)| reshaping(s.code()))))
+}
+
+impl ClusterConn {
+    /// Before sending again: a connection with a fresh view of the slots, and a pause that
+    /// grows (a slot's keys are moving).
+    async fn again(&mut self, attempt: u32) {
+        self.source.rebuild();
+        self.conn = self.source.current.read().unwrap_or_else(|e| e.into_inner()).0.clone();
+        tokio::time::sleep(Duration::from_millis((5u64 << attempt).min(200))).await;
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => Box::pin(async move {
+                let mut attempt = 0;
+                loop {
+                    match c.conn.req_packed_command(cmd).await {
+                        Err(e) if attempt < RESENDS && command_resendable(&e) => {
+                            c.again(attempt).await;
+                            attempt += 1;
+                        }
+                        answer => return answer,
+                    }
+                }
+            }),
         }
     }
 
@@ -119,14 +174,25 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => Box::pin(async move {
+                let mut attempt = 0;
+                loop {
+                    match c.conn.req_packed_commands(pipeline, offset, count).await {
+                        Err(e) if attempt < RESENDS && pipeline_resendable(&e) => {
+                            c.again(attempt).await;
+                            attempt += 1;
+                        }
+                        answer => return answer,
+                    }
+                }
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(c) => c.conn.get_db(),
         }
     }
 }
@@ -137,6 +203,7 @@ impl Conn {
     pub(super) async fn primaries(&mut self) -> Result<Vec<(String, u16)>, RedisError> {
         let Conn::Cluster(c) = self else { return Ok(vec![(String::new(), 0)]) };
         let slots = c
+            .conn
             .route_command(
                 ::redis::cmd("CLUSTER").arg("SLOTS").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
@@ -165,7 +232,9 @@ impl Conn {
             Conn::Single(c) => cmd.query_async(c).await,
             Conn::Cluster(c) => {
                 let (host, port) = primary.clone();
-                c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })).await
+                c.conn
+                    .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port }))
+                    .await
             }
         }
     }
@@ -173,7 +242,7 @@ impl Conn {
 
 /// Where connections come from.
 pub(super) enum Source {
-    Fixed(Conn),
+    Cluster(std::sync::Arc<ClusterSource>),
     /// A standalone server: one shared connection for the home runtime, and one of its own
     /// for each single-threaded runtime that asks (an HTTP worker).
     Standalone(Box<StandaloneSource>),
@@ -193,6 +262,41 @@ pub(super) struct StandaloneSource {
     client: Client,
     config: ConnectionManagerConfig,
     workers: crate::home::PerWorker<ConnectionManager>,
+}
+
+/// A Redis Cluster: one connection (it routes by slot to every node), made afresh when a node
+/// stops answering.
+///
+/// The cluster client learns where slots went from the nodes' MOVED answers, and reconnects to
+/// a node whose connection failed. A primary that dies gives neither: its address refuses
+/// connections, and the client keeps retrying it after its replica took the slots over, so
+/// those slots would stay unavailable. A failure of a node's connection therefore makes the
+/// next command use a new connection, which reads the slot map from the seed nodes again; at
+/// most once per [`CLUSTER_REBUILD_EVERY`], so a node down until the failover costs a few
+/// rebuilds, not one per request.
+pub(super) struct ClusterSource {
+    client: ::redis::cluster::ClusterClient,
+    config: ClusterConfig,
+    /// The connection, and when it was made afresh after a failure.
+    current: RwLock<(ClusterConnection, Option<std::time::Instant>)>,
+}
+
+pub(super) const CLUSTER_REBUILD_EVERY: Duration = Duration::from_millis(500);
+
+impl ClusterSource {
+    fn rebuild(&self) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.1.is_some_and(|at| at.elapsed() < CLUSTER_REBUILD_EVERY) {
+            return;
+        }
+        *current = (
+            self.client.get_pending_async_connection_with_config(self.config.clone()),
+            Some(std::time::Instant::now()),
+        );
+        tracing::warn!(
+            "the Redis Cluster changed shape (a slot moved, or a node failed or left); reading its slots afresh"
+        );
+    }
 }
 
 /// Connection failures seen so far (see [`Source::failed`]): a worker's connection made
@@ -241,7 +345,9 @@ impl Source {
                 }
                 let client = builder.build()?;
                 let config = ClusterConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout);
-                Ok(Source::Fixed(Conn::Cluster(client.get_pending_async_connection_with_config(config))))
+                let connection = client.get_pending_async_connection_with_config(config.clone());
+                let source = ClusterSource { client, config, current: RwLock::new((connection, None)) };
+                Ok(Source::Cluster(std::sync::Arc::new(source)))
             }
             Topology::Sentinel { master } => {
                 let sentinels = target
@@ -281,14 +387,17 @@ impl Source {
     pub(super) fn local(&self) -> Option<Conn> {
         match self {
             Source::Standalone(s) => s.local().map(Conn::Single),
-            Source::Fixed(_) | Source::Sentinel(_) => None,
+            Source::Cluster(_) | Source::Sentinel(_) => None,
         }
     }
 
     /// A connection to use now (behind Sentinel: to the master the sentinels name).
     pub(super) async fn conn(&self) -> Result<Conn, RedisError> {
         match self {
-            Source::Fixed(conn) => Ok(conn.clone()),
+            Source::Cluster(c) => {
+                let conn = c.current.read().unwrap_or_else(|e| e.into_inner()).0.clone();
+                Ok(Conn::Cluster(ClusterConn { conn, source: c.clone() }))
+            }
             Source::Standalone(s) => Ok(Conn::Single(s.shared.clone())),
             Source::Sentinel(s) => {
                 if let Some(conn) = s.current.read().unwrap_or_else(|e| e.into_inner()).clone() {
@@ -322,6 +431,11 @@ impl Source {
         });
         if master_lost {
             CONNECTION_FAILURES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        if let Source::Cluster(c) = self
+            && master_lost
+        {
+            c.rebuild();
         }
         let Source::Sentinel(s) = self else { return };
         if master_lost && s.current.write().unwrap_or_else(|e| e.into_inner()).take().is_some() {

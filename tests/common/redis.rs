@@ -321,19 +321,44 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let args =
-            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_with(&args)).collect();
+        Self::start_with_replicas(0)
+    }
+
+    /// Three primaries with `replicas` replicas each (the replicas follow the primaries in
+    /// `nodes`).
+    pub fn start_with_replicas(replicas: usize) -> Self {
+        // Replicas sync at once (Redis 7 otherwise waits 5 s for more replicas before a
+        // diskless sync); a replica that never synced may not take over its primary.
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas)).map(|_| RedisServer::start_with(&args)).collect();
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let replicas = replicas.to_string();
         let mut create = vec!["--cluster", "create"];
         create.extend(addresses.iter().map(String::as_str));
-        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        create.extend(["--cluster-replicas", replicas.as_str(), "--cluster-yes"]);
         let out = Command::new(cli_binary()).args(&create).output().expect("cannot run redis-cli --cluster create");
         assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
         let cluster = Self { nodes };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cluster.nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
             assert!(Instant::now() < deadline, "the Redis Cluster did not reach cluster_state:ok within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let synced = |n: &RedisServer| {
+            let info = n.cli(&["INFO", "replication"]);
+            !info.contains("role:slave") || info.contains("master_link_status:up")
+        };
+        while !cluster.nodes.iter().all(synced) {
+            assert!(Instant::now() < deadline, "the Redis Cluster's replicas did not sync within 20 s");
             std::thread::sleep(Duration::from_millis(100));
         }
         cluster
@@ -347,6 +372,130 @@ impl RedisCluster {
     /// Keys stored on each node (a cluster that spreads nothing would show one non-zero).
     pub fn keys_per_node(&self) -> Vec<usize> {
         self.nodes.iter().map(|n| n.cli(&["DBSIZE"]).trim().parse().unwrap_or(0)).collect()
+    }
+
+    /// The index of the node serving `key`'s slot as primary.
+    pub fn primary_of(&self, key: &str) -> usize {
+        let slot = self.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]).trim().parse::<usize>().unwrap();
+        let nodes = self.nodes[0].cli(&["CLUSTER", "NODES"]);
+        let serves = |line: &&str| {
+            line.split_whitespace().skip(8).filter(|r| !r.starts_with('[')).any(|range| match range.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap_or(usize::MAX)..=b.parse().unwrap_or(0)).contains(&slot),
+                None => range.parse() == Ok(slot),
+            })
+        };
+        let line = nodes.lines().filter(|l| l.contains("master")).find(serves).expect("no primary serves the slot");
+        let address = line.split_whitespace().nth(1).unwrap_or_default();
+        let port: u16 = address.split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        self.nodes.iter().position(|n| n.port == port).expect("the primary is one of ours")
+    }
+
+    /// Moves the slot of `key` (and its keys) to node `to` behind every client's back, as
+    /// `redis-cli --cluster reshard` does slot by slot: IMPORTING, MIGRATING, MIGRATE, NODE.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let slot = self.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]).trim().to_owned();
+        let from = self.primary_of(key);
+        assert_ne!(from, to, "the slot is on node {to} already");
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        assert!(self.nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]).contains("OK"));
+        assert!(self.nodes[from].cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]).contains("OK"));
+        let keys = self.nodes[from].cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if !keys.is_empty() {
+            let port = self.nodes[to].port.to_string();
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", port.as_str(), "", "0", "5000", "KEYS"];
+            migrate.extend(keys);
+            assert!(self.nodes[from].cli(&migrate).contains("OK"), "MIGRATE failed");
+        }
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+    }
+
+    /// Kills node `i` (SIGKILL: no goodbye to the cluster).
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].stop();
+    }
+
+    /// Whether every live node says the cluster is whole again.
+    pub fn healthy(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    }
+
+    /// The cluster node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        self.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_owned()
+    }
+
+    /// Hash slots node `i` serves.
+    pub fn slots_of(&self, i: usize) -> usize {
+        let id = self.node_id(i);
+        let nodes = self.nodes[0].cli(&["CLUSTER", "NODES"]);
+        let Some(line) = nodes.lines().find(|l| l.starts_with(&id)) else { return 0 };
+        line.split_whitespace()
+            .skip(8)
+            .filter(|range| !range.starts_with('['))
+            .map(|range| match range.split_once('-') {
+                Some((a, b)) => b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0),
+                None => 1,
+            })
+            .sum()
+    }
+
+    /// Runs `redis-cli --cluster <args>` (against node 0 unless the args name a node) and
+    /// fails the test if it fails.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out =
+            Command::new(cli_binary()).arg("--cluster").args(args).output().expect("cannot run redis-cli --cluster");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "redis-cli --cluster {args:?} failed: {text}");
+        text
+    }
+
+    /// Starts a new primary and joins it to the cluster with no slots; its index.
+    pub fn add_primary(&mut self) -> usize {
+        let args =
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+        let node = RedisServer::start_with(&args);
+        let (new, existing) = (format!("127.0.0.1:{}", node.port), format!("127.0.0.1:{}", self.nodes[0].port));
+        self.admin(&["add-node", &new, &existing]);
+        self.nodes.push(node);
+        let i = self.nodes.len() - 1;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.nodes[i].cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            assert!(Instant::now() < deadline, "the new node did not join within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        i
+    }
+
+    /// Moves `slots` hash slots (with their keys) from node `from` (or from every other node,
+    /// `None`) to node `to`, as an operator does with `redis-cli --cluster reshard`.
+    pub fn reshard(&self, from: Option<usize>, to: usize, slots: usize) -> String {
+        let from = from.map_or_else(|| "all".to_owned(), |i| self.node_id(i));
+        let (to, slots) = (self.node_id(to), slots.to_string());
+        let seed = format!("127.0.0.1:{}", self.nodes[0].port);
+        self.admin(&[
+            "reshard",
+            &seed,
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            &slots,
+            "--cluster-yes",
+        ])
+    }
+
+    /// Takes node `i` (holding no slots) out of the cluster; it shuts down.
+    pub fn remove_primary(&mut self, i: usize) {
+        let (seed, id) = (format!("127.0.0.1:{}", self.nodes[0].port), self.node_id(i));
+        self.admin(&["del-node", &seed, &id]);
+        self.nodes[i].stop();
     }
 }
 
