@@ -332,3 +332,48 @@ async fn an_identity_provider_allowed_to_create_users_introduces_new_people() {
     assert!(app.upstream.accepts(upstream), "{answer}");
     assert_eq!(app.upstream_user(upstream).await["login"], "hank");
 }
+
+/// The value of the hidden form field `name` in `html`.
+fn form_field(html: &str, name: &str) -> String {
+    let start = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name}: {html}"));
+    let rest = &html[start + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// A connection made for a person (create_users) shows on their account page with a Connect
+/// button, which takes them to the provider and makes the agent's token work; nobody can
+/// connect a connection of someone else's that way.
+#[tokio::test]
+async fn the_account_page_connects_what_waits_for_the_person() {
+    let ent = EnterpriseIdp::start().await;
+    let mut options = options(&ent);
+    options.extra = options.extra.replace("[enterprise.corp]\n", "[enterprise.corp]\ncreate_users = true\n");
+    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let access = redeem(&app, &ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "iris", &json!({})), false)).await;
+    asks_to_connect(&app, &access, "iris").await;
+    let browser = app.browser();
+    sign_in(&app, &browser, "iris").await;
+    let html = browser.get(&app.url("/account")).await.text().await.unwrap();
+    assert!(html.contains("Not connected yet") && html.contains("action=\"/account/reconnect\""), "{html}");
+    let (connection, token) = (form_field(&html, "connection"), form_field(&html, "form_token"));
+    // Someone else, signed in, naming iris's connection: nothing to connect.
+    let stranger = app.browser();
+    sign_in(&app, &stranger, "jack").await;
+    let theirs = stranger.get(&app.url("/account")).await.text().await.unwrap();
+    let form = [("connection", connection.as_str()), ("form_token", &form_field(&theirs, "form_token"))];
+    let refused = stranger.client.post(app.url("/account/reconnect")).form(&form).send().await.unwrap();
+    assert_eq!(refused.status(), 404);
+    // Without the form token, nothing either.
+    let forged = browser.client.post(app.url("/account/reconnect")).form(&[("connection", &connection)]).send().await;
+    assert_eq!(forged.unwrap().status(), 403);
+    // iris connects: to the provider, back to her page, and the agent's token works.
+    let form = [("connection", connection.as_str()), ("form_token", token.as_str())];
+    let to_upstream = browser.client.post(app.url("/account/reconnect")).form(&form).send().await.unwrap();
+    assert_eq!(to_upstream.status(), 303);
+    let back = browser.upstream_login(&location(&to_upstream), "iris", "approve").await;
+    assert_eq!(location(&browser.get(&location(&back)).await), app.url("/account"));
+    let answer = app.introspect(&access).await;
+    assert!(app.upstream.accepts(answer["upstream"]["access_token"].as_str().unwrap()), "{answer}");
+    let html = browser.get(&app.url("/account")).await.text().await.unwrap();
+    assert!(!html.contains("action=\"/account/reconnect\""), "connected: no button any more: {html}");
+}

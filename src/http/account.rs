@@ -258,6 +258,50 @@ pub async fn confirm_disconnect(req: HttpRequest, state: web::Data<AppState>) ->
     }
 }
 
+/// `POST /account/reconnect`: the person connects one of their accounts that needs them
+/// (refused, expired, or made for them and not connected yet) from the account page.
+pub async fn reconnect(
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (signed, form) = match checked::<ConnectionForm>(&req, &state, body).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
+    };
+    let origin = super::origin(&req, &state);
+    let flow = state.broker.flow(&origin);
+    let mine = match form.connection {
+        Some(id) => account::connection(flow, state.broker.admin(), &signed.record, &id).await,
+        None => Ok(None),
+    };
+    let link = match mine {
+        // One of the person's own, on a connection (not a grant made before connections).
+        Ok(Some(card)) => flow.store.link(&card.id).await.map_err(OAuthError::from),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let link = match link {
+        Ok(Some(link)) if link.info.user == signed.record.user => link,
+        Ok(_) => {
+            return pages::problem_page(
+                StatusCode::NOT_FOUND,
+                "No such connection",
+                "You have no such connected account.",
+            );
+        }
+        Err(e) => return unavailable(&e),
+    };
+    // The session is bound to this browser's binding: the sign-in continues in it.
+    let Some(binding) = state.binding(&req) else {
+        return pages::problem_page(StatusCode::FORBIDDEN, "Signed out", "Sign in again and repeat it.");
+    };
+    match crate::oauth::reconnect::start_for_owner(flow, &link, &binding, state.clock.now()).await {
+        Ok(url) => redirect(url.as_str(), StatusCode::SEE_OTHER),
+        Err(e) => flow_error(e),
+    }
+}
+
 /// `POST /account/disconnect`.
 pub async fn disconnect(
     req: HttpRequest,

@@ -217,6 +217,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, registration_enabled: bool) {
                 .default_service(not_allowed()),
         )
         .service(
+            web::resource("/account/reconnect")
+                .route(web::post().to(account::reconnect))
+                .default_service(not_allowed()),
+        )
+        .service(
             web::resource("/account/logout")
                 .route(web::get().to(account::confirm_logout))
                 .route(web::post().to(account::logout))

@@ -109,11 +109,35 @@ pub async fn start(
             ));
         }
     }
-    let reconnect = Reconnect { connection: link.id.clone(), link: hash::digest(token) };
-    let url =
-        super::account::page_sign_in(ctx, &link.info.provider, &link.info.scope, &binding_digest, Some(reconnect), now)
-            .await?;
+    let url = sign_in_for(ctx, &link, &binding_digest, hash::digest(token), now).await?;
     Ok((url, binding))
+}
+
+/// From the account page: the signed-in owner of `link` (a connection that needs them, checked
+/// by the caller) connects it again, or for the first time. `binding` is the browser's.
+pub async fn start_for_owner(
+    ctx: FlowContext<'_>,
+    link: &LinkRecord,
+    binding: &str,
+    now: UnixTime,
+) -> Result<url::Url, FlowError> {
+    if link.status == LinkStatus::Active || link.status == LinkStatus::Ended {
+        return Err(page("This account is not waiting to be connected."));
+    }
+    // Completed once, like a link (the mark names this start, not a link handed out).
+    sign_in_for(ctx, link, &hash::digest(binding), hash::digest(&random::token()), now).await
+}
+
+/// The upstream sign-in that restores `link` in the browser bound to `binding_digest`.
+async fn sign_in_for(
+    ctx: FlowContext<'_>,
+    link: &LinkRecord,
+    binding_digest: &str,
+    mark: String,
+    now: UnixTime,
+) -> Result<url::Url, FlowError> {
+    let reconnect = Reconnect { connection: link.id.clone(), link: mark };
+    super::account::page_sign_in(ctx, &link.info.provider, &link.info.scope, binding_digest, Some(reconnect), now).await
 }
 
 /// The callback of a reconnection: the connection takes the new tokens if, and only if, the

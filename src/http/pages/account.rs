@@ -124,7 +124,9 @@ fn urlencode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-fn connection_card(connection: &ConnectionCard) -> Markup {
+fn connection_card(connection: &ConnectionCard, form_token: &str) -> Markup {
+    let waiting = connection.status == Some("waiting");
+    let needs_person = matches!(connection.status, Some("needs_reauth" | "expired" | "waiting"));
     html! {
         section.card.connection {
             header {
@@ -140,6 +142,15 @@ fn connection_card(connection: &ConnectionCard) -> Markup {
                 }
             }
             div.actions {
+                @if needs_person {
+                    form method="post" action="/account/reconnect" {
+                        input type="hidden" name="connection" value=(connection.id);
+                        input type="hidden" name="form_token" value=(form_token);
+                        button.primary type="submit" {
+                            @if waiting { "Connect " } @else { "Connect again to " } (connection.provider_name)
+                        }
+                    }
+                }
                 a.button href={ "/account/disconnect?connection=" (urlencode(&connection.id)) } {
                     "Disconnect " (connection.provider_name)
                 }
@@ -172,7 +183,7 @@ pub fn account_page(view: &AccountView, token: &str) -> HttpResponse {
             @if !view.connections.is_empty() {
                 h2 { "Your accounts at other services" }
                 p.muted { "The applications above act through these accounts. Disconnecting one ends every application's access through it." }
-                @for connection in &view.connections { (connection_card(connection)) }
+                @for connection in &view.connections { (connection_card(connection, token)) }
             }
             h2 { "Recent activity" }
             @if view.activity.is_empty() {
