@@ -46,12 +46,6 @@ async fn tokens(app: &TestApp, browser: &Browser, client: &TestClient, user: &st
     response.json().await.unwrap()
 }
 
-fn field<'a>(html: &'a str, name: &str) -> &'a str {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
-    &html[start..start + html[start..].find('"').unwrap()]
-}
-
 async fn page(browser: &Browser, url: &str) -> (u16, String) {
     let response = browser.get(url).await;
     (response.status().as_u16(), response.text().await.unwrap())

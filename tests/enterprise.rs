@@ -18,6 +18,13 @@ fn options(ent: &EnterpriseIdp) -> Options {
     Options { single_resource: true, ..ent.options(&[RESOURCE_ID], "") }
 }
 
+/// `options`, with the identity provider allowed to introduce people Tether has never seen.
+fn creating_users(ent: &EnterpriseIdp) -> Options {
+    let mut options = options(ent);
+    options.extra = options.extra.replace("[enterprise.corp]\n", "[enterprise.corp]\ncreate_users = true\n");
+    options
+}
+
 /// Signs `person` in at Tether (the login provider) in `browser`.
 async fn sign_in(app: &TestApp, browser: &Browser, person: &str) {
     let to_login = location(&browser.get(&app.url("/account/sign-in?provider=idp")).await);
@@ -317,9 +324,7 @@ async fn a_person_without_a_connection_gets_a_token_that_asks_them_to_connect_fi
 #[tokio::test]
 async fn an_identity_provider_allowed_to_create_users_introduces_new_people() {
     let ent = EnterpriseIdp::start().await;
-    let mut options = options(&ent);
-    options.extra = options.extra.replace("[enterprise.corp]\n", "[enterprise.corp]\ncreate_users = true\n");
-    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let app = TestApp::spawn_with(Backend::Redis, creating_users(&ent)).await;
     let assertion = ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "hank", &json!({})), false);
     let access = redeem(&app, &assertion).await;
     asks_to_connect(&app, &access, "hank").await;
@@ -333,34 +338,25 @@ async fn an_identity_provider_allowed_to_create_users_introduces_new_people() {
     assert_eq!(app.upstream_user(upstream).await["login"], "hank");
 }
 
-/// The value of the hidden form field `name` in `html`.
-fn form_field(html: &str, name: &str) -> String {
-    let start = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name}: {html}"));
-    let rest = &html[start + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_owned()
-}
-
 /// A connection made for a person (create_users) shows on their account page with a Connect
 /// button, which takes them to the provider and makes the agent's token work; nobody can
 /// connect a connection of someone else's that way.
 #[tokio::test]
 async fn the_account_page_connects_what_waits_for_the_person() {
     let ent = EnterpriseIdp::start().await;
-    let mut options = options(&ent);
-    options.extra = options.extra.replace("[enterprise.corp]\n", "[enterprise.corp]\ncreate_users = true\n");
-    let app = TestApp::spawn_with(Backend::Redis, options).await;
+    let app = TestApp::spawn_with(Backend::Redis, creating_users(&ent)).await;
     let access = redeem(&app, &ent.idp.sign(TYP, &id_jag(&app, &app.upstream, "iris", &json!({})), false)).await;
     asks_to_connect(&app, &access, "iris").await;
     let browser = app.browser();
     sign_in(&app, &browser, "iris").await;
     let html = browser.get(&app.url("/account")).await.text().await.unwrap();
     assert!(html.contains("Not connected yet") && html.contains("action=\"/account/reconnect\""), "{html}");
-    let (connection, token) = (form_field(&html, "connection"), form_field(&html, "form_token"));
+    let (connection, token) = (field(&html, "connection").to_owned(), field(&html, "form_token").to_owned());
     // Someone else, signed in, naming iris's connection: nothing to connect.
     let stranger = app.browser();
     sign_in(&app, &stranger, "jack").await;
     let theirs = stranger.get(&app.url("/account")).await.text().await.unwrap();
-    let form = [("connection", connection.as_str()), ("form_token", &form_field(&theirs, "form_token"))];
+    let form = [("connection", connection.as_str()), ("form_token", field(&theirs, "form_token"))];
     let refused = stranger.client.post(app.url("/account/reconnect")).form(&form).send().await.unwrap();
     assert_eq!(refused.status(), 404);
     // Without the form token, nothing either.

@@ -998,3 +998,25 @@ async fn sign_in_sessions_round_trip_and_end(s: Subject) {
     s.elapse(2).await;
     assert_eq!(s.store.browser_session("k").await.unwrap(), None, "a session is short-lived");
 }
+
+/// The activity record as versions before its 16 parts kept it (one `recent` key): its uses
+/// are still listed with the first part and pruned with it, so a rolling upgrade misses no
+/// grant in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uses_recorded_by_the_previous_version_are_read_and_pruned() {
+    let redis = RedisServer::start();
+    let store =
+        RedisStore::connect(&RedisTarget::standalone(&redis.url()), "contract", Duration::from_secs(2)).unwrap();
+    assert_eq!(redis.cli(&["ZADD", "contract:v1:recent", "100", "old-grant"]).trim(), "1");
+    store.mark_used("new-grant", 150, Duration::from_secs(60)).await.unwrap();
+    let mut listed = Vec::new();
+    for shard in 0..store.shards() {
+        listed.extend(store.used_since(shard, 50, 10).await.unwrap());
+    }
+    listed.sort();
+    assert_eq!(listed, ["new-grant", "old-grant"]);
+    for shard in 0..store.shards() {
+        store.forget_before(shard, 120).await.unwrap();
+    }
+    assert_eq!(redis.cli(&["ZCARD", "contract:v1:recent"]).trim(), "0", "pruned like the parts");
+}

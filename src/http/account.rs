@@ -237,6 +237,26 @@ pub struct ConnectionForm {
     upstream: Option<String>,
 }
 
+fn no_such_connection() -> HttpResponse {
+    pages::problem_page(StatusCode::NOT_FOUND, "No such connection", "You have no such connected account.")
+}
+
+/// The signed-in person's own connection `id`, or the page saying there is none.
+async fn own_connection(
+    req: &HttpRequest,
+    state: &AppState,
+    signed: &Signed,
+    id: Option<&str>,
+) -> Result<account::ConnectionCard, HttpResponse> {
+    let Some(id) = id else { return Err(no_such_connection()) };
+    let origin = super::origin(req, state);
+    match account::connection(state.broker.flow(&origin), state.broker.admin(), &signed.record, id).await {
+        Ok(Some(connection)) => Ok(connection),
+        Ok(None) => Err(no_such_connection()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
 /// `GET /account/disconnect?connection=...`.
 pub async fn confirm_disconnect(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let signed = match require(&req, &state).await {
@@ -244,17 +264,9 @@ pub async fn confirm_disconnect(req: HttpRequest, state: web::Data<AppState>) ->
         Err(page) => return page,
     };
     let id = serde_urlencoded::from_str::<ConnectionForm>(req.query_string()).ok().and_then(|f| f.connection);
-    let origin = super::origin(&req, &state);
-    let found = match id {
-        Some(id) => account::connection(state.broker.flow(&origin), state.broker.admin(), &signed.record, &id).await,
-        None => Ok(None),
-    };
-    match found {
-        Ok(Some(connection)) => pages::confirm_disconnect(&connection, signed.who(), &token(&state, &signed)),
-        Ok(None) => {
-            pages::problem_page(StatusCode::NOT_FOUND, "No such connection", "You have no such connected account.")
-        }
-        Err(e) => unavailable(&e),
+    match own_connection(&req, &state, &signed, id.as_deref()).await {
+        Ok(connection) => pages::confirm_disconnect(&connection, signed.who(), &token(&state, &signed)),
+        Err(page) => page,
     }
 }
 
@@ -269,35 +281,21 @@ pub async fn reconnect(
         Ok(checked) => checked,
         Err(page) => return page,
     };
-    let origin = super::origin(&req, &state);
-    let flow = state.broker.flow(&origin);
-    let mine = match form.connection {
-        Some(id) => account::connection(flow, state.broker.admin(), &signed.record, &id).await,
-        None => Ok(None),
-    };
-    let link = match mine {
-        // One of the person's own, on a connection (not a grant made before connections).
-        Ok(Some(card)) => flow.store.link(&card.id).await.map_err(OAuthError::from),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
-    };
-    let link = match link {
-        Ok(Some(link)) if link.info.user == signed.record.user => link,
-        Ok(_) => {
-            return pages::problem_page(
-                StatusCode::NOT_FOUND,
-                "No such connection",
-                "You have no such connected account.",
-            );
-        }
-        Err(e) => return unavailable(&e),
+    let connection = match own_connection(&req, &state, &signed, form.connection.as_deref()).await {
+        Ok(connection) => connection,
+        Err(page) => return page,
     };
     // The session is bound to this browser's binding: the sign-in continues in it.
     let Some(binding) = state.binding(&req) else {
         return pages::problem_page(StatusCode::FORBIDDEN, "Signed out", "Sign in again and repeat it.");
     };
-    match crate::oauth::reconnect::start_for_owner(flow, &link, &binding, state.clock.now()).await {
-        Ok(url) => redirect(url.as_str(), StatusCode::SEE_OTHER),
+    let origin = super::origin(&req, &state);
+    let flow = state.broker.flow(&origin);
+    let user = &signed.record.user;
+    match crate::oauth::reconnect::start_for_owner(flow, user, &connection.id, &binding, state.clock.now()).await {
+        Ok(Some(url)) => redirect(url.as_str(), StatusCode::SEE_OTHER),
+        // Not a connection (a grant made before connections), or not theirs.
+        Ok(None) => no_such_connection(),
         Err(e) => flow_error(e),
     }
 }
@@ -315,20 +313,12 @@ pub async fn disconnect(
     let Some(id) = form.connection else {
         return pages::problem_page(StatusCode::BAD_REQUEST, "Form not understood", "No connection was named.");
     };
-    let origin = super::origin(&req, &state);
-    let flow = state.broker.flow(&origin);
-    let admin = state.broker.admin();
-    let connection = match account::connection(flow, admin, &signed.record, &id).await {
-        Ok(Some(connection)) => connection,
-        Ok(None) => {
-            return pages::problem_page(
-                StatusCode::NOT_FOUND,
-                "No such connection",
-                "You have no such connected account.",
-            );
-        }
-        Err(e) => return unavailable(&e),
+    let connection = match own_connection(&req, &state, &signed, Some(&id)).await {
+        Ok(connection) => connection,
+        Err(page) => return page,
     };
+    let origin = super::origin(&req, &state);
+    let admin = state.broker.admin();
     let upstream = form.upstream.as_deref() == Some("on");
     match account::disconnect(admin, &signed.record, &connection, upstream, &origin, state.clock.now()).await {
         Ok(removed) => pages::removed_page(

@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use crate::audit::Origin;
 use crate::clock::UnixTime;
+use crate::upstream::UpstreamTokens;
 
 use super::error::{ErrorCode, OAuthError};
-use super::introspection::{Introspection, Introspector, MAX_CHAIN, UpstreamCredential, introspect_for, subject};
+use super::introspection::{Introspection, Introspector, MAX_CHAIN, introspect_for, subject};
 use super::registry::Resource;
 use super::tokens::{Actor, Minter};
 
@@ -215,7 +216,7 @@ async fn upstream(
 ) -> Result<Exchanged, OAuthError> {
     // The same checks, refresh and audit event as introspection: a token is good only for the
     // resource it is addressed to, and its upstream token is fresh.
-    let accept = |upstream: &UpstreamCredential| acceptable(request, upstream);
+    let accept = |provider: &str, tokens: &UpstreamTokens| acceptable(request, provider, tokens);
     let active = match introspect_for(ctx, caller, token, origin, now, &accept).await? {
         Introspection::Active(active) => active,
         // RFC 8693 §2.2.2: an unacceptable subject token is `invalid_request`, not
@@ -250,8 +251,8 @@ async fn upstream(
 
 /// The request's target and scope against the credential it would get (checked before the
 /// credential counts as released).
-fn acceptable(request: &ExchangeRequest, upstream: &UpstreamCredential) -> Result<(), OAuthError> {
-    if request.audience.as_deref().is_some_and(|a| a != upstream.provider) {
+fn acceptable(request: &ExchangeRequest, provider: &str, upstream: &UpstreamTokens) -> Result<(), OAuthError> {
+    if request.audience.as_deref().is_some_and(|a| a != provider) {
         return Err(OAuthError::new(
             ErrorCode::InvalidTarget,
             "the audience is not the provider this resource's tokens are for",

@@ -10,6 +10,7 @@ use crate::audit::{Auditor, Origin, Released, thumbprint};
 use crate::clock::UnixTime;
 use crate::crypto::signing::SigningKeys;
 use crate::store::{GrantRecord, GrantStatus};
+use crate::upstream::UpstreamTokens;
 
 use super::error::OAuthError;
 use super::refresh::{Freshness, Refresher};
@@ -253,7 +254,7 @@ pub async fn introspect(
     origin: &dyn Fn() -> Origin,
     now: UnixTime,
 ) -> Result<Introspection, OAuthError> {
-    introspect_for(ctx, caller, token, origin, now, &|_| Ok(())).await
+    introspect_for(ctx, caller, token, origin, now, &|_, _| Ok(())).await
 }
 
 /// `introspect`, with the caller's own conditions on the credential (token exchange's target
@@ -264,7 +265,7 @@ pub async fn introspect_for(
     token: &str,
     origin: &dyn Fn() -> Origin,
     now: UnixTime,
-    accept: &(dyn Fn(&UpstreamCredential) -> Result<(), OAuthError> + Sync),
+    accept: &(dyn Fn(&str, &UpstreamTokens) -> Result<(), OAuthError> + Sync),
 ) -> Result<Introspection, OAuthError> {
     let (refresher, activity, audit) = (ctx.refresher, ctx.activity, ctx.audit);
     let vault = refresher.vault;
@@ -288,13 +289,13 @@ pub async fn introspect_for(
         }
         Freshness::Dead => return Ok(inactive(Inactive::UpstreamEnded)),
     };
-    let upstream = UpstreamCredential::new(grant.info.provider.clone(), tokens);
-    accept(&upstream)?;
+    accept(&grant.info.provider, &tokens)?;
     if let Some(activity) = activity {
         activity.used(&grant.id, now).await;
     }
-    let credential = upstream.access_token.as_str();
-    audit.credential_released(&grant.id, &caller.id, origin, now, || released(&grant, &caller.id, credential));
+    audit
+        .credential_released(&grant.id, &caller.id, origin, now, || released(&grant, &caller.id, &tokens.access_token));
+    let upstream = UpstreamCredential::new(grant.info.provider, tokens);
     Ok(Introspection::Active(Box::new(ActiveToken::new(claims, Ok(upstream)))))
 }
 

@@ -113,19 +113,23 @@ pub async fn start(
     Ok((url, binding))
 }
 
-/// From the account page: the signed-in owner of `link` (a connection that needs them, checked
-/// by the caller) connects it again, or for the first time. `binding` is the browser's.
+/// From the account page: `user`, signed in (in the browser bound to `binding`), connects their
+/// connection `connection` again, or for the first time. `None` when it is not a connection
+/// of theirs.
 pub async fn start_for_owner(
     ctx: FlowContext<'_>,
-    link: &LinkRecord,
+    user: &str,
+    connection: &str,
     binding: &str,
     now: UnixTime,
-) -> Result<url::Url, FlowError> {
+) -> Result<Option<url::Url>, FlowError> {
+    let link = ctx.store.link(connection).await.map_err(|e| unavailable(&e.into()))?;
+    let Some(link) = link.filter(|l| l.info.user == user) else { return Ok(None) };
     if link.status == LinkStatus::Active || link.status == LinkStatus::Ended {
         return Err(page("This account is not waiting to be connected."));
     }
     // Completed once, like a link (the mark names this start, not a link handed out).
-    sign_in_for(ctx, link, &hash::digest(binding), hash::digest(&random::token()), now).await
+    sign_in_for(ctx, &link, &hash::digest(binding), hash::digest(&random::token()), now).await.map(Some)
 }
 
 /// The upstream sign-in that restores `link` in the browser bound to `binding_digest`.

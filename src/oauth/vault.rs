@@ -216,16 +216,7 @@ mod tests {
     #[test]
     fn a_sealed_token_set_only_opens_in_its_own_grant() {
         let vault = Vault::new(KeyRing::parse(&KeyRing::generate_spec("k")).unwrap());
-        let tokens = UpstreamTokens {
-            access_token: "gho_secret".into(),
-            token_type: "bearer".into(),
-            refresh_token: None,
-            expires_at: None,
-            obtained_at: None,
-            refresh_expires_at: None,
-            scope: None,
-            extra: Default::default(),
-        };
+        let tokens = UpstreamTokens { access_token: "gho_secret".into(), ..tokens() };
         let sealed = vault.seal("g1", &info("c1"), &tokens).unwrap();
         assert!(!sealed.windows(10).any(|w| w == b"gho_secret"));
         let grant = |id: &str, client: &str| GrantRecord::new(id.into(), info(client), sealed.clone());

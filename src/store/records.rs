@@ -489,3 +489,23 @@ pub struct ConnectionOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection and a grant as the previous version stored them (no `bound_to_user`) read
+    /// as sealed to the upstream account, and writing them back adds nothing.
+    #[test]
+    fn connections_and_grants_of_the_previous_version_read_unchanged() {
+        let link =
+            r#"{"user":"gh:42","provider":"gh","subject":"42","scope":["repo"],"created_at":1,"connected_at":1}"#;
+        let info: LinkInfo = serde_json::from_str(link).unwrap();
+        assert!(!info.bound_to_user);
+        assert_eq!(serde_json::to_string(&info).unwrap(), link, "nothing new is written");
+        let grant = r#"{"subject":"42","client_id":"c","resource":"files","provider":"gh","scope":["files:read"],"offline":true,"created_at":1}"#;
+        let info: GrantInfo = serde_json::from_str(grant).unwrap();
+        assert!(!info.bound_to_user);
+        assert_eq!(serde_json::to_string(&info).unwrap(), grant, "nothing new is written");
+    }
+}

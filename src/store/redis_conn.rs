@@ -129,12 +129,23 @@ fn command_resendable(e: &RedisError) -> bool {
 }
 
 /// Whether a pipeline may be sent again after `e`: nothing of it ran (a transaction aborted
-/// for a moved slot, or a refused connection). A plain pipeline's moved commands the cluster
-/// client follows itself, and one that moved in part may have run the rest.
-fn pipeline_resendable(e: &RedisError) -> bool {
+/// for a moved slot, or a refused connection), or it only reads (a plain pipeline the cluster
+/// client could not follow into a slot being migrated, ASK; one that writes may have run in part).
+fn pipeline_resendable(pipeline: &Pipeline, e: &RedisError) -> bool {
+    let moved = || e.clone().into_server_errors().is_some_and(|errors| errors.iter().any(|(_, s)| reshaping(s.code())));
     e.is_connection_refusal()
-        || (e.code() == Some("EXECABORT")
-            && e.clone().into_server_errors().is_some_and(|errors| errors.iter().any(|(_, s)| reshaping(s.code()))))
+        || (e.code() == Some("EXECABORT") && moved())
+        || (!pipeline.is_transaction() && reads_only(pipeline) && moved())
+}
+
+/// Whether every command of `pipeline` only reads.
+fn reads_only(pipeline: &Pipeline) -> bool {
+    const READS: [&[u8]; 11] =
+        [b"GET", b"MGET", b"HGET", b"HMGET", b"HGETALL", b"EXISTS", b"TTL", b"PTTL", b"ZRANGE", b"SMEMBERS", b"SCARD"];
+    pipeline.cmd_iter().all(|cmd| match cmd.args_iter().next() {
+        Some(::redis::Arg::Simple(name)) => READS.iter().any(|r| r.eq_ignore_ascii_case(name)),
+        _ => false,
+    })
 }
 
 impl ClusterConn {
@@ -178,7 +189,7 @@ impl ConnectionLike for Conn {
                 let mut attempt = 0;
                 loop {
                     match c.conn.req_packed_commands(pipeline, offset, count).await {
-                        Err(e) if attempt < RESENDS && pipeline_resendable(&e) => {
+                        Err(e) if attempt < RESENDS && pipeline_resendable(pipeline, &e) => {
                             c.again(attempt).await;
                             attempt += 1;
                         }

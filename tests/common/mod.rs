@@ -978,3 +978,10 @@ pub fn types(events: &[Value]) -> Vec<String> {
 pub fn has(events: &[Value], kind: &str) -> bool {
     types(events).iter().any(|t| t == kind)
 }
+
+/// The value of the form field `name` (`name="..." value="..."`) in a page's `html`.
+pub fn field<'a>(html: &'a str, name: &str) -> &'a str {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
+    &html[start..start + html[start..].find('"').unwrap()]
+}

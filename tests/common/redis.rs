@@ -378,12 +378,7 @@ impl RedisCluster {
     pub fn primary_of(&self, key: &str) -> usize {
         let slot = self.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]).trim().parse::<usize>().unwrap();
         let nodes = self.nodes[0].cli(&["CLUSTER", "NODES"]);
-        let serves = |line: &&str| {
-            line.split_whitespace().skip(8).filter(|r| !r.starts_with('[')).any(|range| match range.split_once('-') {
-                Some((a, b)) => (a.parse().unwrap_or(usize::MAX)..=b.parse().unwrap_or(0)).contains(&slot),
-                None => range.parse() == Ok(slot),
-            })
-        };
+        let serves = |line: &&str| slot_ranges(line).any(|range| range.contains(&slot));
         let line = nodes.lines().filter(|l| l.contains("master")).find(serves).expect("no primary serves the slot");
         let address = line.split_whitespace().nth(1).unwrap_or_default();
         let port: u16 = address.split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -435,14 +430,7 @@ impl RedisCluster {
         let id = self.node_id(i);
         let nodes = self.nodes[0].cli(&["CLUSTER", "NODES"]);
         let Some(line) = nodes.lines().find(|l| l.starts_with(&id)) else { return 0 };
-        line.split_whitespace()
-            .skip(8)
-            .filter(|range| !range.starts_with('['))
-            .map(|range| match range.split_once('-') {
-                Some((a, b)) => b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0),
-                None => 1,
-            })
-            .sum()
+        slot_ranges(line).map(|range| range.count()).sum()
     }
 
     /// Runs `redis-cli --cluster <args>` (against node 0 unless the args name a node) and
@@ -497,6 +485,15 @@ impl RedisCluster {
         self.admin(&["del-node", &seed, &id]);
         self.nodes[i].stop();
     }
+}
+
+/// The slots a `CLUSTER NODES` line says its node serves (ranges after the eighth field;
+/// slots being migrated, `[...]`, are left out).
+fn slot_ranges(line: &str) -> impl Iterator<Item = std::ops::RangeInclusive<usize>> + '_ {
+    line.split_whitespace().skip(8).filter(|r| !r.starts_with('[')).filter_map(|range| {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        Some(a.parse().ok()?..=b.parse().ok()?)
+    })
 }
 
 /// A real Sentinel setup: a master, one replica and one sentinel watching them as

@@ -181,6 +181,13 @@ impl RedisStore {
         format!("{}:{SCHEMA}:recent:{{r{shard:02}}}", self.prefix)
     }
 
+    /// The keys part `shard` is read from: its own, and for the first part also the one key of
+    /// versions that kept the record in one (until its uses age out).
+    fn recent_keys(&self, shard: usize) -> impl Iterator<Item = String> {
+        let legacy = (shard == 0).then(|| format!("{}:{SCHEMA}:recent", self.prefix));
+        std::iter::once(self.recent_key(shard)).chain(legacy)
+    }
+
     /// Runs one Redis exchange under the store deadline.
     async fn run<T>(&self, op: impl AsyncFnOnce(Conn) -> Result<T, RedisError>) -> StoreResult<T> {
         let started = std::time::Instant::now();
@@ -491,9 +498,7 @@ impl ActivityStore for RedisStore {
 
     async fn used_since(&self, shard: usize, since: UnixTime, limit: usize) -> StoreResult<Vec<String>> {
         let mut ids = Vec::new();
-        // The first part also reads the record of versions that kept one key for all.
-        let legacy = (shard == 0).then(|| format!("{}:{SCHEMA}:recent", self.prefix));
-        for key in std::iter::once(self.recent_key(shard)).chain(legacy) {
+        for key in self.recent_keys(shard) {
             let left = limit.saturating_sub(ids.len());
             let found: Vec<String> = self
                 .run(async move |mut c| {
@@ -515,8 +520,7 @@ impl ActivityStore for RedisStore {
     }
 
     async fn forget_before(&self, shard: usize, before: UnixTime) -> StoreResult<()> {
-        let legacy = (shard == 0).then(|| format!("{}:{SCHEMA}:recent", self.prefix));
-        for key in std::iter::once(self.recent_key(shard)).chain(legacy) {
+        for key in self.recent_keys(shard) {
             let bound = format!("({before}");
             let () = self
                 .run(async move |mut c| {
