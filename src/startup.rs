@@ -105,9 +105,10 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = match &built.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new(clock.clone())),
-            StoreChoice::Redis { target, prefix, timeout } => Arc::new(
+            StoreChoice::Redis { target, prefix, timeout, schema } => Arc::new(
                 RedisStore::connect(target, prefix, *timeout)
                     .map_err(|e| StartupError::Store(e.to_string()))?
+                    .with_write_schema(*schema)
                     .with_metrics(metrics.clone()),
             ),
         };

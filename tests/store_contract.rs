@@ -1,5 +1,6 @@
 //! One contract, three stores: every test here runs against `MemoryStore`, `RedisStore` on one
-//! server and `RedisStore` on a three-primary Redis Cluster.
+//! server and `RedisStore` on a three-primary Redis Cluster, the Redis ones writing each record
+//! format (`store.write_schema` 1 and 2).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 mod common;
@@ -25,18 +26,19 @@ impl Subject {
         Self { store: Arc::new(MemoryStore::new(Arc::new(clock.clone()))), clock, _redis: None }
     }
 
-    fn redis() -> Self {
+    fn redis(schema: WriteSchema) -> Self {
         let redis = RedisServer::start();
-        let store =
-            RedisStore::connect(&RedisTarget::standalone(&redis.url()), "contract", Duration::from_secs(2)).unwrap();
+        let store = RedisStore::connect(&RedisTarget::standalone(&redis.url()), "contract", Duration::from_secs(2))
+            .unwrap()
+            .with_write_schema(schema);
         Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(Box::new(redis)) }
     }
 
     /// A three-primary Redis Cluster, reached through two seed nodes.
-    fn cluster() -> Self {
+    fn cluster(schema: WriteSchema) -> Self {
         let cluster = RedisCluster::start();
         let target = RedisTarget::new(Topology::Cluster, &cluster.url());
-        let store = RedisStore::connect(&target, "contract", Duration::from_secs(2)).unwrap();
+        let store = RedisStore::connect(&target, "contract", Duration::from_secs(2)).unwrap().with_write_schema(schema);
         Self { store: Arc::new(store), clock: ManualClock::starting_at(0), _redis: Some(Box::new(cluster)) }
     }
 
@@ -58,8 +60,10 @@ impl Subject {
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::memory()).await; } )* }
-        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::redis()).await; } )* }
-        mod redis_cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::cluster()).await; } )* }
+        mod redis { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::redis(tether::store::WriteSchema::V1)).await; } )* }
+        mod redis_cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::cluster(tether::store::WriteSchema::V1)).await; } )* }
+        mod redis_v2 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::redis(tether::store::WriteSchema::V2)).await; } )* }
+        mod redis_cluster_v2 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::Subject::cluster(tether::store::WriteSchema::V2)).await; } )* }
     };
 }
 
@@ -870,6 +874,13 @@ async fn grants_on_a_connection_read_its_tokens_and_status_in_one_call(s: Subjec
     assert!(!s.store.reseal_grant_upstream(&b.id, b"stale", b"resealed").await.unwrap());
     assert!(s.store.reseal_grant_upstream(&b.id, b"fresh", b"resealed").await.unwrap());
     assert_eq!(s.store.grant(&a.id).await.unwrap().unwrap().upstream, b"resealed");
+    // Token sets of kilobytes (providers whose tokens are JWTs) read back whole, and shorter
+    // ones replace them without a trace of the longer.
+    let large: Vec<u8> = (0..3000u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    assert!(s.store.reseal_grant_upstream(&a.id, b"resealed", &large).await.unwrap());
+    assert_eq!(s.store.grant(&b.id).await.unwrap().unwrap().upstream, large);
+    assert!(s.store.reseal_grant_upstream(&b.id, &large, b"resealed").await.unwrap());
+    assert_eq!(s.store.link(LINK).await.unwrap().unwrap().upstream, b"resealed");
     // The provider refusing one grant's refresh leaves every grant on it needing the user.
     assert!(s.store.set_grant_status(&b.id, GrantStatus::Dead).await.unwrap());
     assert_eq!(s.store.link(LINK).await.unwrap().unwrap().status, LinkStatus::NeedsReauth);

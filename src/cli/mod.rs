@@ -95,6 +95,17 @@ pub enum StoreCommand {
     /// Lists every stored grant in the admin API's listings (grants written by versions
     /// before the listings existed). Safe while Tether serves; run it once after upgrading.
     Reindex,
+    /// Rewrites every stored grant and connection in the record format `store.write_schema`
+    /// names (2: compact; 1: back to what earlier versions read). Safe while Tether serves and
+    /// on Redis Cluster; resumable (`--cursor`), and records already in the format are skipped.
+    Migrate {
+        /// Only count what would be rewritten.
+        #[arg(long)]
+        dry_run: bool,
+        /// Continue from this cursor (printed after each page).
+        #[arg(long, default_value_t = 0)]
+        cursor: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +172,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command: KeysCommand::Reseal { dry_run } } => reseal(cli.config, dry_run, clock.now()).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Store { command: StoreCommand::Reindex } => reindex(cli.config, clock.now()).await,
+        Command::Store { command: StoreCommand::Migrate { dry_run, cursor } } => {
+            // Boxed: the command's future would make `run`'s too deep for the compiler's layout queries.
+            Box::pin(migrate(cli.config, dry_run, cursor, clock.now())).await
+        }
         Command::Providers { command: ProvidersCommand::List { name } } => Ok(list_presets(name.as_deref())),
         Command::Healthcheck { url } => {
             let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
@@ -332,14 +347,16 @@ fn redis_store(config: Option<PathBuf>, now: i64, command: &str) -> Result<(Redi
         eprint!("{message}");
         ExitCode::from(2)
     })?;
-    let StoreChoice::Redis { target, prefix, timeout } = &built.store else {
+    let StoreChoice::Redis { target, prefix, timeout, schema } = &built.store else {
         eprintln!("tether {command}: the memory store lives inside the server process; nothing to do from outside it.");
         return Err(ExitCode::from(2));
     };
-    let store = RedisStore::connect(target, prefix, *timeout).map_err(|e| {
-        eprintln!("tether {command}: {e}");
-        ExitCode::FAILURE
-    })?;
+    let store = RedisStore::connect(target, prefix, *timeout)
+        .map_err(|e| {
+            eprintln!("tether {command}: {e}");
+            ExitCode::FAILURE
+        })?
+        .with_write_schema(*schema);
     Ok((store, built))
 }
 
@@ -356,6 +373,38 @@ async fn reindex(config: Option<PathBuf>, now: i64) -> anyhow::Result<ExitCode> 
 }
 
 #[allow(clippy::print_stdout)] // the report is the command's output
+async fn migrate(config: Option<PathBuf>, dry_run: bool, mut cursor: u64, now: i64) -> anyhow::Result<ExitCode> {
+    let (store, _) = match redis_store(config, now, "store migrate") {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
+    };
+    let format = store.write_schema().number();
+    let mut report = crate::store::MigrationReport::default();
+    loop {
+        cursor = match store.migrate_page(cursor, dry_run, &mut report).await {
+            Ok(next) => next,
+            Err(e) => {
+                eprintln!("tether store migrate: {e}; run it again with --cursor {cursor} to continue from here");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        if cursor == 0 {
+            break;
+        }
+        eprintln!(
+            "# {} grants, {} connections so far; --cursor {cursor} continues from here",
+            report.grants, report.connections
+        );
+    }
+    let verb = if dry_run { "to rewrite" } else { "rewritten" };
+    println!(
+        "record format {format}: {} grants and {} connections {verb}, {} already in it, {} changed while being read (run again)",
+        report.grants, report.connections, report.current, report.raced
+    );
+    Ok(if report.raced > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+#[allow(clippy::print_stdout)] // the report is the command's output
 async fn reseal(config: Option<PathBuf>, dry_run: bool, now: i64) -> anyhow::Result<ExitCode> {
     let (built, _) = match load(config, now) {
         Ok(built) => built,
@@ -364,7 +413,7 @@ async fn reseal(config: Option<PathBuf>, dry_run: bool, now: i64) -> anyhow::Res
             return Ok(ExitCode::from(2));
         }
     };
-    let StoreChoice::Redis { target, prefix, timeout } = &built.store else {
+    let StoreChoice::Redis { target, prefix, timeout, schema } = &built.store else {
         eprintln!(
             "tether keys reseal: the memory store lives inside the server process; re-sealing happens as grants are read."
         );
@@ -374,7 +423,7 @@ async fn reseal(config: Option<PathBuf>, dry_run: bool, now: i64) -> anyhow::Res
         eprintln!("tether keys reseal: no encryption keys are configured.");
         return Ok(ExitCode::from(2));
     }
-    let store = RedisStore::connect(target, prefix, *timeout)?;
+    let store = RedisStore::connect(target, prefix, *timeout)?.with_write_schema(*schema);
     let vault = Vault::new(built.keyring);
     let report = crate::oauth::vault::reseal_all(&store, &vault, dry_run).await?;
     let verb = if dry_run { "to re-seal" } else { "re-sealed" };

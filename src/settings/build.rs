@@ -23,6 +23,7 @@ use crate::oauth::documents::CachePolicy;
 use crate::oauth::refresh::RefreshPolicy;
 use crate::oauth::registry::Registry;
 use crate::oauth::tokens::Lifetimes;
+use crate::store::WriteSchema;
 use crate::store::{ClientCaps, RedisTarget, Topology};
 use crate::upstream::ProviderConfig;
 use ipnet::IpNet;
@@ -47,7 +48,7 @@ pub enum MetricsChoice {
 #[derive(Debug)]
 pub enum StoreChoice {
     Memory,
-    Redis { target: RedisTarget, prefix: String, timeout: Duration },
+    Redis { target: RedisTarget, prefix: String, timeout: Duration, schema: WriteSchema },
 }
 
 /// Everything validated configuration yields.
@@ -157,6 +158,10 @@ pub fn build(settings: &Settings, now: UnixTime) -> Result<Built, ConfigErrors> 
     };
     if !(1..=60_000).contains(&settings.store.timeout_ms) {
         errors.push("store.timeout_ms", "must be between 1 and 60000");
+    }
+    if WriteSchema::parse(settings.store.write_schema).is_none() {
+        errors
+            .push("store.write_schema", "must be 1 or 2 (the record format new grants and connections are written in)");
     }
 
     match (issuer, bind, lifetimes, store, keys) {
@@ -318,7 +323,10 @@ fn store(
                 return None;
             };
             let target = redis_target(s, &urls, errors)?;
-            Some(StoreChoice::Redis { target, prefix: s.prefix.clone(), timeout: Duration::from_millis(s.timeout_ms) })
+            // Checked with the other store settings.
+            let schema = WriteSchema::parse(s.write_schema).unwrap_or_default();
+            let timeout = Duration::from_millis(s.timeout_ms);
+            Some(StoreChoice::Redis { target, prefix: s.prefix.clone(), timeout, schema })
         }
     }
 }

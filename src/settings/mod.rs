@@ -156,6 +156,7 @@ pub struct StoreSettings {
     pub ca_file: String,
     pub prefix: String,
     pub timeout_ms: u64,
+    pub write_schema: u8,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,7 @@ pub mod records;
 pub mod redis;
 mod redis_conn;
 
-pub use self::redis::RedisStore;
+pub use self::redis::{MigrationReport, RedisStore, WriteSchema};
 pub use memory::MemoryStore;
 pub use records::*;
 pub use redis_conn::{RedisTarget, Topology};

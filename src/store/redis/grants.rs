@@ -1,5 +1,6 @@
-//! Grants on Redis: one hash per grant (`grant:{id}`) holding its record (`rec`, JSON), status
-//! (`st`), sealed upstream tokens (`up`), refresh family (`fg fc fp fr`, see `refresh`), use
+//! Grants on Redis: one hash per grant (`grant:{id}`) holding its record (`rec` or `r0`.., see
+//! `format`), status (`st`), sealed upstream tokens (`up`, grants made before connections only),
+//! refresh family (`fg fc fp fr`, see `refresh`), use
 //! (`lu` last used at, `lb` by which resource, `uc` count) and, once revoked, its tombstone
 //! (`ra` at, `rb` by, `rr` reason).
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 use ::redis::RedisError;
 use async_trait::async_trait;
 
-use super::{RedisStore, SCAN_CURSOR_MASK, SCAN_NODE_SHIFT, SCHEMA, decode, encode, field, millis, text};
+use super::format::{self, Fields, UPSTREAM_FIELDS, WriteSchema};
+use super::{RedisStore, SCAN_CURSOR_MASK, SCAN_NODE_SHIFT, SCHEMA, millis, text};
 use crate::clock::UnixTime;
 use crate::store::{GrantRecord, GrantStatus, GrantStore, GrantUsage, StoreError, StoreResult, Tombstone};
 use crate::store::{LinkStatus, Revoked};
@@ -30,13 +32,24 @@ if redis.call('HGET', KEYS[1], 'st') ~= 'revoked' then redis.call('HSET', KEYS[1
 return 1
 ";
 
-/// Sets a hash field only while it still holds the expected value. ARGV: field, expected, new.
-pub(super) const HSET_IF_EQUAL: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  return 1
+/// Replaces the sealed upstream tokens of a grant or connection only while they are still the
+/// expected ones, in either format (`format`). ARGV: expected, then the new tokens' field,
+/// value pairs.
+pub(super) const RESEAL_UP: &str = r"
+local held = redis.call('HGET', KEYS[1], 'up')
+if not held then
+  local parts = {}
+  for i = 0, 15 do
+    local part = redis.call('HGET', KEYS[1], 'u' .. i)
+    if not part then break end
+    parts[#parts + 1] = part
+  end
+  if #parts > 0 then held = table.concat(parts) end
 end
-return 0
+if held ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9', 'u10', 'u11', 'u12', 'u13', 'u14', 'u15')
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
 ";
 
 /// Revokes an existing grant: status, tombstone (unless it has one), sealed tokens deleted,
@@ -59,23 +72,23 @@ redis.call('HINCRBY', KEYS[1], 'uc', ARGV[3])
 return 1
 ";
 
-fn usage_fields(usage: &GrantUsage) -> Vec<(&'static str, Vec<u8>)> {
+fn usage_fields(usage: &GrantUsage) -> Fields {
     let mut fields = Vec::new();
     if let (Some(at), Some(by)) = (usage.last_used_at, &usage.last_used_by) {
-        fields.push(("lu", at.to_string().into_bytes()));
-        fields.push(("lb", by.as_bytes().to_vec()));
+        fields.push(("lu".to_owned(), at.to_string().into_bytes()));
+        fields.push(("lb".to_owned(), by.as_bytes().to_vec()));
     }
     if usage.use_count > 0 {
-        fields.push(("uc", usage.use_count.to_string().into_bytes()));
+        fields.push(("uc".to_owned(), usage.use_count.to_string().into_bytes()));
     }
     fields
 }
 
-fn tombstone_fields(tombstone: &Tombstone) -> Vec<(&'static str, Vec<u8>)> {
+fn tombstone_fields(tombstone: &Tombstone) -> Fields {
     vec![
-        ("ra", tombstone.at.to_string().into_bytes()),
-        ("rb", tombstone.by.as_bytes().to_vec()),
-        ("rr", tombstone.reason.as_bytes().to_vec()),
+        ("ra".to_owned(), tombstone.at.to_string().into_bytes()),
+        ("rb".to_owned(), tombstone.by.as_bytes().to_vec()),
+        ("rr".to_owned(), tombstone.reason.as_bytes().to_vec()),
     ]
 }
 
@@ -92,14 +105,10 @@ fn optional_number<T: std::str::FromStr>(hash: &HashMap<String, Vec<u8>>, name: 
 #[async_trait]
 impl GrantStore for RedisStore {
     async fn put_grant(&self, grant: &GrantRecord, ttl: Duration) -> StoreResult<()> {
-        let mut fields = vec![
-            ("rec", encode(&grant.info)?),
-            ("st", grant.status.as_str().as_bytes().to_vec()),
-            ("up", grant.upstream.clone()),
-        ];
-        if grant.upstream.is_empty() {
-            fields.retain(|(name, _)| *name != "up");
-        }
+        let mut fields = format::grant_info_fields(self.schema, &grant.info)?;
+        fields.push(("st".to_owned(), grant.status.as_str().as_bytes().to_vec()));
+        // Only grants made before connections hold tokens of their own; they keep one field.
+        fields.extend(format::upstream_fields(WriteSchema::V1, &grant.upstream));
         if let Some(family) = &grant.family {
             fields.extend(super::refresh::family_fields(family));
         }
@@ -120,9 +129,10 @@ impl GrantStore for RedisStore {
             let hash = self.hgetall(self.gkey("grant", grant_id)).await?;
             return grant_from(grant_id, &hash);
         };
-        // One round trip: the grant and its connection's status and tokens (same hash slot).
+        // One round trip: the grant and its connection's status and tokens (same hash slot),
+        // the tokens in either format.
         let (grant_key, link_key) = (self.gkey("grant", grant_id), self.key("link", link));
-        let (hash, (status, upstream)): (HashMap<String, Vec<u8>>, (Option<String>, Option<Vec<u8>>)) = self
+        let (hash, link): (HashMap<String, Vec<u8>>, Vec<Option<Vec<u8>>>) = self
             .run(async move |mut c| {
                 ::redis::pipe()
                     .cmd("HGETALL")
@@ -130,14 +140,16 @@ impl GrantStore for RedisStore {
                     .cmd("HMGET")
                     .arg(&link_key)
                     .arg("st")
-                    .arg("up")
+                    .arg(&UPSTREAM_FIELDS)
                     .query_async(&mut c)
                     .await
             })
             .await?;
         let Some(mut grant) = grant_from(grant_id, &hash)? else { return Ok(None) };
-        let status = status.as_deref().and_then(LinkStatus::parse);
-        crate::store::memory::merge_link(&mut grant, status.map(|s| (s, upstream.as_deref().unwrap_or_default())));
+        let status =
+            link.first().and_then(Option::as_deref).and_then(|s| LinkStatus::parse(std::str::from_utf8(s).ok()?));
+        let upstream = status.map(|_| format::upstream_from_values(&link[1..])).unwrap_or_default();
+        crate::store::memory::merge_link(&mut grant, status.map(|s| (s, upstream.as_slice())));
         Ok(Some(grant))
     }
 
@@ -171,15 +183,22 @@ impl GrantStore for RedisStore {
 
     async fn set_grant_upstream(&self, grant_id: &str, upstream: &[u8]) -> StoreResult<bool> {
         let key = self.gkey("grant", grant_id);
-        let upstream = upstream.to_vec();
         let found: i64 = match crate::store::connection_of(grant_id) {
             Some(link) => {
                 let (link_key, script) = (self.key("link", link), &self.link_upstream);
-                self.run(async move |mut c| script.key(&key).key(&link_key).arg(upstream).invoke_async(&mut c).await)
-                    .await?
+                let fields = format::upstream_fields(self.schema, upstream);
+                self.run(async move |mut c| {
+                    let mut call = script.key(&key);
+                    call.key(&link_key);
+                    for (name, value) in &fields {
+                        call.arg(name).arg(value.as_slice());
+                    }
+                    call.invoke_async(&mut c).await
+                })
+                .await?
             }
             None => {
-                let script = &self.set_upstream;
+                let (script, upstream) = (&self.set_upstream, upstream.to_vec());
                 self.run(async move |mut c| script.key(&key).arg(upstream).invoke_async(&mut c).await).await?
             }
         };
@@ -187,14 +206,23 @@ impl GrantStore for RedisStore {
     }
 
     async fn reseal_grant_upstream(&self, grant_id: &str, expected: &[u8], upstream: &[u8]) -> StoreResult<bool> {
-        let key = match crate::store::connection_of(grant_id) {
-            Some(link) => self.key("link", link),
-            None => self.gkey("grant", grant_id),
+        let (key, fields) = match crate::store::connection_of(grant_id) {
+            Some(link) => (self.key("link", link), format::upstream_fields(self.schema, upstream)),
+            None => (self.gkey("grant", grant_id), format::upstream_fields(WriteSchema::V1, upstream)),
         };
-        let script = &self.hset_if_equal;
-        let (expected, upstream) = (expected.to_vec(), upstream.to_vec());
-        self.run(async move |mut c| script.key(&key).arg("up").arg(expected).arg(upstream).invoke_async(&mut c).await)
-            .await
+        if fields.is_empty() {
+            return Ok(false);
+        }
+        let (script, expected) = (&self.reseal_up, expected.to_vec());
+        self.run(async move |mut c| {
+            let mut call = script.key(&key);
+            call.arg(expected);
+            for (name, value) in &fields {
+                call.arg(name).arg(value.as_slice());
+            }
+            call.invoke_async(&mut c).await
+        })
+        .await
     }
 
     async fn revoke_grant(&self, grant_id: &str, tombstone: &Tombstone, ttl: Duration) -> StoreResult<Revoked> {
@@ -213,6 +241,7 @@ impl GrantStore for RedisStore {
         // Sibling grants' keys are `<base><id without the connection>`.
         let base = format!("{}:{SCHEMA}:grant:{{{link}}}", self.prefix);
         let (script, id, skip) = (&self.revoke_link_grant, grant_id.to_owned(), link.len());
+        let member = format::member_field(link, grant_id);
         let outcome: i64 = self
             .run(async move |mut c| {
                 script
@@ -226,6 +255,7 @@ impl GrantStore for RedisStore {
                     .arg(id)
                     .arg(base)
                     .arg(skip)
+                    .arg(member)
                     .invoke_async(&mut c)
                     .await
             })
@@ -247,31 +277,37 @@ impl GrantStore for RedisStore {
     }
 
     async fn scan_grants(&self, cursor: u64) -> StoreResult<(u64, Vec<String>)> {
-        // One SCAN per primary, in turn: the top 16 bits of the cursor number the primary
-        // (in sorted order), the rest is that primary's own cursor.
-        let pattern = format!("{}:{SCHEMA}:grant:*", self.prefix);
-        let (node, node_cursor) = ((cursor >> SCAN_NODE_SHIFT) as usize, cursor & SCAN_CURSOR_MASK);
-        let (next, keys): (u64, Vec<String>) = self
-            .run(async move |mut c| {
-                let primaries = c.primaries().await?;
-                let Some(primary) = primaries.get(node) else { return Ok((0, Vec::new())) };
-                let scan =
-                    ::redis::cmd("SCAN").arg(node_cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
-                let (next, keys): (u64, Vec<String>) = ::redis::from_redis_value(c.on_primary(primary, scan).await?)?;
-                if next > SCAN_CURSOR_MASK {
-                    return Err(RedisError::from((::redis::ErrorKind::Client, "SCAN cursor beyond 48 bits")));
-                }
-                let next = match (next, node + 1 < primaries.len()) {
-                    (0, true) => ((node + 1) as u64) << SCAN_NODE_SHIFT,
-                    (0, false) => 0,
-                    (next, _) => ((node as u64) << SCAN_NODE_SHIFT) | next,
-                };
-                Ok((next, keys))
-            })
-            .await?;
+        let (next, keys) = self.scan_keys(cursor, format!("{}:{SCHEMA}:grant:*", self.prefix)).await?;
         // `prefix:v1:grant:{id}`: the id is inside the hash tag.
         let ids = keys.iter().filter_map(|k| k.rsplit_once(":{").map(|(_, id)| id.replacen('}', "", 1))).collect();
         Ok((next, ids))
+    }
+}
+
+impl RedisStore {
+    /// One page of the keys matching `pattern` on every primary: pass 0 first, then the
+    /// returned cursor until it is 0 again. A key present for the whole scan is listed at least
+    /// once.
+    pub(super) async fn scan_keys(&self, cursor: u64, pattern: String) -> StoreResult<(u64, Vec<String>)> {
+        // One SCAN per primary, in turn: the top 16 bits of the cursor number the primary
+        // (in sorted order), the rest is that primary's own cursor.
+        let (node, node_cursor) = ((cursor >> SCAN_NODE_SHIFT) as usize, cursor & SCAN_CURSOR_MASK);
+        self.run(async move |mut c| {
+            let primaries = c.primaries().await?;
+            let Some(primary) = primaries.get(node) else { return Ok((0, Vec::new())) };
+            let scan = ::redis::cmd("SCAN").arg(node_cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
+            let (next, keys): (u64, Vec<String>) = ::redis::from_redis_value(c.on_primary(primary, scan).await?)?;
+            if next > SCAN_CURSOR_MASK {
+                return Err(RedisError::from((::redis::ErrorKind::Client, "SCAN cursor beyond 48 bits")));
+            }
+            let next = match (next, node + 1 < primaries.len()) {
+                (0, true) => ((node + 1) as u64) << SCAN_NODE_SHIFT,
+                (0, false) => 0,
+                (next, _) => ((node as u64) << SCAN_NODE_SHIFT) | next,
+            };
+            Ok((next, keys))
+        })
+        .await
     }
 }
 
@@ -283,11 +319,11 @@ fn grant_from(grant_id: &str, hash: &HashMap<String, Vec<u8>>) -> StoreResult<Op
     let status = text(hash, "st")?;
     Ok(Some(GrantRecord {
         id: grant_id.to_owned(),
-        info: decode(field(hash, "rec")?)?,
+        info: format::grant_info(hash)?,
         status: GrantStatus::parse(status)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown grant status `{status}`")))?,
         // A revoked grant's sealed tokens are deleted.
-        upstream: hash.get("up").cloned().unwrap_or_default(),
+        upstream: format::upstream_of(hash),
         family: super::refresh::family(hash)?,
         usage: GrantUsage {
             last_used_at: optional_number(hash, "lu")?,

@@ -16,10 +16,15 @@ use super::redis_conn::{Conn, Source};
 use super::*;
 
 mod audit;
+mod format;
 mod grants;
 mod index;
 mod links;
+mod migrate;
 mod refresh;
+
+pub use format::WriteSchema;
+pub use migrate::MigrationReport;
 
 const SCHEMA: &str = "v1";
 
@@ -89,6 +94,8 @@ pub struct RedisStore {
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     prefix: String,
     timeout: Duration,
+    /// The record format new grants and connections are written in (both are read).
+    schema: WriteSchema,
     take_code: Script,
     set_status: Script,
     set_upstream: Script,
@@ -101,7 +108,8 @@ pub struct RedisStore {
     unlock: Script,
     set_once: Script,
     admit_client: Script,
-    hset_if_equal: Script,
+    reseal_up: Script,
+    migrate: Script,
     relapse_client: Script,
     keep_link: Script,
     put_link: Script,
@@ -130,6 +138,7 @@ impl RedisStore {
             metrics: None,
             prefix: prefix.to_owned(),
             timeout,
+            schema: WriteSchema::default(),
             take_code: Script::new(TAKE_CODE),
             set_status: Script::new(grants::SET_STATUS),
             set_upstream: Script::new(grants::SET_UPSTREAM),
@@ -142,7 +151,8 @@ impl RedisStore {
             unlock: Script::new(UNLOCK),
             set_once: Script::new(SET_ONCE),
             admit_client: Script::new(ADMIT_CLIENT),
-            hset_if_equal: Script::new(grants::HSET_IF_EQUAL),
+            reseal_up: Script::new(grants::RESEAL_UP),
+            migrate: Script::new(migrate::MIGRATE),
             relapse_client: Script::new(RELAPSE_CLIENT),
             keep_link: Script::new(links::KEEP_LINK),
             put_link: Script::new(links::PUT_LINK),
@@ -152,6 +162,13 @@ impl RedisStore {
             revoke_link_grant: Script::new(links::REVOKE_LINK_GRANT),
             swap_resources: Script::new(index::SWAP_RESOURCES),
         })
+    }
+
+    /// Writes new grants and connections in `schema` (`store.write_schema`).
+    #[must_use]
+    pub fn with_write_schema(mut self, schema: WriteSchema) -> Self {
+        self.schema = schema;
+        self
     }
 
     /// Records the latency and failures of every operation.
@@ -239,13 +256,13 @@ impl RedisStore {
     }
 
     /// Replaces a hash with `fields` and gives it `ttl`, atomically (MULTI/EXEC).
-    async fn put_hash(&self, key: String, fields: Vec<(&'static str, Vec<u8>)>, ttl: Duration) -> StoreResult<()> {
+    async fn put_hash(&self, key: String, fields: format::Fields, ttl: Duration) -> StoreResult<()> {
         self.run(async move |mut c| {
             let mut pipe = ::redis::pipe();
             pipe.atomic().cmd("DEL").arg(&key).ignore();
             pipe.cmd("HSET").arg(&key);
             for (name, value) in &fields {
-                pipe.arg(*name).arg(value.as_slice());
+                pipe.arg(name).arg(value.as_slice());
             }
             pipe.ignore().cmd("PEXPIRE").arg(&key).arg(millis(ttl)).ignore();
             pipe.query_async(&mut c).await

@@ -66,12 +66,14 @@ return {2, redis.call('HGET', KEYS[1], 'rat')}
 ";
 
 /// The grant hash fields of a family.
-pub(super) fn family_fields(family: &RefreshFamily) -> Vec<(&'static str, Vec<u8>)> {
-    let mut fields =
-        vec![("fg", family.generation.to_string().into_bytes()), ("fc", family.current.as_bytes().to_vec())];
+pub(super) fn family_fields(family: &RefreshFamily) -> super::format::Fields {
+    let mut fields = vec![
+        ("fg".to_owned(), family.generation.to_string().into_bytes()),
+        ("fc".to_owned(), family.current.as_bytes().to_vec()),
+    ];
     if let (Some(previous), Some(at)) = (&family.previous, family.rotated_at) {
-        fields.push(("fp", previous.as_bytes().to_vec()));
-        fields.push(("fr", at.to_string().into_bytes()));
+        fields.push(("fp".to_owned(), previous.as_bytes().to_vec()));
+        fields.push(("fr".to_owned(), at.to_string().into_bytes()));
     }
     fields
 }
@@ -154,7 +156,7 @@ impl RefreshStore for RedisStore {
             RefreshStatus::Active => "active",
             RefreshStatus::Rotated => "rotated",
         };
-        let fields = vec![("rec", encode(rt)?), ("st", status.as_bytes().to_vec())];
+        let fields = vec![("rec".to_owned(), encode(rt)?), ("st".to_owned(), status.as_bytes().to_vec())];
         self.put_hash(self.key("refresh", key), fields, ttl).await
     }
 

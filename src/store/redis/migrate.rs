@@ -1,0 +1,195 @@
+//! Rewriting stored grants and connections in the record format `store.write_schema` names
+//! (`tether store migrate`): either way, 1 to 2 or back. Safe while Tether serves (each record
+//! is rewritten by one script, only if it is still what was read) and on Cluster (one primary
+//! at a time, each script on one hash slot); resumable (a cursor per page, and a record
+//! already in the format is left alone).
+
+use super::format::{self, Fields, MEMBER_PREFIX, WriteSchema};
+use super::{RedisStore, SCHEMA};
+use crate::store::StoreResult;
+
+/// Rewrites one hash (KEYS[1]) in place: only while its record and sealed tokens (in either
+/// format, joined) are still ARGV[1] and ARGV[2]; the fields of the other format are dropped,
+/// ARGV[6..] (field, value pairs) written, every other field and the time to live kept, and
+/// the hash written afresh so that Redis keeps it compact when its values allow. A
+/// connection's grants (ARGV[3]) move `in` from its set (KEYS[2]) to its hash, or `out` of the
+/// hash to the set (ARGV[4] the connection id, ARGV[5] its length). 1: rewritten, 0: changed
+/// or gone meanwhile.
+pub(super) const MIGRATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local function held(single, letter)
+  local value = redis.call('HGET', KEYS[1], single)
+  if value then return value end
+  local parts, i = {}, 0
+  while true do
+    local part = redis.call('HGET', KEYS[1], letter .. i)
+    if not part then break end
+    parts[#parts + 1] = part
+    i = i + 1
+  end
+  return table.concat(parts)
+end
+if held('rec', 'r') ~= ARGV[1] or held('up', 'u') ~= ARGV[2] then return 0 end
+local kept = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local name = all[i]
+  if name ~= 'rec' and name ~= 'up' and not string.match(name, '^[ru]%d+$') then
+    if ARGV[3] == 'out' and string.sub(name, 1, 2) == 'g-' then
+      redis.call('SADD', KEYS[2], ARGV[4] .. string.sub(name, 2))
+    else
+      kept[#kept + 1] = name
+      kept[#kept + 1] = all[i + 1]
+    end
+  end
+end
+if ARGV[3] == 'in' then
+  local skip = tonumber(ARGV[5])
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    kept[#kept + 1] = 'g' .. string.sub(id, skip + 1)
+    kept[#kept + 1] = ''
+  end
+  redis.call('DEL', KEYS[2])
+end
+local left = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if #kept > 0 then redis.call('HSET', KEYS[1], unpack(kept)) end
+if left > 0 then
+  redis.call('PEXPIRE', KEYS[1], left)
+  if ARGV[3] == 'out' and redis.call('PTTL', KEYS[2]) ~= -2 and redis.call('PTTL', KEYS[2]) < left then
+    redis.call('PEXPIRE', KEYS[2], left)
+  end
+end
+return 1
+";
+
+/// What a migration did (or, dry, would do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Grants rewritten (dry run: to rewrite).
+    pub grants: u64,
+    /// Connections rewritten (dry run: to rewrite).
+    pub connections: u64,
+    /// Records already in the format.
+    pub current: u64,
+    /// Records that changed or expired between reading and rewriting: a running Tether wrote
+    /// them meanwhile (in its own format); run the migration again for them.
+    pub raced: u64,
+}
+
+/// Where a record sits: its hash, and for a connection its id.
+enum Found<'a> {
+    Grant,
+    Link(&'a str),
+}
+
+impl RedisStore {
+    /// The format this store writes (and a migration rewrites into).
+    pub fn write_schema(&self) -> WriteSchema {
+        self.schema
+    }
+
+    /// One page of the migration into `write_schema()`: pass 0 first, then the returned cursor
+    /// until it is 0 again; `dry_run` only counts.
+    pub async fn migrate_page(&self, cursor: u64, dry_run: bool, report: &mut MigrationReport) -> StoreResult<u64> {
+        let base = format!("{}:{SCHEMA}:", self.prefix);
+        let (next, keys) = self.scan_keys(cursor, format!("{base}*")).await?;
+        for key in &keys {
+            let Some(rest) = key.strip_prefix(&base) else { continue };
+            let found = if rest.starts_with("grant:{") {
+                Found::Grant
+            } else if let Some(id) = rest.strip_prefix("link:{").and_then(|id| id.strip_suffix('}')) {
+                Found::Link(id)
+            } else {
+                continue;
+            };
+            self.migrate_one(key, &found, dry_run, report).await?;
+        }
+        Ok(next)
+    }
+
+    async fn migrate_one(
+        &self,
+        key: &str,
+        found: &Found<'_>,
+        dry_run: bool,
+        report: &mut MigrationReport,
+    ) -> StoreResult<()> {
+        let target = self.schema;
+        let hash = self.hgetall(key.to_owned()).await?;
+        let Some((held, record)) = format::stored_record(&hash) else {
+            // Expired since the scan listed it.
+            return Ok(());
+        };
+        let upstream = format::upstream_of(&hash);
+        let (mut fields, members, set): (Fields, _, _) = match found {
+            Found::Grant => {
+                // A grant's own tokens (grants made before connections) keep their one field.
+                let mut fields = format::grant_info_fields(target, &format::grant_info(&hash)?)?;
+                fields.extend(format::upstream_fields(WriteSchema::V1, &upstream));
+                (fields, "", None)
+            }
+            Found::Link(id) => {
+                let fields = format::link_info_fields(target, &format::link_info(&hash)?)?;
+                let set = self.key("link-grants", id);
+                let listed_in_set = {
+                    let set = set.clone();
+                    self.run(async move |mut c| ::redis::cmd("SCARD").arg(&set).query_async::<u64>(&mut c).await)
+                        .await?
+                };
+                let in_hash = hash.keys().any(|name| name.starts_with(MEMBER_PREFIX));
+                let tokens_held = if hash.contains_key("up") { WriteSchema::V1 } else { WriteSchema::V2 };
+                let members_right = match target {
+                    WriteSchema::V1 => !in_hash,
+                    WriteSchema::V2 => listed_in_set == 0,
+                };
+                if held == target && (upstream.is_empty() || tokens_held == target) && members_right {
+                    report.current += 1;
+                    return Ok(());
+                }
+                let members = if target == WriteSchema::V2 { "in" } else { "out" };
+                (fields, members, Some((set, id.to_string())))
+            }
+        };
+        if matches!(found, Found::Grant) && held == target {
+            report.current += 1;
+            return Ok(());
+        }
+        if let Found::Link(_) = found {
+            fields.extend(format::upstream_fields(target, &upstream));
+        }
+        let counter = match found {
+            Found::Grant => &mut report.grants,
+            Found::Link(_) => &mut report.connections,
+        };
+        if dry_run {
+            *counter += 1;
+            return Ok(());
+        }
+        let (script, key) = (&self.migrate, key.to_owned());
+        let done: i64 = self
+            .run(async move |mut c| {
+                let mut call = script.key(&key);
+                let (link, skip) = match &set {
+                    Some((set, id)) => {
+                        call.key(set);
+                        (id.clone(), id.len())
+                    }
+                    None => (String::new(), 0),
+                };
+                call.arg(record.as_slice()).arg(upstream.as_slice()).arg(members).arg(link).arg(skip);
+                for (name, value) in &fields {
+                    call.arg(name).arg(value.as_slice());
+                }
+                call.invoke_async(&mut c).await
+            })
+            .await?;
+        if done == 1 {
+            *counter += 1;
+        } else {
+            report.raced += 1;
+        }
+        Ok(())
+    }
+}
