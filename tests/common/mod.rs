@@ -120,7 +120,7 @@ pub struct TestCluster {
     options: Options,
     /// A handle on each instance's listening socket, so a restarted instance keeps its port.
     listeners: Vec<TcpListener>,
-    _keys: tempfile::TempDir,
+    keys: tempfile::TempDir,
 }
 
 impl TestCluster {
@@ -141,22 +141,28 @@ impl TestCluster {
                 TestApp::start(listener, &issuer, upstream.clone(), Some(redis.url()), Some(keys.path()), &options)
             })
             .collect();
-        Self { apps, redis, issuer, upstream, options, listeners, _keys: keys }
+        Self { apps, redis, issuer, upstream, options, listeners, keys }
     }
 
     /// Rolling restart of instance `i` with the key files in `keys`: the old process stops
     /// (in-flight requests finish), the new one serves on the same port and clock time.
     pub async fn restart(&mut self, i: usize, keys: &std::path::Path) {
+        let options = self.options.clone();
+        self.restart_configured(i, keys, &options).await;
+    }
+
+    /// Rolling restart of instance `i` with `lines` in its `[store]` table (its keys as before).
+    pub async fn restart_with_store(&mut self, i: usize, lines: &str) {
+        let options = Options { store_extra: lines.to_owned(), ..self.options.clone() };
+        let keys = self.keys.path().to_owned();
+        self.restart_configured(i, &keys, &options).await;
+    }
+
+    async fn restart_configured(&mut self, i: usize, keys: &std::path::Path, options: &Options) {
         let listener = self.listeners[i].try_clone().unwrap();
         let elapsed = self.apps[i].clock.now() - SystemClock.now();
-        let fresh = TestApp::start(
-            listener,
-            &self.issuer,
-            self.upstream.clone(),
-            Some(self.redis.url()),
-            Some(keys),
-            &self.options,
-        );
+        let fresh =
+            TestApp::start(listener, &self.issuer, self.upstream.clone(), Some(self.redis.url()), Some(keys), options);
         fresh.clock.advance(elapsed.max(0));
         let old = std::mem::replace(&mut self.apps[i], fresh);
         old.handle.stop(true).await;
@@ -180,6 +186,8 @@ pub struct Options {
     /// The `[store]` table's lines for a Redis of the test's own (a cluster, say), instead of
     /// the backend's.
     pub store: Option<String>,
+    /// Lines added to the `[store]` table, whichever store it is.
+    pub store_extra: String,
     /// Lines added to the files resource's table.
     pub files: String,
     /// Serve only the files resource (no calendar).
@@ -482,6 +490,9 @@ fn write_config(
         (None, Some(url)) => format!("kind = \"redis\"\nurl = \"{url}\"\nprefix = \"test\"\ntimeout_ms = 500"),
         (None, None) => "kind = \"memory\"".to_owned(),
     };
+    if !options.store_extra.is_empty() {
+        store = format!("{store}\n{}", options.store_extra);
+    }
     if let Some(keys) = keys {
         let k = keys.display();
         store.push_str(&format!("\n[keys]\nencryption_file = \"{k}/encryption\"\nsigning_file = \"{k}/signing\""));
