@@ -62,6 +62,7 @@ BROKEN = [
     ("zero replicas", {"replicaCount": 0}, "replicaCount"),
     ("unknown redis mode", {"redis": {"mode": "sidecar"}}, "mode"),
     ("unknown topology", {"redis": {"external": {"topology": "ring"}}}, "topology"),
+    ("an unknown record format", {"redis": {"writeSchema": 3}}, "writeSchema"),
     ("password in the redis url", {"redis": {"external": {"url": "redis://u:hunter2@redis:6379"}}}, "redis.external.url"),
     ("no redis url", {"redis": {"external": {"url": ""}}}, "redis.external.url"),
     ("no keys", {"secrets": {"encryptionKeys": ""}}, "secrets.encryptionKeys"),

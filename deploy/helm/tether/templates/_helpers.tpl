@@ -187,7 +187,7 @@ Tether's configuration file (JSON), from .Values.config and the chart's own wiri
 {{- $_ := set $server "shutdown_delay_secs" .Values.shutdownDelaySeconds -}}
 {{- $_ := set $cfg "server" $server -}}
 {{- $_ := set $cfg "metrics" (dict "bind" (printf "0.0.0.0:%d" (int .Values.metrics.port))) -}}
-{{- $store := dict "kind" "redis" "prefix" .Values.redis.prefix "timeout_ms" .Values.redis.timeoutMs -}}
+{{- $store := dict "kind" "redis" "prefix" .Values.redis.prefix "timeout_ms" .Values.redis.timeoutMs "write_schema" (default 1 .Values.redis.writeSchema) -}}
 {{- if eq .Values.redis.mode "bundled" }}
 {{- $_ := set $store "url" (printf "redis://%s:6379" (include "tether.redisName" .)) -}}
 {{- else }}
