@@ -393,3 +393,45 @@ async fn a_migration_on_a_cluster_never_undoes_a_concurrent_write() {
     )
     .await;
 }
+
+/// `tether store migrate` as an operator runs it: a dry run counts, the run rewrites and says
+/// so, a record it cannot read is counted, left as it is and makes the exit status 1, and a
+/// second run finds everything in the format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_migrate_command_reports_what_it_did_and_leaves_what_it_cannot_read() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tether.toml");
+    let store_lines =
+        format!("[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"test\"\nwrite_schema = 2\n", redis.url());
+    std::fs::write(&config, store_lines).unwrap();
+    let run = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        let out = command.arg("--config").arg(&config).args(["store", "migrate"]).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    stored_in_format_1(&standalone(&redis, WriteSchema::V1)).await;
+    let damaged = "test:v1:grant:{damaged}";
+    redis.cli(&["HSET", damaged, "rec", "{not a record", "st", "active"]);
+
+    let (code, out, err) = run(&["--dry-run"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("record format 2: 5 grants and 1 connections to rewrite, 0 already in it"), "{out}");
+    assert!(out.contains("1 unreadable"), "{out}");
+    assert_eq!(redis.cli(&["HEXISTS", &grant_key(&format!("{LINK}-{:032x}", 0)), "rec"]).trim(), "1", "dry");
+    let (code, out, _) = run(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("5 grants and 1 connections rewritten"), "{out}");
+    assert_eq!(redis.cli(&["HGET", damaged, "rec"]).trim(), "{not a record", "left as it was");
+    redis.cli(&["DEL", damaged]);
+    let (code, out, _) = run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("0 grants and 0 connections rewritten, 6 already in it"), "{out}");
+    let (code, _, err) = run(&["--cursor", "not-a-number"]);
+    assert_eq!(code, Some(2), "{err}");
+}

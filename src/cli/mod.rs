@@ -398,10 +398,14 @@ async fn migrate(config: Option<PathBuf>, dry_run: bool, mut cursor: u64, now: i
     }
     let verb = if dry_run { "to rewrite" } else { "rewritten" };
     println!(
-        "record format {format}: {} grants and {} connections {verb}, {} already in it, {} changed while being read (run again)",
-        report.grants, report.connections, report.current, report.raced
+        "record format {format}: {} grants and {} connections {verb}, {} already in it, {} changed while being read (run again), {} unreadable (left as they are)",
+        report.grants, report.connections, report.current, report.raced, report.unreadable
     );
-    Ok(if report.raced > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+    Ok(match (report.unreadable, report.raced) {
+        (0, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    })
 }
 
 #[allow(clippy::print_stdout)] // the report is the command's output

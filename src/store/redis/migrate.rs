@@ -76,6 +76,8 @@ pub struct MigrationReport {
     /// Records that changed or expired between reading and rewriting: a running Tether wrote
     /// them meanwhile (in its own format); run the migration again for them.
     pub raced: u64,
+    /// Records that could not be decoded (foreign or damaged data), left as they are.
+    pub unreadable: u64,
 }
 
 /// Where a record sits: its hash, and for a connection its id.
@@ -123,42 +125,50 @@ impl RedisStore {
             return Ok(());
         };
         let upstream = format::upstream_of(&hash);
-        let (mut fields, members, set): (Fields, _, _) = match found {
-            Found::Grant => {
-                // A grant's own tokens (grants made before connections) keep their one field.
-                let mut fields = format::grant_info_fields(target, &format::grant_info(&hash)?)?;
-                fields.extend(format::upstream_fields(WriteSchema::V1, &upstream));
-                (fields, "", None)
-            }
-            Found::Link(id) => {
-                let fields = format::link_info_fields(target, &format::link_info(&hash)?)?;
-                let set = self.key("link-grants", id);
-                let listed_in_set = {
-                    let set = set.clone();
-                    self.run(async move |mut c| ::redis::cmd("SCARD").arg(&set).query_async::<u64>(&mut c).await)
-                        .await?
-                };
+        // A connection is in the format when its record, its tokens and the list of its grants are.
+        let set = match found {
+            Found::Grant => None,
+            Found::Link(id) => Some((self.key("link-grants", id), (*id).to_owned())),
+        };
+        let current = match &set {
+            None => held == target,
+            Some((set, _)) => {
+                let set = set.clone();
+                let in_set: u64 =
+                    self.run(async move |mut c| ::redis::cmd("SCARD").arg(&set).query_async(&mut c).await).await?;
                 let in_hash = hash.keys().any(|name| name.starts_with(MEMBER_PREFIX));
-                let tokens_held = if hash.contains_key("up") { WriteSchema::V1 } else { WriteSchema::V2 };
-                let members_right = match target {
+                let tokens = if hash.contains_key("up") { WriteSchema::V1 } else { WriteSchema::V2 };
+                let members = match target {
                     WriteSchema::V1 => !in_hash,
-                    WriteSchema::V2 => listed_in_set == 0,
+                    WriteSchema::V2 => in_set == 0,
                 };
-                if held == target && (upstream.is_empty() || tokens_held == target) && members_right {
-                    report.current += 1;
-                    return Ok(());
-                }
-                let members = if target == WriteSchema::V2 { "in" } else { "out" };
-                (fields, members, Some((set, id.to_string())))
+                held == target && (upstream.is_empty() || tokens == target) && members
             }
         };
-        if matches!(found, Found::Grant) && held == target {
+        if current {
             report.current += 1;
             return Ok(());
         }
-        if let Found::Link(_) = found {
-            fields.extend(format::upstream_fields(target, &upstream));
-        }
+        let fields: StoreResult<Fields> = match found {
+            // A grant's own tokens (grants made before connections) keep their one field.
+            Found::Grant => {
+                format::grant_info(&hash).and_then(|info| format::grant_info_fields(target, &info)).map(|mut fields| {
+                    fields.extend(format::upstream_fields(WriteSchema::V1, &upstream));
+                    fields
+                })
+            }
+            Found::Link(_) => {
+                format::link_info(&hash).and_then(|info| format::link_info_fields(target, &info)).map(|mut fields| {
+                    fields.extend(format::upstream_fields(target, &upstream));
+                    fields
+                })
+            }
+        };
+        let Ok(fields) = fields else {
+            // Left as it is (and as unreadable to Tether as before); counted for the operator.
+            report.unreadable += 1;
+            return Ok(());
+        };
         let counter = match found {
             Found::Grant => &mut report.grants,
             Found::Link(_) => &mut report.connections,
@@ -167,6 +177,11 @@ impl RedisStore {
             *counter += 1;
             return Ok(());
         }
+        let members = match (&set, target) {
+            (None, _) => "",
+            (Some(_), WriteSchema::V2) => "in",
+            (Some(_), WriteSchema::V1) => "out",
+        };
         let (script, key) = (&self.migrate, key.to_owned());
         let done: i64 = self
             .run(async move |mut c| {
