@@ -7,15 +7,16 @@
 //! string per field.
 //!
 //! Format 2: the record as MessagePack (a version byte, then the fields by position) cut into
-//! pieces of at most 64 bytes (`r0`, `r1`, ...), the sealed tokens likewise (`u0`..`u15`,
-//! pieces of 64 bytes, longer pieces for token sets over 1 KB, so that reading them stays one
-//! HMGET), and the connection's grants as fields of the connection's own hash (`g-<rest of
+//! pieces of at most 64 bytes (`r0`, `r1`, ...), the sealed tokens likewise (`u0`..`u7`,
+//! pieces of 64 bytes, longer pieces for token sets over 512 bytes, so that reading them stays
+//! one HMGET of a few fields), and the connection's grants as fields of the connection's own hash (`g-<rest of
 //! the grant id>`, empty values). Redis keeps such hashes compact (listpack) at its default
 //! settings, and a connection is one key instead of two.
 //!
 //! Readers take either format, field by field; writers write the format `store.write_schema`
 //! names and remove the other one's fields, so a hash never holds both.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,7 @@ impl WriteSchema {
 const PIECE: usize = 64;
 /// The sealed upstream tokens are cut into at most this many pieces (so a reader asks for a
 /// fixed list of fields).
-pub(super) const UPSTREAM_PIECES: usize = 16;
+pub(super) const UPSTREAM_PIECES: usize = 8;
 /// The first byte of a format-2 record.
 const V2_TAG: u8 = 2;
 /// The prefix of a connection's fields that list its grants (format 2).
@@ -65,7 +66,7 @@ pub(super) const MEMBER_PREFIX: &str = "g-";
 pub(super) type Fields = Vec<(String, Vec<u8>)>;
 
 /// `upstream`'s fields in `schema`: `up`, or pieces `u0`.. of 64 bytes (more for token sets
-/// over 1 KB, never more than `UPSTREAM_PIECES`). Nothing for no tokens.
+/// over 512 bytes, never more than `UPSTREAM_PIECES`). Nothing for no tokens.
 pub(super) fn upstream_fields(schema: WriteSchema, upstream: &[u8]) -> Fields {
     if upstream.is_empty() {
         return Vec::new();
@@ -81,8 +82,7 @@ pub(super) fn upstream_fields(schema: WriteSchema, upstream: &[u8]) -> Fields {
 
 /// Every field name the sealed upstream tokens may be kept under, in either format (the scripts
 /// that replace them name the same list).
-pub(super) const UPSTREAM_FIELDS: [&str; UPSTREAM_PIECES + 1] =
-    ["up", "u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9", "u10", "u11", "u12", "u13", "u14", "u15"];
+pub(super) const UPSTREAM_FIELDS: [&str; UPSTREAM_PIECES + 1] = ["up", "u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
 
 /// The sealed upstream tokens a hash holds (empty when none), in either format.
 pub(super) fn upstream_of(hash: &HashMap<String, Vec<u8>>) -> Vec<u8> {
@@ -117,10 +117,10 @@ pub(super) fn link_info_fields(schema: WriteSchema, info: &LinkInfo) -> StoreRes
 }
 
 /// The format a hash's record is in, with its bytes as stored (`None`: no record).
-pub(super) fn stored_record(hash: &HashMap<String, Vec<u8>>) -> Option<(WriteSchema, Vec<u8>)> {
+pub(super) fn stored_record(hash: &HashMap<String, Vec<u8>>) -> Option<(WriteSchema, Cow<'_, [u8]>)> {
     match hash.get("rec") {
-        Some(rec) => Some((WriteSchema::V1, rec.clone())),
-        None => joined(|name| hash.get(name).map(Vec::as_slice), 'r').map(|bytes| (WriteSchema::V2, bytes)),
+        Some(rec) => Some((WriteSchema::V1, Cow::Borrowed(rec.as_slice()))),
+        None => joined(|name| hash.get(name).map(Vec::as_slice), 'r').map(|bytes| (WriteSchema::V2, Cow::Owned(bytes))),
     }
 }
 
@@ -154,11 +154,22 @@ fn pieces(letter: char, bytes: &[u8], size: usize) -> Fields {
     bytes.chunks(size).enumerate().map(|(i, piece)| (format!("{letter}{i}"), piece.to_vec())).collect()
 }
 
+/// The names of the first pieces, so that reading a record (on every introspection) names
+/// them without formatting.
+const RECORD_PIECES: [&str; 8] = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"];
+
 /// The pieces `<letter>0`, `<letter>1`, .. joined; `None` when there is no first piece.
 fn joined<'a>(get: impl Fn(&str) -> Option<&'a [u8]>, letter: char) -> Option<Vec<u8>> {
-    let mut bytes = get(&format!("{letter}0"))?.to_vec();
+    let name = |i: usize| match letter {
+        'r' if i < RECORD_PIECES.len() => Cow::Borrowed(RECORD_PIECES[i]),
+        'u' if i < UPSTREAM_PIECES => Cow::Borrowed(UPSTREAM_FIELDS[i + 1]),
+        _ => Cow::Owned(format!("{letter}{i}")),
+    };
+    let first = get(&name(0))?;
+    let mut bytes = Vec::with_capacity(first.len() * 4);
+    bytes.extend_from_slice(first);
     for i in 1.. {
-        let Some(piece) = get(&format!("{letter}{i}")) else { break };
+        let Some(piece) = get(&name(i)) else { break };
         bytes.extend_from_slice(piece);
     }
     Some(bytes)
@@ -380,7 +391,7 @@ mod tests {
     }
 
     #[test]
-    fn sealed_tokens_of_any_length_are_at_most_sixteen_pieces_and_read_back_whole() {
+    fn sealed_tokens_of_any_length_are_at_most_eight_pieces_and_read_back_whole() {
         for len in [1, 63, 64, 65, 258, 1024, 1025, 5000] {
             let tokens: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let fields = upstream_fields(WriteSchema::V2, &tokens);

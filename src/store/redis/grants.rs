@@ -39,7 +39,7 @@ pub(super) const RESEAL_UP: &str = r"
 local held = redis.call('HGET', KEYS[1], 'up')
 if not held then
   local parts = {}
-  for i = 0, 15 do
+  for i = 0, 7 do
     local part = redis.call('HGET', KEYS[1], 'u' .. i)
     if not part then break end
     parts[#parts + 1] = part
@@ -47,7 +47,7 @@ if not held then
   if #parts > 0 then held = table.concat(parts) end
 end
 if held ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9', 'u10', 'u11', 'u12', 'u13', 'u14', 'u15')
+redis.call('HDEL', KEYS[1], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7')
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 ";

@@ -110,7 +110,7 @@ pub(super) const LINK_UPSTREAM: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local st = redis.call('HGET', KEYS[2], 'st')
 if st and st ~= 'ended' then
-  redis.call('HDEL', KEYS[2], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9', 'u10', 'u11', 'u12', 'u13', 'u14', 'u15')
+  redis.call('HDEL', KEYS[2], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7')
   redis.call('HSET', KEYS[2], unpack(ARGV))
 end
 return 1
@@ -146,7 +146,7 @@ for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
   end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HDEL', KEYS[2], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9', 'u10', 'u11', 'u12', 'u13', 'u14', 'u15')
+  redis.call('HDEL', KEYS[2], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7')
   redis.call('HSET', KEYS[2], 'st', 'ended')
 end
 return 2

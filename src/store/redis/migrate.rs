@@ -193,7 +193,7 @@ impl RedisStore {
                     }
                     None => (String::new(), 0),
                 };
-                call.arg(record.as_slice()).arg(upstream.as_slice()).arg(members).arg(link).arg(skip);
+                call.arg(record.as_ref()).arg(upstream.as_slice()).arg(members).arg(link).arg(skip);
                 for (name, value) in &fields {
                     call.arg(name).arg(value.as_slice());
                 }
