@@ -201,22 +201,8 @@ async fn replicas_writing_either_format_and_migrations_both_ways_while_they_serv
 /// A connection with four grants (one revoked, one with a refresh family) and a grant made
 /// before connections, written in format 1.
 async fn stored_in_format_1(store: &RedisStore) -> Vec<String> {
-    let link = LinkRecord {
-        id: LINK.into(),
-        info: LinkInfo {
-            user: "dev:42".into(),
-            provider: "dev".into(),
-            subject: "42".into(),
-            account: Some("octocat".into()),
-            scope: vec!["repo".into()],
-            created_at: 1,
-            connected_at: 2,
-            ..LinkInfo::default()
-        },
-        status: LinkStatus::Active,
-        upstream: (0..300u32).map(|i| u8::try_from(i % 251).unwrap()).collect(),
-    };
-    store.put_link(&link, TTL).await.unwrap();
+    let tokens: Vec<u8> = (0..300u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    store.put_link(&sample_link(LINK, &tokens), TTL).await.unwrap();
     let mut ids = Vec::new();
     for n in 0..4u32 {
         let mut grant = GrantRecord::new(

@@ -833,21 +833,7 @@ fn a_worker_has_its_own_connection_and_a_new_runtime_on_its_thread_gets_a_workin
 const LINK: &str = "0123456789abcdef01234567";
 
 fn link(tokens: &[u8]) -> LinkRecord {
-    LinkRecord {
-        id: LINK.into(),
-        info: LinkInfo {
-            user: "dev:42".into(),
-            provider: "dev".into(),
-            subject: "42".into(),
-            account: Some("octocat".into()),
-            scope: vec!["repo".into()],
-            created_at: 1,
-            connected_at: 1,
-            ..LinkInfo::default()
-        },
-        status: LinkStatus::Active,
-        upstream: tokens.to_vec(),
-    }
+    common::sample_link(LINK, tokens)
 }
 
 /// A grant on the connection `LINK`, holding no tokens of its own.

@@ -996,3 +996,23 @@ pub fn field<'a>(html: &'a str, name: &str) -> &'a str {
     let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
     &html[start..start + html[start..].find('"').unwrap()]
 }
+
+/// An active connection `id` of user `dev:42` (account octocat) holding `tokens`.
+pub fn sample_link(id: &str, tokens: &[u8]) -> tether::store::LinkRecord {
+    use tether::store::{LinkInfo, LinkRecord, LinkStatus};
+    LinkRecord {
+        id: id.into(),
+        info: LinkInfo {
+            user: "dev:42".into(),
+            provider: "dev".into(),
+            subject: "42".into(),
+            account: Some("octocat".into()),
+            scope: vec!["repo".into()],
+            created_at: 1,
+            connected_at: 1,
+            ..LinkInfo::default()
+        },
+        status: LinkStatus::Active,
+        upstream: tokens.to_vec(),
+    }
+}

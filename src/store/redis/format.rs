@@ -62,6 +62,39 @@ const V2_TAG: u8 = 2;
 /// The prefix of a connection's fields that list its grants (format 2).
 pub(super) const MEMBER_PREFIX: &str = "g-";
 
+/// Lua the scripts that read or move format-2 values share (`with_helpers`): `held(key, single,
+/// letter)`, a value kept in one field or in pieces (`single`, else `<letter>0`.. joined; false
+/// when neither), and `members_from_set(fields, set, skip)`, which appends a connection's member
+/// field for each grant id in the set (`skip`: the length of the connection id they start with)
+/// and deletes the set.
+const LUA_HELPERS: &str = r"
+local function held(key, single, letter)
+  local value = redis.call('HGET', key, single)
+  if value then return value end
+  local parts, i = {}, 0
+  while true do
+    local part = redis.call('HGET', key, letter .. i)
+    if not part then break end
+    parts[#parts + 1] = part
+    i = i + 1
+  end
+  if #parts == 0 then return false end
+  return table.concat(parts)
+end
+local function members_from_set(fields, set, skip)
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    fields[#fields + 1] = 'g' .. string.sub(id, skip + 1)
+    fields[#fields + 1] = ''
+  end
+  redis.call('DEL', set)
+end
+";
+
+/// A script's body with the shared Lua functions before it.
+pub(super) fn with_helpers(body: &str) -> String {
+    format!("{LUA_HELPERS}{body}")
+}
+
 /// Field names and values, in the order they are written.
 pub(super) type Fields = Vec<(String, Vec<u8>)>;
 
@@ -93,10 +126,10 @@ pub(super) fn upstream_of(hash: &HashMap<String, Vec<u8>>) -> Vec<u8> {
 }
 
 /// The sealed upstream tokens from the values of `UPSTREAM_FIELDS`, in that order.
-pub(super) fn upstream_from_values(values: &[Option<Vec<u8>>]) -> Vec<u8> {
+pub(super) fn upstream_from_values(values: &[Option<Vec<u8>>]) -> Cow<'_, [u8]> {
     match values.first() {
-        Some(Some(up)) => up.clone(),
-        _ => values.iter().skip(1).map_while(Option::as_deref).flatten().copied().collect(),
+        Some(Some(up)) => Cow::Borrowed(up.as_slice()),
+        _ => Cow::Owned(values.iter().skip(1).map_while(Option::as_deref).flatten().copied().collect()),
     }
 }
 

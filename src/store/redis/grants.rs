@@ -34,19 +34,9 @@ return 1
 
 /// Replaces the sealed upstream tokens of a grant or connection only while they are still the
 /// expected ones, in either format (`format`). ARGV: expected, then the new tokens' field,
-/// value pairs.
+/// value pairs. Run `with_helpers`.
 pub(super) const RESEAL_UP: &str = r"
-local held = redis.call('HGET', KEYS[1], 'up')
-if not held then
-  local parts = {}
-  for i = 0, 7 do
-    local part = redis.call('HGET', KEYS[1], 'u' .. i)
-    if not part then break end
-    parts[#parts + 1] = part
-  end
-  if #parts > 0 then held = table.concat(parts) end
-end
-if held ~= ARGV[1] then return 0 end
+if held(KEYS[1], 'up', 'u') ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], 'up', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7')
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
@@ -149,7 +139,7 @@ impl GrantStore for RedisStore {
         let status =
             link.first().and_then(Option::as_deref).and_then(|s| LinkStatus::parse(std::str::from_utf8(s).ok()?));
         let upstream = status.map(|_| format::upstream_from_values(&link[1..])).unwrap_or_default();
-        crate::store::memory::merge_link(&mut grant, status.map(|s| (s, upstream.as_slice())));
+        crate::store::memory::merge_link(&mut grant, status.map(|s| (s, upstream.as_ref())));
         Ok(Some(grant))
     }
 

@@ -39,7 +39,7 @@ return 1
 /// With ARGV[2] `1`, only where there is none or an ended one (returns 0 otherwise). With
 /// ARGV[3] `1` (format 2), the grants of the set move into the hash (ARGV[4]: the length of
 /// the connection id, which their fields leave out). The hash is written afresh, so Redis keeps
-/// it compact when its values allow. KEYS: link, link-grants.
+/// it compact when its values allow. KEYS: link, link-grants. Run `with_helpers`.
 pub(super) const PUT_LINK: &str = r"
 if ARGV[2] == '1' then
   local st = redis.call('HGET', KEYS[1], 'st')
@@ -53,14 +53,7 @@ for i = 1, #held, 2 do
     members[#members + 1] = held[i + 1]
   end
 end
-if ARGV[3] == '1' then
-  local skip = tonumber(ARGV[4])
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    members[#members + 1] = 'g' .. string.sub(id, skip + 1)
-    members[#members + 1] = ''
-  end
-  redis.call('DEL', KEYS[2])
-end
+if ARGV[3] == '1' then members_from_set(members, KEYS[2], tonumber(ARGV[4])) end
 local left = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))

@@ -14,22 +14,10 @@ use crate::store::StoreResult;
 /// the hash written afresh so that Redis keeps it compact when its values allow. A
 /// connection's grants (ARGV[3]) move `in` from its set (KEYS[2]) to its hash, or `out` of the
 /// hash to the set (ARGV[4] the connection id, ARGV[5] its length). 1: rewritten, 0: changed
-/// or gone meanwhile.
+/// or gone meanwhile. Run `with_helpers`.
 pub(super) const MIGRATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local function held(single, letter)
-  local value = redis.call('HGET', KEYS[1], single)
-  if value then return value end
-  local parts, i = {}, 0
-  while true do
-    local part = redis.call('HGET', KEYS[1], letter .. i)
-    if not part then break end
-    parts[#parts + 1] = part
-    i = i + 1
-  end
-  return table.concat(parts)
-end
-if held('rec', 'r') ~= ARGV[1] or held('up', 'u') ~= ARGV[2] then return 0 end
+if (held(KEYS[1], 'rec', 'r') or '') ~= ARGV[1] or (held(KEYS[1], 'up', 'u') or '') ~= ARGV[2] then return 0 end
 local kept = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
@@ -43,14 +31,7 @@ for i = 1, #all, 2 do
     end
   end
 end
-if ARGV[3] == 'in' then
-  local skip = tonumber(ARGV[5])
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    kept[#kept + 1] = 'g' .. string.sub(id, skip + 1)
-    kept[#kept + 1] = ''
-  end
-  redis.call('DEL', KEYS[2])
-end
+if ARGV[3] == 'in' then members_from_set(kept, KEYS[2], tonumber(ARGV[5])) end
 local left = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
